@@ -1,0 +1,39 @@
+# The two commands a user needs are `make run` and `make test`; both install what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+HTTP_PORT ?= 8000
+REPOSITORY := examples/model_repository
+
+.PHONY: install models run test lint constraints
+
+install: $(STAMP)
+
+# Re-installs only when the dependency declarations change, so repeated `make` calls cost nothing.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[torch,sklearn,dev]'
+	touch $@
+
+models: install
+	$(BIN)/python examples/build_models.py $(REPOSITORY)
+
+run: models
+	$(BIN)/modelserve serve --model-repository $(REPOSITORY) --host $(HOST) --http-port $(HTTP_PORT) \
+		--model-control-mode explicit --load-model '*'
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
+	$(BIN)/mypy
+
+# Pins exactly what is installed now, for CI to reproduce.
+constraints: install
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; \
+	  echo 'torch==2.13.0'; } > constraints.txt.new && mv constraints.txt.new constraints.txt

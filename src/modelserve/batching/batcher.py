@@ -1,0 +1,208 @@
+"""A per-model dynamic batcher that wraps a runtime's ``infer`` without touching it.
+
+Requests queue in arrival order. Whenever an instance is free, the batcher takes the oldest request
+and every later one with the same non-batch shapes and datatypes, up to ``max_batch_size`` samples,
+concatenates them along the first axis, runs them in the thread pool, and hands each request its
+slice of the outputs. With ``max_queue_delay_ms`` of 0 (the default, as in Triton) it waits for
+nothing: requests that arrive while instances are busy form the next batch, so batches grow with
+load and an idle server answers at once. A positive delay holds the oldest request up to that long
+for the batch to reach its target size. A failure in a batch fails exactly the requests in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelserve.errors import InferenceFailed, ModelNotReady, ModelserveError, Overloaded
+from modelserve.models.stats import ModelStats
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    inputs: Arrays
+    size: int
+    key: Hashable
+    future: asyncio.Future[Arrays]
+    enqueued_ns: int
+
+
+class Batcher:
+    """Queues requests for one model version and runs them in batches on ``executor``."""
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[Arrays], Arrays],
+        executor: Executor,
+        stats: ModelStats,
+        *,
+        max_batch_size: int,
+        max_queue_delay_ms: float = 0.0,
+        preferred_batch_sizes: tuple[int, ...] = (),
+        max_queue_size: int = 0,
+        instance_count: int = 1,
+        observe_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch_size < 0 or max_queue_delay_ms < 0 or max_queue_size < 0 or instance_count < 1:
+            raise ValueError("batcher limits must be non-negative and instance_count at least 1")
+        if any(size > max_batch_size for size in preferred_batch_sizes):
+            raise ValueError(f"preferred_batch_sizes {preferred_batch_sizes} exceed max_batch_size {max_batch_size}")
+        self.name = name
+        self._run = run
+        self._executor = executor
+        self._stats = stats
+        self._max_samples = max(1, max_batch_size)
+        self._batching = max_batch_size > 0
+        self._delay_ns = int(max_queue_delay_ms * 1_000_000)
+        self._target = max(preferred_batch_sizes, default=self._max_samples)
+        self._max_queue = max_queue_size
+        self._instances = instance_count
+        self._observe_batch = observe_batch
+        self._queue: deque[_Pending] = deque()
+        # Created inside the running loop on first use, never at construction time.
+        self._wakeup: asyncio.Event | None = None
+        self._free: asyncio.Semaphore | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for an instance."""
+        return len(self._queue)
+
+    async def submit(self, inputs: Arrays, size: int) -> Arrays:
+        """Queue one validated request of ``size`` samples and wait for its outputs."""
+        if self._closing:
+            raise ModelNotReady(f"model '{self.name}' is unloading")
+        if self._max_queue and len(self._queue) >= self._max_queue:
+            raise Overloaded(
+                f"model '{self.name}' has {len(self._queue)} requests queued (max_queue_size); retry later"
+            )
+        if self._task is None:
+            self._wakeup, self._free = asyncio.Event(), asyncio.Semaphore(self._instances)
+            self._task = asyncio.create_task(self._dispatch(), name=f"batcher:{self.name}")
+        assert self._wakeup is not None
+        key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items()) if self._batching else None
+        future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(inputs, size, key, future, time.perf_counter_ns()))
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Refuse new requests, let queued and running ones finish, then stop."""
+        self._closing = True
+        while self._queue or self._running:
+            if self._running:
+                await asyncio.wait(set(self._running))
+            else:
+                await asyncio.sleep(0)  # the dispatcher has yet to pick the queued ones up
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _dispatch(self) -> None:
+        assert self._free is not None
+        while True:
+            await self._free.acquire()
+            batch = await self._next_batch()
+            task = asyncio.create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[_Pending]:
+        assert self._wakeup is not None
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self._delay_ns and self._batching:
+                await self._fill(self._queue[0].enqueued_ns + self._delay_ns)
+            batch = self._take()
+            if batch:
+                return batch
+
+    async def _fill(self, deadline_ns: int) -> None:
+        """Wait until compatible requests reach the target size or the oldest one's delay runs out."""
+        assert self._wakeup is not None
+        while (remaining := deadline_ns - time.perf_counter_ns()) > 0:
+            head = self._queue[0].key
+            if sum(p.size for p in self._queue if p.key == head) >= self._target:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining / 1e9)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Pending]:
+        """The oldest live request plus later compatible ones, up to the batch limit, in order."""
+        while self._queue and self._queue[0].future.done():  # the caller gave up (timeout, disconnect)
+            self._queue.popleft()
+        if not self._queue:
+            return []
+        head = self._queue[0]
+        if not self._batching:
+            return [self._queue.popleft()]
+        batch, rest, samples = [], deque[_Pending](), 0
+        for pending in self._queue:
+            fits = pending.key == head.key and samples + pending.size <= self._max_samples
+            if fits and not pending.future.done():
+                batch.append(pending)
+                samples += pending.size
+            elif not pending.future.done():
+                rest.append(pending)
+        self._queue = rest
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        assert self._free is not None
+        try:
+            start = time.perf_counter_ns()
+            for pending in batch:
+                self._stats.queue.add(start - pending.enqueued_ns)
+            samples = sum(p.size for p in batch)
+            inputs = batch[0].inputs if len(batch) == 1 else _concatenate([p.inputs for p in batch])
+            joined = time.perf_counter_ns()
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+            done = time.perf_counter_ns()
+            results = [outputs] if len(batch) == 1 else _split(outputs, [p.size for p in batch], samples)
+            self._stats.record_batch(len(batch), samples, joined - start, done - joined, time.perf_counter_ns() - done)
+            if self._observe_batch is not None:
+                self._observe_batch(samples)
+            for pending, result in zip(batch, results, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(result)
+        except Exception as exc:
+            error = exc if isinstance(exc, ModelserveError) else InferenceFailed(f"model '{self.name}' failed: {exc}")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+        finally:
+            self._free.release()
+
+
+def _concatenate(requests: list[Arrays]) -> Arrays:
+    return {name: np.concatenate([r[name] for r in requests]) for name in requests[0]}
+
+
+def _split(outputs: Arrays, sizes: list[int], samples: int) -> list[Arrays]:
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != samples:
+            raise InferenceFailed(
+                f"output '{name}' has shape {list(array.shape)}; expected a first dimension of {samples}"
+            )
+    bounds = np.cumsum([0, *sizes])
+    return [{n: a[lo:hi] for n, a in outputs.items()} for lo, hi in itertools.pairwise(bounds)]

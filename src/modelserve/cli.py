@@ -1,0 +1,129 @@
+"""The ``modelserve`` command: ``serve`` runs the server, ``models`` controls a running one."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from modelserve.config import ModelControlMode, Settings, describe_error
+
+app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
+models_app = typer.Typer(help="List, load and unload the models of a running server.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+err = Console(stderr=True)
+
+
+def _help(field: str) -> str:
+    description = Settings.model_fields[field].description or ""
+    return f"{description} [env: {Settings.env_name(field)}]"
+
+
+@app.command()
+def serve(
+    model_repository: Annotated[str | None, typer.Option(help=_help("model_repository"))] = None,
+    host: Annotated[str | None, typer.Option(help=_help("host"))] = None,
+    http_port: Annotated[int | None, typer.Option(help=_help("http_port"))] = None,
+    workers: Annotated[int | None, typer.Option(help=_help("workers"))] = None,
+    model_control_mode: Annotated[ModelControlMode | None, typer.Option(help=_help("model_control_mode"))] = None,
+    load_model: Annotated[
+        list[str] | None, typer.Option("--load-model", help=_help("load_models") + " Repeatable.")
+    ] = None,
+    model_load_timeout: Annotated[float | None, typer.Option(help=_help("model_load_timeout"))] = None,
+    inference_threads: Annotated[int | None, typer.Option(help=_help("inference_threads"))] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help=_help("max_batch_size"))] = None,
+    batch_timeout_ms: Annotated[float | None, typer.Option(help=_help("batch_timeout_ms"))] = None,
+    max_queue_size: Annotated[int | None, typer.Option(help=_help("max_queue_size"))] = None,
+    request_timeout_sec: Annotated[float | None, typer.Option(help=_help("request_timeout_sec"))] = None,
+    max_input_size_mb: Annotated[float | None, typer.Option(help=_help("max_input_size_mb"))] = None,
+    log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
+) -> None:
+    """Serve a model repository over HTTP (Open Inference Protocol and the /v1 API)."""
+    options: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
+    if "load_model" in options:
+        options["load_models"] = options.pop("load_model")
+    try:
+        settings = Settings(**options)
+    except ValidationError as exc:
+        err.print(f"[red]{describe_error(exc)}[/red]")
+        raise typer.Exit(2) from None
+    if not settings.model_repository:
+        err.print("[red]no model repository: pass --model-repository PATH or set MODEL_REPOSITORY[/red]")
+        raise typer.Exit(2)
+    if not Path(settings.model_repository).is_dir():
+        err.print(f"[red]model repository {settings.model_repository} does not exist or is not a directory[/red]")
+        raise typer.Exit(2)
+    _run(settings)
+
+
+def _run(settings: Settings) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.http_port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level,
+        "access_log": False,  # a log line per request costs throughput; metrics count every request
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.workers == 1:
+        from modelserve.server.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Worker processes rebuild the settings from the environment, so export what the options set.
+    for name, value in settings.model_dump().items():
+        text = ",".join(value) if isinstance(value, list) else str(value)
+        os.environ[Settings.env_name(name)] = text
+    uvicorn.run("modelserve.server.app:create_app_from_env", factory=True, workers=settings.workers, **common)
+
+
+URL = Annotated[str, typer.Option(envvar="MODELSERVE_URL", help="Base URL of the running server.")]
+
+
+def _call(method: str, url: str) -> Any:
+    try:
+        response = httpx.request(method, url, timeout=300)
+    except httpx.HTTPError as exc:
+        err.print(f"[red]cannot reach {url}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    body = response.json() if response.content else {}
+    if response.status_code >= 400:
+        err.print(f"[red]{response.status_code}: {body.get('error', body) if isinstance(body, dict) else body}[/red]")
+        raise typer.Exit(1)
+    return body
+
+
+@models_app.command("list")
+def list_models(url: URL = "http://127.0.0.1:8000") -> None:
+    """Every model in the server's repository, with its versions and state."""
+    table = Table("model", "version", "state", "reason")
+    for entry in _call("POST", f"{url}/v2/repository/index"):
+        table.add_row(entry["name"], entry.get("version", "-"), entry["state"], entry.get("reason", ""))
+    Console().print(table)
+
+
+@models_app.command("load")
+def load_model_command(name: str, url: URL = "http://127.0.0.1:8000") -> None:
+    """Load (or reload) a model from the server's repository."""
+    body = _call("POST", f"{url}/v1/models/{name}/load")
+    Console().print(
+        f"loaded {name} ({body['format']}) versions {', '.join(body['versions'])} in {body['load_time_seconds']} s"
+    )
+
+
+@models_app.command("unload")
+def unload_model_command(name: str, url: URL = "http://127.0.0.1:8000") -> None:
+    """Unload a model once its queued requests finish."""
+    _call("POST", f"{url}/v1/models/{name}/unload")
+    Console().print(f"unloaded {name}")

@@ -1,0 +1,109 @@
+"""Server configuration: one pydantic-settings model read from the runbooks' environment names.
+
+Every field's environment variable is its name upper-cased (``MAX_BATCH_SIZE``), except where the
+runbooks use another (``UVICORN_WORKERS``). Command-line options override the environment, and
+``modelserve serve --help`` lists each option with the variable behind it.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ModelControlMode(StrEnum):
+    """How models get loaded: Triton's names, so its users know them."""
+
+    NONE = "none"  # everything in the repository loads at start; load/unload requests are refused
+    EXPLICIT = "explicit"  # models named by LOAD_MODELS load at start; the rest through the API
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set, grouped by concern."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="forbid", validate_default=True)
+
+    # -- server ------------------------------------------------------------------------------------
+    model_repository: str = Field("", description="Path of the model repository to serve.")
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a container).")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (Open Inference Protocol and /v1).")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        validation_alias="UVICORN_WORKERS",
+        description="HTTP worker processes sharing the port; each loads its own models.",
+    )
+    log_level: str = Field(
+        "info", pattern="^(critical|error|warning|info|debug)$", description="Log level of the server."
+    )
+
+    # -- models ------------------------------------------------------------------------------------
+    model_control_mode: ModelControlMode = Field(
+        ModelControlMode.NONE,
+        description="none: load every model at start; explicit: load LOAD_MODELS at start, the rest by API.",
+    )
+    load_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Models to load at start in explicit mode (comma-separated; * means all).",
+    )
+    model_load_timeout: float = Field(
+        30.0, gt=0, description="Seconds a model may take to load before it is marked failed."
+    )
+    inference_threads: int = Field(
+        default_factory=lambda: max(2, os.cpu_count() or 2),
+        ge=1,
+        le=256,
+        description="Threads that run inference, shared by all models (the event loop never runs it).",
+    )
+
+    # -- batching ----------------------------------------------------------------------------------
+    max_batch_size: int = Field(
+        32, ge=0, le=65536, description="Batch limit for models whose config does not set max_batch_size."
+    )
+    batch_timeout_ms: float = Field(
+        0.0,
+        ge=0,
+        le=10_000,
+        description="Default wait for a batch to fill (ms); 0 batches only what queued while busy.",
+    )
+    max_queue_size: int = Field(2048, ge=0, description="Default bound of each model's request queue (0: unbounded).")
+
+    # -- limits ------------------------------------------------------------------------------------
+    request_timeout_sec: float = Field(
+        60.0, gt=0, description="Seconds a request may wait and run before it is answered 504."
+    )
+    max_input_size_mb: float = Field(64.0, gt=0, description="Largest request body accepted (MiB); larger is 413.")
+
+    @property
+    def max_input_bytes(self) -> int:
+        """MAX_INPUT_SIZE_MB in bytes, the unit the protocols compare against."""
+        return int(self.max_input_size_mb * 1024 * 1024)
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets ``field``."""
+        alias = cls.model_fields[field].validation_alias
+        return alias if isinstance(alias, str) else field.upper()
+
+    @field_validator("load_models", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        """Take LOAD_MODELS the way operators write it: ``a,b`` or ``a b``."""
+        if isinstance(value, str):
+            return value.replace(",", " ").split()
+        return value
+
+
+def describe_error(error: ValidationError) -> str:
+    """A validation error as one line per bad setting, named by its environment variable."""
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        name = Settings.env_name(field) if field in Settings.model_fields else field.upper()
+        lines.append(f"invalid setting {name}={problem.get('input')!r}: {problem['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""The errors the core raises, free of any web framework.
+
+Protocols map them to status codes in one table each (``protocol/errors.py``), so the core never
+decides what HTTP or gRPC says. The tree::
+
+    ModelserveError
+    ├── ModelNotFound        the name or version is not in the repository
+    ├── ModelNotReady        known, but not loaded (or still loading, or failed)
+    ├── InvalidInput         the request is malformed: shape, datatype, missing tensor, bad JSON
+    ├── PayloadTooLarge      the body exceeds MAX_INPUT_SIZE_MB
+    ├── Overloaded           a bounded queue is full: retry later
+    ├── DeadlineExceeded     the request's time ran out before it finished
+    ├── ModelControlDisabled load/unload asked for while the control mode forbids it
+    ├── ModelLoadError       the model's files or config cannot be loaded (names the file)
+    └── InferenceFailed      the runtime raised while executing a batch
+"""
+
+
+class ModelserveError(Exception):
+    """Base of every error the server answers with a message meant for the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelNotFound(ModelserveError):
+    """The model, or the requested version of it, does not exist in the repository."""
+
+
+class ModelNotReady(ModelserveError):
+    """The model exists but cannot serve now: not loaded, loading, unloading or failed."""
+
+
+class InvalidInput(ModelserveError):
+    """The request cannot be executed as sent; the message says what to fix."""
+
+
+class PayloadTooLarge(ModelserveError):
+    """The request body is larger than the configured limit."""
+
+
+class Overloaded(ModelserveError):
+    """A bounded queue is full; the caller should back off and retry."""
+
+
+class DeadlineExceeded(ModelserveError):
+    """The request's deadline passed before its result was ready."""
+
+
+class ModelControlDisabled(ModelserveError):
+    """Loading or unloading at runtime is not allowed in the server's model control mode."""
+
+
+class ModelLoadError(ModelserveError):
+    """A model could not be loaded; the message names the file and the problem."""
+
+
+class InferenceFailed(ModelserveError):
+    """The runtime raised while executing; every request in that batch gets this error."""

@@ -1,0 +1,1 @@
+"""Loaded models: their resolved specs, states, statistics and the manager that owns them."""

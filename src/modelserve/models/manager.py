@@ -1,0 +1,322 @@
+"""The ModelManager owns every loaded model: it loads, serves and unloads them, and knows their states.
+
+States follow Triton: UNAVAILABLE → LOADING → READY → UNLOADING → UNAVAILABLE, or FAILED with the
+reason. Concurrent requests to load one model share a single load; load and unload of one model are
+serialised. Loading runs on its own threads, so a slow load never stalls inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import partial
+
+from modelserve.batching.batcher import Batcher
+from modelserve.errors import (
+    DeadlineExceeded,
+    ModelControlDisabled,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    ModelserveError,
+)
+from modelserve.models.spec import BatchingDefaults, ModelSpec, resolve
+from modelserve.models.stats import ModelStats
+from modelserve.repository.layout import ModelRepository, ModelSource
+from modelserve.runtimes.base import Runtime, runtime_class
+from modelserve.types import InferenceRequest, InferenceResponse
+
+log = logging.getLogger("modelserve.models")
+
+
+class ModelState(StrEnum):
+    """Where a model version is in its life."""
+
+    UNAVAILABLE = "UNAVAILABLE"
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    FAILED = "FAILED"
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    """One version of a model and everything that serves it. ``version`` is None when the model
+    failed before its versions could be read (a broken config.yaml, say)."""
+
+    name: str
+    version: int | None
+    state: ModelState
+    reason: str = ""
+    spec: ModelSpec | None = None
+    runtime: Runtime | None = None
+    batcher: Batcher | None = None
+    stats: ModelStats = field(default_factory=ModelStats)
+    memory_bytes: int = 0
+    load_seconds: float = 0.0
+
+    def fail(self, reason: str) -> None:
+        """Record why this version cannot serve."""
+        self.state, self.reason = ModelState.FAILED, reason
+        log.error("model %s version %s failed to load: %s", self.name, self.version, reason)
+
+
+class ModelManager:
+    """Loads models from a repository on demand of the operator and routes requests to them."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        executor: Executor,
+        *,
+        defaults: BatchingDefaults,
+        load_timeout_s: float,
+        request_timeout_s: float,
+        control_enabled: bool,
+        observe_batch: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.repository = repository
+        self._executor = executor
+        self._defaults = defaults
+        self._load_timeout_s = load_timeout_s
+        self._request_timeout_s = request_timeout_s
+        self._control_enabled = control_enabled
+        self._observe_batch = observe_batch
+        self._models: dict[str, dict[int | None, ModelVersion]] = {}
+        self._loads: dict[str, asyncio.Task[list[ModelVersion]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self, names: list[str]) -> None:
+        """Load the models named (``*`` for all) at startup; failures are recorded, never fatal."""
+        await asyncio.to_thread(self.repository.check)
+        if "*" in names:
+            names = await asyncio.to_thread(self.repository.names)
+        results = await asyncio.gather(*(self._shared_load(n) for n in names), return_exceptions=True)
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, ModelNotFound):
+                self._models[name] = {None: ModelVersion(name, None, ModelState.FAILED, result.message)}
+                log.error("cannot load %s at startup: %s", name, result.message)
+            elif isinstance(result, BaseException) and not isinstance(result, ModelserveError):
+                raise result
+
+    async def close(self) -> None:
+        """Unload every model, letting queued requests finish first."""
+        for name in list(self._models):
+            await self._unload(name)
+
+    # -- control -------------------------------------------------------------------------------------
+
+    async def load(self, name: str) -> list[ModelVersion]:
+        """Load (or reload) a model at the operator's request; the versions now served are returned."""
+        if not self._control_enabled:
+            raise ModelControlDisabled(
+                "loading models at runtime is disabled; start the server with --model-control-mode explicit"
+            )
+        return await self._shared_load(name)
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of a model, after its queued requests finish."""
+        if not self._control_enabled:
+            raise ModelControlDisabled(
+                "unloading models at runtime is disabled; start the server with --model-control-mode explicit"
+            )
+        if name not in self._models and not self._in_repository(name):
+            raise ModelNotFound(f"model '{name}' is not in the model repository")
+        await self._unload(name)
+
+    async def _shared_load(self, name: str) -> list[ModelVersion]:
+        task = self._loads.get(name)
+        if task is None:
+            task = asyncio.create_task(self._load(name), name=f"load:{name}")
+            self._loads[name] = task
+            task.add_done_callback(lambda _: self._loads.pop(name, None))
+        # A caller that gives up must not cancel the load the others are waiting for.
+        return await asyncio.shield(task)
+
+    async def _load(self, name: str) -> list[ModelVersion]:
+        async with self._lock(name):
+            versions = self._models.setdefault(name, {})
+            try:
+                source = await asyncio.to_thread(self.repository.source, name)
+            except ModelLoadError as exc:
+                if not any(v.state is ModelState.READY for v in versions.values()):
+                    versions.clear()
+                    versions[None] = ModelVersion(name, None, ModelState.FAILED)
+                    versions[None].fail(exc.message)
+                raise
+            except ModelNotFound:
+                if not versions:
+                    del self._models[name]
+                raise
+            versions.pop(None, None)
+            wanted = source.selected_versions()
+            fresh = [ModelVersion(name, v, ModelState.LOADING) for v in wanted if not _ready(versions.get(v))]
+            versions.update({record.version: record for record in fresh})
+            await asyncio.gather(*(self._load_version(source, record) for record in fresh))
+            for version, record in list(versions.items()):
+                if version not in wanted:
+                    await self._retire(record)
+                    del versions[version]
+            self._models[name] = dict(sorted(versions.items(), key=lambda item: item[0] or 0))
+            failed = [r.reason for r in fresh if r.state is ModelState.FAILED]
+            if failed:
+                raise ModelLoadError("; ".join(failed))
+            return list(self._models[name].values())
+
+    async def _load_version(self, source: ModelSource, record: ModelVersion) -> None:
+        assert record.version is not None
+        model_file = source.files[record.version]
+        runtime = runtime_class(source.platform)(model_file, source.config)
+        started = time.perf_counter()
+        loading = asyncio.get_running_loop().run_in_executor(None, runtime.load)
+        try:
+            signature = await asyncio.wait_for(asyncio.shield(loading), self._load_timeout_s)
+            spec = resolve(
+                source.name, record.version, source.platform, source.config, signature, self._defaults, model_file
+            )
+        except TimeoutError:
+            # The thread cannot be stopped; free what it loads once it is done.
+            loading.add_done_callback(lambda _: runtime.unload())
+            record.fail(f"{model_file}: did not load within {self._load_timeout_s:g} s (MODEL_LOAD_TIMEOUT)")
+            return
+        except ModelLoadError as exc:
+            runtime.unload()
+            record.fail(exc.message)
+            return
+        except Exception as exc:  # a backend's own error for a file it cannot read
+            runtime.unload()
+            record.fail(f"{model_file}: {type(exc).__name__}: {exc}")
+            return
+        observe = partial(self._observe_batch, source.name) if self._observe_batch else None
+        record.batcher = Batcher(
+            f"{source.name}:{record.version}",
+            runtime.infer,
+            self._executor,
+            record.stats,
+            max_batch_size=spec.max_batch_size,
+            max_queue_delay_ms=spec.max_queue_delay_ms,
+            preferred_batch_sizes=spec.preferred_batch_sizes,
+            max_queue_size=spec.max_queue_size,
+            instance_count=spec.instance_count,
+            observe_batch=observe,
+        )
+        record.spec, record.runtime = spec, runtime
+        record.memory_bytes = runtime.memory_bytes()
+        record.load_seconds = time.perf_counter() - started
+        record.state = ModelState.READY
+        log.info("model %s version %s ready in %.3f s", source.name, record.version, record.load_seconds)
+
+    async def _unload(self, name: str) -> None:
+        async with self._lock(name):
+            for record in self._models.get(name, {}).values():
+                await self._retire(record)
+            self._models[name] = {}
+
+    async def _retire(self, record: ModelVersion) -> None:
+        if record.state is not ModelState.READY:
+            return
+        record.state = ModelState.UNLOADING
+        if record.batcher is not None:
+            await record.batcher.close()
+        if record.runtime is not None:
+            await asyncio.to_thread(record.runtime.unload)
+        record.state, record.reason = ModelState.UNAVAILABLE, "unloaded"
+        record.runtime = record.batcher = None
+        log.info("model %s version %s unloaded", record.name, record.version)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # -- serving -------------------------------------------------------------------------------------
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        """The READY version asked for (the newest if none is named), or why there is none."""
+        versions = self._models.get(name)
+        if not versions:
+            if self._in_repository(name):
+                raise ModelNotReady(
+                    f"model '{name}' is not loaded; load it with POST /v2/repository/models/{name}/load"
+                )
+            raise ModelNotFound(f"model '{name}' is not in the model repository")
+        if version is not None:
+            record = versions.get(version)
+            if record is None:
+                served = ", ".join(str(v) for v in versions if v is not None) or "none"
+                raise ModelNotFound(f"model '{name}' has no version {version} loaded; versions served: {served}")
+            if record.state is not ModelState.READY:
+                raise ModelNotReady(_not_ready(record))
+            return record
+        ready = [r for r in versions.values() if r.state is ModelState.READY]
+        if not ready:
+            raise ModelNotReady(_not_ready(next(reversed(versions.values()))))
+        return ready[-1]
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model the server knows of, loaded or not."""
+        versions = self._models.get(name)
+        if versions is None:
+            if self._in_repository(name):
+                return []
+            raise ModelNotFound(f"model '{name}' is not in the model repository")
+        return list(versions.values())
+
+    def ready(self) -> list[ModelVersion]:
+        """Every version that is serving now."""
+        return [r for versions in self._models.values() for r in versions.values() if r.state is ModelState.READY]
+
+    async def index(self) -> list[ModelVersion]:
+        """Every model in the repository or in memory, with its state; never-loaded ones as UNAVAILABLE."""
+        names = set(await asyncio.to_thread(self.repository.names)) | set(self._models)
+        entries: list[ModelVersion] = []
+        for name in sorted(names):
+            versions = self._models.get(name)
+            entries.extend(versions.values() if versions else [ModelVersion(name, None, ModelState.UNAVAILABLE)])
+        return entries
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Validate a request against its model, run it through the model's batcher, and time it."""
+        record = self.get(request.model, request.version)
+        spec, batcher = record.spec, record.batcher
+        assert spec is not None
+        assert batcher is not None
+        started = time.perf_counter_ns()
+        try:
+            size = spec.validate(request.inputs)
+            wanted = request.outputs or spec.output_names
+            if request.outputs:
+                spec.check_outputs(request.outputs)
+            try:
+                async with asyncio.timeout(self._request_timeout_s):
+                    outputs = await batcher.submit(request.inputs, size)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"model '{request.model}' did not answer within {self._request_timeout_s:g} s (REQUEST_TIMEOUT_SEC)"
+                ) from None
+        except ModelserveError:
+            record.stats.record_request(False, time.perf_counter_ns() - started)
+            raise
+        record.stats.record_request(True, time.perf_counter_ns() - started)
+        return InferenceResponse(request.model, spec.version, {n: outputs[n] for n in wanted}, request.id)
+
+    def _in_repository(self, name: str) -> bool:
+        return (self.repository.root / name).is_dir()
+
+
+def _ready(record: ModelVersion | None) -> bool:
+    return record is not None and record.state is ModelState.READY
+
+
+def _not_ready(record: ModelVersion) -> str:
+    which = f"model '{record.name}'" + (f" version {record.version}" if record.version is not None else "")
+    if record.state is ModelState.FAILED:
+        return f"{which} failed to load: {record.reason}"
+    if record.state is ModelState.UNAVAILABLE:
+        return f"{which} is not loaded"
+    return f"{which} is {record.state.lower()}"

@@ -1,0 +1,200 @@
+"""A model version's final spec: config.yaml merged with what the model file says, checked against it.
+
+Whatever config.yaml leaves out is read from the file; whatever it states must agree with the file,
+and a contradiction fails the load with both sides named, rather than failing on the first request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelserve.errors import InvalidInput, ModelLoadError
+from modelserve.repository.config import ModelConfig, Platform, TensorConfig
+from modelserve.runtimes.base import Signature
+from modelserve.types import TensorSpec, datatype_of, numpy_dtype
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingDefaults:
+    """Server-wide defaults (MAX_BATCH_SIZE, BATCH_TIMEOUT_MS, MAX_QUEUE_SIZE) for what configs omit."""
+
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 0.0
+    max_queue_size: int = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Everything needed to serve one model version."""
+
+    name: str
+    version: int
+    platform: Platform
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_queue_delay_ms: float
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_size: int
+    instance_count: int
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_names(self) -> list[str]:
+        """Outputs in declared order: what a request that names none gets back."""
+        return [spec.name for spec in self.outputs]
+
+    def input(self, name: str) -> TensorSpec:
+        """The input called ``name``, or InvalidInput listing the model's inputs."""
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise InvalidInput(f"model '{self.name}' has no input '{name}'; its inputs are {_listing(self.inputs)}")
+
+    def check_outputs(self, names: list[str]) -> None:
+        """Reject requested outputs the model does not have."""
+        known = {spec.name for spec in self.outputs}
+        for name in names:
+            if name not in known:
+                raise InvalidInput(
+                    f"model '{self.name}' has no output '{name}'; its outputs are {_listing(self.outputs)}"
+                )
+
+    def validate(self, inputs: dict[str, np.ndarray[Any, Any]]) -> int:
+        """Check names, datatypes and shapes of a request; return its batch size (1 when unbatched)."""
+        for name in inputs:
+            self.input(name)
+        missing = [spec for spec in self.inputs if spec.name not in inputs]
+        if missing:
+            raise InvalidInput(
+                f"model '{self.name}' needs input{'s' if len(missing) > 1 else ''} {_listing(missing)}, "
+                "which the request does not send"
+            )
+        batch_sizes = set()
+        for spec in self.inputs:
+            array = inputs[spec.name]
+            if array.dtype != numpy_dtype(spec.datatype) and not (
+                spec.datatype == "BYTES" and array.dtype.kind in "OSU"
+            ):
+                raise InvalidInput(
+                    f"input '{spec.name}' has datatype {_datatype_name(array)}; model '{self.name}' expects "
+                    f"{spec.datatype}"
+                )
+            if not _shape_fits(array.shape, spec.shape):
+                raise InvalidInput(
+                    f"input '{spec.name}' has shape {list(array.shape)}; model '{self.name}' expects "
+                    f"{list(spec.shape)} (-1: any size)"
+                )
+            if self.max_batch_size > 0:
+                batch_sizes.add(array.shape[0])
+        if not batch_sizes:
+            return 1
+        if len(batch_sizes) > 1:
+            raise InvalidInput(f"inputs of model '{self.name}' disagree on the batch size: {sorted(batch_sizes)}")
+        batch = batch_sizes.pop()
+        if not 1 <= batch <= self.max_batch_size:
+            raise InvalidInput(
+                f"batch size {batch} is outside 1..{self.max_batch_size} (max_batch_size of model '{self.name}')"
+            )
+        return int(batch)
+
+
+def resolve(
+    name: str,
+    version: int,
+    platform: Platform,
+    config: ModelConfig,
+    signature: Signature | None,
+    defaults: BatchingDefaults,
+    model_file: Path,
+) -> ModelSpec:
+    """Merge config and file into a spec, or raise ModelLoadError naming the file and the contradiction."""
+    config_path = model_file.parent.parent / "config.yaml"
+    if config.max_batch_size is not None:
+        max_batch_size = config.max_batch_size
+    else:
+        max_batch_size = defaults.max_batch_size if signature is not None and signature.batched else 0
+    batch_prefix = (-1,) if max_batch_size > 0 else ()
+
+    def declared(tensors: list[TensorConfig]) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec(t.name, t.datatype, (*batch_prefix, *t.dims)) for t in tensors)
+
+    inputs, outputs = declared(config.inputs), declared(config.outputs)
+    if signature is not None:
+        if max_batch_size > 0 and not signature.batched:
+            fixed = next(s for s in signature.inputs if s.shape[:1] != (-1,))
+            raise ModelLoadError(
+                f"{config_path}: max_batch_size {max_batch_size} needs a variable first dimension, but "
+                f"{model_file} fixes input {fixed.describe()}; set max_batch_size: 0 or export a dynamic batch axis"
+            )
+        inputs = _agree(inputs, signature.inputs, "input", config_path, model_file, require_all=True)
+        outputs = _agree(outputs, signature.outputs, "output", config_path, model_file, require_all=False)
+    batching = config.dynamic_batching
+    return ModelSpec(
+        name=name,
+        version=version,
+        platform=platform,
+        max_batch_size=max_batch_size,
+        inputs=inputs,
+        outputs=outputs,
+        max_queue_delay_ms=_first(batching.max_queue_delay_ms if batching else None, defaults.max_queue_delay_ms),
+        preferred_batch_sizes=tuple(batching.preferred_batch_sizes) if batching else (),
+        max_queue_size=int(_first(batching.max_queue_size if batching else None, defaults.max_queue_size)),
+        instance_count=config.instance_count,
+        parameters=dict(config.parameters),
+    )
+
+
+def _agree(
+    declared: tuple[TensorSpec, ...],
+    found: tuple[TensorSpec, ...],
+    kind: str,
+    config_path: Path,
+    model_file: Path,
+    *,
+    require_all: bool,
+) -> tuple[TensorSpec, ...]:
+    if not declared:
+        return found
+    by_name = {spec.name: spec for spec in found}
+    for spec in declared:
+        actual = by_name.get(spec.name)
+        if actual is None:
+            raise ModelLoadError(
+                f"{config_path}: declares {kind} '{spec.name}', but {model_file} has {kind}s {_listing(found)}"
+            )
+        if actual.datatype != spec.datatype or not _shapes_agree(spec.shape, actual.shape):
+            raise ModelLoadError(
+                f"{config_path}: {kind} {spec.describe()} contradicts {model_file}, which has {actual.describe()}"
+            )
+    undeclared = [s for s in found if s.name not in {d.name for d in declared}]
+    if require_all and undeclared:
+        raise ModelLoadError(f"{config_path}: {model_file} also needs {kind}s {_listing(undeclared)}; declare them")
+    return declared
+
+
+def _shapes_agree(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return len(a) == len(b) and all(x == y or -1 in (x, y) for x, y in zip(a, b, strict=True))
+
+
+def _shape_fits(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    return len(shape) == len(expected) and all(e in (-1, s) for s, e in zip(shape, expected, strict=True))
+
+
+def _listing(specs: tuple[TensorSpec, ...] | list[TensorSpec]) -> str:
+    return ", ".join(spec.describe() for spec in specs) or "(none)"
+
+
+def _datatype_name(array: np.ndarray[Any, Any]) -> str:
+    try:
+        return datatype_of(array.dtype)
+    except InvalidInput:
+        return str(array.dtype)
+
+
+def _first(value: float | int | None, default: float | int) -> float | int:
+    return default if value is None else value

@@ -1,0 +1,134 @@
+"""The runbooks' simple API, a thin alias over the same core as V2.
+
+``POST /v1/predict`` takes nested lists and answers nested lists, typed by the model's own inputs,
+so a curl line needs no datatype or shape. Load and unload answer what the runbooks show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from modelserve.errors import InvalidInput, ModelNotFound
+from modelserve.models.spec import ModelSpec
+from modelserve.protocol.errors import error_response
+from modelserve.protocol.http import json_response, parse_version, read_body
+from modelserve.repository.config import Platform
+from modelserve.server.state import ServerState
+from modelserve.types import InferenceRequest, datatype_of, numpy_dtype
+
+
+class ModelFormat(StrEnum):
+    """The formats the runbooks name in ``?model_format=``."""
+
+    onnx = "onnx"
+    torchscript = "torchscript"
+    sklearn = "sklearn"
+    tensorrt = "tensorrt"
+
+
+def router(state: ServerState) -> APIRouter:
+    """The /v1 routes, bound to one server's state."""
+    manager = state.manager
+    api = APIRouter(tags=["Runbook API (/v1)"])
+
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        label, version = "unknown", ""
+        try:
+            document = _parse(await read_body(request, state.settings.max_input_bytes))
+            model = document["model"]
+            record = manager.get(model, parse_version(document.get("version")))
+            label = model
+            assert record.spec is not None
+            inputs = _inputs(record.spec, document["inputs"])
+            result = await manager.infer(InferenceRequest(model=model, inputs=inputs, version=record.version))
+            version = str(result.version)
+        except Exception as exc:
+            response = error_response(exc)
+            if isinstance(exc, ModelNotFound):
+                label = "unknown"
+            state.metrics.observe_request(
+                label, version, "http_v1", response.status_code, time.perf_counter() - started
+            )
+            return response
+        elapsed = time.perf_counter() - started
+        state.metrics.observe_request(label, version, "http_v1", 200, elapsed)
+        outputs = {name: _jsonable(array) for name, array in result.outputs.items()}
+        body = {"model": model, "version": version, "outputs": outputs, "latency_ms": round(elapsed * 1000, 3)}
+        return json_response(body)
+
+    api.add_route("/v1/predict", predict, methods=["POST"], include_in_schema=False)
+
+    @api.post("/v1/models/{name}/load", summary="Load a model from the repository")
+    async def load(name: str, model_format: ModelFormat | None = Query(None)) -> Response:  # noqa: B008
+        if model_format is not None:
+            source = await asyncio.to_thread(manager.repository.source, name)
+            if source.platform != Platform(model_format.value):
+                raise InvalidInput(
+                    f"model '{name}' is {source.platform.value} in the repository, not {model_format.value}; "
+                    f"use model_format={source.platform.value} or leave it out"
+                )
+        started = time.perf_counter()
+        versions = await manager.load(name)
+        ready = [v for v in versions if v.spec is not None]
+        return json_response(
+            {
+                "model": name,
+                "format": ready[-1].spec.platform.value if ready and ready[-1].spec else None,
+                "status": "loaded",
+                "load_time_seconds": round(time.perf_counter() - started, 3),
+                "versions": [str(v.version) for v in ready],
+            }
+        )
+
+    @api.post("/v1/models/{name}/unload", summary="Unload a model after its queued requests finish")
+    async def unload(name: str) -> Response:
+        await manager.unload(name)
+        return json_response({"model": name, "status": "unloaded"})
+
+    return api
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("model"), str) or "inputs" not in document:
+        raise InvalidInput('send {"model": name, "inputs": <nested list> or {input_name: <nested list>}}')
+    return document
+
+
+def _inputs(spec: ModelSpec, data: Any) -> dict[str, np.ndarray[Any, Any]]:
+    if not isinstance(data, dict):
+        if len(spec.inputs) != 1:
+            names = ", ".join(s.name for s in spec.inputs)
+            raise InvalidInput(f"model '{spec.name}' has {len(spec.inputs)} inputs ({names}); key 'inputs' by name")
+        data = {spec.inputs[0].name: data}
+    arrays = {}
+    for name, values in data.items():
+        tensor = spec.input(name)
+        try:
+            if tensor.datatype == "BYTES":
+                arrays[name] = np.vectorize(lambda v: str(v).encode(), otypes=[object])(
+                    np.asarray(values, dtype=object)
+                )
+            else:
+                arrays[name] = np.asarray(values, dtype=numpy_dtype(tensor.datatype))
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidInput(f"input '{name}' is not a {tensor.datatype} array: {exc}") from None
+    return arrays
+
+
+def _jsonable(array: np.ndarray[Any, Any]) -> Any:
+    if datatype_of(array.dtype) == "BYTES":
+        return np.vectorize(lambda v: v.decode(errors="replace") if isinstance(v, bytes) else str(v))(array).tolist()
+    return np.ascontiguousarray(array)

@@ -1,0 +1,134 @@
+"""The Open Inference Protocol (KServe V2) over HTTP, with Triton's statistics and repository extensions.
+
+Inference takes a raw Starlette route: no pydantic on tensors, orjson and numpy views only. The
+metadata and control endpoints are FastAPI routes, so they appear in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from modelserve import __version__
+from modelserve.errors import InvalidInput, ModelNotFound
+from modelserve.protocol.errors import error_response
+from modelserve.protocol.http import json_body, json_response, parse_version, read_body
+from modelserve.protocol.v2_codec import decode_request, decompress, encode_response
+from modelserve.protocol.v2_documents import model_config, model_metadata, model_statistics, repository_entry
+from modelserve.server.state import ServerState
+
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository", "model_configuration"]
+_CONTROL_BODY_LIMIT = 1024 * 1024
+
+
+def router(state: ServerState) -> APIRouter:
+    """Every V2 route, bound to one server's state."""
+    manager = state.manager
+    api = APIRouter(tags=["Open Inference Protocol (V2)"])
+
+    async def infer(request: Request) -> Response:
+        started = time.perf_counter()
+        model = request.path_params["model"]
+        label, version = model, ""
+        try:
+            body = await read_body(request, state.settings.max_input_bytes)
+            body = decompress(body, request.headers.get("content-encoding"), state.settings.max_input_bytes)
+            infer_request, form = decode_request(
+                body,
+                _header_length(request.headers.get("inference-header-content-length")),
+                model,
+                parse_version(request.path_params.get("version")),
+            )
+            result = await manager.infer(infer_request)
+            payload, header_length = encode_response(result, form)
+        except Exception as exc:
+            response = error_response(exc)
+            if isinstance(exc, ModelNotFound):
+                label = "unknown"  # keep metric cardinality bounded by real model names
+            state.metrics.observe_request(label, version, "http", response.status_code, time.perf_counter() - started)
+            return response
+        state.metrics.observe_request(label, str(result.version), "http", 200, time.perf_counter() - started)
+        if header_length is None:
+            return Response(payload, 200, media_type="application/json")
+        headers = {"Inference-Header-Content-Length": str(header_length)}
+        return Response(payload, 200, headers, media_type="application/octet-stream")
+
+    api.add_route("/v2/models/{model}/infer", infer, methods=["POST"], include_in_schema=False)
+    api.add_route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"], include_in_schema=False)
+
+    @api.get("/v2/health/live", summary="The server process answers")
+    async def live() -> Response:
+        return json_response({"live": True})
+
+    @api.get("/v2/health/ready", summary="Startup loading has finished and the server accepts inference")
+    async def ready() -> Response:
+        if not state.ready:
+            return json_response({"ready": False, "error": "server is starting: models are loading"}, 503)
+        return json_response({"ready": True})
+
+    @api.get("/v2", summary="Server metadata")
+    async def server_metadata() -> Response:
+        return json_response({"name": "modelserve", "version": __version__, "extensions": EXTENSIONS})
+
+    @api.get("/v2/models/stats", summary="Statistics of every loaded model")
+    async def all_statistics() -> Response:
+        return json_response(model_statistics(manager.ready()))
+
+    @api.get("/v2/models/{model}/stats", summary="Statistics of a model's loaded versions")
+    @api.get("/v2/models/{model}/versions/{version}/stats", summary="Statistics of one model version")
+    async def statistics(model: str, version: str | None = None) -> Response:
+        number = parse_version(version)
+        records = [r for r in manager.versions(model) if r.spec is not None and number in (None, r.version)]
+        if number is not None and not records:
+            manager.get(model, number)  # raises the precise reason
+        return json_response(model_statistics(records))
+
+    @api.get("/v2/models/{model}", summary="Model metadata")
+    @api.get("/v2/models/{model}/versions/{version}", summary="Model version metadata")
+    async def metadata(model: str, version: str | None = None) -> Response:
+        record = manager.get(model, parse_version(version))
+        return json_response(model_metadata(model, manager.versions(model), record))
+
+    @api.get("/v2/models/{model}/ready", summary="200 when the model serves, 503 (with why) when not")
+    @api.get("/v2/models/{model}/versions/{version}/ready", summary="200 when this version serves")
+    async def model_ready(model: str, version: str | None = None) -> Response:
+        manager.get(model, parse_version(version))
+        return json_response({"name": model, "ready": True})
+
+    @api.get("/v2/models/{model}/config", summary="Model configuration, in Triton's JSON form")
+    @api.get("/v2/models/{model}/versions/{version}/config", summary="Model version configuration")
+    async def config(model: str, version: str | None = None) -> Response:
+        return json_response(model_config(manager.get(model, parse_version(version))))
+
+    @api.post("/v2/repository/index", summary="Every model in the repository, with its state")
+    async def repository_index(request: Request) -> Response:
+        body = await json_body(request, _CONTROL_BODY_LIMIT)
+        only_ready = bool(body.get("ready", False)) if isinstance(body, dict) else False
+        entries = [e for e in await manager.index() if not only_ready or e.state.value == "READY"]
+        return json_response([repository_entry(e) for e in entries])
+
+    @api.post("/v2/repository/models/{model}/load", summary="Load or reload a model")
+    async def load(model: str, request: Request) -> Response:
+        body = await json_body(request, _CONTROL_BODY_LIMIT)
+        if isinstance(body, dict) and body.get("parameters"):
+            raise InvalidInput("load parameters (config override, file upload) are not supported; edit the repository")
+        await manager.load(model)
+        return Response(status_code=200)
+
+    @api.post("/v2/repository/models/{model}/unload", summary="Unload a model after its queued requests finish")
+    async def unload(model: str, request: Request) -> Response:
+        await json_body(request, _CONTROL_BODY_LIMIT)
+        await manager.unload(model)
+        return Response(status_code=200)
+
+    return api
+
+
+def _header_length(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise InvalidInput(f"Inference-Header-Content-Length {value!r} is not a number")
+    return int(value)

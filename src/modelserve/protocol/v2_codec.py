@@ -1,0 +1,236 @@
+"""Open Inference Protocol (KServe V2) tensors over HTTP: JSON, and Triton's binary tensor extension.
+
+With the binary extension the body is a JSON header of ``Inference-Header-Content-Length`` bytes
+followed by raw tensor bytes in input order; each binary input says its size in
+``parameters.binary_data_size``. Binary inputs become numpy views of the body, without a copy.
+BYTES elements travel as a 4-byte little-endian length followed by the bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from math import prod
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelserve.errors import InvalidInput, PayloadTooLarge
+from modelserve.types import InferenceRequest, InferenceResponse, datatype_of, numpy_dtype
+
+_LENGTH = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """How the caller wants outputs back: binary by name, and the default for unnamed ones."""
+
+    binary: dict[str, bool]
+    binary_default: bool
+
+    def is_binary(self, name: str) -> bool:
+        """Whether output ``name`` goes back as raw bytes rather than JSON."""
+        return self.binary.get(name, self.binary_default)
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip|deflate`` (tritonclient's request compression), within ``limit``."""
+    if not encoding or encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"body is not valid {encoding} data: {exc}") from None
+    if len(data) > limit:
+        raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes (MAX_INPUT_SIZE_MB)")
+    return data
+
+
+def decode_request(
+    body: bytes, header_length: int | None, model: str, version: int | None
+) -> tuple[InferenceRequest, OutputFormat]:
+    """Parse a V2 infer request body into numpy tensors and the caller's output wishes."""
+    if header_length is None:
+        header, binary = body, memoryview(b"")
+    else:
+        if not 0 <= header_length <= len(body):
+            raise InvalidInput(
+                f"Inference-Header-Content-Length {header_length} does not fit the {len(body)}-byte body"
+            )
+        header, binary = body[:header_length], memoryview(body)[header_length:]
+    try:
+        document = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
+        raise InvalidInput("request body must be a JSON object with a non-empty 'inputs' list")
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    offset = 0
+    for item in document["inputs"]:
+        name, array, used = _decode_input(item, binary, offset)
+        if name in inputs:
+            raise InvalidInput(f"input '{name}' appears twice in the request")
+        inputs[name] = array
+        offset += used
+    if offset != len(binary):
+        raise InvalidInput(
+            f"the body carries {len(binary)} bytes of binary tensor data, but binary_data_size adds up to {offset}"
+        )
+    parameters = _mapping(document.get("parameters"), "request parameters")
+    outputs, binary_by_name = _decode_outputs(document.get("outputs"))
+    request_id = document.get("id")
+    request = InferenceRequest(
+        model=model,
+        inputs=inputs,
+        version=version,
+        outputs=outputs,
+        id=str(request_id) if request_id is not None else None,
+        parameters=parameters,
+    )
+    return request, OutputFormat(binary_by_name, bool(parameters.get("binary_data_output", False)))
+
+
+def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray[Any, Any], int]:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise InvalidInput("each input must be an object with 'name', 'datatype', 'shape' and 'data'")
+    name = item["name"]
+    datatype, shape = item.get("datatype"), item.get("shape")
+    if not isinstance(datatype, str):
+        raise InvalidInput(f"input '{name}' has no 'datatype' (FP32, INT64, BYTES, ...)")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InvalidInput(f"input '{name}' needs 'shape' as a list of non-negative integers, got {shape!r}")
+    try:
+        dtype = numpy_dtype(datatype)
+    except InvalidInput as exc:
+        raise InvalidInput(f"input '{name}': {exc.message}") from None
+    parameters = _mapping(item.get("parameters"), f"parameters of input '{name}'")
+    count = prod(shape)
+    if "shared_memory_region" in parameters:
+        raise InvalidInput(f"input '{name}': shared-memory inputs are not supported by this server")
+    if "binary_data_size" in parameters:
+        size = parameters["binary_data_size"]
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise InvalidInput(
+                f"input '{name}': binary_data_size {size!r} runs past the {len(binary)} bytes of binary data"
+            )
+        chunk = binary[offset : offset + size]
+        if datatype == "BYTES":
+            return name, _unpack_bytes(chunk, count, name).reshape(shape), size
+        if size != count * dtype.itemsize:
+            raise InvalidInput(
+                f"input '{name}': binary_data_size {size} does not match shape {shape} of {datatype} "
+                f"({count * dtype.itemsize} bytes)"
+            )
+        return name, np.frombuffer(chunk, dtype=dtype).reshape(shape), size
+    if "data" not in item:
+        raise InvalidInput(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
+    return name, _from_json(item["data"], datatype, dtype, shape, count, name), 0
+
+
+def _from_json(data: Any, datatype: str, dtype: np.dtype[Any], shape: list[int], count: int, name: str) -> Any:
+    try:
+        if datatype == "BYTES":
+            flat = np.asarray(data, dtype=object).reshape(-1)
+            array = np.array([_to_bytes(v, name) for v in flat] or [], dtype=object)
+        else:
+            array = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput(f"input '{name}': 'data' is not a {datatype} array: {exc}") from None
+    if array.size != count:
+        raise InvalidInput(f"input '{name}': 'data' holds {array.size} values but shape {shape} needs {count}")
+    return array.reshape(shape)
+
+
+def _to_bytes(value: Any, name: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes):
+        return value
+    raise InvalidInput(f"input '{name}': BYTES data must be strings, got {type(value).__name__}")
+
+
+def _unpack_bytes(chunk: memoryview, count: int, name: str) -> np.ndarray[Any, Any]:
+    items, position = [], 0
+    while position < len(chunk):
+        if position + 4 > len(chunk):
+            raise InvalidInput(f"input '{name}': BYTES data ends inside an element's 4-byte length")
+        (length,) = _LENGTH.unpack_from(chunk, position)
+        position += 4
+        if position + length > len(chunk):
+            raise InvalidInput(f"input '{name}': a BYTES element of {length} bytes runs past the data")
+        items.append(bytes(chunk[position : position + length]))
+        position += length
+    if len(items) != count:
+        raise InvalidInput(f"input '{name}': BYTES data holds {len(items)} elements but its shape needs {count}")
+    array = np.empty(count, dtype=object)
+    array[:] = items
+    return array
+
+
+def _decode_outputs(outputs: Any) -> tuple[list[str] | None, dict[str, bool]]:
+    if outputs is None:
+        return None, {}
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        raise InvalidInput("'outputs' must be a list of objects with a 'name'")
+    binary: dict[str, bool] = {}
+    for output in outputs:
+        parameters = _mapping(output.get("parameters"), f"parameters of output '{output['name']}'")
+        if "classification" in parameters:
+            raise InvalidInput(f"output '{output['name']}': the classification extension is not supported")
+        if "shared_memory_region" in parameters:
+            raise InvalidInput(f"output '{output['name']}': shared-memory outputs are not supported by this server")
+        if "binary_data" in parameters:
+            binary[output["name"]] = bool(parameters["binary_data"])
+    return [o["name"] for o in outputs], binary
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return value
+
+
+def encode_response(response: InferenceResponse, form: OutputFormat) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary tensors follow it."""
+    entries, chunks = [], []
+    for name, array in response.outputs.items():
+        datatype = datatype_of(array.dtype)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if form.is_binary(name):
+            raw = _pack_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        elif datatype == "BYTES":
+            entry["data"] = [_text(v) for v in array.reshape(-1)]
+        else:
+            entry["data"] = np.ascontiguousarray(array).reshape(-1)
+        entries.append(entry)
+    document: dict[str, Any] = {"model_name": response.model, "model_version": str(response.version)}
+    if response.id is not None:
+        document["id"] = response.id
+    document["outputs"] = entries
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def _pack_bytes(array: np.ndarray[Any, Any]) -> bytes:
+    parts = []
+    for value in array.reshape(-1):
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        parts += [_LENGTH.pack(len(raw)), raw]
+    return b"".join(parts)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,173 @@
+"""The schema of ``<repo>/<model>/config.yaml``, close to Triton's model configuration.
+
+Unknown fields are errors rather than ignored: a misspelt ``max_batch_sise`` silently falling back
+to a default is the kind of surprise an operator finds at 3 a.m.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelserve.errors import ModelLoadError
+from modelserve.types import DATATYPE_TO_NUMPY
+
+
+class Platform(StrEnum):
+    """The backends a model can run on, and the file each expects in a version folder."""
+
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    SKLEARN = "sklearn"
+    TENSORRT = "tensorrt"
+
+    @property
+    def filenames(self) -> tuple[str, ...]:
+        """The model file names this platform loads, in order of preference."""
+        return _FILENAMES[self]
+
+
+_FILENAMES = {
+    Platform.ONNX: ("model.onnx",),
+    Platform.TORCHSCRIPT: ("model.pt",),
+    Platform.SKLEARN: ("model.joblib",),
+    Platform.TENSORRT: ("model.plan", "model.trt"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorConfig(_Strict):
+    """An input or output as config.yaml declares it; ``dims`` excludes the batch dimension."""
+
+    name: str = Field(min_length=1)
+    datatype: str
+    dims: list[int]
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPE_TO_NUMPY:
+            raise ValueError(f"unknown datatype {value!r}; expected one of {', '.join(DATATYPE_TO_NUMPY)}")
+        return value
+
+    @field_validator("dims")
+    @classmethod
+    def _valid_dims(cls, value: list[int]) -> list[int]:
+        if any(d == 0 or d < -1 for d in value):
+            raise ValueError(f"dims {value} must be positive sizes or -1 for any size")
+        return value
+
+
+class DynamicBatching(_Strict):
+    """How long to wait for a batch to fill, and how many requests may wait at most."""
+
+    max_queue_delay_ms: float | None = Field(None, ge=0, le=10_000)
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    max_queue_size: int | None = Field(None, ge=0)
+
+    @field_validator("preferred_batch_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(size < 1 for size in value):
+            raise ValueError("preferred_batch_sizes must be positive")
+        return sorted(set(value))
+
+
+class VersionPolicy(_Strict):
+    """Which versions to serve: the latest N, all, or a specific list (exactly one of them).
+
+    Written ``{latest: 2}``, ``all``, ``{specific: [1, 3]}``, or in Triton's nested form
+    (``{latest: {num_versions: 2}}``, ``{specific: {versions: [1, 3]}}``) so a migrated config works.
+    """
+
+    latest: int | None = Field(None, ge=1)
+    all: bool = False
+    specific: list[int] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_triton_forms(cls, value: Any) -> Any:
+        if value == "all":
+            return {"all": True}
+        if isinstance(value, dict):
+            value = dict(value)
+            if isinstance(value.get("latest"), dict):
+                value["latest"] = value["latest"].get("num_versions", 1)
+            if isinstance(value.get("specific"), dict):
+                value["specific"] = value["specific"].get("versions", [])
+            if value.get("all") == {}:
+                value["all"] = True
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VersionPolicy:
+        chosen = [self.latest is not None, self.all, self.specific is not None]
+        if sum(chosen) != 1:
+            raise ValueError("set exactly one of latest, all or specific")
+        if self.specific is not None and (not self.specific or min(self.specific) < 1):
+            raise ValueError("specific versions must be a non-empty list of positive integers")
+        return self
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to load out of those present, in ascending order."""
+        ordered = sorted(available)
+        if self.all:
+            return ordered
+        if self.specific is not None:
+            return [v for v in ordered if v in self.specific]
+        assert self.latest is not None
+        return ordered[-self.latest :]
+
+
+class ModelConfig(_Strict):
+    """A model's config.yaml. Every field is optional: what is absent is read from the model file."""
+
+    name: str | None = None
+    platform: Platform | None = None
+    max_batch_size: int | None = Field(None, ge=0, le=65536)
+    inputs: list[TensorConfig] = Field(default_factory=list)
+    outputs: list[TensorConfig] = Field(default_factory=list)
+    dynamic_batching: DynamicBatching | None = None
+    version_policy: VersionPolicy = Field(default_factory=lambda: VersionPolicy(latest=1))
+    instance_count: int = Field(1, ge=1, le=64)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _unique_names(cls, value: list[TensorConfig]) -> list[TensorConfig]:
+        names = [t.name for t in value]
+        if duplicates := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"tensor names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    @classmethod
+    def from_file(cls, path: Path) -> ModelConfig:
+        """Parse and validate a config.yaml; errors name the file, the field and the problem."""
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ModelLoadError(f"{path}: invalid YAML: {exc}") from exc
+        except OSError as exc:
+            raise ModelLoadError(f"{path}: cannot read: {exc.strerror}") from exc
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ModelLoadError(f"{path}: {_explain(exc)}") from exc
+
+
+def _explain(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "config"
+        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)

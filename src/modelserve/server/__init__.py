@@ -1,0 +1,1 @@
+"""The composition root and the services it hands to the protocols."""

@@ -1,0 +1,122 @@
+"""The composition root: builds the thread pool, ModelManager, metrics and protocols, and wires them.
+
+Nothing else in the package creates long-lived services; everything is passed in from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelserve import __version__
+from modelserve.config import ModelControlMode, Settings
+from modelserve.errors import ModelserveError
+from modelserve.models.manager import ModelManager
+from modelserve.models.spec import BatchingDefaults
+from modelserve.observability.metrics import Metrics
+from modelserve.protocol import health, rest_v1, rest_v2
+from modelserve.protocol.errors import error_response
+from modelserve.protocol.http import json_response
+from modelserve.repository.layout import ModelRepository
+from modelserve.server.state import ServerState
+
+log = logging.getLogger("modelserve.server")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """One server: its models, metrics and HTTP routes. Models load in the background after start,
+    so liveness answers at once and readiness turns 200 when loading has finished."""
+    executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+    metrics = Metrics(CollectorRegistry())
+    explicit = settings.model_control_mode is ModelControlMode.EXPLICIT
+    manager = ModelManager(
+        ModelRepository(Path(settings.model_repository)),
+        executor,
+        defaults=BatchingDefaults(settings.max_batch_size, settings.batch_timeout_ms, settings.max_queue_size),
+        load_timeout_s=settings.model_load_timeout,
+        request_timeout_s=settings.request_timeout_sec,
+        control_enabled=explicit,
+        observe_batch=metrics.observe_batch,
+    )
+    state = ServerState(settings=settings, manager=manager, metrics=metrics)
+    startup = settings.load_models if explicit else ["*"]
+
+    async def load_initial_models() -> None:
+        try:
+            await manager.start(startup)
+        except ModelserveError as exc:
+            state.startup_error = exc.message
+            log.error("startup loading failed: %s", exc.message)
+            return
+        state.ready = True
+        log.info("ready: %d model version(s) serving", len(manager.ready()))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(load_initial_models())
+        try:
+            yield
+        finally:
+            state.ready = False
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            await manager.close()
+            executor.shutdown(wait=True)
+
+    app = FastAPI(
+        title="modelserve",
+        version=__version__,
+        description="Open Inference Protocol (KServe V2) and the runbooks' /v1 API.",
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    app.include_router(rest_v2.router(state))
+    app.include_router(rest_v1.router(state))
+    app.include_router(health.router(state))
+    app.add_exception_handler(ModelserveError, _modelserve_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _server_error)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for worker processes (``--workers N``): each reads the settings the parent exported."""
+    return create_app(Settings())
+
+
+async def _modelserve_error(_: Request, exc: Exception) -> Response:
+    return error_response(exc)
+
+
+async def _server_error(_: Request, exc: Exception) -> Response:
+    return error_response(exc)
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'] if p not in ('path', 'query', 'body'))}: {e['msg']}" for e in exc.errors()
+    )
+    return json_response({"error": problems}, 400)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail
+    if exc.status_code == 404:
+        detail = f"no route {request.method} {request.url.path}; see /docs for the API"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return json_response({"error": detail}, exc.status_code)
