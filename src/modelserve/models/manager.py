@@ -242,7 +242,8 @@ class ModelManager:
         if not versions:
             if self._in_repository(name):
                 raise ModelNotReady(
-                    f"model '{name}' is not loaded; load it with POST /v2/repository/models/{name}/load"
+                    f"model '{name}' is not loaded; load it with POST /v1/models/{name}/load "
+                    f"or POST /v2/repository/models/{name}/load"
                 )
             raise ModelNotFound(f"model '{name}' is not in the model repository")
         if version is not None:

@@ -1,0 +1,95 @@
+"""Small real models and repositories for tests, built locally with onnx.helper (no torch needed).
+
+Every test that needs a model file takes it from here, so the shapes the tests rely on live in one
+place. Broken repositories are built by writing real broken files, never by faking the loader.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+_TYPES = {"FP32": TensorProto.FLOAT, "INT32": TensorProto.INT32, "INT64": TensorProto.INT64, "FP64": TensorProto.DOUBLE}
+
+
+def add_sub_onnx(path: Path, *, datatype: str = "INT32", dims: tuple[int | str, ...] = ("batch", 16)) -> Path:
+    """Triton's `simple`: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1, with the given shape."""
+    kind = _TYPES[datatype]
+    inputs = [helper.make_tensor_value_info(n, kind, list(dims)) for n in ("INPUT0", "INPUT1")]
+    outputs = [helper.make_tensor_value_info(n, kind, list(dims)) for n in ("OUTPUT0", "OUTPUT1")]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+        ],
+        "add_sub",
+        inputs,
+        outputs,
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def scale_onnx(path: Path, *, factor: float = 2.0, features: int = 4, batch: int | str = "batch") -> Path:
+    """``y = x * factor`` on FP32 [batch, features]: a model whose result identifies which file ran."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, features])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, features])
+    k = helper.make_tensor("k", TensorProto.FLOAT, [1], [factor])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "k"], ["y"])], "scale", [x], [y], initializer=[k])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def write_config(model_dir: Path, text: str) -> Path:
+    """Write ``config.yaml`` for a model folder."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def copy_model(source_repo: Path, name: str, target_repo: Path, new_name: str | None = None) -> Path:
+    """Copy one model folder between repositories."""
+    target = target_repo / (new_name or name)
+    shutil.copytree(source_repo / name, target)
+    return target
+
+
+def broken_repository(root: Path, good_repo: Path) -> Path:
+    """A repository of the four example models plus one broken model of each kind the issue lists."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("mlp", "simple", "iris", "tiny_cnn"):
+        copy_model(good_repo, name, root)
+    write_config(root / "bad_yaml", "platform: onnx\ninputs: [unclosed\n")
+    scale_onnx(root / "bad_yaml" / "1" / "model.onnx")
+    write_config(root / "unknown_field", "platform: onnx\nmax_batch_sise: 4\n")
+    scale_onnx(root / "unknown_field" / "1" / "model.onnx")
+    corrupt = root / "corrupt" / "1" / "model.onnx"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"this is not an onnx graph" * 10)
+    write_config(
+        root / "wrong_dims",
+        "max_batch_size: 8\ninputs:\n  - {name: x, datatype: FP32, dims: [5]}\n",
+    )
+    scale_onnx(root / "wrong_dims" / "1" / "model.onnx")
+    return root
+
+
+def reference_inputs(seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic inputs for the example models, keyed by model name."""
+    rng = np.random.default_rng(seed)
+    return {
+        "mlp": rng.standard_normal((3, 16)).astype(np.float32),
+        "tiny_cnn": rng.standard_normal((2, 1, 8, 8)).astype(np.float32),
+        "iris": np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float64),
+        "simple": rng.integers(-100, 100, (2, 16)).astype(np.int32),
+    }

@@ -1,0 +1,87 @@
+"""Starting a real `modelserve serve` process on a free loopback port, for the e2e tier."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+MODELSERVE = [sys.executable, "-m", "modelserve"]
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """A server process and where to reach it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        """Base URL, as httpx wants it."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        """host:port, as tritonclient wants it."""
+        return f"127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        """Everything the server printed so far."""
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def serve(
+    repository: Path, log: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60.0
+) -> Iterator[RunningServer]:
+    """Run `modelserve serve` until the block ends; fail with the server's output if it never gets ready."""
+    port = free_port()
+    command = [*MODELSERVE, "serve", "--model-repository", str(repository), "--http-port", str(port), *args]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+        )
+    server = RunningServer(process, port, log)
+    try:
+        wait_ready(server, ready_timeout)
+        yield server
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_ready(server: RunningServer, timeout: float) -> None:
+    """Poll /v2/health/ready until 200, the process dies, or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited with {server.process.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server not ready within {timeout} s:\n{server.output()}")
