@@ -93,3 +93,11 @@ def reference_inputs(seed: int = 0) -> dict[str, np.ndarray]:
         "iris": np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float64),
         "simple": rng.integers(-100, 100, (2, 16)).astype(np.int32),
     }
+
+
+def echo_bytes_onnx(path: Path) -> Path:
+    """BYTES in, the same BYTES out (`TEXT` → `ECHO`, [batch, 2]): exercises string tensors end to end."""
+    text = helper.make_tensor_value_info("TEXT", TensorProto.STRING, ["batch", 2])
+    echo = helper.make_tensor_value_info("ECHO", TensorProto.STRING, ["batch", 2])
+    graph = helper.make_graph([helper.make_node("Identity", ["TEXT"], ["ECHO"])], "echo", [text], [echo])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)

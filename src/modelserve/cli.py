@@ -23,7 +23,7 @@ err = Console(stderr=True)
 
 def _help(field: str) -> str:
     description = Settings.model_fields[field].description or ""
-    return f"{description} [env: {Settings.env_name(field)}]"
+    return f"{description} \\[env: {Settings.env_name(field)}]"  # escaped: Rich reads [..] as markup
 
 
 @app.command()

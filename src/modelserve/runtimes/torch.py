@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,11 @@ class TorchScriptRuntime(Runtime):
         device = str(self.config.parameters.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
         self._device = torch.device(device)
         try:
-            self.module = torch.jit.load(str(self.path), map_location=self._device).eval()
+            with warnings.catch_warnings():
+                # torch 2.13 deprecates TorchScript in favour of torch.export, yet serving existing
+                # TorchScript files is exactly this runtime's job; the warning would only alarm operators.
+                warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+                self.module = torch.jit.load(str(self.path), map_location=self._device).eval()
         except Exception as exc:  # torch raises RuntimeError or pickle errors for any bad file
             raise ModelLoadError(f"{self.path}: not a loadable TorchScript file: {exc}") from exc
         self._input_names = [t.name for t in self.config.inputs]

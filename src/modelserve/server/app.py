@@ -34,9 +34,13 @@ from modelserve.server.state import ServerState
 log = logging.getLogger("modelserve.server")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """One server: its models, metrics and HTTP routes. Models load in the background after start,
-    so liveness answers at once and readiness turns 200 when loading has finished."""
+def create_app(settings: Settings, *, load_before_serving: bool = False) -> FastAPI:
+    """One server: its models, metrics and HTTP routes.
+
+    By default models load in the background after start, so liveness answers at once and readiness
+    turns 200 when loading has finished. Worker processes sharing a port load before serving instead:
+    a worker accepts no connection until its models are ready, so none is sent to a half-loaded one.
+    """
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
     metrics = Metrics(CollectorRegistry())
     explicit = settings.model_control_mode is ModelControlMode.EXPLICIT
@@ -65,6 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(load_initial_models())
+        if load_before_serving:
+            await loading
         try:
             yield
         finally:
@@ -93,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """Factory for worker processes (``--workers N``): each reads the settings the parent exported."""
-    return create_app(Settings())
+    return create_app(Settings(), load_before_serving=True)
 
 
 async def _modelserve_error(_: Request, exc: Exception) -> Response:
