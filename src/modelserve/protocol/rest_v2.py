@@ -33,13 +33,15 @@ def router(state: ServerState) -> APIRouter:
         model = request.path_params["model"]
         label, version = model, ""
         try:
+            version_number = parse_version(request.path_params.get("version"))
+            manager.get(model, version_number)  # an unknown or unready model is refused before the body is read
             body = await read_body(request, state.settings.max_input_bytes)
             body = decompress(body, request.headers.get("content-encoding"), state.settings.max_input_bytes)
             infer_request, form = decode_request(
                 body,
                 _header_length(request.headers.get("inference-header-content-length")),
                 model,
-                parse_version(request.path_params.get("version")),
+                version_number,
             )
             result = await manager.infer(infer_request)
             payload, header_length = encode_response(result, form)
