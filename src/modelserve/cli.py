@@ -50,7 +50,7 @@ def serve(
     if "load_model" in options:
         options["load_models"] = options.pop("load_model")
     try:
-        settings = Settings(**options)
+        settings = Settings.from_options(**options)
     except ValidationError as exc:
         err.print(f"[red]{describe_error(exc)}[/red]")
         raise typer.Exit(2) from None

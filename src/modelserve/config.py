@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,7 +25,8 @@ class ModelControlMode(StrEnum):
 class Settings(BaseSettings):
     """Everything an operator can set, grouped by concern."""
 
-    model_config = SettingsConfigDict(populate_by_name=True, extra="forbid", validate_default=True)
+    # No populate_by_name: with it, `workers` would also be read from a stray WORKERS variable.
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
 
     # -- server ------------------------------------------------------------------------------------
     model_repository: str = Field("", description="Path of the model repository to serve.")
@@ -83,6 +84,14 @@ class Settings(BaseSettings):
     def max_input_bytes(self) -> int:
         """MAX_INPUT_SIZE_MB in bytes, the unit the protocols compare against."""
         return int(self.max_input_size_mb * 1024 * 1024)
+
+    @classmethod
+    def from_options(cls, **fields: Any) -> Settings:
+        """Settings with some fields given by name (command-line options), the rest from the environment."""
+        by_init_name: dict[str, Any] = {
+            cls.env_name(k) if cls.model_fields[k].validation_alias else k: v for k, v in fields.items()
+        }
+        return cls(**by_init_name)
 
     @classmethod
     def env_name(cls, field: str) -> str:

@@ -126,10 +126,10 @@ def resolve(
     inputs, outputs = declared(config.inputs), declared(config.outputs)
     if signature is not None:
         if max_batch_size > 0 and not signature.batched:
-            fixed = next(s for s in signature.inputs if s.shape[:1] != (-1,))
+            fixed = [s.describe() for s in signature.inputs if s.shape[:1] != (-1,)] or ["(it has no inputs)"]
             raise ModelLoadError(
                 f"{config_path}: max_batch_size {max_batch_size} needs a variable first dimension, but "
-                f"{model_file} fixes input {fixed.describe()}; set max_batch_size: 0 or export a dynamic batch axis"
+                f"{model_file} fixes input {fixed[0]}; set max_batch_size: 0 or export a dynamic batch axis"
             )
         inputs = _agree(inputs, signature.inputs, "input", config_path, model_file, require_all=True)
         outputs = _agree(outputs, signature.outputs, "output", config_path, model_file, require_all=False)
@@ -174,7 +174,12 @@ def _agree(
     undeclared = [s for s in found if s.name not in {d.name for d in declared}]
     if require_all and undeclared:
         raise ModelLoadError(f"{config_path}: {model_file} also needs {kind}s {_listing(undeclared)}; declare them")
-    return declared
+    # Where the config says "any size" but the file fixes one, the file's size is what will run.
+    return tuple(TensorSpec(d.name, d.datatype, _narrower(d.shape, by_name[d.name].shape)) for d in declared)
+
+
+def _narrower(declared: tuple[int, ...], found: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(f if d == -1 else d for d, f in zip(declared, found, strict=True))
 
 
 def _shapes_agree(a: tuple[int, ...], b: tuple[int, ...]) -> bool:

@@ -151,11 +151,13 @@ class ModelConfig(_Strict):
     def from_file(cls, path: Path) -> ModelConfig:
         """Parse and validate a config.yaml; errors name the file, the field and the problem."""
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ModelLoadError(f"{path}: invalid YAML: {exc}") from exc
         except OSError as exc:
             raise ModelLoadError(f"{path}: cannot read: {exc.strerror}") from exc
+        if raw is None:
+            raw = {}
         if not isinstance(raw, dict):
             raise ModelLoadError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
         try:

@@ -60,7 +60,7 @@ class ModelRepository:
         versions = sorted(
             int(entry.name)
             for entry in directory.iterdir()
-            if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0
+            if entry.is_dir() and entry.name.isdigit() and str(int(entry.name)) == entry.name and int(entry.name) > 0
         )
         if not versions:
             raise ModelLoadError(

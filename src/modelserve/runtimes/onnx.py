@@ -46,8 +46,15 @@ class OnnxRuntime(Runtime):
             raise ModelLoadError(f"model file not found: {self.path}")
         options = ort.SessionOptions()
         params = self.config.parameters
-        options.intra_op_num_threads = int(params.get("intra_op_num_threads", 0))
-        options.inter_op_num_threads = int(params.get("inter_op_num_threads", 0))
+        for name in ("intra_op_num_threads", "inter_op_num_threads"):
+            value = params.get(name, 0)
+            try:
+                count = int(value) if not isinstance(value, bool | float) else -1
+            except ValueError:
+                count = -1
+            if count < 0:
+                raise ModelLoadError(f"{self.path}: parameters.{name} must be a non-negative integer, got {value!r}")
+            setattr(options, name, count)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = choose_providers(ort.get_available_providers())
         try:
@@ -69,7 +76,7 @@ class OnnxRuntime(Runtime):
 
     def memory_bytes(self) -> int:
         # The weights dominate a session's footprint, and they are what the file holds.
-        return self.path.stat().st_size if self.path.exists() else 0
+        return self.path.stat().st_size if self.session is not None else 0
 
     def unload(self) -> None:
         self.session = None

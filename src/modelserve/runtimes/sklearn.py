@@ -36,9 +36,9 @@ class SklearnRuntime(Runtime):
         if not hasattr(self.estimator, "predict"):
             raise ModelLoadError(f"{self.path}: {type(self.estimator).__name__} has no predict method")
         features = getattr(self.estimator, "n_features_in_", -1)
-        inputs = (TensorSpec("input", "FP64", (-1, int(features))),)
-        outputs = tuple(self._output_spec(m) for m in _METHODS if hasattr(self.estimator, m))
         self._input_name = self.config.inputs[0].name if self.config.inputs else "input"
+        inputs = (TensorSpec(self._input_name, "FP64", (-1, int(features))),)
+        outputs = tuple(self._output_spec(m) for m in _METHODS if hasattr(self.estimator, m))
         declared = [t.name for t in self.config.outputs] or [o.name for o in outputs]
         unknown = [n for n in declared if n not in _METHODS or not hasattr(self.estimator, n)]
         if unknown:
@@ -61,7 +61,7 @@ class SklearnRuntime(Runtime):
         return {m: np.asarray(getattr(self.estimator, m)(features)) for m in self._methods}
 
     def memory_bytes(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
+        return self.path.stat().st_size if self.estimator is not None else 0
 
     def unload(self) -> None:
         self.estimator = None

@@ -22,7 +22,7 @@ _TAG_MISMATCH = re.compile(r"Current Version: (?P<runtime>\d+), Serialized Engin
 
 def rebuild_command(path: Any) -> str:
     """The command that rebuilds an engine for the TensorRT installed here."""
-    return f"python scripts/convert_model.py --model <source.onnx> --precision fp16 --output {path}"
+    return f"trtexec --onnx=<source.onnx> --saveEngine={path} --fp16"  # trtexec ships with TensorRT
 
 
 def explain_deserialize_failure(path: Any, runtime_version: str, log: list[str], built_with: str | None) -> str:

@@ -38,7 +38,7 @@ class TorchScriptRuntime(Runtime):
             with warnings.catch_warnings():
                 # torch 2.13 deprecates TorchScript in favour of torch.export, yet serving existing
                 # TorchScript files is exactly this runtime's job; the warning would only alarm operators.
-                warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+                warnings.filterwarnings("ignore", r"`torch\.jit\.load` is", DeprecationWarning)
                 self.module = torch.jit.load(str(self.path), map_location=self._device).eval()
         except Exception as exc:  # torch raises RuntimeError or pickle errors for any bad file
             raise ModelLoadError(f"{self.path}: not a loadable TorchScript file: {exc}") from exc

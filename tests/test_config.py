@@ -1,0 +1,162 @@
+"""Server settings: defaults, the runbooks' environment names, and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from modelserve.config import ModelControlMode, Settings, describe_error
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read the process environment; start every test without any of our variables."""
+    for field in Settings.model_fields:
+        monkeypatch.delenv(Settings.env_name(field), raising=False)
+        monkeypatch.delenv(field, raising=False)
+
+
+def _error(**kwargs: object) -> str:
+    with pytest.raises(ValidationError) as caught:
+        Settings(**kwargs)  # type: ignore[arg-type]
+    return describe_error(caught.value)
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert settings.model_repository == ""
+    assert settings.host == "127.0.0.1"
+    assert settings.http_port == 8000
+    assert settings.workers == 1
+    assert settings.log_level == "info"
+    assert settings.model_control_mode is ModelControlMode.NONE
+    assert settings.load_models == []
+    assert settings.model_load_timeout == 30.0
+    assert settings.inference_threads >= 2
+    assert settings.max_batch_size == 32
+    assert settings.batch_timeout_ms == 0.0
+    assert settings.max_queue_size == 2048
+    assert settings.request_timeout_sec == 60.0
+    assert settings.max_input_size_mb == 64.0
+    assert settings.max_input_bytes == 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("MAX_BATCH_SIZE", "8", "max_batch_size", 8),
+        ("BATCH_TIMEOUT_MS", "2.5", "batch_timeout_ms", 2.5),
+        ("MAX_QUEUE_SIZE", "10", "max_queue_size", 10),
+        ("MODEL_LOAD_TIMEOUT", "90", "model_load_timeout", 90.0),
+        ("REQUEST_TIMEOUT_SEC", "5", "request_timeout_sec", 5.0),
+        ("MAX_INPUT_SIZE_MB", "0.5", "max_input_size_mb", 0.5),
+        ("UVICORN_WORKERS", "4", "workers", 4),
+        ("MODEL_CONTROL_MODE", "explicit", "model_control_mode", ModelControlMode.EXPLICIT),
+        ("MODEL_REPOSITORY", "/srv/models", "model_repository", "/srv/models"),
+        ("HTTP_PORT", "9000", "http_port", 9000),
+        ("LOG_LEVEL", "debug", "log_level", "debug"),
+        ("INFERENCE_THREADS", "3", "inference_threads", 3),
+    ],
+)
+def test_environment_names(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str, expected: object
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert getattr(Settings(), field) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("a,b c", ["a", "b", "c"]), ("mlp", ["mlp"]), ("*", ["*"]), (" iris , simple ", ["iris", "simple"]), ("", [])],
+)
+def test_load_models_is_split_on_commas_and_spaces(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("LOAD_MODELS", value)
+    assert Settings().load_models == expected
+
+
+def test_load_models_as_a_list_keeps_it() -> None:
+    assert Settings(load_models=["a", "b"]).load_models == ["a", "b"]
+
+
+def test_max_input_bytes_follows_the_megabytes() -> None:
+    assert Settings(max_input_size_mb=1.5).max_input_bytes == 1572864
+
+
+def test_keyword_arguments_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("UVICORN_WORKERS", "2")
+    monkeypatch.setenv("LOAD_MODELS", "a,b")
+    monkeypatch.setenv("MODEL_CONTROL_MODE", "none")
+    settings = Settings.from_options(max_batch_size=4, workers=3, load_models=["c"], model_control_mode="explicit")
+    assert settings.max_batch_size == 4
+    assert settings.workers == 3
+    assert settings.load_models == ["c"]
+    assert settings.model_control_mode is ModelControlMode.EXPLICIT
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("MAX_BATCH_SIZE", "abc", "valid integer"),
+        ("MAX_BATCH_SIZE", "-1", "greater than or equal to 0"),
+        ("BATCH_TIMEOUT_MS", "20000", "less than or equal to 10000"),
+        ("MODEL_LOAD_TIMEOUT", "0", "greater than 0"),
+        ("REQUEST_TIMEOUT_SEC", "soon", "valid number"),
+        ("MAX_INPUT_SIZE_MB", "-5", "greater than 0"),
+        ("UVICORN_WORKERS", "0", "greater than or equal to 1"),
+        ("MODEL_CONTROL_MODE", "poll", "'none' or 'explicit'"),
+        ("LOG_LEVEL", "loud", "pattern"),
+        ("HTTP_PORT", "70000", "less than or equal to 65535"),
+    ],
+)
+def test_describe_error_names_the_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    message = _error()
+    assert message.startswith(f"invalid setting {variable}={value!r}: ")
+    assert problem in message
+
+
+def test_describe_error_gives_one_line_per_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_BATCH_SIZE", "many")
+    monkeypatch.setenv("UVICORN_WORKERS", "0")
+    lines = _error().splitlines()
+    assert len(lines) == 2
+    assert {line.split("=")[0] for line in lines} == {
+        "invalid setting MAX_BATCH_SIZE",
+        "invalid setting UVICORN_WORKERS",
+    }
+
+
+def test_describe_error_for_keyword_arguments_uses_the_environment_name() -> None:
+    message = _error(max_batch_size=-3)
+    assert message.startswith("invalid setting MAX_BATCH_SIZE=-3: ")
+
+
+def test_unknown_keyword_is_refused() -> None:
+    assert "MAX_BATCH_SISE" in _error(max_batch_sise=4)
+
+
+@pytest.mark.parametrize(
+    ("field", "variable"),
+    [
+        ("workers", "UVICORN_WORKERS"),
+        ("max_batch_size", "MAX_BATCH_SIZE"),
+        ("batch_timeout_ms", "BATCH_TIMEOUT_MS"),
+        ("model_load_timeout", "MODEL_LOAD_TIMEOUT"),
+        ("request_timeout_sec", "REQUEST_TIMEOUT_SEC"),
+        ("max_input_size_mb", "MAX_INPUT_SIZE_MB"),
+        ("model_control_mode", "MODEL_CONTROL_MODE"),
+        ("load_models", "LOAD_MODELS"),
+    ],
+)
+def test_env_name(field: str, variable: str) -> None:
+    assert Settings.env_name(field) == variable
+
+
+def test_every_field_has_a_description() -> None:
+    missing = [name for name, info in Settings.model_fields.items() if not info.description]
+    assert missing == []
