@@ -44,7 +44,7 @@ def good_request_still_works(server: RunningServer) -> None:
         ("/v2/models/nope/infer", b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1]}]}', 404, "nope"),
         ("/v2/models/simple/versions/x/infer", b"{}", 400, "'x' is not a positive integer"),
         ("/v1/predict", b'{"inputs": [[1]]}', 400, '{"model": name'),
-        ("/v1/predict", b'{"model": "mlp", "inputs": [["a", "b"]]}', 400, "not a FP32 array"),
+        ("/v1/predict", b'{"model": "mlp", "inputs": [["a", "b"]]}', 400, "FP32 data must be numbers, found strings"),
         ("/v1/predict", b'{"model": "mlp", "inputs": [[1, 2]]}', 400, "expects [-1, 16]"),
         ("/v2/repository/models/mlp/unload", b"", 400, "--model-control-mode explicit"),
     ],

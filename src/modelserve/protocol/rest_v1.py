@@ -20,9 +20,10 @@ from modelserve.errors import InvalidInput, ModelNotFound
 from modelserve.models.spec import ModelSpec
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response, parse_version, read_body
+from modelserve.protocol.v2_codec import json_array
 from modelserve.repository.config import Platform
 from modelserve.server.state import ServerState
-from modelserve.types import InferenceRequest, datatype_of, numpy_dtype
+from modelserve.types import InferenceRequest, datatype_of
 
 
 class ModelFormat(StrEnum):
@@ -44,9 +45,8 @@ def router(state: ServerState) -> APIRouter:
         label, version = "unknown", ""
         try:
             document = _parse(await read_body(request, state.settings.max_input_bytes))
-            model = document["model"]
+            model = label = document["model"]
             record = manager.get(model, parse_version(document.get("version")))
-            label = model
             assert record.spec is not None
             inputs = _inputs(record.spec, document["inputs"])
             result = await manager.infer(InferenceRequest(model=model, inputs=inputs, version=record.version))
@@ -113,19 +113,7 @@ def _inputs(spec: ModelSpec, data: Any) -> dict[str, np.ndarray[Any, Any]]:
             names = ", ".join(s.name for s in spec.inputs)
             raise InvalidInput(f"model '{spec.name}' has {len(spec.inputs)} inputs ({names}); key 'inputs' by name")
         data = {spec.inputs[0].name: data}
-    arrays = {}
-    for name, values in data.items():
-        tensor = spec.input(name)
-        try:
-            if tensor.datatype == "BYTES":
-                arrays[name] = np.vectorize(lambda v: str(v).encode(), otypes=[object])(
-                    np.asarray(values, dtype=object)
-                )
-            else:
-                arrays[name] = np.asarray(values, dtype=numpy_dtype(tensor.datatype))
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InvalidInput(f"input '{name}' is not a {tensor.datatype} array: {exc}") from None
-    return arrays
+    return {name: json_array(values, spec.input(name).datatype, name) for name, values in data.items()}
 
 
 def _jsonable(array: np.ndarray[Any, Any]) -> Any:

@@ -133,17 +133,52 @@ def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.n
 
 
 def _from_json(data: Any, datatype: str, dtype: np.dtype[Any], shape: list[int], count: int, name: str) -> Any:
-    try:
-        if datatype == "BYTES":
-            flat = np.asarray(data, dtype=object).reshape(-1)
-            array = np.array([_to_bytes(v, name) for v in flat] or [], dtype=object)
-        else:
-            array = np.asarray(data, dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInput(f"input '{name}': 'data' is not a {datatype} array: {exc}") from None
+    array = json_array(data, datatype, name)
     if array.size != count:
         raise InvalidInput(f"input '{name}': 'data' holds {array.size} values but shape {shape} needs {count}")
     return array.reshape(shape)
+
+
+# The kinds of JSON values (as numpy parses them) each datatype takes: no silent 1.5 → 1, true → 1.0,
+# "2" → 2.0 or null → NaN, as Triton refuses them too.
+_ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+_KIND_NAMES = {"b": "true/false", "iu": "integers", "iuf": "numbers"}
+_FOUND = {
+    "b": "true/false",
+    "i": "integers",
+    "u": "integers",
+    "f": "non-integer numbers",
+    "U": "strings",
+    "O": "nulls, mixed values or integers beyond 64 bits",
+}
+
+
+def json_array(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]:
+    """A (nested) JSON list as an array of ``datatype``, refusing values of the wrong kind or range."""
+    dtype = numpy_dtype(datatype)
+    try:
+        if datatype == "BYTES":
+            flat = np.asarray(data, dtype=object).reshape(-1)
+            return np.array([_to_bytes(v, name) for v in flat] or [], dtype=object).reshape(np.shape(data))
+        raw = np.asarray(data)
+    except ValueError as exc:
+        raise InvalidInput(f"input '{name}': 'data' is not a {datatype} array: {exc}") from None
+    if raw.size == 0:
+        return np.empty(raw.shape, dtype=dtype)
+    accepted = _ACCEPTED_KINDS[dtype.kind]
+    if dtype == np.uint64 and raw.dtype.kind in "fO":
+        # numpy parses ints above 2**63 mixed with small ones as floats; take them exactly, as Python ints.
+        exact = np.asarray(data, dtype=object).reshape(-1)
+        if all(type(v) is int and 0 <= v < 2**64 for v in exact):
+            return np.array(exact.tolist(), dtype=np.uint64).reshape(raw.shape)
+    if raw.dtype.kind not in accepted:
+        found = _FOUND.get(raw.dtype.kind, "values of another kind")
+        raise InvalidInput(f"input '{name}': {datatype} data must be {_KIND_NAMES[accepted]}, found {found}")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise InvalidInput(f"input '{name}': a value is outside the range of {datatype} ({info.min}..{info.max})")
+    return raw.astype(dtype, copy=False)
 
 
 def _to_bytes(value: Any, name: str) -> bytes:

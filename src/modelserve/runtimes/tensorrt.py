@@ -89,7 +89,7 @@ class TensorRTRuntime(Runtime):
         torch, context = self._torch, self._context
         keep = []
         for name, array in inputs.items():
-            tensor = torch.from_numpy(np.ascontiguousarray(array)).cuda()
+            tensor = torch.from_numpy(np.require(array, requirements=["C", "W"])).cuda()
             keep.append(tensor)
             context.set_input_shape(name, tuple(array.shape))
             context.set_tensor_address(name, tensor.data_ptr())

@@ -48,7 +48,9 @@ class TorchScriptRuntime(Runtime):
 
     def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
         torch = self._torch
-        tensors = [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self._device) for n in self._input_names]
+        # Binary inputs are read-only views of the request body; torch needs writable memory, so those copy.
+        arrays = [np.require(inputs[n], requirements=["C", "W"]) for n in self._input_names]
+        tensors = [torch.from_numpy(a).to(self._device) for a in arrays]
         with torch.inference_mode():
             result = self.module(*tensors)
         if isinstance(result, torch.Tensor):

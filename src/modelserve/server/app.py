@@ -125,4 +125,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         detail = f"no route {request.method} {request.url.path}; see /docs for the API"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return json_response({"error": detail}, exc.status_code)
+    response = json_response({"error": detail}, exc.status_code)
+    response.headers.update(exc.headers or {})  # a 405 must say which methods are allowed
+    return response
