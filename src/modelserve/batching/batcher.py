@@ -178,7 +178,7 @@ class Batcher:
             loop = asyncio.get_running_loop()
             outputs = await loop.run_in_executor(self._executor, self._run, inputs)
             done = time.perf_counter_ns()
-            results = [outputs] if len(batch) == 1 else _split(outputs, [p.size for p in batch], samples)
+            results = _split(outputs, [p.size for p in batch], samples) if self._batching else [outputs]
             self._stats.record_batch(len(batch), samples, joined - start, done - joined, time.perf_counter_ns() - done)
             if self._observe_batch is not None:
                 self._observe_batch(samples)

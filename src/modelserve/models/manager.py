@@ -160,12 +160,13 @@ class ModelManager:
             fresh = [ModelVersion(name, v, ModelState.LOADING) for v in wanted if not _ready(versions.get(v))]
             versions.update({record.version: record for record in fresh})
             await asyncio.gather(*(self._load_version(source, record) for record in fresh))
-            for version, record in list(versions.items()):
-                if version not in wanted:
-                    await self._retire(record)
-                    del versions[version]
-            self._models[name] = dict(sorted(versions.items(), key=lambda item: item[0] or 0))
             failed = [r.reason for r in fresh if r.state is ModelState.FAILED]
+            if not failed:  # a failed reload leaves the versions that were serving in place
+                for version, record in list(versions.items()):
+                    if version not in wanted:
+                        await self._retire(record)
+                        del versions[version]
+            self._models[name] = dict(sorted(versions.items(), key=lambda item: item[0] or 0))
             if failed:
                 raise ModelLoadError("; ".join(failed))
             return list(self._models[name].values())
@@ -215,9 +216,11 @@ class ModelManager:
 
     async def _unload(self, name: str) -> None:
         async with self._lock(name):
-            for record in self._models.get(name, {}).values():
+            versions = self._models.get(name, {})
+            for record in versions.values():
                 await self._retire(record)
-            self._models[name] = {}
+            # Retired versions stay listed as UNAVAILABLE "unloaded", as Triton's index shows them.
+            self._models[name] = {v: r for v, r in versions.items() if v is not None}
 
     async def _retire(self, record: ModelVersion) -> None:
         if record.state is not ModelState.READY:
@@ -241,10 +244,7 @@ class ModelManager:
         versions = self._models.get(name)
         if not versions:
             if self._in_repository(name):
-                raise ModelNotReady(
-                    f"model '{name}' is not loaded; load it with POST /v1/models/{name}/load "
-                    f"or POST /v2/repository/models/{name}/load"
-                )
+                raise ModelNotReady(f"model '{name}' is not loaded; {_how_to_load(name)}")
             raise ModelNotFound(f"model '{name}' is not in the model repository")
         if version is not None:
             record = versions.get(version)
@@ -314,10 +314,14 @@ def _ready(record: ModelVersion | None) -> bool:
     return record is not None and record.state is ModelState.READY
 
 
+def _how_to_load(name: str) -> str:
+    return f"load it with POST /v1/models/{name}/load or POST /v2/repository/models/{name}/load"
+
+
 def _not_ready(record: ModelVersion) -> str:
     which = f"model '{record.name}'" + (f" version {record.version}" if record.version is not None else "")
     if record.state is ModelState.FAILED:
         return f"{which} failed to load: {record.reason}"
     if record.state is ModelState.UNAVAILABLE:
-        return f"{which} is not loaded"
+        return f"{which} is not loaded; {_how_to_load(record.name)}"
     return f"{which} is {record.state.lower()}"

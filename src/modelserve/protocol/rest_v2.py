@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from modelserve import __version__
 from modelserve.errors import InvalidInput, ModelNotFound
+from modelserve.models.manager import ModelState
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_body, json_response, parse_version, read_body
 from modelserve.protocol.v2_codec import decode_request, decompress, encode_response
@@ -82,7 +83,7 @@ def router(state: ServerState) -> APIRouter:
     @api.get("/v2/models/{model}/versions/{version}/stats", summary="Statistics of one model version")
     async def statistics(model: str, version: str | None = None) -> Response:
         number = parse_version(version)
-        records = [r for r in manager.versions(model) if r.spec is not None and number in (None, r.version)]
+        records = [r for r in manager.versions(model) if r.state is ModelState.READY and number in (None, r.version)]
         if number is not None and not records:
             manager.get(model, number)  # raises the precise reason
         return json_response(model_statistics(records))

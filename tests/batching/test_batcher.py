@@ -1,0 +1,505 @@
+"""The dynamic batcher, driven by a real run function whose calls are held by gates.
+
+A call of the run function blocks on a ``threading.Event`` until the test opens it, so requests
+provably accumulate while a batch is running; what the function saw (batch sizes, dtypes, shapes)
+is recorded and asserted on. Nothing here waits on wall-clock time except the tests of
+``max_queue_delay_ms``, whose subject is a delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelserve.batching.batcher import Batcher
+from modelserve.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded
+from modelserve.models.stats import ModelStats
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+Transform = Callable[[Arrays], Arrays]
+
+
+def double(inputs: Arrays) -> Arrays:
+    """The model every test runs unless it needs another: ``y = 2 x``, row by row."""
+    return {"y": inputs["x"] * 2}
+
+
+class GatedRun:
+    """A run function that records every call and blocks it until ``gate`` is set.
+
+    A call whose input holds a negative number raises ``error``: that is how a test puts a failing
+    request into a batch without knowing in advance which batch it lands in.
+    """
+
+    def __init__(self, *, open_: bool = False, transform: Transform = double, error: Exception | None = None) -> None:
+        self.calls: list[Arrays] = []
+        self.returned: list[Arrays] = []
+        self.gate = threading.Event()
+        if open_:
+            self.gate.set()
+        self._entered = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._transform = transform
+        self._error = error
+
+    def __call__(self, inputs: Arrays) -> Arrays:
+        with self._lock:
+            self.calls.append(inputs)
+        self._entered.release()
+        if not self.gate.wait(30):
+            raise RuntimeError("the test never opened the gate")
+        if self._error is not None and any((array < 0).any() for array in inputs.values()):
+            raise self._error
+        outputs = self._transform(inputs)
+        with self._lock:
+            self.returned.append(outputs)
+        return outputs
+
+    @property
+    def sizes(self) -> list[int]:
+        """The first dimension of ``x`` in every call, in call order."""
+        return [len(call["x"]) for call in self.calls]
+
+    async def started(self, count: int = 1) -> None:
+        """Wait until ``count`` more calls have entered the function (they may still be held)."""
+        for _ in range(count):
+            entered = await asyncio.to_thread(self._entered.acquire, True, 10)
+            assert entered, "the run function was not called"
+
+
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    """Let the event loop run, without sleeping, until ``predicate`` holds."""
+    for _ in range(10_000):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never happened: {what}")
+
+
+def rows(count: int, marker: int, *, dtype: Any = np.float32, features: int = 4) -> Arrays:
+    """A request of ``count`` samples whose values are unique to ``marker``, so a slice tells whose it is."""
+    values = np.arange(count * features).reshape(count, features) + 1000 * marker
+    return {"x": values.astype(dtype)}
+
+
+Factory = Callable[..., Batcher]
+
+
+@pytest.fixture
+async def make_batcher(executor: ThreadPoolExecutor) -> AsyncIterator[Factory]:
+    """Builds batchers on the shared pool; at teardown opens every gate and closes every batcher."""
+    made: list[tuple[Batcher, Callable[[Arrays], Arrays]]] = []
+
+    def make(run: Callable[[Arrays], Arrays], stats: ModelStats | None = None, **limits: Any) -> Batcher:
+        batcher = Batcher("test", run, executor, stats or ModelStats(), **limits)
+        made.append((batcher, run))
+        return batcher
+
+    yield make
+    for batcher, run in made:
+        if isinstance(run, GatedRun):
+            run.gate.set()
+        await asyncio.wait_for(batcher.close(), 30)
+
+
+def assert_doubled(result: Arrays, request: Arrays) -> None:
+    """``result`` is exactly this request's answer: same rows, same dtype, doubled."""
+    assert set(result) == {"y"}
+    assert result["y"].dtype == request["x"].dtype
+    np.testing.assert_array_equal(result["y"], request["x"] * 2)
+
+
+# -- batching ----------------------------------------------------------------------------------------
+
+
+async def test_requests_queued_during_a_batch_run_as_one_call_and_each_gets_its_slice(make_batcher: Factory) -> None:
+    model = GatedRun()
+    batcher = make_batcher(model, max_batch_size=8)
+    requests = [rows(1, 0), rows(2, 1), rows(1, 2), rows(3, 3)]
+
+    first = asyncio.create_task(batcher.submit(requests[0], 1))
+    await model.started()
+    later = [asyncio.create_task(batcher.submit(r, len(r["x"]))) for r in requests[1:]]
+    await until(lambda: batcher.queued == 3, "three requests queued behind the running batch")
+    model.gate.set()
+    results = await asyncio.gather(first, *later)
+
+    assert model.sizes == [1, 6]
+    np.testing.assert_array_equal(model.calls[1]["x"], np.concatenate([r["x"] for r in requests[1:]]))
+    for result, request in zip(results, requests, strict=True):
+        assert_doubled(result, request)
+
+
+async def test_a_batch_never_holds_more_samples_than_max_batch_size(make_batcher: Factory) -> None:
+    model = GatedRun()
+    batcher = make_batcher(model, max_batch_size=4)
+    requests = [rows(1, 0), rows(3, 1), rows(2, 2), rows(1, 3), rows(4, 4), rows(2, 5)]
+
+    first = asyncio.create_task(batcher.submit(requests[0], 1))
+    await model.started()
+    later = [asyncio.create_task(batcher.submit(r, len(r["x"]))) for r in requests[1:]]
+    await until(lambda: batcher.queued == 5, "five requests queued")
+    model.gate.set()
+    results = await asyncio.gather(first, *later)
+
+    assert max(model.sizes) <= 4
+    assert sum(model.sizes) == sum(len(r["x"]) for r in requests)
+    assert len(model.sizes) < len(requests), f"nothing was batched: {model.sizes}"
+    # The oldest waiting request always goes first.
+    np.testing.assert_array_equal(model.calls[1]["x"][:3], requests[1]["x"])
+    for result, request in zip(results, requests, strict=True):
+        assert_doubled(result, request)
+
+
+async def test_requests_with_other_shapes_or_dtypes_are_never_mixed_into_one_call(make_batcher: Factory) -> None:
+    model = GatedRun()
+    batcher = make_batcher(model, max_batch_size=8)
+    requests = [
+        rows(1, 0),
+        rows(1, 1),
+        rows(2, 2, features=3),
+        rows(1, 3, dtype=np.float64),
+        rows(2, 4),
+        rows(1, 5, dtype=np.float64),
+        rows(1, 6, dtype=np.int32),
+    ]
+
+    first = asyncio.create_task(batcher.submit(requests[0], 1))
+    await model.started()
+    later = [asyncio.create_task(batcher.submit(r, len(r["x"]))) for r in requests[1:]]
+    await until(lambda: batcher.queued == 6, "six requests queued")
+    model.gate.set()
+    results = await asyncio.gather(first, *later)
+
+    seen = [(call["x"].dtype, call["x"].shape) for call in model.calls]
+    f32, f64, i32 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32)
+    assert seen == [(f32, (1, 4)), (f32, (3, 4)), (f32, (2, 3)), (f64, (2, 4)), (i32, (1, 4))]
+    for result, request in zip(results, requests, strict=True):
+        assert_doubled(result, request)
+
+
+async def test_max_batch_size_0_runs_each_request_alone_with_its_arrays_untouched(make_batcher: Factory) -> None:
+    model = GatedRun()
+    batcher = make_batcher(model, max_batch_size=0)
+    # Unbatched models have no batch dimension: these are whole tensors, not rows.
+    requests = [{"x": np.arange(4, dtype=np.float32) + 10 * i} for i in range(3)]
+
+    first = asyncio.create_task(batcher.submit(requests[0], 1))
+    await model.started()
+    later = [asyncio.create_task(batcher.submit(r, 1)) for r in requests[1:]]
+    await until(lambda: batcher.queued == 2, "two requests queued")
+    model.gate.set()
+    results = await asyncio.gather(first, *later)
+
+    assert len(model.calls) == 3
+    for call, request in zip(model.calls, requests, strict=True):
+        assert call is request
+        assert call["x"] is request["x"]
+    for result, returned, request in zip(results, model.returned, requests, strict=True):
+        assert result is returned
+        assert_doubled(result, request)
+
+
+# -- failures ----------------------------------------------------------------------------------------
+
+
+async def test_an_exception_fails_exactly_the_requests_of_its_batch_as_inference_failed(make_batcher: Factory) -> None:
+    model = GatedRun(error=RuntimeError("boom"))
+    batcher = make_batcher(model, max_batch_size=2)
+    bomb = {"x": -rows(1, 1)["x"]}
+    requests = [rows(1, 0), bomb, rows(1, 2), rows(1, 3)]
+
+    first = asyncio.create_task(batcher.submit(requests[0], 1))
+    await model.started()
+    later = [asyncio.create_task(batcher.submit(r, 1)) for r in requests[1:]]
+    await until(lambda: batcher.queued == 3, "three requests queued")
+    model.gate.set()
+    results = await asyncio.gather(first, *later, return_exceptions=True)
+
+    assert model.sizes == [1, 2, 1]
+    assert_doubled(results[0], requests[0])
+    for failed in results[1:3]:
+        assert isinstance(failed, InferenceFailed)
+        assert failed.message == "model 'test' failed: boom"
+    assert_doubled(results[3], requests[3])
+    # The batcher still serves after a failed batch.
+    assert_doubled(await batcher.submit(rows(2, 9), 2), rows(2, 9))
+
+
+async def test_a_modelserve_error_from_run_reaches_the_callers_of_that_batch_as_is(make_batcher: Factory) -> None:
+    error = InvalidInput("x must not be negative")
+    model = GatedRun(error=error)
+    batcher = make_batcher(model, max_batch_size=2)
+    requests = [rows(1, 0), {"x": -rows(1, 1)["x"]}, rows(1, 2), rows(1, 3)]
+
+    first = asyncio.create_task(batcher.submit(requests[0], 1))
+    await model.started()
+    later = [asyncio.create_task(batcher.submit(r, 1)) for r in requests[1:]]
+    await until(lambda: batcher.queued == 3, "three requests queued")
+    model.gate.set()
+    results = await asyncio.gather(first, *later, return_exceptions=True)
+
+    assert results[1] is error
+    assert results[2] is error
+    assert_doubled(results[0], requests[0])
+    assert_doubled(results[3], requests[3])
+
+
+async def test_outputs_whose_first_dimension_misses_the_batch_fail_that_batch(make_batcher: Factory) -> None:
+    model = GatedRun(transform=lambda inputs: {"y": inputs["x"][:1] * 2})
+    batcher = make_batcher(model, max_batch_size=8)
+
+    first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+    await model.started()
+    later = [asyncio.create_task(batcher.submit(rows(n, i), n)) for i, n in ((1, 2), (2, 1))]
+    await until(lambda: batcher.queued == 2, "two requests queued")
+    model.gate.set()
+    results = await asyncio.gather(first, *later, return_exceptions=True)
+
+    assert model.sizes == [1, 3]
+    assert_doubled(results[0], rows(1, 0))
+    for failed in results[1:]:
+        assert isinstance(failed, InferenceFailed)
+        assert "output 'y' has shape [1, 4]; expected a first dimension of 3" in failed.message
+
+
+async def test_a_lone_request_also_fails_when_outputs_miss_its_batch_size(make_batcher: Factory) -> None:
+    # The same runtime bug must not depend on whether the request happened to share its batch.
+    model = GatedRun(open_=True, transform=lambda inputs: {"y": inputs["x"][:1] * 2})
+    batcher = make_batcher(model, max_batch_size=8)
+
+    with pytest.raises(InferenceFailed, match=r"output 'y' has shape \[1, 4\]; expected a first dimension of 3"):
+        await batcher.submit(rows(3, 0), 3)
+
+
+# -- queue limits, cancellation, shutdown -----------------------------------------------------------
+
+
+async def test_the_queue_refuses_requests_beyond_max_queue_size_as_overloaded(make_batcher: Factory) -> None:
+    model = GatedRun()
+    batcher = make_batcher(model, max_batch_size=1, max_queue_size=2)
+
+    first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+    await model.started()
+    queued = [asyncio.create_task(batcher.submit(rows(1, i), 1)) for i in (1, 2)]
+    await until(lambda: batcher.queued == 2, "two requests queued")
+    with pytest.raises(Overloaded, match="2 requests queued \\(max_queue_size\\)"):
+        await batcher.submit(rows(1, 3), 1)
+
+    model.gate.set()
+    results = await asyncio.gather(first, *queued)
+    for result, marker in zip(results, (0, 1, 2), strict=True):
+        assert_doubled(result, rows(1, marker))
+    assert_doubled(await batcher.submit(rows(1, 4), 1), rows(1, 4))
+
+
+async def test_requests_whose_callers_gave_up_are_dropped_without_running(make_batcher: Factory) -> None:
+    model = GatedRun()
+    batcher = make_batcher(model, max_batch_size=8)
+
+    first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+    await model.started()
+    head, kept, middle, last = (asyncio.create_task(batcher.submit(rows(1, i), 1)) for i in (1, 2, 3, 4))
+    await until(lambda: batcher.queued == 4, "four requests queued")
+    # The gate is shut, so these callers time out while queued, whatever the clock does.
+    for gave_up in (head, middle):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(gave_up, 0.01)
+        assert gave_up.cancelled()
+    model.gate.set()
+    results = await asyncio.gather(first, kept, last)
+
+    assert model.sizes == [1, 2]
+    np.testing.assert_array_equal(model.calls[1]["x"], np.concatenate([rows(1, 2)["x"], rows(1, 4)["x"]]))
+    for result, marker in zip(results, (0, 2, 4), strict=True):
+        assert_doubled(result, rows(1, marker))
+
+
+async def test_close_finishes_queued_requests_and_then_refuses_new_ones(make_batcher: Factory) -> None:
+    model = GatedRun()
+    batcher = make_batcher(model, max_batch_size=1)
+
+    first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+    await model.started()
+    queued = [asyncio.create_task(batcher.submit(rows(1, i), 1)) for i in (1, 2)]
+    await until(lambda: batcher.queued == 2, "two requests queued")
+    closing = asyncio.create_task(batcher.close())
+    await asyncio.sleep(0)  # one turn of the loop: close() has begun
+
+    with pytest.raises(ModelNotReady, match="model 'test' is unloading"):
+        await batcher.submit(rows(1, 3), 1)
+    assert not closing.done()
+    model.gate.set()
+    results = await asyncio.gather(first, *queued)
+    await closing
+
+    assert model.sizes == [1, 1, 1]
+    for result, marker in zip(results, (0, 1, 2), strict=True):
+        assert_doubled(result, rows(1, marker))
+    with pytest.raises(ModelNotReady, match="unloading"):
+        await batcher.submit(rows(1, 4), 1)
+
+
+async def test_instance_count_2_runs_two_batches_at_once(make_batcher: Factory) -> None:
+    model = GatedRun()
+    batcher = make_batcher(model, max_batch_size=1, instance_count=2)
+
+    tasks = [asyncio.create_task(batcher.submit(rows(1, i), 1)) for i in (0, 1)]
+    # Both calls are inside the run function while the gate is still shut: they overlap.
+    await model.started(2)
+    assert len(model.calls) == 2
+    model.gate.set()
+    results = await asyncio.gather(*tasks)
+
+    for result, marker in zip(results, (0, 1), strict=True):
+        assert_doubled(result, rows(1, marker))
+
+
+# -- max_queue_delay_ms ------------------------------------------------------------------------------
+
+
+async def test_a_queue_delay_holds_the_first_request_for_later_ones(make_batcher: Factory) -> None:
+    model = GatedRun(open_=True)
+    batcher = make_batcher(model, max_batch_size=8, max_queue_delay_ms=60_000)
+
+    async with asyncio.timeout(20):
+        first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+        await until(lambda: batcher.queued == 1, "the first request queued")
+        for _ in range(100):  # many turns of the loop: the dispatcher would have taken it by now
+            await asyncio.sleep(0)
+        assert batcher.queued == 1
+        assert model.calls == []
+        rest = [asyncio.create_task(batcher.submit(rows(1, i), 1)) for i in range(1, 8)]
+        results = await asyncio.gather(first, *rest)
+
+    # Eight samples reached max_batch_size, so the batch left long before the 60 s delay.
+    assert model.sizes == [8]
+    for marker, result in enumerate(results):
+        assert_doubled(result, rows(1, marker))
+
+
+async def test_a_queue_delay_dispatches_once_the_largest_preferred_batch_size_is_reached(
+    make_batcher: Factory,
+) -> None:
+    model = GatedRun(open_=True)
+    batcher = make_batcher(model, max_batch_size=8, max_queue_delay_ms=60_000, preferred_batch_sizes=(2, 3))
+
+    async with asyncio.timeout(20):
+        first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+        await until(lambda: batcher.queued == 1, "the first request queued")
+        second = asyncio.create_task(batcher.submit(rows(1, 1), 1))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert model.calls == [], "two samples are below the largest preferred size of 3"
+        third = asyncio.create_task(batcher.submit(rows(1, 2), 1))
+        results = await asyncio.gather(first, second, third)
+
+    assert model.sizes == [3]
+    for marker, result in enumerate(results):
+        assert_doubled(result, rows(1, marker))
+
+
+async def test_a_queue_delay_runs_a_short_batch_once_the_delay_passes(make_batcher: Factory) -> None:
+    model = GatedRun(open_=True)
+    delay_s = 0.1
+    batcher = make_batcher(model, max_batch_size=8, max_queue_delay_ms=delay_s * 1000)
+
+    started = time.monotonic()
+    first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+    await until(lambda: batcher.queued == 1, "the first request queued")
+    second = asyncio.create_task(batcher.submit(rows(2, 1), 2))
+    results = await asyncio.gather(first, second)
+    waited = time.monotonic() - started
+
+    # Below the target size the batch waits out the delay (never less), then runs what it has.
+    assert model.sizes == [3]
+    assert waited >= delay_s * 0.9
+    assert_doubled(results[0], rows(1, 0))
+    assert_doubled(results[1], rows(2, 1))
+
+
+async def test_without_a_queue_delay_an_idle_batcher_runs_a_request_at_once(make_batcher: Factory) -> None:
+    model = GatedRun()
+    batcher = make_batcher(model, max_batch_size=8)
+
+    first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+    await model.started()
+    assert model.sizes == [1]
+    model.gate.set()
+    assert_doubled(await first, rows(1, 0))
+
+
+# -- statistics and construction ---------------------------------------------------------------------
+
+
+async def test_stats_and_observe_batch_count_every_batch_by_its_samples(make_batcher: Factory) -> None:
+    model = GatedRun()
+    stats = ModelStats()
+    observed: list[int] = []
+    batcher = make_batcher(model, stats, max_batch_size=8, observe_batch=observed.append)
+
+    first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+    await model.started()
+    later = [asyncio.create_task(batcher.submit(rows(n, i), n)) for i, n in ((1, 2), (2, 1), (3, 3))]
+    await until(lambda: batcher.queued == 3, "three requests queued")
+    model.gate.set()
+    await asyncio.gather(first, *later)
+
+    assert model.sizes == [1, 6]
+    assert observed == [1, 6]
+    assert stats.execution_count == 2
+    assert stats.inference_count == 7
+    assert sorted(stats.batches) == [1, 6]
+    for size in (1, 6):
+        assert stats.batches[size].compute_infer.count == 1
+        assert stats.batches[size].compute_input.count == 1
+    # Request-level durations count requests (4), batch-level ones count runtime calls.
+    assert stats.compute_infer.count == 4
+    assert stats.queue.count == 4
+    assert stats.compute_infer.ns > 0
+
+
+async def test_a_failed_batch_is_not_counted_as_an_execution(make_batcher: Factory) -> None:
+    stats = ModelStats()
+    observed: list[int] = []
+    model = GatedRun(open_=True, error=RuntimeError("boom"))
+    batcher = make_batcher(model, stats, max_batch_size=8, observe_batch=observed.append)
+
+    with pytest.raises(InferenceFailed, match="boom"):
+        await batcher.submit({"x": -rows(2, 1)["x"]}, 2)
+    await batcher.submit(rows(1, 0), 1)
+
+    assert stats.execution_count == 1
+    assert stats.inference_count == 1
+    assert observed == [1]
+
+
+def test_a_batcher_is_built_outside_any_event_loop() -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher = Batcher("test", double, pool, ModelStats(), max_batch_size=4, preferred_batch_sizes=(2, 4))
+    assert batcher.queued == 0
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        ({"max_batch_size": -1}, "non-negative"),
+        ({"max_batch_size": 4, "max_queue_delay_ms": -1.0}, "non-negative"),
+        ({"max_batch_size": 4, "max_queue_size": -1}, "non-negative"),
+        ({"max_batch_size": 4, "instance_count": 0}, "instance_count at least 1"),
+        (
+            {"max_batch_size": 4, "preferred_batch_sizes": (2, 8)},
+            r"preferred_batch_sizes \(2, 8\) exceed max_batch_size 4",
+        ),
+    ],
+)
+def test_the_constructor_rejects_invalid_limits(limits: dict[str, Any], problem: str) -> None:
+    with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match=problem):
+        Batcher("test", double, pool, ModelStats(), **limits)
