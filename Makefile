@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[torch,sklearn,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[torch,sklearn,s3,dev]'
 	touch $@
 
 models: install

@@ -36,6 +36,7 @@ def serve(
     load_model: Annotated[
         list[str] | None, typer.Option("--load-model", help=_help("load_models") + " Repeatable.")
     ] = None,
+    model_cache_dir: Annotated[Path | None, typer.Option(help=_help("model_cache_dir"))] = None,
     model_load_timeout: Annotated[float | None, typer.Option(help=_help("model_load_timeout"))] = None,
     inference_threads: Annotated[int | None, typer.Option(help=_help("inference_threads"))] = None,
     max_batch_size: Annotated[int | None, typer.Option(help=_help("max_batch_size"))] = None,
@@ -57,7 +58,7 @@ def serve(
     if not settings.model_repository:
         err.print("[red]no model repository: pass --model-repository PATH or set MODEL_REPOSITORY[/red]")
         raise typer.Exit(2)
-    if not Path(settings.model_repository).is_dir():
+    if "://" not in settings.model_repository and not Path(settings.model_repository).is_dir():
         err.print(f"[red]model repository {settings.model_repository} does not exist or is not a directory[/red]")
         raise typer.Exit(2)
     _run(settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
@@ -29,7 +30,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True)
 
     # -- server ------------------------------------------------------------------------------------
-    model_repository: str = Field("", description="Path of the model repository to serve.")
+    model_repository: str = Field(
+        "", description="Path or URL (s3://bucket/models, any fsspec URL) of the model repository to serve."
+    )
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a container).")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (Open Inference Protocol and /v1).")
     workers: int = Field(
@@ -51,6 +54,9 @@ class Settings(BaseSettings):
     load_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Models to load at start in explicit mode (comma-separated; * means all).",
+    )
+    model_cache_dir: Path = Field(
+        Path("/tmp/model_cache"), description="Where models of a remote repository are mirrored and verified."
     )
     model_load_timeout: float = Field(
         30.0, gt=0, description="Seconds a model may take to load before it is marked failed."

@@ -50,7 +50,7 @@ class RunningServer:
 
 @contextmanager
 def serve(
-    repository: Path, log: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60.0
+    repository: Path | str, log: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60.0
 ) -> Iterator[RunningServer]:
     """Run `modelserve serve` until the block ends; fail with the server's output if it never gets ready."""
     port = free_port()
@@ -64,7 +64,8 @@ def serve(
         wait_ready(server, ready_timeout)
         yield server
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:

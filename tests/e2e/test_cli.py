@@ -34,6 +34,7 @@ def test_serve_help_names_every_setting_and_its_environment_variable() -> None:
         "UVICORN_WORKERS",
         "MODEL_CONTROL_MODE",
         "LOAD_MODELS",
+        "MODEL_CACHE_DIR",
         "MODEL_LOAD_TIMEOUT",
         "MAX_BATCH_SIZE",
         "BATCH_TIMEOUT_MS",

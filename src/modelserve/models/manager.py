@@ -307,7 +307,7 @@ class ModelManager:
         return InferenceResponse(request.model, spec.version, {n: outputs[n] for n in wanted}, request.id)
 
     def _in_repository(self, name: str) -> bool:
-        return (self.repository.root / name).is_dir()
+        return self.repository.contains(name)
 
 
 def _ready(record: ModelVersion | None) -> bool:

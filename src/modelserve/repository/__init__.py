@@ -2,5 +2,14 @@
 
 from modelserve.repository.config import ModelConfig, Platform, TensorConfig
 from modelserve.repository.layout import ModelRepository, ModelSource
+from modelserve.repository.remote import MirroredRepository, open_repository
 
-__all__ = ["ModelConfig", "ModelRepository", "ModelSource", "Platform", "TensorConfig"]
+__all__ = [
+    "MirroredRepository",
+    "ModelConfig",
+    "ModelRepository",
+    "ModelSource",
+    "Platform",
+    "TensorConfig",
+    "open_repository",
+]

@@ -13,7 +13,7 @@ from pathlib import Path
 from modelserve.errors import ModelLoadError, ModelNotFound
 from modelserve.repository.config import ModelConfig, Platform
 
-_VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +44,16 @@ class ModelRepository:
 
     def names(self) -> list[str]:
         """Every model folder, sorted; hidden folders and stray files are not models."""
-        return sorted(entry.name for entry in self.root.iterdir() if entry.is_dir() and _VALID_NAME.match(entry.name))
+        return sorted(entry.name for entry in self.root.iterdir() if entry.is_dir() and VALID_NAME.match(entry.name))
+
+    def contains(self, name: str) -> bool:
+        """Whether the repository has a model of this name, loaded or not."""
+        return bool(VALID_NAME.match(name)) and (self.root / name).is_dir()
 
     def source(self, name: str) -> ModelSource:
         """Everything the repository says about one model, or a ModelLoadError naming what is wrong."""
         directory = self.root / name
-        if not _VALID_NAME.match(name) or not directory.is_dir():
+        if not VALID_NAME.match(name) or not directory.is_dir():
             raise ModelNotFound(f"model '{name}' is not in the model repository {self.root}")
         config_path = directory / "config.yaml"
         config = ModelConfig.from_file(config_path) if config_path.exists() else ModelConfig()

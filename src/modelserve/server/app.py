@@ -10,7 +10,6 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +27,7 @@ from modelserve.observability.metrics import Metrics
 from modelserve.protocol import health, rest_v1, rest_v2
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response
-from modelserve.repository.layout import ModelRepository
+from modelserve.repository.remote import open_repository
 from modelserve.server.state import ServerState
 
 log = logging.getLogger("modelserve.server")
@@ -45,7 +44,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fast
     metrics = Metrics(CollectorRegistry())
     explicit = settings.model_control_mode is ModelControlMode.EXPLICIT
     manager = ModelManager(
-        ModelRepository(Path(settings.model_repository)),
+        open_repository(settings.model_repository, settings.model_cache_dir),
         executor,
         defaults=BatchingDefaults(settings.max_batch_size, settings.batch_timeout_ms, settings.max_queue_size),
         load_timeout_s=settings.model_load_timeout,

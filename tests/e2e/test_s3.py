@@ -1,0 +1,99 @@
+"""A model repository on S3: a real S3 endpoint (moto's server mode) and s3fs, as an operator deploys it."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import s3fs
+
+from tests.builders import scale_onnx
+from tests.e2e.server import RunningServer, free_port, serve
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server on a free loopback port, for as long as the module runs."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=sink, stderr=sink
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"moto server exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"moto server not up in 30 s: {log.read_text()}"
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def bucket(endpoint: str, built_repository: Path) -> s3fs.S3FileSystem:
+    """Bucket `models` holding mlp and simple under `repo/`."""
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=endpoint)
+    fs.mkdir("models")
+    for name in ("mlp", "simple"):
+        fs.put(str(built_repository / name), f"models/repo/{name}", recursive=True)
+    return fs
+
+
+@pytest.fixture(scope="module")
+def server(
+    endpoint: str, bucket: s3fs.S3FileSystem, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("s3-server")
+    env = {**CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": endpoint, "MODEL_CACHE_DIR": str(root / "cache")}
+    args = ("--model-control-mode", "explicit", "--load-model", "mlp")
+    with serve("s3://models/repo", root / "server.log", *args, env=env) as running:
+        yield running
+
+
+def test_models_are_served_from_the_bucket(server: RunningServer) -> None:
+    answer = httpx.post(f"{server.url}/v1/predict", json={"model": "mlp", "inputs": [[0.0] * 16]})
+    assert answer.status_code == 200
+    assert len(answer.json()["outputs"]["output"][0]) == 4
+    index = {e["name"]: e["state"] for e in httpx.post(f"{server.url}/v2/repository/index").json()}
+    assert index == {"mlp": "READY", "simple": "UNAVAILABLE"}
+
+
+def test_a_model_uploaded_at_runtime_can_be_loaded(
+    server: RunningServer, bucket: s3fs.S3FileSystem, tmp_path: Path
+) -> None:
+    scale_onnx(tmp_path / "tripler" / "1" / "model.onnx", factor=3.0)
+    bucket.put(str(tmp_path / "tripler"), "models/repo/tripler", recursive=True)
+    assert httpx.post(f"{server.url}/v1/models/tripler/load").status_code == 200
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    answer = httpx.post(f"{server.url}/v2/models/tripler/infer", json=body)
+    assert answer.json()["outputs"][0]["data"] == [3.0, 6.0, 9.0, 12.0]
+
+
+def test_a_file_that_differs_from_its_published_checksum_never_loads(
+    server: RunningServer, bucket: s3fs.S3FileSystem
+) -> None:
+    model = bucket.cat_file("models/repo/simple/1/model.onnx")
+    bucket.pipe_file("models/repo/simple/SHA256SUMS", f"{'f' * 64}  1/model.onnx\n".encode())
+    refused = httpx.post(f"{server.url}/v2/repository/models/simple/load")
+    assert refused.status_code == 400
+    assert "differs from SHA256SUMS" in refused.json()["error"]
+    assert httpx.get(f"{server.url}/v2/models/simple/ready").status_code == 503
+    bucket.pipe_file("models/repo/simple/SHA256SUMS", f"{hashlib.sha256(model).hexdigest()}  1/model.onnx\n".encode())
+    assert httpx.post(f"{server.url}/v2/repository/models/simple/load").status_code == 200
+    assert httpx.get(f"{server.url}/v2/models/simple/ready").status_code == 200
