@@ -503,3 +503,14 @@ def test_a_batcher_is_built_outside_any_event_loop() -> None:
 def test_the_constructor_rejects_invalid_limits(limits: dict[str, Any], problem: str) -> None:
     with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match=problem):
         Batcher("test", double, pool, ModelStats(), **limits)
+
+
+async def test_close_does_not_wait_out_the_queue_delay(executor: ThreadPoolExecutor) -> None:
+    """A batch held back to fill (here for up to 60 s) leaves at once when the model unloads."""
+    batcher = Batcher(
+        "m", lambda inputs: {"y": inputs["x"] * 2}, executor, ModelStats(), max_batch_size=8, max_queue_delay_ms=60_000
+    )
+    pending = asyncio.create_task(batcher.submit({"x": np.ones((1, 2), np.float32)}, 1))
+    await until(lambda: batcher.queued == 1, "the request is queued")
+    await asyncio.wait_for(batcher.close(), timeout=10)
+    np.testing.assert_array_equal((await pending)["y"], np.full((1, 2), 2, np.float32))

@@ -103,6 +103,8 @@ class Batcher:
     async def close(self) -> None:
         """Refuse new requests, let queued and running ones finish, then stop."""
         self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()  # a batch waiting to fill leaves now
         while self._queue or self._running:
             if self._running:
                 await asyncio.wait(set(self._running))
@@ -136,7 +138,7 @@ class Batcher:
     async def _fill(self, deadline_ns: int) -> None:
         """Wait until compatible requests reach the target size or the oldest one's delay runs out."""
         assert self._wakeup is not None
-        while (remaining := deadline_ns - time.perf_counter_ns()) > 0:
+        while not self._closing and (remaining := deadline_ns - time.perf_counter_ns()) > 0:
             head = self._queue[0].key
             if sum(p.size for p in self._queue if p.key == head) >= self._target:
                 return

@@ -144,7 +144,7 @@ class ModelManager:
         async with self._lock(name):
             versions = self._models.setdefault(name, {})
             try:
-                source = await asyncio.to_thread(self.repository.source, name)
+                source = await asyncio.to_thread(self._read_source, name)
             except ModelLoadError as exc:
                 if not any(v.state is ModelState.READY for v in versions.values()):
                     versions.clear()
@@ -169,7 +169,17 @@ class ModelManager:
             self._models[name] = dict(sorted(versions.items(), key=lambda item: item[0] or 0))
             if failed:
                 raise ModelLoadError("; ".join(failed))
-            return list(self._models[name].values())
+            return [r for r in self._models[name].values() if r.state is ModelState.READY]
+
+    def _read_source(self, name: str) -> ModelSource:
+        try:
+            return self.repository.source(name)
+        except ModelserveError:
+            raise
+        except Exception as exc:  # storage failures: permissions, a store that does not answer
+            raise ModelLoadError(
+                f"cannot read model '{name}' from the repository: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def _load_version(self, source: ModelSource, record: ModelVersion) -> None:
         assert record.version is not None

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from modelserve.errors import InvalidInput, ModelNotFound
+from modelserve.models.manager import ModelVersion
 from modelserve.models.spec import ModelSpec
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response, parse_version, read_body
@@ -77,12 +78,11 @@ def router(state: ServerState) -> APIRouter:
                     f"use model_format={source.platform.value} or leave it out"
                 )
         started = time.perf_counter()
-        versions = await manager.load(name)
-        ready = [v for v in versions if v.spec is not None]
+        ready = await manager.load(name)
         return json_response(
             {
                 "model": name,
-                "format": ready[-1].spec.platform.value if ready and ready[-1].spec else None,
+                "format": _platform(ready),
                 "status": "loaded",
                 "load_time_seconds": round(time.perf_counter() - started, 3),
                 "versions": [str(v.version) for v in ready],
@@ -95,6 +95,11 @@ def router(state: ServerState) -> APIRouter:
         return json_response({"model": name, "status": "unloaded"})
 
     return api
+
+
+def _platform(ready: list[ModelVersion]) -> str | None:
+    """The platform the served versions run on (all versions of a model share one)."""
+    return ready[-1].spec.platform.value if ready and ready[-1].spec is not None else None
 
 
 def _parse(body: bytes) -> dict[str, Any]:
