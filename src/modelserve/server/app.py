@@ -89,10 +89,10 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fast
     app.include_router(rest_v2.router(state))
     app.include_router(rest_v1.router(state))
     app.include_router(health.router(state))
-    app.add_exception_handler(ModelserveError, _modelserve_error)
+    app.add_exception_handler(ModelserveError, _error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _server_error)
+    app.add_exception_handler(Exception, _error)
     return app
 
 
@@ -101,11 +101,8 @@ def create_app_from_env() -> FastAPI:
     return create_app(Settings(), load_before_serving=True)
 
 
-async def _modelserve_error(_: Request, exc: Exception) -> Response:
-    return error_response(exc)
-
-
-async def _server_error(_: Request, exc: Exception) -> Response:
+async def _error(_: Request, exc: Exception) -> Response:
+    # Typed errors get their status from the protocol table; anything else is a logged 500.
     return error_response(exc)
 
 
