@@ -98,7 +98,10 @@ def _call(method: str, url: str) -> Any:
     except httpx.HTTPError as exc:
         err.print(f"[red]cannot reach {url}: {exc}[/red]")
         raise typer.Exit(1) from None
-    body = response.json() if response.content else {}
+    try:
+        body = response.json() if response.content else {}
+    except ValueError:
+        body = response.text
     if response.status_code >= 400:
         err.print(f"[red]{response.status_code}: {body.get('error', body) if isinstance(body, dict) else body}[/red]")
         raise typer.Exit(1)

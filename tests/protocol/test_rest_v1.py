@@ -197,3 +197,14 @@ def test_load_of_an_unknown_model_is_404(client: TestClient) -> None:
 
         assert response.status_code == 404
         assert "no_such_model" in response.json()["error"]
+
+
+def test_health_does_not_depend_on_the_repository_storage(example_repository: Path) -> None:
+    """A probe answers from memory: storage that vanishes (an unmounted volume, a store outage) is not
+    a reason to fail it while the loaded models keep serving."""
+    with serving(example_repository, load_models=["mlp"]) as client:
+        example_repository.rename(example_repository.with_name("unmounted"))
+        response = client.get("/health")
+        assert response.status_code == 200
+        assert response.json()["models_loaded"] == ["mlp"]
+        assert client.post("/v1/predict", json={"model": "mlp", "inputs": [[0.0] * 16]}).status_code == 200

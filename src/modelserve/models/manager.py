@@ -280,7 +280,14 @@ class ModelManager:
 
     def ready(self) -> list[ModelVersion]:
         """Every version that is serving now."""
-        return [r for versions in self._models.values() for r in versions.values() if r.state is ModelState.READY]
+        return self._in_state(ModelState.READY)
+
+    def failed(self) -> list[ModelVersion]:
+        """Every version (or model) whose last load failed, with the reason."""
+        return self._in_state(ModelState.FAILED)
+
+    def _in_state(self, state: ModelState) -> list[ModelVersion]:
+        return [r for versions in self._models.values() for r in versions.values() if r.state is state]
 
     async def index(self) -> list[ModelVersion]:
         """Every model in the repository or in memory, with its state; never-loaded ones as UNAVAILABLE."""

@@ -9,7 +9,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from modelserve import __version__
-from modelserve.models.manager import ModelState
 from modelserve.protocol.http import json_response
 from modelserve.server.state import ServerState
 
@@ -21,8 +20,8 @@ def router(state: ServerState) -> APIRouter:
 
     @api.get("/health", summary="Server status, loaded models and failed ones with the reason")
     async def health() -> Response:
-        records = await manager.index()
-        failed = {r.name: r.reason for r in records if r.state is ModelState.FAILED}
+        # Only what the server holds: a probe must not depend on the repository's storage answering.
+        failed = {r.name: r.reason for r in manager.failed()}
         if not state.ready:
             status, code = "starting", 503
         else:
