@@ -236,12 +236,14 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
 
 def encode_response(response: InferenceResponse, form: OutputFormat) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary tensors follow it."""
-    entries, chunks = [], []
+    entries: list[dict[str, Any]] = []
+    chunks: list[bytes | memoryview] = []
     for name, array in response.outputs.items():
         datatype = datatype_of(array.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if form.is_binary(name):
-            raw = _pack_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
+            # A byte view of the output, not a copy: the join below is the only copy made.
+            raw = _pack_bytes(array) if datatype == "BYTES" else _byte_view(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         elif datatype == "BYTES":
@@ -257,6 +259,10 @@ def encode_response(response: InferenceResponse, form: OutputFormat) -> tuple[by
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
+
+
+def _byte_view(array: np.ndarray[Any, Any]) -> memoryview:
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 def _pack_bytes(array: np.ndarray[Any, Any]) -> bytes:
