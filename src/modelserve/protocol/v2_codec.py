@@ -262,7 +262,7 @@ def encode_response(response: InferenceResponse, form: OutputFormat) -> tuple[by
 
 
 def _byte_view(array: np.ndarray[Any, Any]) -> memoryview:
-    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
 
 
 def _pack_bytes(array: np.ndarray[Any, Any]) -> bytes:
