@@ -209,3 +209,12 @@ def test_many_clients_at_once_get_their_own_answers(triton: RunningServer) -> No
 
     with ThreadPoolExecutor(16) as pool:
         assert all(pool.map(one, range(64)))
+
+
+def test_bytes_that_are_not_text_are_refused_before_they_reach_an_onnx_model(
+    client: httpclient.InferenceServerClient,
+) -> None:
+    raw = np.array([[b"\xff\xfe", b"ok"]], dtype=np.object_)
+    with pytest.raises(InferenceServerException, match=r"input 'TEXT' holds bytes that are not UTF-8") as refused:
+        client.infer("echo", [tensor("TEXT", raw, True)])
+    assert refused.value.status() == "400"

@@ -382,3 +382,13 @@ def test_decompression_bomb_is_refused() -> None:
 def test_one_byte_over_the_limit_is_refused() -> None:
     with pytest.raises(PayloadTooLarge):
         decompress(zlib.compress(b"a" * 1001), "deflate", limit=1000)
+
+
+def test_bytes_outputs_that_are_not_text_are_refused_in_json_not_mangled() -> None:
+    raw = np.array([b"\xff\xfe", b"ok"], dtype=np.object_)
+    response = InferenceResponse(model="m", version=1, outputs={"ECHO": raw})
+    body, header_length = encode_response(response, OutputFormat({"ECHO": True}, False))
+    assert header_length is not None
+    assert body.endswith(b"\x02\x00\x00\x00\xff\xfe\x02\x00\x00\x00ok")
+    with pytest.raises(InvalidInput, match=r"output 'ECHO' holds bytes that are not UTF-8 text.*binary_data"):
+        encode_response(response, OutputFormat({}, False))

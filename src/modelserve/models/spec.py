@@ -89,6 +89,8 @@ class ModelSpec:
                     f"input '{spec.name}' has shape {list(array.shape)}; model '{self.name}' expects "
                     f"{list(spec.shape)} (-1: any size)"
                 )
+            if spec.datatype == "BYTES" and self.platform is Platform.ONNX:
+                _check_text(array, spec.name)
             if self.max_batch_size > 0:
                 batch_sizes.add(array.shape[0])
         if not batch_sizes:
@@ -176,6 +178,19 @@ def _agree(
         raise ModelLoadError(f"{config_path}: {model_file} also needs {kind}s {_listing(undeclared)}; declare them")
     # Where the config says "any size" but the file fixes one, the file's size is what will run.
     return tuple(TensorSpec(d.name, d.datatype, _narrower(d.shape, by_name[d.name].shape)) for d in declared)
+
+
+def _check_text(array: np.ndarray[Any, Any], name: str) -> None:
+    # ONNX Runtime's string tensors hold text: bytes that are not UTF-8 cannot reach the model. Checked
+    # here, before batching, so that one such request never fails the others in its batch.
+    try:
+        for value in array.reshape(-1):
+            if isinstance(value, bytes):
+                value.decode()
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"input '{name}' holds bytes that are not UTF-8 text; ONNX string tensors take text"
+        ) from None
 
 
 def _narrower(declared: tuple[int, ...], found: tuple[int, ...]) -> tuple[int, ...]:

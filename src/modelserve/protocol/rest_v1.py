@@ -21,7 +21,7 @@ from modelserve.models.manager import ModelVersion
 from modelserve.models.spec import ModelSpec
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response, parse_version, read_body
-from modelserve.protocol.v2_codec import json_array
+from modelserve.protocol.v2_codec import json_array, json_text
 from modelserve.repository.config import Platform
 from modelserve.server.state import ServerState
 from modelserve.types import InferenceRequest, datatype_of
@@ -52,6 +52,7 @@ def router(state: ServerState) -> APIRouter:
             inputs = _inputs(record.spec, document["inputs"])
             result = await manager.infer(InferenceRequest(model=model, inputs=inputs, version=record.version))
             version = str(result.version)
+            outputs = {name: _jsonable(name, array) for name, array in result.outputs.items()}
         except Exception as exc:
             response = error_response(exc)
             if isinstance(exc, ModelNotFound):
@@ -62,7 +63,6 @@ def router(state: ServerState) -> APIRouter:
             return response
         elapsed = time.perf_counter() - started
         state.metrics.observe_request(label, version, "http_v1", 200, elapsed)
-        outputs = {name: _jsonable(array) for name, array in result.outputs.items()}
         body = {"model": model, "version": version, "outputs": outputs, "latency_ms": round(elapsed * 1000, 3)}
         return json_response(body)
 
@@ -121,7 +121,7 @@ def _inputs(spec: ModelSpec, data: Any) -> dict[str, np.ndarray[Any, Any]]:
     return {name: json_array(values, spec.input(name).datatype, name) for name, values in data.items()}
 
 
-def _jsonable(array: np.ndarray[Any, Any]) -> Any:
+def _jsonable(name: str, array: np.ndarray[Any, Any]) -> Any:
     if datatype_of(array.dtype) == "BYTES":
-        return np.vectorize(lambda v: v.decode(errors="replace") if isinstance(v, bytes) else str(v))(array).tolist()
+        return json_text(array, name).tolist()
     return np.ascontiguousarray(array)

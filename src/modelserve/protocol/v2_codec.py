@@ -247,7 +247,7 @@ def encode_response(response: InferenceResponse, form: OutputFormat) -> tuple[by
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         elif datatype == "BYTES":
-            entry["data"] = [_text(v) for v in array.reshape(-1)]
+            entry["data"] = json_text(array, name).reshape(-1).tolist()
         else:
             entry["data"] = np.ascontiguousarray(array).reshape(-1)
         entries.append(entry)
@@ -273,5 +273,16 @@ def _pack_bytes(array: np.ndarray[Any, Any]) -> bytes:
     return b"".join(parts)
 
 
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+def json_text(array: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
+    """A BYTES output as strings for JSON. Bytes that are not UTF-8 text cannot travel in JSON, and
+    replacing them would corrupt the answer silently, so the caller is told to ask for binary."""
+    try:
+        text: np.ndarray[Any, Any] = np.vectorize(
+            lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[object]
+        )(array)
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"output '{name}' holds bytes that are not UTF-8 text, which JSON cannot carry; "
+            "request it as binary data through /v2 (its parameters.binary_data: true)"
+        ) from None
+    return text
