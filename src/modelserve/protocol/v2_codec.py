@@ -118,15 +118,7 @@ def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.n
             raise InvalidInput(
                 f"input '{name}': binary_data_size {size!r} runs past the {len(binary)} bytes of binary data"
             )
-        chunk = binary[offset : offset + size]
-        if datatype == "BYTES":
-            return name, _unpack_bytes(chunk, count, name).reshape(shape), size
-        if size != count * dtype.itemsize:
-            raise InvalidInput(
-                f"input '{name}': binary_data_size {size} does not match shape {shape} of {datatype} "
-                f"({count * dtype.itemsize} bytes)"
-            )
-        return name, np.frombuffer(chunk, dtype=dtype).reshape(shape), size
+        return name, from_raw(binary[offset : offset + size], datatype, shape, name), size
     if "data" not in item:
         raise InvalidInput(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
     return name, _from_json(item["data"], datatype, dtype, shape, count, name), 0
@@ -189,6 +181,30 @@ def _to_bytes(value: Any, name: str) -> bytes:
     raise InvalidInput(f"input '{name}': BYTES data must be strings, got {type(value).__name__}")
 
 
+def from_raw(
+    chunk: bytes | memoryview, datatype: str, shape: list[int], name: str, size_field: str = "binary_data_size"
+) -> np.ndarray[Any, Any]:
+    """A tensor from its raw bytes (HTTP binary data, gRPC raw contents): a view, not a copy.
+    ``size_field`` names, in errors, where the caller stated the size."""
+    count = prod(shape)
+    if datatype == "BYTES":
+        return _unpack_bytes(memoryview(chunk), count, name).reshape(shape)
+    dtype = numpy_dtype(datatype)
+    if len(chunk) != count * dtype.itemsize:
+        raise InvalidInput(
+            f"input '{name}': {size_field} {len(chunk)} does not match shape {shape} of {datatype} "
+            f"({count * dtype.itemsize} bytes)"
+        )
+    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+
+
+def to_raw(array: np.ndarray[Any, Any]) -> bytes | memoryview:
+    """A tensor's raw bytes, as the binary extension and gRPC carry them: a view where possible."""
+    if datatype_of(array.dtype) == "BYTES":
+        return _pack_bytes(array)
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
+
+
 def _unpack_bytes(chunk: memoryview, count: int, name: str) -> np.ndarray[Any, Any]:
     items, position = [], 0
     while position < len(chunk):
@@ -242,8 +258,7 @@ def encode_response(response: InferenceResponse, form: OutputFormat) -> tuple[by
         datatype = datatype_of(array.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if form.is_binary(name):
-            # A byte view of the output, not a copy: the join below is the only copy made.
-            raw = _pack_bytes(array) if datatype == "BYTES" else _byte_view(array)
+            raw = to_raw(array)  # a view: the join below is the only copy made
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         elif datatype == "BYTES":
@@ -259,10 +274,6 @@ def encode_response(response: InferenceResponse, form: OutputFormat) -> tuple[by
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
-
-
-def _byte_view(array: np.ndarray[Any, Any]) -> memoryview:
-    return np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
 
 
 def _pack_bytes(array: np.ndarray[Any, Any]) -> bytes:
