@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
 REPOSITORY := examples/model_repository
 
 .PHONY: install models run test lint constraints
@@ -22,7 +23,7 @@ models: install
 	$(BIN)/python examples/build_models.py $(REPOSITORY)
 
 run: models
-	$(BIN)/modelserve serve --model-repository $(REPOSITORY) --host $(HOST) --http-port $(HTTP_PORT) \
+	$(BIN)/modelserve serve --model-repository $(REPOSITORY) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
 		--model-control-mode explicit --load-model '*'
 
 test: install

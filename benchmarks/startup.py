@@ -34,7 +34,10 @@ def one_run(repository: Path, settle: float) -> tuple[float, float, int]:
     port = free_port()
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "modelserve", "serve", "--model-repository", str(repository), "--http-port", str(port)],
+        [
+            *(sys.executable, "-m", "modelserve", "serve", "--model-repository", str(repository)),
+            *("--http-port", str(port), "--grpc-port", str(free_port())),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -31,6 +31,9 @@ def serve(
     model_repository: Annotated[str | None, typer.Option(help=_help("model_repository"))] = None,
     host: Annotated[str | None, typer.Option(help=_help("host"))] = None,
     http_port: Annotated[int | None, typer.Option(help=_help("http_port"))] = None,
+    grpc_port: Annotated[int | None, typer.Option(help=_help("grpc_port"))] = None,
+    grpc_keepalive_time_ms: Annotated[int | None, typer.Option(help=_help("grpc_keepalive_time_ms"))] = None,
+    grpc_keepalive_timeout_ms: Annotated[int | None, typer.Option(help=_help("grpc_keepalive_timeout_ms"))] = None,
     workers: Annotated[int | None, typer.Option(help=_help("workers"))] = None,
     model_control_mode: Annotated[ModelControlMode | None, typer.Option(help=_help("model_control_mode"))] = None,
     load_model: Annotated[
@@ -46,7 +49,7 @@ def serve(
     max_input_size_mb: Annotated[float | None, typer.Option(help=_help("max_input_size_mb"))] = None,
     log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
 ) -> None:
-    """Serve a model repository over HTTP (Open Inference Protocol and the /v1 API)."""
+    """Serve a model repository over HTTP (Open Inference Protocol and the /v1 API) and gRPC."""
     options: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
     if "load_model" in options:
         options["load_models"] = options.pop("load_model")

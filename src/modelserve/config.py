@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a container).")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (Open Inference Protocol and /v1).")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (Open Inference Protocol); 0 turns gRPC off.")
+    grpc_keepalive_time_ms: int = Field(
+        7_200_000, ge=1000, description="Idle time after which the gRPC server pings a client to check it is there."
+    )
+    grpc_keepalive_timeout_ms: int = Field(
+        20_000, ge=100, description="How long the gRPC server waits for a keepalive ping's answer before closing."
+    )
     workers: int = Field(
         1,
         ge=1,

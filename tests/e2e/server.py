@@ -31,6 +31,7 @@ class RunningServer:
 
     process: subprocess.Popen[bytes]
     port: int
+    grpc_port: int
     log: Path
 
     @property
@@ -43,6 +44,11 @@ class RunningServer:
         """host:port, as tritonclient wants it."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def grpc_address(self) -> str:
+        """host:port of the gRPC endpoint."""
+        return f"127.0.0.1:{self.grpc_port}"
+
     def output(self) -> str:
         """Everything the server printed so far."""
         return self.log.read_text(errors="replace")
@@ -53,13 +59,23 @@ def serve(
     repository: Path | str, log: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60.0
 ) -> Iterator[RunningServer]:
     """Run `modelserve serve` until the block ends; fail with the server's output if it never gets ready."""
-    port = free_port()
-    command = [*MODELSERVE, "serve", "--model-repository", str(repository), "--http-port", str(port), *args]
+    port, grpc_port = free_port(), free_port()
+    command = [
+        *MODELSERVE,
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port),
+        *args,
+    ]
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
         )
-    server = RunningServer(process, port, log)
+    server = RunningServer(process, port, grpc_port, log)
     try:
         wait_ready(server, ready_timeout)
         yield server

@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from tests.e2e.server import RunningServer, serve
 
@@ -98,3 +100,13 @@ def test_bad_requests_among_good_ones_disturb_nothing(small_limit: RunningServer
     metrics = httpx.get(f"{small_limit.url}/metrics").text
     series = 'model_serving_requests_total{code="400",model="simple",protocol="http",status="error",version=""}'
     assert series in metrics
+
+
+def test_grpc_messages_over_the_limit_are_refused(small_limit: RunningServer) -> None:
+    with grpcclient.InferenceServerClient(small_limit.grpc_address) as client:
+        big = grpcclient.InferInput("input", [20_000, 16], "FP32")
+        big.set_data_from_numpy(np.zeros((20_000, 16), np.float32))  # 1.25 MiB, over MAX_INPUT_SIZE_MB=1
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("mlp", [big])
+        assert "RESOURCE_EXHAUSTED" in caught.value.status()
+        assert client.is_server_ready()

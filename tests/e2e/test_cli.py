@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import tritonclient.grpc
 
 from tests.builders import broken_repository
 from tests.e2e.server import MODELSERVE, RunningServer, serve
@@ -31,6 +32,8 @@ def test_serve_help_names_every_setting_and_its_environment_variable() -> None:
     for variable in (
         "MODEL_REPOSITORY",
         "HTTP_PORT",
+        "GRPC_PORT",
+        "GRPC_KEEPALIVE_TIME_MS",
         "UVICORN_WORKERS",
         "MODEL_CONTROL_MODE",
         "LOAD_MODELS",
@@ -120,3 +123,6 @@ def test_workers_share_the_port(built_repository: Path, tmp_path: Path) -> None:
         for _ in range(8):
             answer = httpx.post(f"{running.url}/v1/predict", json={"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2]]})
             assert answer.json()["outputs"]["predict"] == [0]
+        with tritonclient.grpc.InferenceServerClient(running.grpc_address) as client:
+            for _ in range(8):  # each worker listens on the shared gRPC port too
+                assert client.is_model_ready("iris")

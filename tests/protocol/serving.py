@@ -57,9 +57,10 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = READ
 def serving(repository: Path, **settings: Any) -> Iterator[TestClient]:
     """The app on ``repository`` with its lifespan running, once startup loading has finished.
 
-    Explicit control mode loading every model is the default; ``settings`` override any field.
+    Explicit control mode loading every model is the default, and no gRPC port (the HTTP app is
+    what these tests drive); ``settings`` override any field.
     """
-    options: dict[str, Any] = {"model_control_mode": "explicit", "load_models": ["*"], **settings}
+    options: dict[str, Any] = {"model_control_mode": "explicit", "load_models": ["*"], "grpc_port": 0, **settings}
     app = create_app(Settings(model_repository=str(repository), **options))
     with TestClient(app) as client:
         wait_until(lambda: client.get("/v2/health/ready").status_code == 200, "GET /v2/health/ready to answer 200")

@@ -278,6 +278,12 @@ class ModelManager:
             raise ModelNotFound(f"model '{name}' is not in the model repository")
         return list(versions.values())
 
+    def serving(self, name: str, version: int | None = None) -> list[ModelVersion]:
+        """The versions of a model serving now (or just ``version``, or why it does not serve)."""
+        if version is not None:
+            return [self.get(name, version)]
+        return [r for r in self.versions(name) if r.state is ModelState.READY]
+
     def ready(self) -> list[ModelVersion]:
         """Every version that is serving now."""
         return self._in_state(ModelState.READY)
@@ -298,8 +304,11 @@ class ModelManager:
             entries.extend(versions.values() if versions else [ModelVersion(name, None, ModelState.UNAVAILABLE)])
         return entries
 
-    async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        """Validate a request against its model, run it through the model's batcher, and time it."""
+    async def infer(self, request: InferenceRequest, deadline_s: float | None = None) -> InferenceResponse:
+        """Validate a request against its model, run it through the model's batcher, and time it.
+
+        ``deadline_s`` is the time the caller has left (a gRPC deadline); REQUEST_TIMEOUT_SEC caps it.
+        """
         record = self.get(request.model, request.version)
         spec, batcher = record.spec, record.batcher
         assert spec is not None
@@ -310,12 +319,14 @@ class ModelManager:
             wanted = request.outputs or spec.output_names
             if request.outputs:
                 spec.check_outputs(request.outputs)
+            limit = self._request_timeout_s if deadline_s is None else min(deadline_s, self._request_timeout_s)
             try:
-                async with asyncio.timeout(self._request_timeout_s):
+                async with asyncio.timeout(limit):
                     outputs = await batcher.submit(request.inputs, size)
             except TimeoutError:
+                reason = "REQUEST_TIMEOUT_SEC" if limit == self._request_timeout_s else "the caller's deadline"
                 raise DeadlineExceeded(
-                    f"model '{request.model}' did not answer within {self._request_timeout_s:g} s (REQUEST_TIMEOUT_SEC)"
+                    f"model '{request.model}' did not answer within {limit:g} s ({reason})"
                 ) from None
         except ModelserveError:
             record.stats.record_request(False, time.perf_counter_ns() - started)

@@ -17,7 +17,7 @@ class Metrics:
         self.registry = registry
         self.requests = Counter(
             "model_serving_requests",
-            "Inference requests answered, by outcome (status: success|error; code: HTTP status).",
+            "Inference requests answered, by outcome (status: success|error; code: HTTP status or gRPC code).",
             ["model", "version", "protocol", "status", "code"],
             registry=registry,
         )
@@ -39,9 +39,9 @@ class Metrics:
             "model_serving_models_loaded", "Model versions loaded and ready to serve.", registry=registry
         )
 
-    def observe_request(self, model: str, version: str, protocol: str, code: int, seconds: float) -> None:
-        """Count one answered request and its latency."""
-        status = "success" if code < 400 else "error"
+    def observe_request(self, model: str, version: str, protocol: str, code: int | str, seconds: float) -> None:
+        """Count one answered request and its latency; ``code`` is an HTTP status or a gRPC code name."""
+        status = "success" if code in (200, "OK") else "error"
         self.requests.labels(model, version, protocol, status, str(code)).inc()
         self.duration.labels(model, protocol).observe(seconds)
 

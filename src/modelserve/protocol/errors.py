@@ -1,9 +1,11 @@
-"""The one place where core errors become HTTP statuses (the gRPC table belongs beside it)."""
+"""The one place where core errors become HTTP statuses and gRPC codes: two tables, side by side."""
 
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
+import grpc
 import orjson
 from starlette.responses import Response
 
@@ -35,12 +37,37 @@ HTTP_STATUS: dict[type[ModelserveError], int] = {
 }
 
 
-def http_status(error: ModelserveError) -> int:
-    """The status for an error, found by walking its class hierarchy."""
+T = TypeVar("T")
+
+GRPC_STATUS: dict[type[ModelserveError], grpc.StatusCode] = {
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ModelControlDisabled: grpc.StatusCode.FAILED_PRECONDITION,
+    ModelLoadError: grpc.StatusCode.INVALID_ARGUMENT,
+    InferenceFailed: grpc.StatusCode.INTERNAL,
+}
+
+
+def _lookup(table: dict[type[ModelserveError], T], error: ModelserveError, default: T) -> T:
+    # Walk the class hierarchy, so a subclass maps like its parent unless it has its own row.
     for cls in type(error).__mro__:
-        if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]
-    return 500
+        if cls in table:
+            return table[cls]
+    return default
+
+
+def http_status(error: ModelserveError) -> int:
+    """The HTTP status for an error."""
+    return _lookup(HTTP_STATUS, error, 500)
+
+
+def grpc_status(error: ModelserveError) -> grpc.StatusCode:
+    """The gRPC code for an error."""
+    return _lookup(GRPC_STATUS, error, grpc.StatusCode.INTERNAL)
 
 
 def error_response(error: Exception) -> Response:

@@ -34,17 +34,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_version(text: str | int | None) -> int | None:
-    """A model version from a path or body: a positive integer, or None for "the newest"."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, int) and not isinstance(text, bool) and text > 0:
-        return text
-    if isinstance(text, str) and text.isdigit() and int(text) > 0:
-        return int(text)
-    raise InvalidInput(f"model version {text!r} is not a positive integer")
-
-
 async def json_body(request: Request, limit: int) -> Any:
     """A small JSON control body; empty means ``{}``."""
     body = await read_body(request, limit)

@@ -20,8 +20,8 @@ from modelserve.errors import InvalidInput, ModelNotFound
 from modelserve.models.manager import ModelVersion
 from modelserve.models.spec import ModelSpec
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.http import json_response, parse_version, read_body
-from modelserve.protocol.v2_codec import json_array, json_text
+from modelserve.protocol.http import json_response, read_body
+from modelserve.protocol.v2_codec import json_array, json_text, parse_version
 from modelserve.repository.config import Platform
 from modelserve.server.state import ServerState
 from modelserve.types import InferenceRequest, datatype_of

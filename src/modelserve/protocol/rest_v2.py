@@ -13,14 +13,18 @@ from starlette.responses import Response
 
 from modelserve import __version__
 from modelserve.errors import InvalidInput, ModelNotFound
-from modelserve.models.manager import ModelState
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.http import json_body, json_response, parse_version, read_body
-from modelserve.protocol.v2_codec import decode_request, decompress, encode_response
-from modelserve.protocol.v2_documents import model_config, model_metadata, model_statistics, repository_entry
+from modelserve.protocol.http import json_body, json_response, read_body
+from modelserve.protocol.v2_codec import decode_request, decompress, encode_response, parse_version
+from modelserve.protocol.v2_documents import (
+    EXTENSIONS,
+    model_config,
+    model_metadata,
+    model_statistics,
+    repository_entry,
+)
 from modelserve.server.state import ServerState
 
-EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository", "model_configuration"]
 _CONTROL_BODY_LIMIT = 1024 * 1024
 
 
@@ -82,11 +86,7 @@ def router(state: ServerState) -> APIRouter:
     @api.get("/v2/models/{model}/stats", summary="Statistics of a model's loaded versions")
     @api.get("/v2/models/{model}/versions/{version}/stats", summary="Statistics of one model version")
     async def statistics(model: str, version: str | None = None) -> Response:
-        number = parse_version(version)
-        records = [r for r in manager.versions(model) if r.state is ModelState.READY and number in (None, r.version)]
-        if number is not None and not records:
-            manager.get(model, number)  # raises the precise reason
-        return json_response(model_statistics(records))
+        return json_response(model_statistics(manager.serving(model, parse_version(version))))
 
     @api.get("/v2/models/{model}", summary="Model metadata")
     @api.get("/v2/models/{model}/versions/{version}", summary="Model version metadata")

@@ -35,6 +35,17 @@ class OutputFormat:
         return self.binary.get(name, self.binary_default)
 
 
+def parse_version(text: str | int | None) -> int | None:
+    """A model version from a path or body: a positive integer, or None for "the newest"."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, int) and not isinstance(text, bool) and text > 0:
+        return text
+    if isinstance(text, str) and text.isdigit() and int(text) > 0:
+        return int(text)
+    raise InvalidInput(f"model version {text!r} is not a positive integer")
+
+
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     """Undo ``Content-Encoding: gzip|deflate`` (tritonclient's request compression), within ``limit``."""
     if not encoding or encoding == "identity":

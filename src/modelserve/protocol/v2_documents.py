@@ -14,6 +14,9 @@ from modelserve.models.stats import Duration
 from modelserve.repository.config import Platform
 from modelserve.types import TensorSpec
 
+# What `GET /v2` and ServerMetadata announce.
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository", "model_configuration"]
+
 # Triton's names for our platforms, so tools that branch on them recognise the model.
 TRITON_PLATFORM = {
     Platform.ONNX: ("onnxruntime_onnx", "onnxruntime"),

@@ -28,6 +28,7 @@ from modelserve.protocol import health, rest_v1, rest_v2
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response
 from modelserve.repository.remote import open_repository
+from modelserve.server.grpc_server import start_grpc
 from modelserve.server.state import ServerState
 
 log = logging.getLogger("modelserve.server")
@@ -67,6 +68,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fast
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        grpc_server = await start_grpc(state)
         loading = asyncio.create_task(load_initial_models())
         if load_before_serving:
             await loading
@@ -74,6 +76,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fast
             yield
         finally:
             state.ready = False
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await manager.close()

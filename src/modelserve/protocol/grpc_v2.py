@@ -1,0 +1,207 @@
+"""The Open Inference Protocol over gRPC: Triton's ``inference.GRPCInferenceService``, served by
+grpc.aio on the same event loop and ModelManager as HTTP.
+
+Every answer other than inference is built from the same documents as the HTTP side (metadata,
+Triton-style model config, statistics, repository index) and parsed into the protobuf messages, so
+the two protocols cannot drift apart. Errors map to codes through ``protocol/errors.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.json_format import ParseDict
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+
+from modelserve import __version__
+from modelserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ModelserveError
+from modelserve.protocol.errors import grpc_status
+from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response
+from modelserve.protocol.v2_codec import parse_version
+from modelserve.protocol.v2_documents import (
+    EXTENSIONS,
+    model_config,
+    model_metadata,
+    model_statistics,
+    repository_entry,
+)
+from modelserve.server.state import ServerState
+
+log = logging.getLogger("modelserve.grpc")
+Reply = TypeVar("Reply")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Reply]]
+
+
+def _rpc(method: Handler[Reply]) -> Handler[Reply]:
+    """Answer a typed error with its code and message, and a server bug with INTERNAL (logged)."""
+
+    @functools.wraps(method)
+    async def guarded(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Reply:
+        try:
+            return await method(self, request, context)
+        except ModelserveError as exc:
+            await context.abort(grpc_status(exc), exc.message)
+        except Exception as exc:
+            log.exception("unhandled error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal server error ({type(exc).__name__})")
+        raise AssertionError("context.abort returned")  # abort always raises
+
+    return guarded
+
+
+class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """Every RPC of GRPCInferenceService over one server's state."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.manager = state.manager
+
+    @_rpc
+    async def ServerLive(self, request: Any, context: Any) -> service_pb2.ServerLiveResponse:
+        return service_pb2.ServerLiveResponse(live=True)
+
+    @_rpc
+    async def ServerReady(self, request: Any, context: Any) -> service_pb2.ServerReadyResponse:
+        return service_pb2.ServerReadyResponse(ready=self.state.ready)
+
+    @_rpc
+    async def ModelReady(self, request: Any, context: Any) -> service_pb2.ModelReadyResponse:
+        try:
+            self.manager.get(request.name, parse_version(request.version))
+        except ModelNotReady:
+            return service_pb2.ModelReadyResponse(ready=False)
+        return service_pb2.ModelReadyResponse(ready=True)
+
+    @_rpc
+    async def ServerMetadata(self, request: Any, context: Any) -> service_pb2.ServerMetadataResponse:
+        return service_pb2.ServerMetadataResponse(name="modelserve", version=__version__, extensions=EXTENSIONS)
+
+    @_rpc
+    async def ModelMetadata(self, request: Any, context: Any) -> service_pb2.ModelMetadataResponse:
+        record = self.manager.get(request.name, parse_version(request.version))
+        document = model_metadata(request.name, self.manager.versions(request.name), record)
+        return ParseDict(document, service_pb2.ModelMetadataResponse())
+
+    @_rpc
+    async def ModelConfig(self, request: Any, context: Any) -> service_pb2.ModelConfigResponse:
+        record = self.manager.get(request.name, parse_version(request.version))
+        return service_pb2.ModelConfigResponse(config=ParseDict(model_config(record), model_config_pb2.ModelConfig()))
+
+    @_rpc
+    async def ModelStatistics(self, request: Any, context: Any) -> service_pb2.ModelStatisticsResponse:
+        if request.name:
+            records = self.manager.serving(request.name, parse_version(request.version))
+        else:
+            records = self.manager.ready()
+        return ParseDict(model_statistics(records), service_pb2.ModelStatisticsResponse())
+
+    @_rpc
+    async def RepositoryIndex(self, request: Any, context: Any) -> service_pb2.RepositoryIndexResponse:
+        entries = [e for e in await self.manager.index() if not request.ready or e.state.value == "READY"]
+        return ParseDict({"models": [repository_entry(e) for e in entries]}, service_pb2.RepositoryIndexResponse())
+
+    @_rpc
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> service_pb2.RepositoryModelLoadResponse:
+        if request.parameters:
+            raise InvalidInput("load parameters (config override, file upload) are not supported; edit the repository")
+        await self.manager.load(request.model_name)
+        return service_pb2.RepositoryModelLoadResponse()
+
+    @_rpc
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> service_pb2.RepositoryModelUnloadResponse:
+        await self.manager.unload(request.model_name)
+        return service_pb2.RepositoryModelUnloadResponse()
+
+    @_rpc
+    async def ModelInfer(self, request: Any, context: Any) -> service_pb2.ModelInferResponse:
+        return await self._infer(request, context.time_remaining())
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:
+        """Requests on one stream run concurrently; each answer (or error) carries its request's id."""
+        answers: asyncio.Queue[service_pb2.ModelStreamInferResponse | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def answer(message: Any) -> None:
+            try:
+                reply = service_pb2.ModelStreamInferResponse(infer_response=await self._infer(message, None))
+            except ModelserveError as exc:
+                reply = _stream_error(message, exc.message)
+            except Exception as exc:
+                log.exception("unhandled error in ModelStreamInfer")
+                reply = _stream_error(message, f"internal server error ({type(exc).__name__})")
+            await answers.put(reply)
+
+        async def read() -> None:
+            async for message in requests:
+                task = asyncio.create_task(answer(message))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if running:
+                await asyncio.wait(set(running))
+            await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (reply := await answers.get()) is not None:
+                yield reply
+        finally:
+            for task in (reader, *running):
+                task.cancel()
+
+    async def _infer(self, message: Any, deadline_s: float | None) -> service_pb2.ModelInferResponse:
+        started = time.perf_counter()
+        label = message.model_name
+        try:
+            self.manager.get(label, parse_version(message.model_version))  # refuse before decoding
+            result = await self.manager.infer(decode_infer_request(message), deadline_s)
+            reply = encode_infer_response(result)
+        except Exception as exc:
+            code = grpc_status(exc).name if isinstance(exc, ModelserveError) else "INTERNAL"
+            if isinstance(exc, ModelNotFound):
+                label = "unknown"  # keep metric cardinality bounded by real model names
+            self.state.metrics.observe_request(label, "", "grpc", code, time.perf_counter() - started)
+            raise
+        self.state.metrics.observe_request(label, str(result.version), "grpc", "OK", time.perf_counter() - started)
+        return reply
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _unsupported(context, "system shared memory")
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _unsupported(context, "system shared memory")
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _unsupported(context, "system shared memory")
+
+    async def CudaSharedMemoryStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _unsupported(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _unsupported(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _unsupported(context, "CUDA shared memory")
+
+    async def TraceSetting(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _unsupported(context, "trace settings")
+
+    async def LogSettings(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _unsupported(context, "log settings")
+
+
+def _stream_error(message: Any, text: str) -> service_pb2.ModelStreamInferResponse:
+    # The failed request's id and model go back with the error so the client can tell which failed.
+    echo = service_pb2.ModelInferResponse(model_name=message.model_name, id=message.id)
+    return service_pb2.ModelStreamInferResponse(error_message=text, infer_response=echo)
+
+
+async def _unsupported(context: grpc.aio.ServicerContext, what: str) -> None:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported on this server")
