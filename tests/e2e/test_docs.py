@@ -50,7 +50,7 @@ def python_examples(path: Path) -> list[str]:
 
 
 def at(server: RunningServer, text: str) -> str:
-    return text.replace("localhost:8000", server.address)
+    return text.replace("localhost:8000", server.address).replace("localhost:8001", server.grpc_address)
 
 
 def matches(expected: Any, actual: Any, where: str = "$") -> None:
