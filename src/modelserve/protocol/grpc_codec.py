@@ -14,7 +14,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from modelserve.errors import InvalidInput
-from modelserve.protocol.v2_codec import from_raw, parse_version, to_raw
+from modelserve.protocol.raw import from_raw, to_raw
+from modelserve.protocol.v2_codec import parse_version
 from modelserve.types import InferenceRequest, InferenceResponse, datatype_of, numpy_dtype
 
 # Which typed field carries each datatype. FP16 has none: it travels only as raw contents.

@@ -8,7 +8,6 @@ BYTES elements travel as a 4-byte little-endian length followed by the bytes.
 
 from __future__ import annotations
 
-import struct
 import zlib
 from dataclasses import dataclass
 from math import prod
@@ -18,9 +17,8 @@ import numpy as np
 import orjson
 
 from modelserve.errors import InvalidInput, PayloadTooLarge
+from modelserve.protocol.raw import from_raw, to_raw
 from modelserve.types import InferenceRequest, InferenceResponse, datatype_of, numpy_dtype
-
-_LENGTH = struct.Struct("<I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,48 +190,6 @@ def _to_bytes(value: Any, name: str) -> bytes:
     raise InvalidInput(f"input '{name}': BYTES data must be strings, got {type(value).__name__}")
 
 
-def from_raw(
-    chunk: bytes | memoryview, datatype: str, shape: list[int], name: str, size_field: str = "binary_data_size"
-) -> np.ndarray[Any, Any]:
-    """A tensor from its raw bytes (HTTP binary data, gRPC raw contents): a view, not a copy.
-    ``size_field`` names, in errors, where the caller stated the size."""
-    count = prod(shape)
-    if datatype == "BYTES":
-        return _unpack_bytes(memoryview(chunk), count, name).reshape(shape)
-    dtype = numpy_dtype(datatype)
-    if len(chunk) != count * dtype.itemsize:
-        raise InvalidInput(
-            f"input '{name}': {size_field} {len(chunk)} does not match shape {shape} of {datatype} "
-            f"({count * dtype.itemsize} bytes)"
-        )
-    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
-
-
-def to_raw(array: np.ndarray[Any, Any]) -> bytes | memoryview:
-    """A tensor's raw bytes, as the binary extension and gRPC carry them: a view where possible."""
-    if datatype_of(array.dtype) == "BYTES":
-        return _pack_bytes(array)
-    return np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
-
-
-def _unpack_bytes(chunk: memoryview, count: int, name: str) -> np.ndarray[Any, Any]:
-    items, position = [], 0
-    while position < len(chunk):
-        if position + 4 > len(chunk):
-            raise InvalidInput(f"input '{name}': BYTES data ends inside an element's 4-byte length")
-        (length,) = _LENGTH.unpack_from(chunk, position)
-        position += 4
-        if position + length > len(chunk):
-            raise InvalidInput(f"input '{name}': a BYTES element of {length} bytes runs past the data")
-        items.append(bytes(chunk[position : position + length]))
-        position += length
-    if len(items) != count:
-        raise InvalidInput(f"input '{name}': BYTES data holds {len(items)} elements but its shape needs {count}")
-    array = np.empty(count, dtype=object)
-    array[:] = items
-    return array
-
-
 def _decode_outputs(outputs: Any) -> tuple[list[str] | None, dict[str, bool]]:
     if outputs is None:
         return None, {}
@@ -285,14 +241,6 @@ def encode_response(response: InferenceResponse, form: OutputFormat) -> tuple[by
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
-
-
-def _pack_bytes(array: np.ndarray[Any, Any]) -> bytes:
-    parts = []
-    for value in array.reshape(-1):
-        raw = value if isinstance(value, bytes) else str(value).encode()
-        parts += [_LENGTH.pack(len(raw)), raw]
-    return b"".join(parts)
 
 
 def json_text(array: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
