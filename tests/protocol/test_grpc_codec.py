@@ -99,7 +99,7 @@ def test_request_fields_are_carried() -> None:
             lambda m: (
                 m.inputs.add(name="x", datatype="FP32", shape=[1]).parameters["shared_memory_region"].string_param
             ),
-            "shared-memory inputs are not supported",
+            "shared_memory_region needs a name, shared_memory_byte_size",
         ),
         (lambda m: m.outputs.add(name="y").parameters["classification"].int64_param, "classification is not supported"),
     ],

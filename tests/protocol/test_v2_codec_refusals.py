@@ -59,13 +59,13 @@ MALFORMED_JSON: dict[str, tuple[bytes, list[str]]] = {
     ),
     "shared-memory input": (
         v2_body(tensor("x", "FP32", [1], shared_memory_region="r", shared_memory_byte_size=4)),
-        ["input 'x'", "shared-memory", "not supported"],
+        ["tensor 'x'", "shared memory is not available"],
     ),
     "outputs not a list": (v2_body(tensor("x", "FP32", [1], [1]), outputs={"name": "y"}), ["'outputs'", "list"]),
     "output without name": (v2_body(tensor("x", "FP32", [1], [1]), outputs=[{"parameters": {}}]), ["'name'"]),
     "shared-memory output": (
         v2_body(tensor("x", "FP32", [1], [1]), outputs=[{"name": "y", "parameters": {"shared_memory_region": "r"}}]),
-        ["output 'y'", "shared-memory", "not supported"],
+        ["tensor 'y'", "shared_memory_region needs a name, shared_memory_byte_size"],
     ),
     "classification output": (
         v2_body(tensor("x", "FP32", [1], [1]), outputs=[{"name": "y", "parameters": {"classification": 3}}]),

@@ -15,6 +15,7 @@ from tritonclient.grpc import service_pb2
 
 from modelserve.errors import InvalidInput
 from modelserve.protocol.raw import from_raw, to_raw
+from modelserve.protocol.shared_memory import Placement, SharedMemoryRegistry
 from modelserve.protocol.v2_codec import parse_version
 from modelserve.types import InferenceRequest, InferenceResponse, datatype_of, numpy_dtype
 
@@ -35,22 +36,27 @@ _CONTENTS = {
 }
 
 
-def decode_infer_request(message: service_pb2.ModelInferRequest) -> InferenceRequest:
-    """A ModelInferRequest as numpy tensors; raw contents become views of the message's bytes."""
-    raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
-        raise InvalidInput(
-            f"raw_input_contents holds {len(raw)} entries for {len(message.inputs)} inputs; "
-            "send one per input, in order"
-        )
+def decode_infer_request(
+    message: service_pb2.ModelInferRequest, shared_memory: SharedMemoryRegistry | None = None
+) -> InferenceRequest:
+    """A ModelInferRequest as numpy tensors; raw contents become views of the message's bytes, and
+    inputs placed in shared memory views of their region. Raw contents hold one entry per input that
+    is not in shared memory, in order."""
     if not message.inputs:
         raise InvalidInput("the request has no inputs")
+    placements = {t.name: Placement.from_parameters(_parameters(t), t.name) for t in message.inputs}
+    raw = list(message.raw_input_contents)
+    carried = [t for t in message.inputs if placements[t.name] is None]
+    if raw and len(raw) != len(carried):
+        raise InvalidInput(
+            f"raw_input_contents holds {len(raw)} entries for {len(carried)} inputs not in shared memory; "
+            "send one per input, in order"
+        )
+    raw_by_input = dict(zip((t.name for t in carried), raw, strict=False))
     inputs: dict[str, np.ndarray[Any, Any]] = {}
-    for index, tensor in enumerate(message.inputs):
+    for tensor in message.inputs:
         if tensor.name in inputs:
             raise InvalidInput(f"input '{tensor.name}' appears twice in the request")
-        if "shared_memory_region" in tensor.parameters:
-            raise InvalidInput(f"input '{tensor.name}': shared-memory inputs are not supported by this server")
         shape = list(tensor.shape)
         if any(d < 0 for d in shape):
             raise InvalidInput(f"input '{tensor.name}' has negative dimensions in its shape {shape}")
@@ -58,22 +64,46 @@ def decode_infer_request(message: service_pb2.ModelInferRequest) -> InferenceReq
             numpy_dtype(tensor.datatype)
         except InvalidInput as exc:
             raise InvalidInput(f"input '{tensor.name}': {exc.message}") from None
-        if raw:
-            inputs[tensor.name] = from_raw(raw[index], tensor.datatype, shape, tensor.name, "raw_input_contents size")
+        placement = placements[tensor.name]
+        if placement is not None:
+            inputs[tensor.name] = _registry(shared_memory, tensor.name).read(
+                placement, tensor.datatype, shape, tensor.name
+            )
+        elif raw:
+            chunk = raw_by_input[tensor.name]
+            inputs[tensor.name] = from_raw(chunk, tensor.datatype, shape, tensor.name, "raw_input_contents size")
         else:
             inputs[tensor.name] = _from_contents(tensor, shape)
     for output in message.outputs:
-        for unsupported in ("classification", "shared_memory_region"):
-            if unsupported in output.parameters:
-                raise InvalidInput(f"output '{output.name}': {unsupported} is not supported by this server")
+        if "classification" in output.parameters:
+            raise InvalidInput(f"output '{output.name}': classification is not supported by this server")
     return InferenceRequest(
         model=message.model_name,
         inputs=inputs,
         version=parse_version(message.model_version),
         outputs=[o.name for o in message.outputs] or None,
         id=message.id or None,
-        parameters={key: _parameter(value) for key, value in message.parameters.items()},
+        parameters=_parameters(message),
     )
+
+
+def output_placements(
+    message: service_pb2.ModelInferRequest, shared_memory: SharedMemoryRegistry | None
+) -> dict[str, Placement]:
+    """The requested outputs to write into shared memory, checked before the model runs."""
+    placements = {}
+    for output in message.outputs:
+        placement = Placement.from_parameters(_parameters(output), output.name)
+        if placement is not None:
+            _registry(shared_memory, output.name).check(placement, output.name)
+            placements[output.name] = placement
+    return placements
+
+
+def _registry(shared_memory: SharedMemoryRegistry | None, tensor: str) -> SharedMemoryRegistry:
+    if shared_memory is None:
+        raise InvalidInput(f"tensor '{tensor}': shared memory is not available on this endpoint")
+    return shared_memory
 
 
 def _from_contents(tensor: Any, shape: list[int]) -> np.ndarray[Any, Any]:
@@ -93,17 +123,34 @@ def _from_contents(tensor: Any, shape: list[int]) -> np.ndarray[Any, Any]:
     return array.reshape(shape)
 
 
-def _parameter(value: Any) -> Any:
-    which = value.WhichOneof("parameter_choice")
-    return getattr(value, which) if which else None
+def _parameters(holder: Any) -> dict[str, Any]:
+    """A message's ``parameters`` map as plain values."""
+    return {
+        key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+        for key, value in holder.parameters.items()
+    }
 
 
-def encode_infer_response(response: InferenceResponse) -> service_pb2.ModelInferResponse:
-    """A ModelInferResponse carrying every output as raw contents."""
+def encode_infer_response(
+    response: InferenceResponse,
+    placements: dict[str, Placement] | None = None,
+    shared_memory: SharedMemoryRegistry | None = None,
+) -> service_pb2.ModelInferResponse:
+    """A ModelInferResponse carrying every output as raw contents, except those written into shared
+    memory, which keep an empty raw entry so that clients still find each output at its index."""
     message = service_pb2.ModelInferResponse(
         model_name=response.model, model_version=str(response.version), id=response.id or ""
     )
     for name, array in response.outputs.items():
-        message.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=array.shape)
-        message.raw_output_contents.append(bytes(to_raw(array)))
+        output = message.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=array.shape)
+        placement = (placements or {}).get(name)
+        if placement is None:
+            message.raw_output_contents.append(bytes(to_raw(array)))
+            continue
+        for key, value in _registry(shared_memory, name).place(placement, array, name).items():
+            if isinstance(value, str):
+                output.parameters[key].string_param = value
+            else:
+                output.parameters[key].int64_param = value
+        message.raw_output_contents.append(b"")
     return message

@@ -22,7 +22,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from modelserve import __version__
 from modelserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ModelserveError
 from modelserve.protocol.errors import grpc_status
-from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response
+from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response, output_placements
 from modelserve.protocol.v2_codec import parse_version
 from modelserve.protocol.v2_documents import (
     EXTENSIONS,
@@ -161,8 +161,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         label = message.model_name
         try:
             self.manager.get(label, parse_version(message.model_version))  # refuse before decoding
-            result = await self.manager.infer(decode_infer_request(message), deadline_s)
-            reply = encode_infer_response(result)
+            shared_memory = self.state.shared_memory
+            request = decode_infer_request(message, shared_memory)
+            placements = output_placements(message, shared_memory)
+            result = await self.manager.infer(request, deadline_s)
+            reply = encode_infer_response(result, placements, shared_memory)
         except Exception as exc:
             code = grpc_status(exc).name if isinstance(exc, ModelserveError) else "INTERNAL"
             if isinstance(exc, ModelNotFound):
@@ -172,14 +175,26 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         self.state.metrics.observe_request(label, str(result.version), "grpc", "OK", time.perf_counter() - started)
         return reply
 
-    async def SystemSharedMemoryStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _unsupported(context, "system shared memory")
+    @_rpc
+    async def SystemSharedMemoryStatus(
+        self, request: Any, context: Any
+    ) -> service_pb2.SystemSharedMemoryStatusResponse:
+        regions = {r["name"]: r for r in self.state.shared_memory.status(request.name)}
+        return ParseDict({"regions": regions}, service_pb2.SystemSharedMemoryStatusResponse())
 
-    async def SystemSharedMemoryRegister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _unsupported(context, "system shared memory")
+    @_rpc
+    async def SystemSharedMemoryRegister(
+        self, request: Any, context: Any
+    ) -> service_pb2.SystemSharedMemoryRegisterResponse:
+        self.state.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        return service_pb2.SystemSharedMemoryRegisterResponse()
 
-    async def SystemSharedMemoryUnregister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _unsupported(context, "system shared memory")
+    @_rpc
+    async def SystemSharedMemoryUnregister(
+        self, request: Any, context: Any
+    ) -> service_pb2.SystemSharedMemoryUnregisterResponse:
+        self.state.shared_memory.unregister(request.name)
+        return service_pb2.SystemSharedMemoryUnregisterResponse()
 
     async def CudaSharedMemoryStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await _unsupported(context, "CUDA shared memory")

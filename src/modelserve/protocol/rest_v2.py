@@ -47,9 +47,10 @@ def router(state: ServerState) -> APIRouter:
                 _header_length(request.headers.get("inference-header-content-length")),
                 model,
                 version_number,
+                state.shared_memory,
             )
             result = await manager.infer(infer_request)
-            payload, header_length = encode_response(result, form)
+            payload, header_length = encode_response(result, form, state.shared_memory)
         except Exception as exc:
             response = error_response(exc)
             if isinstance(exc, ModelNotFound):
@@ -125,6 +126,37 @@ def router(state: ServerState) -> APIRouter:
         await json_body(request, _CONTROL_BODY_LIMIT)
         await manager.unload(model)
         return Response(status_code=200)
+
+    @api.get("/v2/systemsharedmemory/status", summary="Every registered system shared-memory region")
+    @api.get("/v2/systemsharedmemory/region/{region}/status", summary="One system shared-memory region")
+    async def shared_memory_status(region: str | None = None) -> Response:
+        return json_response(state.shared_memory.status(region))
+
+    @api.post("/v2/systemsharedmemory/region/{region}/register", summary="Register a system shared-memory region")
+    async def shared_memory_register(region: str, request: Request) -> Response:
+        body = await json_body(request, _CONTROL_BODY_LIMIT)
+        if not isinstance(body, dict):
+            raise InvalidInput('send {"key": "/name", "offset": 0, "byte_size": N}')
+        state.shared_memory.register(region, body.get("key", ""), body.get("offset", 0), body.get("byte_size", 0))
+        return Response(status_code=200)
+
+    @api.post("/v2/systemsharedmemory/unregister", summary="Unregister every system shared-memory region")
+    @api.post("/v2/systemsharedmemory/region/{region}/unregister", summary="Unregister one region")
+    async def shared_memory_unregister(region: str | None = None) -> Response:
+        state.shared_memory.unregister(region)
+        return Response(status_code=200)
+
+    async def cuda_shared_memory(request: Request) -> Response:
+        return json_response({"error": "CUDA shared memory is not supported on this server"}, 501)
+
+    for method, path in (
+        ("GET", "/v2/cudasharedmemory/status"),
+        ("GET", "/v2/cudasharedmemory/region/{region}/status"),
+        ("POST", "/v2/cudasharedmemory/region/{region}/register"),
+        ("POST", "/v2/cudasharedmemory/unregister"),
+        ("POST", "/v2/cudasharedmemory/region/{region}/unregister"),
+    ):
+        api.add_route(path, cuda_shared_memory, methods=[method], include_in_schema=False)
 
     return api
 

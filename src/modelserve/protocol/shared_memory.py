@@ -138,6 +138,14 @@ class SharedMemoryRegistry:
         region.buffer[start : start + len(raw)] = raw
         return len(raw)
 
+    def place(self, placement: Placement, array: np.ndarray[Any, Any], tensor: str) -> dict[str, Any]:
+        """Write an output into its region; the parameters that tell the caller where it went."""
+        written = self.write(placement, array, tensor)
+        parameters: dict[str, Any] = {"shared_memory_region": placement.region, "shared_memory_byte_size": written}
+        if placement.offset:
+            parameters["shared_memory_offset"] = placement.offset
+        return parameters
+
     def _region(self, name: str) -> Region:
         try:
             return self._regions[name]

@@ -9,7 +9,7 @@ BYTES elements travel as a 4-byte little-endian length followed by the bytes.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 from typing import Any
 
@@ -18,15 +18,18 @@ import orjson
 
 from modelserve.errors import InvalidInput, PayloadTooLarge
 from modelserve.protocol.raw import from_raw, to_raw
+from modelserve.protocol.shared_memory import Placement, SharedMemoryRegistry
 from modelserve.types import InferenceRequest, InferenceResponse, datatype_of, numpy_dtype
 
 
 @dataclass(frozen=True, slots=True)
 class OutputFormat:
-    """How the caller wants outputs back: binary by name, and the default for unnamed ones."""
+    """How the caller wants outputs back: binary by name, the default for unnamed ones, and those to
+    write into shared memory."""
 
     binary: dict[str, bool]
     binary_default: bool
+    shared: dict[str, Placement] = field(default_factory=dict)
 
     def is_binary(self, name: str) -> bool:
         """Whether output ``name`` goes back as raw bytes rather than JSON."""
@@ -61,9 +64,14 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
 
 
 def decode_request(
-    body: bytes, header_length: int | None, model: str, version: int | None
+    body: bytes,
+    header_length: int | None,
+    model: str,
+    version: int | None,
+    shared_memory: SharedMemoryRegistry | None = None,
 ) -> tuple[InferenceRequest, OutputFormat]:
-    """Parse a V2 infer request body into numpy tensors and the caller's output wishes."""
+    """Parse a V2 infer request body into numpy tensors and the caller's output wishes; tensors placed
+    in shared memory are read from (and checked against) ``shared_memory``."""
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
@@ -81,7 +89,7 @@ def decode_request(
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     offset = 0
     for item in document["inputs"]:
-        name, array, used = _decode_input(item, binary, offset)
+        name, array, used = _decode_input(item, binary, offset, shared_memory)
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears twice in the request")
         inputs[name] = array
@@ -91,7 +99,7 @@ def decode_request(
             f"the body carries {len(binary)} bytes of binary tensor data, but binary_data_size adds up to {offset}"
         )
     parameters = _mapping(document.get("parameters"), "request parameters")
-    outputs, binary_by_name = _decode_outputs(document.get("outputs"))
+    outputs, binary_by_name, shared = _decode_outputs(document.get("outputs"), shared_memory)
     request_id = document.get("id")
     request = InferenceRequest(
         model=model,
@@ -101,10 +109,12 @@ def decode_request(
         id=str(request_id) if request_id is not None else None,
         parameters=parameters,
     )
-    return request, OutputFormat(binary_by_name, bool(parameters.get("binary_data_output", False)))
+    return request, OutputFormat(binary_by_name, bool(parameters.get("binary_data_output", False)), shared)
 
 
-def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray[Any, Any], int]:
+def _decode_input(
+    item: Any, binary: memoryview, offset: int, shared_memory: SharedMemoryRegistry | None
+) -> tuple[str, np.ndarray[Any, Any], int]:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise InvalidInput("each input must be an object with 'name', 'datatype', 'shape' and 'data'")
     name = item["name"]
@@ -119,8 +129,9 @@ def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.n
         raise InvalidInput(f"input '{name}': {exc.message}") from None
     parameters = _mapping(item.get("parameters"), f"parameters of input '{name}'")
     count = prod(shape)
-    if "shared_memory_region" in parameters:
-        raise InvalidInput(f"input '{name}': shared-memory inputs are not supported by this server")
+    placement = Placement.from_parameters(parameters, name)
+    if placement is not None:
+        return name, _shared(shared_memory, name).read(placement, datatype, shape, name), 0
     if "binary_data_size" in parameters:
         size = parameters["binary_data_size"]
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
@@ -190,23 +201,35 @@ def _to_bytes(value: Any, name: str) -> bytes:
     raise InvalidInput(f"input '{name}': BYTES data must be strings, got {type(value).__name__}")
 
 
-def _decode_outputs(outputs: Any) -> tuple[list[str] | None, dict[str, bool]]:
+def _decode_outputs(
+    outputs: Any, shared_memory: SharedMemoryRegistry | None
+) -> tuple[list[str] | None, dict[str, bool], dict[str, Placement]]:
     if outputs is None:
-        return None, {}
+        return None, {}, {}
     if not isinstance(outputs, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
     ):
         raise InvalidInput("'outputs' must be a list of objects with a 'name'")
     binary: dict[str, bool] = {}
+    shared: dict[str, Placement] = {}
     for output in outputs:
-        parameters = _mapping(output.get("parameters"), f"parameters of output '{output['name']}'")
+        name = output["name"]
+        parameters = _mapping(output.get("parameters"), f"parameters of output '{name}'")
         if "classification" in parameters:
-            raise InvalidInput(f"output '{output['name']}': the classification extension is not supported")
-        if "shared_memory_region" in parameters:
-            raise InvalidInput(f"output '{output['name']}': shared-memory outputs are not supported by this server")
+            raise InvalidInput(f"output '{name}': the classification extension is not supported")
+        placement = Placement.from_parameters(parameters, name)
+        if placement is not None:
+            _shared(shared_memory, name).check(placement, name)  # refuse before the model runs
+            shared[name] = placement
         if "binary_data" in parameters:
-            binary[output["name"]] = bool(parameters["binary_data"])
-    return [o["name"] for o in outputs], binary
+            binary[name] = bool(parameters["binary_data"])
+    return [o["name"] for o in outputs], binary, shared
+
+
+def _shared(shared_memory: SharedMemoryRegistry | None, tensor: str) -> SharedMemoryRegistry:
+    if shared_memory is None:
+        raise InvalidInput(f"tensor '{tensor}': shared memory is not available on this endpoint")
+    return shared_memory
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:
@@ -217,14 +240,19 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def encode_response(response: InferenceResponse, form: OutputFormat) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when binary tensors follow it."""
+def encode_response(
+    response: InferenceResponse, form: OutputFormat, shared_memory: SharedMemoryRegistry | None = None
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary tensors follow it. Outputs placed in
+    shared memory are written there, and the response says where, with no data."""
     entries: list[dict[str, Any]] = []
     chunks: list[bytes | memoryview] = []
     for name, array in response.outputs.items():
         datatype = datatype_of(array.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if form.is_binary(name):
+        if name in form.shared:
+            entry["parameters"] = _shared(shared_memory, name).place(form.shared[name], array, name)
+        elif form.is_binary(name):
             raw = to_raw(array)  # a view: the join below is the only copy made
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)

@@ -15,7 +15,7 @@ from modelserve.repository.config import Platform
 from modelserve.types import TensorSpec
 
 # What `GET /v2` and ServerMetadata announce.
-EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository", "model_configuration"]
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository", "model_configuration", "system_shared_memory"]
 
 # Triton's names for our platforms, so tools that branch on them recognise the model.
 TRITON_PLATFORM = {

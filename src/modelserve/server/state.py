@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from modelserve.config import Settings
 from modelserve.models.manager import ModelManager
 from modelserve.observability.metrics import Metrics
+from modelserve.protocol.shared_memory import SharedMemoryRegistry
 
 
 @dataclass(eq=False)
@@ -17,6 +18,7 @@ class ServerState:
     settings: Settings
     manager: ModelManager
     metrics: Metrics
+    shared_memory: SharedMemoryRegistry = field(default_factory=SharedMemoryRegistry)
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False
     startup_error: str = ""
