@@ -134,3 +134,65 @@ def unload_model_command(name: str, url: URL = "http://127.0.0.1:8000") -> None:
     """Unload a model once its queued requests finish."""
     _call("POST", f"{url}/v1/models/{name}/unload")
     Console().print(f"unloaded {name}")
+
+
+@app.command()
+def bench(
+    model: str,
+    url: URL = "http://127.0.0.1:8000",
+    grpc_address: Annotated[str, typer.Option(help="host:port of the server's gRPC endpoint.")] = "127.0.0.1:8001",
+    protocol: Annotated[list[str] | None, typer.Option(help="http-json, http-binary or grpc; repeatable.")] = None,
+    concurrency: Annotated[list[int] | None, typer.Option(help="Concurrent clients; repeatable.")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Samples per request.")] = 1,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds measured per point.")] = 10.0,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of load before measuring.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per point instead of a table.")] = False,
+) -> None:
+    """Load a running server with closed-loop clients; report inferences/s and latency percentiles."""
+    import json
+
+    import uvloop
+
+    from modelserve.bench.loadgen import run_load
+    from modelserve.bench.workload import PROTOCOLS, Workload
+
+    protocols = protocol or ["http-binary"]
+    if unknown := [p for p in protocols if p not in PROTOCOLS]:
+        err.print(f"[red]unknown protocol {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)}[/red]")
+        raise typer.Exit(2)
+    workload = Workload.from_server(url, model, batch)
+    table = Table("protocol", "clients", "inf/s", "p50 ms", "p90 ms", "p99 ms", "errors")
+    for name in protocols:
+        for clients in concurrency or [1, 8, 32]:
+            target = workload.target(name, url, grpc_address)
+            result = uvloop.run(run_load(target, clients, duration, warmup_s=warmup, samples_per_request=batch))
+            point = {
+                "model": model,
+                "protocol": name,
+                "clients": clients,
+                "batch": batch,
+                "inferences_per_second": round(result.inferences_per_second, 1),
+                "p50_ms": round(result.percentile_ms(50), 3),
+                "p90_ms": round(result.percentile_ms(90), 3),
+                "p99_ms": round(result.percentile_ms(99), 3),
+                "errors": result.errors,
+            }
+            if as_json:
+                print(json.dumps(point), flush=True)
+            else:
+                table.add_row(
+                    *(
+                        str(point[k])
+                        for k in (
+                            "protocol",
+                            "clients",
+                            "inferences_per_second",
+                            "p50_ms",
+                            "p90_ms",
+                            "p99_ms",
+                            "errors",
+                        )
+                    )
+                )
+    if not as_json:
+        Console().print(table)
