@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -9,6 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelserve.errors import InvalidInput, PayloadTooLarge
+
+# A request handler that answers every error itself: what the ASGI front door calls directly.
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def json_response(document: Any, status: int = 200) -> Response:

@@ -20,7 +20,7 @@ from modelserve.errors import InvalidInput, ModelNotFound
 from modelserve.models.manager import ModelVersion
 from modelserve.models.spec import ModelSpec
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.http import json_response, read_body
+from modelserve.protocol.http import Endpoint, json_response, read_body
 from modelserve.protocol.v2_codec import json_array, json_text, parse_version
 from modelserve.repository.config import Platform
 from modelserve.server.state import ServerState
@@ -36,10 +36,9 @@ class ModelFormat(StrEnum):
     tensorrt = "tensorrt"
 
 
-def router(state: ServerState) -> APIRouter:
-    """The /v1 routes, bound to one server's state."""
+def predict_endpoint(state: ServerState) -> Endpoint:
+    """``POST /v1/predict``: answers every error itself, so the ASGI front door can call it directly."""
     manager = state.manager
-    api = APIRouter(tags=["Runbook API (/v1)"])
 
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
@@ -66,6 +65,15 @@ def router(state: ServerState) -> APIRouter:
         body = {"model": model, "version": version, "outputs": outputs, "latency_ms": round(elapsed * 1000, 3)}
         return json_response(body)
 
+    return predict
+
+
+def router(state: ServerState) -> APIRouter:
+    """The /v1 routes, bound to one server's state."""
+    manager = state.manager
+    api = APIRouter(tags=["Runbook API (/v1)"])
+
+    predict = predict_endpoint(state)
     api.add_route("/v1/predict", predict, methods=["POST"], include_in_schema=False)
 
     @api.post("/v1/models/{name}/load", summary="Load a model from the repository")

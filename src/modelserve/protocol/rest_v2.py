@@ -14,7 +14,7 @@ from starlette.responses import Response
 from modelserve import __version__
 from modelserve.errors import InvalidInput, ModelNotFound
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.http import json_body, json_response, read_body
+from modelserve.protocol.http import Endpoint, json_body, json_response, read_body
 from modelserve.protocol.v2_codec import decode_request, decompress, encode_response, parse_version
 from modelserve.protocol.v2_documents import (
     EXTENSIONS,
@@ -28,10 +28,10 @@ from modelserve.server.state import ServerState
 _CONTROL_BODY_LIMIT = 1024 * 1024
 
 
-def router(state: ServerState) -> APIRouter:
-    """Every V2 route, bound to one server's state."""
+def infer_endpoint(state: ServerState) -> Endpoint:
+    """``POST /v2/models/{model}[/versions/{version}]/infer``: the hot path, with no pydantic on tensors.
+    It answers every error itself, so the ASGI front door can call it without FastAPI around it."""
     manager = state.manager
-    api = APIRouter(tags=["Open Inference Protocol (V2)"])
 
     async def infer(request: Request) -> Response:
         started = time.perf_counter()
@@ -63,6 +63,15 @@ def router(state: ServerState) -> APIRouter:
         headers = {"Inference-Header-Content-Length": str(header_length)}
         return Response(payload, 200, headers, media_type="application/octet-stream")
 
+    return infer
+
+
+def router(state: ServerState) -> APIRouter:
+    """Every V2 route, bound to one server's state."""
+    manager = state.manager
+    api = APIRouter(tags=["Open Inference Protocol (V2)"])
+
+    infer = infer_endpoint(state)
     api.add_route("/v2/models/{model}/infer", infer, methods=["POST"], include_in_schema=False)
     api.add_route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"], include_in_schema=False)
 

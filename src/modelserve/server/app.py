@@ -28,13 +28,14 @@ from modelserve.protocol import health, rest_v1, rest_v2
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response
 from modelserve.repository.remote import open_repository
+from modelserve.server.asgi import FrontDoor
 from modelserve.server.grpc_server import start_grpc
 from modelserve.server.state import ServerState
 
 log = logging.getLogger("modelserve.server")
 
 
-def create_app(settings: Settings, *, load_before_serving: bool = False) -> FastAPI:
+def create_app(settings: Settings, *, load_before_serving: bool = False) -> FrontDoor:
     """One server: its models, metrics and HTTP routes.
 
     By default models load in the background after start, so liveness answers at once and readiness
@@ -89,7 +90,6 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fast
         description="Open Inference Protocol (KServe V2) and the runbooks' /v1 API.",
         lifespan=lifespan,
     )
-    app.state.server = state
     app.include_router(rest_v2.router(state))
     app.include_router(rest_v1.router(state))
     app.include_router(health.router(state))
@@ -97,10 +97,10 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fast
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _error)
-    return app
+    return FrontDoor(app, rest_v2.infer_endpoint(state), rest_v1.predict_endpoint(state))
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> FrontDoor:
     """Factory for worker processes (``--workers N``): each reads the settings the parent exported."""
     return create_app(Settings(), load_before_serving=True)
 
