@@ -1,0 +1,134 @@
+"""Serving throughput and latency of modelserve against raw in-process inference, in one run.
+
+    .venv/bin/python -m benchmarks.serving [--runs 3] [--duration 5] [--clients 1 8 32] [--workers 1]
+
+Builds the example models if needed, measures raw onnxruntime in this process (batch 1, one thread
+calling session.run back to back: the ceiling no server reaches), then starts `modelserve serve` and
+loads it with `modelserve bench`'s closed-loop clients over HTTP JSON, HTTP binary and gRPC at each
+concurrency. Client and server share the machine's cores, as in the peers' figures. Prints the median
+of the runs for each point with its ratio to raw inference, and writes every run to a CSV file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import uvloop
+
+from benchmarks.startup import free_port
+from modelserve.bench.loadgen import run_load
+from modelserve.bench.workload import PROTOCOLS, Workload
+
+ROOT = Path(__file__).resolve().parent.parent
+REPOSITORY = ROOT / "examples" / "model_repository"
+
+
+def raw_inference(model_file: Path, inputs: dict[str, np.ndarray], seconds: float) -> tuple[float, float]:
+    """Inferences per second and p50 latency (ms) of session.run called back to back."""
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    latencies = []
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        started = time.perf_counter()
+        session.run(None, inputs)
+        latencies.append(time.perf_counter() - started)
+    return len(latencies) / sum(latencies), float(np.median(latencies) * 1000)
+
+
+def start_server(workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
+    port, grpc_port = free_port(), free_port()
+    command = [
+        *(sys.executable, "-m", "modelserve", "serve", "--model-repository", str(REPOSITORY)),
+        *("--http-port", str(port), "--grpc-port", str(grpc_port), "--workers", str(workers), "--log-level", "warning"),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"modelserve exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return process, url, f"127.0.0.1:{grpc_port}"
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("modelserve not ready within 120 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--csv", type=Path, default=ROOT / "benchmarks" / "results" / "serving.csv")
+    args = parser.parse_args()
+
+    builder = importlib.util.spec_from_file_location("build_models", ROOT / "examples" / "build_models.py")
+    assert builder is not None
+    assert builder.loader is not None
+    module = importlib.util.module_from_spec(builder)
+    builder.loader.exec_module(module)
+    module.build(REPOSITORY)
+
+    rows: list[dict[str, object]] = []
+    for run in range(1, args.runs + 1):
+        process, url, grpc_address = start_server(args.workers)
+        try:
+            workload = Workload.from_server(url, args.model)
+            raw_ips, raw_p50 = raw_inference(
+                REPOSITORY / args.model / "1" / "model.onnx", workload.inputs, args.duration
+            )
+            rows.append({"run": run, "system": "raw onnxruntime", "protocol": "in-process", "clients": 1,
+                         "inf_per_s": raw_ips, "p50_ms": raw_p50, "p99_ms": float("nan"), "errors": 0})  # fmt: skip
+            for protocol in args.protocols:
+                for clients in args.clients:
+                    target = workload.target(protocol, url, grpc_address)
+                    result = uvloop.run(run_load(target, clients, args.duration, warmup_s=args.warmup))
+                    rows.append({"run": run, "system": f"modelserve w{args.workers}", "protocol": protocol,
+                                 "clients": clients, "inf_per_s": result.inferences_per_second,
+                                 "p50_ms": result.percentile_ms(50), "p99_ms": result.percentile_ms(99),
+                                 "errors": result.errors})  # fmt: skip
+                    print(
+                        f"run {run}: {protocol:11} {clients:3} clients {result.inferences_per_second:9.1f} inf/s",
+                        flush=True,
+                    )
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    with args.csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    raw = statistics.median(float(r["inf_per_s"]) for r in rows if r["system"] == "raw onnxruntime")  # type: ignore[arg-type]
+    print(f"\nmodel {args.model}, medians of {args.runs} runs; raw onnxruntime in-process: {raw:,.0f} inf/s (batch 1)")
+    print(f"{'protocol':12} {'clients':>7} {'inf/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs raw':>7} {'errors':>6}")
+    for protocol in args.protocols:
+        for clients in args.clients:
+            points = [r for r in rows if r["protocol"] == protocol and r["clients"] == clients]
+            ips = statistics.median(float(p["inf_per_s"]) for p in points)  # type: ignore[arg-type]
+            p50 = statistics.median(float(p["p50_ms"]) for p in points)  # type: ignore[arg-type]
+            p99 = statistics.median(float(p["p99_ms"]) for p in points)  # type: ignore[arg-type]
+            errors = sum(int(p["errors"]) for p in points)  # type: ignore[call-overload]
+            print(f"{protocol:12} {clients:7} {ips:9,.0f} {p50:8.3f} {p99:8.3f} {ips / raw:7.3f} {errors:6}")
+    print(f"\nevery run: {args.csv}")
+
+
+if __name__ == "__main__":
+    main()
