@@ -78,19 +78,20 @@ class HttpTarget:
 
 
 class GrpcTarget:
-    """One pre-serialised ModelInferRequest, sent on one shared channel (as gRPC clients do)."""
+    """One pre-serialised ModelInferRequest. Each client has its own channel, as separate clients do,
+    so the load spreads over server processes sharing the port (the kernel balances connections)."""
 
     METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
     def __init__(self, address: str, message: bytes) -> None:
         self.address = address
         self.message = message
-        self._channel: grpc.aio.Channel | None = None
 
     async def session(self) -> tuple[Send, Callable[[], Awaitable[None]]]:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=[("grpc.max_receive_message_length", -1)])
-        call = self._channel.unary_unary(self.METHOD)
+        # A local subchannel pool: otherwise gRPC shares one connection between channels to the same target.
+        options = [("grpc.max_receive_message_length", -1), ("grpc.use_local_subchannel_pool", 1)]
+        channel = grpc.aio.insecure_channel(self.address, options=options)
+        call = channel.unary_unary(self.METHOD)
 
         async def send() -> bool:
             try:
@@ -100,14 +101,9 @@ class GrpcTarget:
             return True
 
         async def close() -> None:
-            return None
+            await channel.close()
 
         return send, close
-
-    async def close(self) -> None:
-        """Close the shared channel."""
-        if self._channel is not None:
-            await self._channel.close()
 
 
 async def run_load(
@@ -145,6 +141,4 @@ async def run_load(
     result.seconds = time.perf_counter() - began
     for _, close in sessions:
         await close()
-    if isinstance(target, GrpcTarget):
-        await target.close()
     return result
