@@ -1,12 +1,16 @@
-"""Serving throughput and latency of modelserve against raw in-process inference, in one run.
+"""Serving throughput and latency of modelserve against raw in-process inference and Seldon MLServer,
+in one run.
 
     .venv/bin/python -m benchmarks.serving [--runs 3] [--duration 5] [--clients 1 8 32] [--workers 1]
+                                           [--no-mlserver]
 
 Builds the example models if needed, measures raw onnxruntime in this process (batch 1, one thread
 calling session.run back to back: the ceiling no server reaches), then starts `modelserve serve` and
 loads it with `modelserve bench`'s closed-loop clients over HTTP JSON, HTTP binary and gRPC at each
-concurrency. Client and server share the machine's cores, as in the peers' figures. Prints the median
-of the runs for each point with its ratio to raw inference, and writes every run to a CSV file.
+concurrency, then MLServer (its own venv, default settings, the same ONNX file; HTTP JSON and gRPC,
+as it has no binary extension) with the same requests. Client and server share the machine's cores,
+as in the peers' figures. Prints the median of the runs for each point with its ratios to raw
+inference and to MLServer, and writes every run to a CSV file.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import importlib.util
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +30,7 @@ import numpy as np
 import onnxruntime as ort
 import uvloop
 
+from benchmarks.peers import mlserver
 from benchmarks.startup import free_port
 from modelserve.bench.loadgen import run_load
 from modelserve.bench.workload import PROTOCOLS, Workload
@@ -66,6 +72,37 @@ def start_server(workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
     raise SystemExit("modelserve not ready within 120 s")
 
 
+def measure(
+    system: str,
+    run: int,
+    workload: Workload,
+    url: str,
+    grpc_address: str,
+    protocols: list[str],
+    args: argparse.Namespace,
+) -> list[dict[str, object]]:
+    """One server at every protocol and concurrency: a row per point."""
+    rows: list[dict[str, object]] = []
+    for protocol in protocols:
+        for clients in args.clients:
+            target = workload.target(protocol, url, grpc_address)
+            result = uvloop.run(run_load(target, clients, args.duration, warmup_s=args.warmup))
+            rows.append(
+                {
+                    "run": run,
+                    "system": system,
+                    "protocol": protocol,
+                    "clients": clients,
+                    "inf_per_s": result.inferences_per_second,
+                    "p50_ms": result.percentile_ms(50),
+                    "p99_ms": result.percentile_ms(99),
+                    "errors": result.errors,
+                }
+            )
+            print(f"run {run}: {system:14} {protocol:11} {clients:3} clients {result.inferences_per_second:9.1f} inf/s")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mlp")
@@ -75,6 +112,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--no-mlserver", action="store_true", help="skip the MLServer comparison")
     parser.add_argument("--csv", type=Path, default=ROOT / "benchmarks" / "results" / "serving.csv")
     args = parser.parse_args()
 
@@ -85,31 +123,27 @@ def main() -> None:
     builder.loader.exec_module(module)
     module.build(REPOSITORY)
 
+    model_file = REPOSITORY / args.model / "1" / "model.onnx"
+    ours = f"modelserve w{args.workers}"
     rows: list[dict[str, object]] = []
     for run in range(1, args.runs + 1):
         process, url, grpc_address = start_server(args.workers)
         try:
             workload = Workload.from_server(url, args.model)
-            raw_ips, raw_p50 = raw_inference(
-                REPOSITORY / args.model / "1" / "model.onnx", workload.inputs, args.duration
-            )
+            raw_ips, raw_p50 = raw_inference(model_file, workload.inputs, args.duration)
             rows.append({"run": run, "system": "raw onnxruntime", "protocol": "in-process", "clients": 1,
                          "inf_per_s": raw_ips, "p50_ms": raw_p50, "p99_ms": float("nan"), "errors": 0})  # fmt: skip
-            for protocol in args.protocols:
-                for clients in args.clients:
-                    target = workload.target(protocol, url, grpc_address)
-                    result = uvloop.run(run_load(target, clients, args.duration, warmup_s=args.warmup))
-                    rows.append({"run": run, "system": f"modelserve w{args.workers}", "protocol": protocol,
-                                 "clients": clients, "inf_per_s": result.inferences_per_second,
-                                 "p50_ms": result.percentile_ms(50), "p99_ms": result.percentile_ms(99),
-                                 "errors": result.errors})  # fmt: skip
-                    print(
-                        f"run {run}: {protocol:11} {clients:3} clients {result.inferences_per_second:9.1f} inf/s",
-                        flush=True,
-                    )
+            rows += measure(ours, run, workload, url, grpc_address, args.protocols, args)
         finally:
             process.terminate()
             process.wait(timeout=30)
+        if not args.no_mlserver:  # MLServer has no binary extension: JSON and gRPC only
+            peer_protocols = [p for p in args.protocols if p != "http-binary"]
+            with (
+                tempfile.TemporaryDirectory() as workdir,
+                mlserver(args.model, model_file, Path(workdir)) as (url, grpc),
+            ):
+                rows += measure("mlserver", run, workload, url, grpc, peer_protocols, args)
 
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     with args.csv.open("w", newline="") as handle:
@@ -118,16 +152,35 @@ def main() -> None:
         writer.writerows(rows)
     raw = statistics.median(float(r["inf_per_s"]) for r in rows if r["system"] == "raw onnxruntime")  # type: ignore[arg-type]
     print(f"\nmodel {args.model}, medians of {args.runs} runs; raw onnxruntime in-process: {raw:,.0f} inf/s (batch 1)")
-    print(f"{'protocol':12} {'clients':>7} {'inf/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs raw':>7} {'errors':>6}")
+    columns = ("inf/s", 9), ("p50 ms", 8), ("p99 ms", 8), ("vs raw", 7), ("vs MLServer", 11)
+    print(f"{'system':14} {'protocol':12} {'clients':>7} " + " ".join(f"{name:>{width}}" for name, width in columns))
     for protocol in args.protocols:
         for clients in args.clients:
-            points = [r for r in rows if r["protocol"] == protocol and r["clients"] == clients]
-            ips = statistics.median(float(p["inf_per_s"]) for p in points)  # type: ignore[arg-type]
-            p50 = statistics.median(float(p["p50_ms"]) for p in points)  # type: ignore[arg-type]
-            p99 = statistics.median(float(p["p99_ms"]) for p in points)  # type: ignore[arg-type]
-            errors = sum(int(p["errors"]) for p in points)  # type: ignore[call-overload]
-            print(f"{protocol:12} {clients:7} {ips:9,.0f} {p50:8.3f} {p99:8.3f} {ips / raw:7.3f} {errors:6}")
+            peer = _median(rows, "mlserver", protocol, clients)
+            for system in (ours, "mlserver"):
+                point = _median(rows, system, protocol, clients)
+                if point is None:
+                    continue
+                ips, p50, p99, errors = point
+                versus = f"{ips / peer[0]:11.2f}" if peer and system == ours else " " * 11
+                flag = f"  {errors} errors" if errors else ""
+                figures = f"{ips:9,.0f} {p50:8.3f} {p99:8.3f} {ips / raw:7.3f} {versus}{flag}"
+                print(f"{system:14} {protocol:12} {clients:7} {figures}")
     print(f"\nevery run: {args.csv}")
+
+
+def _median(
+    rows: list[dict[str, object]], system: str, protocol: str, clients: int
+) -> tuple[float, float, float, int] | None:
+    points = [r for r in rows if r["system"] == system and r["protocol"] == protocol and r["clients"] == clients]
+    if not points:
+        return None
+    return (
+        statistics.median(float(p["inf_per_s"]) for p in points),  # type: ignore[arg-type]
+        statistics.median(float(p["p50_ms"]) for p in points),  # type: ignore[arg-type]
+        statistics.median(float(p["p99_ms"]) for p in points),  # type: ignore[arg-type]
+        sum(int(p["errors"]) for p in points),  # type: ignore[call-overload]
+    )
 
 
 if __name__ == "__main__":
