@@ -12,14 +12,11 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from benchmarks.startup import free_port
+from benchmarks.startup import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 MLSERVER_VENV = ROOT / ".bench" / "mlserver"
@@ -58,18 +55,7 @@ def mlserver(model: str, model_file: Path, workdir: Path) -> Iterator[tuple[str,
     process = subprocess.Popen([str(binary), "start", str(folder.parent)], stdout=log, stderr=log, cwd=folder.parent)
     url = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"MLServer exited with {process.returncode}; see {workdir / 'mlserver.log'}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"MLServer not ready within 180 s; see {workdir / 'mlserver.log'}")
-            try:
-                if httpx.get(f"{url}/v2/models/{model}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_ready(process, f"{url}/v2/models/{model}/ready", 180, f"MLServer (log: {workdir / 'mlserver.log'})")
         yield url, f"127.0.0.1:{grpc_port}"
     finally:
         process.terminate()

@@ -25,14 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import uvloop
 
 from benchmarks.models import EXAMPLES, repository_for
 from benchmarks.peers import mlserver
-from benchmarks.startup import free_port
+from benchmarks.startup import free_port, wait_ready
 from modelserve.bench.loadgen import run_load
 from modelserve.bench.workload import PROTOCOLS, Workload
 
@@ -62,17 +61,12 @@ def start_server(repository: Path, workers: int) -> tuple[subprocess.Popen[bytes
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"modelserve exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return process, url, f"127.0.0.1:{grpc_port}"
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("modelserve not ready within 120 s")
+    try:
+        wait_ready(process, f"{url}/v2/health/ready", 120, "modelserve")
+    except SystemExit:
+        process.kill()
+        raise
+    return process, url, f"127.0.0.1:{grpc_port}"
 
 
 def measure(

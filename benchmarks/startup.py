@@ -29,6 +29,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_ready(process: subprocess.Popen[bytes], probe: str, timeout: float, what: str) -> None:
+    """Poll ``probe`` until it answers 200; stop with ``what`` named if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} not ready within {timeout:g} s")
+        try:
+            if httpx.get(probe, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.01)
+
+
 def one_run(repository: Path, settle: float) -> tuple[float, float, int]:
     """Seconds to ready, idle RSS in MiB, and the number of model versions serving."""
     port = free_port()
@@ -43,16 +59,7 @@ def one_run(repository: Path, settle: float) -> tuple[float, float, int]:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"server exited with {process.returncode}")
-            if time.perf_counter() - started > 120:
-                raise SystemExit("server not ready within 120 s")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.01)
+        wait_ready(process, f"{url}/v2/health/ready", 120, "modelserve")
         ready = time.perf_counter() - started
         models = len(httpx.post(f"{url}/v2/repository/index", json={"ready": True}).json())
         time.sleep(settle)
