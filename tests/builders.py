@@ -101,3 +101,10 @@ def echo_bytes_onnx(path: Path) -> Path:
     echo = helper.make_tensor_value_info("ECHO", TensorProto.STRING, ["batch", 2])
     graph = helper.make_graph([helper.make_node("Identity", ["TEXT"], ["ECHO"])], "echo", [text], [echo])
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def batched_copy_of_simple(repository: Path, name: str, dynamic_batching: str) -> Path:
+    """A copy of the example `simple` model under ``name``, with its own dynamic_batching section (YAML)."""
+    shutil.copytree(repository / "simple" / "1", repository / name / "1")
+    config = (repository / "simple" / "config.yaml").read_text() + "dynamic_batching:\n" + dynamic_batching
+    return write_config(repository / name, config)

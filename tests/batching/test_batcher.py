@@ -21,6 +21,7 @@ import pytest
 from modelserve.batching.batcher import Batcher
 from modelserve.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded
 from modelserve.models.stats import ModelStats
+from tests.waiting import until
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 Transform = Callable[[Arrays], Arrays]
@@ -72,15 +73,6 @@ class GatedRun:
         for _ in range(count):
             entered = await asyncio.to_thread(self._entered.acquire, True, 10)
             assert entered, "the run function was not called"
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Let the event loop run, without sleeping, until ``predicate`` holds."""
-    for _ in range(10_000):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"never happened: {what}")
 
 
 def rows(count: int, marker: int, *, dtype: Any = np.float32, features: int = 4) -> Arrays:

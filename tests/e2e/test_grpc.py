@@ -17,7 +17,7 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.builders import echo_bytes_onnx, reference_inputs, write_config
+from tests.builders import batched_copy_of_simple, echo_bytes_onnx, reference_inputs
 from tests.e2e.server import RunningServer, serve
 
 
@@ -28,11 +28,7 @@ def server(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     repository = root / "model_repository"
     shutil.copytree(built_repository, repository)
     echo_bytes_onnx(repository / "echo" / "1" / "model.onnx")
-    shutil.copytree(repository / "simple" / "1", repository / "slow_simple" / "1")
-    write_config(
-        repository / "slow_simple",
-        (repository / "simple" / "config.yaml").read_text() + "dynamic_batching:\n  max_queue_delay_ms: 10000\n",
-    )
+    batched_copy_of_simple(repository, "slow_simple", "  max_queue_delay_ms: 10000\n")
     with serve(repository, root / "server.log", "--model-control-mode", "explicit", "--load-model", "*") as running:
         yield running
 

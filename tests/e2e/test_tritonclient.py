@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from tests.builders import echo_bytes_onnx, reference_inputs, write_config
+from tests.builders import batched_copy_of_simple, echo_bytes_onnx, reference_inputs
 from tests.e2e.server import RunningServer, serve
 
 DATATYPE = {np.float32: "FP32", np.float64: "FP64", np.int32: "INT32", np.object_: "BYTES"}
@@ -32,12 +32,7 @@ def triton(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     repository = root / "model_repository"
     shutil.copytree(built_repository, repository)
     echo_bytes_onnx(repository / "echo" / "1" / "model.onnx")
-    shutil.copytree(repository / "simple" / "1", repository / "simple_batched" / "1")
-    write_config(
-        repository / "simple_batched",
-        (repository / "simple" / "config.yaml").read_text()
-        + "dynamic_batching:\n  max_queue_delay_ms: 10000\n  preferred_batch_sizes: [4]\n",
-    )
+    batched_copy_of_simple(repository, "simple_batched", "  max_queue_delay_ms: 10000\n  preferred_batch_sizes: [4]\n")
     with serve(repository, root / "server.log", "--model-control-mode", "explicit", "--load-model", "*") as running:
         yield running
 

@@ -35,6 +35,7 @@ from modelserve.models.spec import BatchingDefaults
 from modelserve.repository.layout import ModelRepository
 from modelserve.types import InferenceRequest
 from tests.builders import broken_repository, reference_inputs, scale_onnx, write_config
+from tests.waiting import until
 
 EXAMPLES = ("iris", "mlp", "simple", "tiny_cnn")
 Factory = Callable[..., ModelManager]
@@ -116,15 +117,6 @@ async def busy(executor: ThreadPoolExecutor, threads: int = 2) -> AsyncIterator[
     finally:
         gate.set()
         await asyncio.gather(*(asyncio.wrap_future(f) for f in held))
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Let the event loop run, without sleeping, until ``predicate`` holds."""
-    for _ in range(10_000):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"never happened: {what}")
 
 
 @contextmanager
