@@ -45,6 +45,7 @@ def serve(
     max_batch_size: Annotated[int | None, typer.Option(help=_help("max_batch_size"))] = None,
     batch_timeout_ms: Annotated[float | None, typer.Option(help=_help("batch_timeout_ms"))] = None,
     max_queue_size: Annotated[int | None, typer.Option(help=_help("max_queue_size"))] = None,
+    inline_inference_us: Annotated[float | None, typer.Option(help=_help("inline_inference_us"))] = None,
     request_timeout_sec: Annotated[float | None, typer.Option(help=_help("request_timeout_sec"))] = None,
     max_input_size_mb: Annotated[float | None, typer.Option(help=_help("max_input_size_mb"))] = None,
     log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
         default_factory=lambda: max(2, os.cpu_count() or 2),
         ge=1,
         le=256,
-        description="Threads that run inference, shared by all models (the event loop never runs it).",
+        description="Threads that run inference, shared by all models.",
     )
 
     # -- batching ----------------------------------------------------------------------------------
@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="Default wait for a batch to fill (ms); 0 batches only what queued while busy.",
     )
     max_queue_size: int = Field(2048, ge=0, description="Default bound of each model's request queue (0: unbounded).")
+    inline_inference_us: float = Field(
+        100.0,
+        ge=0,
+        le=10_000,
+        description="Batches of models that compute faster than this (µs) run on the event loop; 0: never.",
+    )
 
     # -- limits ------------------------------------------------------------------------------------
     request_timeout_sec: float = Field(

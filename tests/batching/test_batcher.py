@@ -428,6 +428,77 @@ async def test_without_a_queue_delay_an_idle_batcher_runs_a_request_at_once(make
     assert_doubled(await first, rows(1, 0))
 
 
+# -- small models on the event loop ------------------------------------------------------------------
+
+
+class ThreadRecorder:
+    """``double`` that records which thread ran each call and sleeps ``delay_s`` when asked to."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.delay_s = 0.0
+
+    def __call__(self, inputs: Arrays) -> Arrays:
+        self.threads.append(threading.current_thread().name)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return double(inputs)
+
+
+async def test_a_model_faster_than_inline_below_us_runs_on_the_event_loop_once_measured(
+    make_batcher: Factory,
+) -> None:
+    model = ThreadRecorder()
+    batcher = make_batcher(model, max_batch_size=8, inline_below_us=50_000)
+    for i in range(4):
+        assert_doubled(await batcher.submit(rows(1, i), 1), rows(1, i))
+
+    loop_thread = threading.current_thread().name
+    assert model.threads[0] != loop_thread  # its cost is unknown until it has run once
+    assert model.threads[1:] == [loop_thread] * 3
+
+
+async def test_a_model_slower_than_inline_below_us_always_runs_in_the_pool(make_batcher: Factory) -> None:
+    model = ThreadRecorder()
+    model.delay_s = 0.005
+    batcher = make_batcher(model, max_batch_size=8, inline_below_us=1000)
+    for i in range(3):
+        assert_doubled(await batcher.submit(rows(1, i), 1), rows(1, i))
+
+    assert threading.current_thread().name not in model.threads
+
+
+async def test_a_model_that_slows_down_goes_back_to_the_pool(make_batcher: Factory) -> None:
+    model = ThreadRecorder()
+    batcher = make_batcher(model, max_batch_size=8, inline_below_us=2000)
+    for i in range(3):
+        await batcher.submit(rows(1, i), 1)
+    model.delay_s = 0.05  # one slow call lifts the moving average far above 2 ms
+    for i in range(2):
+        assert_doubled(await batcher.submit(rows(1, i), 1), rows(1, i))
+
+    loop_thread = threading.current_thread().name
+    assert model.threads[1:4] == [loop_thread] * 3
+    assert model.threads[4] != loop_thread
+
+
+async def test_inline_batches_answer_each_request_and_a_failure_fails_only_its_own(make_batcher: Factory) -> None:
+    stats = ModelStats()
+    model = GatedRun(open_=True, error=RuntimeError("boom"))
+    batcher = make_batcher(model, stats, max_batch_size=8, inline_below_us=50_000)
+    await batcher.submit(rows(1, 0), 1)  # measured once, in the pool
+
+    requests = [rows(1, i) for i in range(1, 6)]
+    answers = await asyncio.gather(*(batcher.submit(r, 1) for r in requests))
+    with pytest.raises(InferenceFailed, match="boom"):
+        await batcher.submit({"x": -rows(1, 9)["x"]}, 1)
+
+    for answer, request in zip(answers, requests, strict=True):
+        assert_doubled(answer, request)
+    assert sum(model.sizes) == 7
+    assert stats.inference_count == 6
+
+
 # -- statistics and construction ---------------------------------------------------------------------
 
 

@@ -2,8 +2,11 @@
 
 Requests queue in arrival order. Whenever an instance is free, the batcher takes the oldest request
 and every later one with the same non-batch shapes and datatypes, up to ``max_batch_size`` samples,
-concatenates them along the first axis, runs them in the thread pool, and hands each request its
-slice of the outputs. With ``max_queue_delay_ms`` of 0 (the default, as in Triton) it waits for
+concatenates them along the first axis, runs them, and hands each request its slice of the outputs.
+A batch runs in the thread pool, unless the model's recent batches took less than ``inline_below_us``:
+handing a batch to a thread and back costs some 100 µs of CPU, more than a small model's whole
+inference, so such batches run on the event loop itself, where they hold it no longer than the
+hand-off would have. With ``max_queue_delay_ms`` of 0 (the default, as in Triton) it waits for
 nothing: requests that arrive while instances are busy form the next batch, so batches grow with
 load and an idle server answers at once. A positive delay holds the oldest request up to that long
 for the batch to reach its target size. A failure in a batch fails exactly the requests in it.
@@ -53,6 +56,7 @@ class Batcher:
         max_queue_size: int = 0,
         instance_count: int = 1,
         observe_batch: Callable[[int], None] | None = None,
+        inline_below_us: float = 0.0,
     ) -> None:
         if max_batch_size < 0 or max_queue_delay_ms < 0 or max_queue_size < 0 or instance_count < 1:
             raise ValueError("batcher limits must be non-negative and instance_count at least 1")
@@ -69,6 +73,8 @@ class Batcher:
         self._max_queue = max_queue_size
         self._instances = instance_count
         self._observe_batch = observe_batch
+        self._inline_below_ns = inline_below_us * 1000
+        self._compute_ns: float | None = None  # moving average of recent batches' compute time
         self._queue: deque[_Pending] = deque()
         # Created inside the running loop on first use, never at construction time.
         self._wakeup: asyncio.Event | None = None
@@ -168,6 +174,10 @@ class Batcher:
         self._queue = rest
         return batch
 
+    @property
+    def _inline(self) -> bool:
+        return self._compute_ns is not None and self._compute_ns < self._inline_below_ns
+
     async def _execute(self, batch: list[_Pending]) -> None:
         assert self._free is not None
         try:
@@ -177,8 +187,13 @@ class Batcher:
             samples = sum(p.size for p in batch)
             inputs = batch[0].inputs if len(batch) == 1 else _concatenate([p.inputs for p in batch])
             joined = time.perf_counter_ns()
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+            if self._inline:
+                outputs, compute_ns = self._timed_run(inputs)
+            else:
+                loop = asyncio.get_running_loop()
+                outputs, compute_ns = await loop.run_in_executor(self._executor, self._timed_run, inputs)
+            previous = self._compute_ns
+            self._compute_ns = compute_ns if previous is None else 0.8 * previous + 0.2 * compute_ns
             done = time.perf_counter_ns()
             results = _split(outputs, [p.size for p in batch], samples) if self._batching else [outputs]
             self._stats.record_batch(len(batch), samples, joined - start, done - joined, time.perf_counter_ns() - done)
@@ -194,6 +209,11 @@ class Batcher:
                     pending.future.set_exception(error)
         finally:
             self._free.release()
+
+    def _timed_run(self, inputs: Arrays) -> tuple[Arrays, int]:
+        started = time.perf_counter_ns()
+        outputs = self._run(inputs)
+        return outputs, time.perf_counter_ns() - started
 
 
 def _concatenate(requests: list[Arrays]) -> Arrays:

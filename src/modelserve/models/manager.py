@@ -217,6 +217,7 @@ class ModelManager:
             max_queue_size=spec.max_queue_size,
             instance_count=spec.instance_count,
             observe_batch=observe,
+            inline_below_us=self._defaults.inline_below_us,
         )
         record.spec, record.runtime = spec, runtime
         record.memory_bytes = runtime.memory_bytes()

@@ -20,11 +20,13 @@ from modelserve.types import TensorSpec, datatype_of, numpy_dtype
 
 @dataclass(frozen=True, slots=True)
 class BatchingDefaults:
-    """Server-wide defaults (MAX_BATCH_SIZE, BATCH_TIMEOUT_MS, MAX_QUEUE_SIZE) for what configs omit."""
+    """Server-wide batching settings (MAX_BATCH_SIZE, BATCH_TIMEOUT_MS, MAX_QUEUE_SIZE, INLINE_INFERENCE_US);
+    the first three are defaults for what configs omit."""
 
     max_batch_size: int = 32
     max_queue_delay_ms: float = 0.0
     max_queue_size: int = 2048
+    inline_below_us: float = 100.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,9 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fron
     manager = ModelManager(
         open_repository(settings.model_repository, settings.model_cache_dir),
         executor,
-        defaults=BatchingDefaults(settings.max_batch_size, settings.batch_timeout_ms, settings.max_queue_size),
+        defaults=BatchingDefaults(
+            settings.max_batch_size, settings.batch_timeout_ms, settings.max_queue_size, settings.inline_inference_us
+        ),
         load_timeout_s=settings.model_load_timeout,
         request_timeout_s=settings.request_timeout_sec,
         control_enabled=explicit,
