@@ -8,7 +8,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 REPOSITORY := examples/model_repository
 
-.PHONY: install models run test lint constraints
+.PHONY: install models run test lint bench constraints
 
 install: $(STAMP)
 
@@ -30,9 +30,14 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy
+
+# Speed against raw inference, the echo floor and MLServer (its own venv, built on first use); see docs/PERFORMANCE.md.
+bench: install
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'
+	$(BIN)/python -m benchmarks.serving $(BENCH_ARGS)
 
 # Pins exactly what is installed now, for CI to reproduce.
 constraints: install
