@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelserve.config import ModelControlMode, Settings, describe_error
+from modelserve.observability.logging import configure_logging
 
 app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
 models_app = typer.Typer(help="List, load and unload the models of a running server.", no_args_is_help=True)
@@ -49,6 +50,8 @@ def serve(
     request_timeout_sec: Annotated[float | None, typer.Option(help=_help("request_timeout_sec"))] = None,
     max_input_size_mb: Annotated[float | None, typer.Option(help=_help("max_input_size_mb"))] = None,
     log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
+    log_format: Annotated[str | None, typer.Option(help=_help("log_format"))] = None,
+    access_log_sample_rate: Annotated[float | None, typer.Option(help=_help("access_log_sample_rate"))] = None,
 ) -> None:
     """Serve a model repository over HTTP (Open Inference Protocol and the /v1 API) and gRPC."""
     options: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
@@ -71,14 +74,15 @@ def serve(
 def _run(settings: Settings) -> None:
     import uvicorn
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.http_port,
         "loop": "uvloop",
         "http": "httptools",
         "log_level": settings.log_level,
-        "access_log": False,  # a log line per request costs throughput; metrics count every request
+        "log_config": None,  # uvicorn's loggers go through configure_logging's pipeline
+        "access_log": False,  # modelserve writes its own access lines (ACCESS_LOG_SAMPLE_RATE)
         "timeout_graceful_shutdown": 30,
     }
     if settings.workers == 1:
@@ -90,7 +94,10 @@ def _run(settings: Settings) -> None:
     for name, value in settings.model_dump().items():
         text = ",".join(value) if isinstance(value, list) else str(value)
         os.environ[Settings.env_name(name)] = text
-    uvicorn.run("modelserve.server.app:create_app_from_env", factory=True, workers=settings.workers, **common)
+    # Each worker writes its metric values where any of them can read all of them for a scrape.
+    with tempfile.TemporaryDirectory(prefix="modelserve-metrics-") as shared:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", shared)
+        uvicorn.run("modelserve.server.app:create_app_from_env", factory=True, workers=settings.workers, **common)
 
 
 URL = Annotated[str, typer.Option(envvar="MODELSERVE_URL", help="Base URL of the running server.")]

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     log_level: str = Field(
         "info", pattern="^(critical|error|warning|info|debug)$", description="Log level of the server."
     )
+    log_format: str = Field(
+        "json", pattern="^(json|console)$", description="json: one JSON object per line; console: for a terminal."
+    )
+    access_log_sample_rate: float = Field(
+        1.0, ge=0, le=1, description="Share of inference requests that get an access log line (0: none)."
+    )
 
     # -- models ------------------------------------------------------------------------------------
     model_control_mode: ModelControlMode = Field(

@@ -506,7 +506,14 @@ async def test_stats_and_observe_batch_count_every_batch_by_its_samples(make_bat
     model = GatedRun()
     stats = ModelStats()
     observed: list[int] = []
-    batcher = make_batcher(model, stats, max_batch_size=8, observe_batch=observed.append)
+    waits: list[float] = []
+
+    def observe(samples: int, compute_s: float, queued_s: list[float]) -> None:
+        assert compute_s > 0
+        observed.append(samples)
+        waits.extend(queued_s)
+
+    batcher = make_batcher(model, stats, max_batch_size=8, observe_batch=observe)
 
     first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
     await model.started()
@@ -517,6 +524,9 @@ async def test_stats_and_observe_batch_count_every_batch_by_its_samples(make_bat
 
     assert model.sizes == [1, 6]
     assert observed == [1, 6]
+    assert len(waits) == 4
+    assert all(w >= 0 for w in waits)
+    assert max(waits) > 0  # the three later ones waited for the first batch
     assert stats.execution_count == 2
     assert stats.inference_count == 7
     assert sorted(stats.batches) == [1, 6]
@@ -533,7 +543,7 @@ async def test_a_failed_batch_is_not_counted_as_an_execution(make_batcher: Facto
     stats = ModelStats()
     observed: list[int] = []
     model = GatedRun(open_=True, error=RuntimeError("boom"))
-    batcher = make_batcher(model, stats, max_batch_size=8, observe_batch=observed.append)
+    batcher = make_batcher(model, stats, max_batch_size=8, observe_batch=lambda n, *_: observed.append(n))
 
     with pytest.raises(InferenceFailed, match="boom"):
         await batcher.submit({"x": -rows(2, 1)["x"]}, 2)

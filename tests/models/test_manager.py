@@ -30,7 +30,7 @@ from modelserve.errors import (
     ModelNotFound,
     ModelNotReady,
 )
-from modelserve.models.manager import ModelManager, ModelState, ModelVersion
+from modelserve.models.manager import ManagerObserver, ModelManager, ModelState, ModelVersion
 from modelserve.models.spec import BatchingDefaults
 from modelserve.repository.layout import ModelRepository
 from modelserve.types import InferenceRequest
@@ -39,6 +39,20 @@ from tests.waiting import until
 
 EXAMPLES = ("iris", "mlp", "simple", "tiny_cnn")
 Factory = Callable[..., ModelManager]
+
+
+@dataclass
+class Recorder:
+    """A ManagerObserver that keeps what it was told."""
+
+    batches: list[tuple[str, int]] = field(default_factory=list)
+    loads: list[tuple[str, float, bool]] = field(default_factory=list)
+
+    def observe_batch(self, model: str, samples: int, compute_s: float, queued_s: list[float]) -> None:
+        self.batches.append((model, samples))
+
+    def observe_load(self, model: str, seconds: float, ok: bool) -> None:
+        self.loads.append((model, seconds, ok))
 
 
 @pytest.fixture
@@ -52,7 +66,7 @@ async def make_manager(executor: ThreadPoolExecutor) -> AsyncIterator[Factory]:
         control_enabled: bool = True,
         load_timeout_s: float = 60.0,
         request_timeout_s: float = 60.0,
-        observe_batch: Callable[[str, int], None] | None = None,
+        observer: ManagerObserver | None = None,
     ) -> ModelManager:
         manager = ModelManager(
             ModelRepository(root),
@@ -61,7 +75,7 @@ async def make_manager(executor: ThreadPoolExecutor) -> AsyncIterator[Factory]:
             load_timeout_s=load_timeout_s,
             request_timeout_s=request_timeout_s,
             control_enabled=control_enabled,
-            observe_batch=observe_batch,
+            observer=observer,
         )
         made.append(manager)
         return manager
@@ -497,9 +511,16 @@ async def test_broken_models_fail_with_the_file_and_problem_while_good_ones_serv
     make_manager: Factory, built_repository: Path, tmp_path: Path
 ) -> None:
     root = broken_repository(tmp_path / "broken", built_repository)
-    manager = make_manager(root)
+    observer = Recorder()
+    manager = make_manager(root, observer=observer)
     await manager.start(["*"])
 
+    outcomes = {name: ok for name, _, ok in observer.loads}
+    assert outcomes == {
+        **dict.fromkeys(EXAMPLES, True),
+        **dict.fromkeys(("bad_yaml", "unknown_field", "corrupt", "wrong_dims"), False),
+    }
+    assert all(seconds > 0 for name, seconds, ok in observer.loads if ok)
     index = {v.name: v for v in await manager.index()}
     for name in EXAMPLES:
         assert (index[name].state, index[name].version) == (ModelState.READY, 1)
@@ -643,8 +664,8 @@ async def test_close_lets_queued_requests_finish_then_unloads_everything(
 
 
 async def test_stats_count_successes_failures_and_samples(make_manager: Factory, built_repository: Path) -> None:
-    observed: list[tuple[str, int]] = []
-    manager = make_manager(built_repository, observe_batch=lambda name, samples: observed.append((name, samples)))
+    observer = Recorder()
+    manager = make_manager(built_repository, observer=observer)
     await manager.start(["simple"])
     stats = manager.get("simple").stats
 
@@ -658,7 +679,8 @@ async def test_stats_count_successes_failures_and_samples(make_manager: Factory,
     assert stats.success.ns > 0
     assert stats.execution_count == 2
     assert stats.inference_count == 4  # two requests of two samples each
-    assert observed == [("simple", 2), ("simple", 2)]
+    assert observer.batches == [("simple", 2), ("simple", 2)]
+    assert [(name, ok) for name, _, ok in observer.loads] == [("simple", True)]
     assert stats.last_inference_ms > 0
 
 

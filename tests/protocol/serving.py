@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.exceptions import StarletteDeprecationWarning
 
 from modelserve.config import Settings
@@ -29,8 +30,11 @@ with warnings.catch_warnings():
 
 __all__ = [
     "HEADER_LENGTH",
+    "Samples",
     "TestClient",
     "binary_request",
+    "metric_value",
+    "metrics_of",
     "pack_bytes",
     "serving",
     "split_response",
@@ -54,17 +58,37 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = READ
 
 
 @contextmanager
-def serving(repository: Path, **settings: Any) -> Iterator[TestClient]:
+def serving(repository: Path, ready_path: str = "/v2/health/ready", **settings: Any) -> Iterator[TestClient]:
     """The app on ``repository`` with its lifespan running, once startup loading has finished.
 
     Explicit control mode loading every model is the default, and no gRPC port (the HTTP app is
-    what these tests drive); ``settings`` override any field.
+    what these tests drive); ``settings`` override any field. ``ready_path`` is the probe awaited.
     """
     options: dict[str, Any] = {"model_control_mode": "explicit", "load_models": ["*"], "grpc_port": 0, **settings}
     app = create_app(Settings(model_repository=str(repository), **options))
     with TestClient(app) as client:
-        wait_until(lambda: client.get("/v2/health/ready").status_code == 200, "GET /v2/health/ready to answer 200")
+        wait_until(lambda: client.get(ready_path).status_code == 200, f"GET {ready_path} to answer 200")
         yield client
+
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def metrics_of(client: TestClient) -> Samples:
+    """Every sample of /metrics, by sample name, as (labels, value)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def metric_value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels``; 0 when there is none."""
+    return sum(value for found, value in samples.get(name, []) if labels.items() <= found.items())
 
 
 def tensor(name: str, datatype: str, shape: Any, data: Any = None, **parameters: Any) -> dict[str, Any]:

@@ -195,11 +195,13 @@ def test_a_model_fixed_on_disk_loads_on_request(example_repository: Path) -> Non
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"not onnx")
 
-    with serving(example_repository, load_models=["later"]) as client:
+    with serving(example_repository, load_models=["later"], ready_path="/health/startup") as client:
         assert "later/1/model.onnx" in _error(client.post("/v2/repository/models/later/load"), 400)
+        assert client.get("/health/ready").status_code == 503  # a model named at startup is missing
         corrupt.write_bytes((example_repository / "mlp" / "1" / "model.onnx").read_bytes())
 
         assert client.post("/v2/repository/models/later/load").status_code == 200
+        assert client.get("/health/ready").status_code == 200
         response = client.post("/v2/models/later/infer", json=MLP_ROW)
         assert response.status_code == 200, response.text
         assert client.get("/health").json()["models_failed"] == {}

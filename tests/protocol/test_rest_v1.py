@@ -9,11 +9,10 @@ import httpx
 import numpy as np
 import onnxruntime
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import modelserve
 from tests.builders import reference_inputs
-from tests.protocol.serving import TestClient, serving
+from tests.protocol.serving import TestClient, metric_value, metrics_of, serving
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
@@ -21,23 +20,6 @@ IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 def _predict(client: TestClient, model: str, inputs: Any, **extra: Any) -> httpx.Response:
     response: httpx.Response = client.post("/v1/predict", json={"model": model, "inputs": inputs, **extra})
     return response
-
-
-def _samples(client: TestClient) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Every sample of /metrics, by sample name, as (labels, value)."""
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
-
-
-def _value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
-    """The value of the sample ``name`` whose labels include ``labels``; 0 when there is none."""
-    return sum(value for found, value in samples.get(name, []) if labels.items() <= found.items())
 
 
 # -- /v1/predict -------------------------------------------------------------------------------------
@@ -110,7 +92,7 @@ def test_health_lists_the_loaded_models(client: TestClient) -> None:
 
 
 def test_metrics_count_requests_by_outcome(client: TestClient) -> None:
-    before = _samples(client)
+    before = metrics_of(client)
     good = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": IRIS_ROWS[0]}]}
     bad = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": IRIS_ROWS[0]}]}
 
@@ -118,10 +100,10 @@ def test_metrics_count_requests_by_outcome(client: TestClient) -> None:
     assert client.post("/v2/models/iris/infer", json=bad).status_code == 400
     assert _predict(client, "iris", IRIS_ROWS).status_code == 200
     assert _predict(client, "no_such_model", IRIS_ROWS).status_code == 404
-    after = _samples(client)
+    after = metrics_of(client)
 
     def grew(name: str, **labels: str) -> float:
-        return _value(after, name, **labels) - _value(before, name, **labels)
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
 
     total = "model_serving_requests_total"
     assert grew(total, model="iris", protocol="http", status="success", code="200", version="1") == 1
@@ -133,7 +115,19 @@ def test_metrics_count_requests_by_outcome(client: TestClient) -> None:
     assert grew(duration, model="iris", protocol="http_v1") == 1
     assert grew("model_serving_batch_size_count", model="iris") == 2  # one batch per successful request
     assert grew("model_serving_batch_size_sum", model="iris") == 1 + 2
-    assert _value(after, "model_serving_models_loaded") == 4
+    assert grew("model_serving_queue_duration_seconds_count", model="iris") == 2
+    assert grew("model_serving_inference_duration_seconds_count", model="iris") == 2
+    assert grew("model_serving_inference_duration_seconds_sum", model="iris") > 0
+    rejected = "model_serving_rejected_requests_total"
+    assert grew(rejected, model="iris", reason="invalid_input") == 1
+    assert grew(rejected, model="unknown", reason="model_not_found") == 1
+    assert metric_value(after, "model_serving_models_loaded") == 4
+    for model in ("iris", "mlp", "simple", "tiny_cnn"):
+        assert metric_value(after, "model_serving_model_load_duration_seconds_count", model=model) == 1
+        assert metric_value(after, "model_serving_model_memory_bytes", model=model, version="1") > 0
+        assert metric_value(after, "model_serving_queue_depth", model=model, version="1") == 0
+        assert metric_value(after, "model_serving_requests_in_flight", model=model, version="1") == 0
+    assert metric_value(after, "model_serving_model_load_failures_total") == 0
 
 
 # -- /v1 load and unload -----------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class Batcher:
         preferred_batch_sizes: tuple[int, ...] = (),
         max_queue_size: int = 0,
         instance_count: int = 1,
-        observe_batch: Callable[[int], None] | None = None,
+        observe_batch: Callable[[int, float, list[float]], None] | None = None,
         inline_below_us: float = 0.0,
     ) -> None:
         if max_batch_size < 0 or max_queue_delay_ms < 0 or max_queue_size < 0 or instance_count < 1:
@@ -198,7 +198,7 @@ class Batcher:
             results = _split(outputs, [p.size for p in batch], samples) if self._batching else [outputs]
             self._stats.record_batch(len(batch), samples, joined - start, done - joined, time.perf_counter_ns() - done)
             if self._observe_batch is not None:
-                self._observe_batch(samples)
+                self._observe_batch(samples, compute_ns / 1e9, [(start - p.enqueued_ns) / 1e9 for p in batch])
             for pending, result in zip(batch, results, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(result)

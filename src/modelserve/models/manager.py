@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
+from typing import Protocol
 
 from modelserve.batching.batcher import Batcher
 from modelserve.errors import (
@@ -44,6 +44,14 @@ class ModelState(StrEnum):
     FAILED = "FAILED"
 
 
+class ManagerObserver(Protocol):
+    """What the manager reports as it works (the server's metrics implement it)."""
+
+    def observe_batch(self, model: str, samples: int, compute_s: float, queued_s: list[float]) -> None: ...
+
+    def observe_load(self, model: str, seconds: float, ok: bool) -> None: ...
+
+
 @dataclass(eq=False)
 class ModelVersion:
     """One version of a model and everything that serves it. ``version`` is None when the model
@@ -59,6 +67,7 @@ class ModelVersion:
     stats: ModelStats = field(default_factory=ModelStats)
     memory_bytes: int = 0
     load_seconds: float = 0.0
+    in_flight: int = 0  # requests inside: validated, queued or running
 
     def fail(self, reason: str) -> None:
         """Record why this version cannot serve."""
@@ -78,7 +87,7 @@ class ModelManager:
         load_timeout_s: float,
         request_timeout_s: float,
         control_enabled: bool,
-        observe_batch: Callable[[str, int], None] | None = None,
+        observer: ManagerObserver | None = None,
     ) -> None:
         self.repository = repository
         self._executor = executor
@@ -86,7 +95,7 @@ class ModelManager:
         self._load_timeout_s = load_timeout_s
         self._request_timeout_s = request_timeout_s
         self._control_enabled = control_enabled
-        self._observe_batch = observe_batch
+        self._observer = observer
         self._models: dict[str, dict[int | None, ModelVersion]] = {}
         self._loads: dict[str, asyncio.Task[list[ModelVersion]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -150,6 +159,8 @@ class ModelManager:
                     versions.clear()
                     versions[None] = ModelVersion(name, None, ModelState.FAILED)
                     versions[None].fail(exc.message)
+                if self._observer is not None:
+                    self._observer.observe_load(name, 0.0, False)
                 raise
             except ModelNotFound:
                 if not versions:
@@ -182,6 +193,13 @@ class ModelManager:
             ) from exc
 
     async def _load_version(self, source: ModelSource, record: ModelVersion) -> None:
+        started = time.perf_counter()
+        await self._build_version(source, record)
+        if self._observer is not None:
+            ok = record.state is ModelState.READY
+            self._observer.observe_load(source.name, time.perf_counter() - started, ok)
+
+    async def _build_version(self, source: ModelSource, record: ModelVersion) -> None:
         assert record.version is not None
         model_file = source.files[record.version]
         runtime = runtime_class(source.platform)(model_file, source.config)
@@ -205,7 +223,7 @@ class ModelManager:
             runtime.unload()
             record.fail(f"{model_file}: {type(exc).__name__}: {exc}")
             return
-        observe = partial(self._observe_batch, source.name) if self._observe_batch else None
+        observe = partial(self._observer.observe_batch, source.name) if self._observer else None
         record.batcher = Batcher(
             f"{source.name}:{record.version}",
             runtime.infer,
@@ -315,6 +333,7 @@ class ModelManager:
         assert spec is not None
         assert batcher is not None
         started = time.perf_counter_ns()
+        record.in_flight += 1
         try:
             size = spec.validate(request.inputs)
             wanted = request.outputs or spec.output_names
@@ -332,6 +351,8 @@ class ModelManager:
         except ModelserveError:
             record.stats.record_request(False, time.perf_counter_ns() - started)
             raise
+        finally:
+            record.in_flight -= 1
         record.stats.record_request(True, time.perf_counter_ns() - started)
         return InferenceResponse(request.model, spec.version, {n: outputs[n] for n in wanted}, request.id)
 

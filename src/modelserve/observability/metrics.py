@@ -1,13 +1,47 @@
 """Prometheus metrics under the runbooks' names, on a registry passed in (no module globals), so any
-number of servers can live in one test process."""
+number of servers can live in one test process.
+
+Events (requests, batches, loads) update counters and histograms where they happen. State (queue
+depth, requests in flight, memory, models loaded) is read from the model manager by ``refresh``: at
+each scrape, and every second in worker processes, whose values prometheus-client's multiprocess mode
+sums across processes (``PROMETHEUS_MULTIPROC_DIR``, set by ``modelserve serve --workers N``).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from modelserve.errors import DeadlineExceeded, InvalidInput, ModelNotFound, ModelNotReady, Overloaded, PayloadTooLarge
+from modelserve.observability.gpu import GpuCollector
+
+if TYPE_CHECKING:
+    from modelserve.models.manager import ModelVersion
 
 # 0.5 ms to 10 s: fast CPU models and slow GPU batches land in distinct buckets.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Refused before running, by the cheapest check that caught it; the label values of rejected_requests.
+REJECTIONS: tuple[tuple[type[Exception], str], ...] = (
+    (PayloadTooLarge, "too_large"),
+    (ModelNotFound, "model_not_found"),
+    (ModelNotReady, "model_not_ready"),
+    (InvalidInput, "invalid_input"),
+    (Overloaded, "queue_full"),
+    (DeadlineExceeded, "deadline_exceeded"),
+)
+
+
+def multiprocess_dir() -> str | None:
+    """Where worker processes share their values, when they do."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class Metrics:
@@ -28,6 +62,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.rejected = Counter(
+            "model_serving_rejected_requests",
+            "Inference requests refused without running, by reason.",
+            ["model", "reason"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "model_serving_batch_size",
             "Samples per runtime call made by the dynamic batcher.",
@@ -35,16 +75,131 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
-        self.models_loaded = Gauge(
-            "model_serving_models_loaded", "Model versions loaded and ready to serve.", registry=registry
+        self.queue_time = Histogram(
+            "model_serving_queue_duration_seconds",
+            "Time a request waited in its model's queue before its batch started, in seconds.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
+        self.compute_time = Histogram(
+            "model_serving_inference_duration_seconds",
+            "Time the runtime took to execute one batch, in seconds.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.load_duration = Histogram(
+            "model_serving_model_load_duration_seconds",
+            "Time to load a model version, successful loads only, in seconds.",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.load_failures = Counter(
+            "model_serving_model_load_failures",
+            "Model version loads that failed.",
+            ["model"],
+            registry=registry,
+        )
+        self.models_loaded = Gauge(
+            "model_serving_models_loaded",
+            "Model versions loaded and ready to serve (the largest count of any worker process).",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.queue_depth = Gauge(
+            "model_serving_queue_depth",
+            "Requests waiting in a model's queue (summed over worker processes).",
+            ["model", "version"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.in_flight = Gauge(
+            "model_serving_requests_in_flight",
+            "Requests inside a model: queued or running (summed over worker processes).",
+            ["model", "version"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.memory = Gauge(
+            "model_serving_model_memory_bytes",
+            "Memory a loaded model version took when it loaded, in bytes (summed over worker processes).",
+            ["model", "version"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._shown: set[tuple[str, str]] = set()
+        self._gpu = GpuCollector()
+        if self._gpu.available:
+            registry.register(self._gpu)
 
-    def observe_request(self, model: str, version: str, protocol: str, code: int | str, seconds: float) -> None:
-        """Count one answered request and its latency; ``code`` is an HTTP status or a gRPC code name."""
+    def observe_request(
+        self,
+        model: str,
+        version: str,
+        protocol: str,
+        code: int | str,
+        seconds: float,
+        error: Exception | None = None,
+    ) -> None:
+        """Count one answered request and its latency; ``code`` is an HTTP status or a gRPC code name.
+
+        A request for a model that does not exist is counted under ``model="unknown"``, so that
+        clients cannot grow the label set without bound.
+        """
+        if isinstance(error, ModelNotFound):
+            model = "unknown"
         status = "success" if code in (200, "OK") else "error"
         self.requests.labels(model, version, protocol, status, str(code)).inc()
         self.duration.labels(model, protocol).observe(seconds)
+        if error is not None and (reason := rejection_reason(error)) is not None:
+            self.rejected.labels(model, reason).inc()
 
-    def observe_batch(self, model: str, samples: int) -> None:
-        """Record the size of one batch a model executed."""
+    def observe_batch(self, model: str, samples: int, compute_s: float, queued_s: Iterable[float]) -> None:
+        """Record one batch a model executed: its size, its compute time, and each request's wait."""
         self.batch_size.labels(model).observe(samples)
+        self.compute_time.labels(model).observe(compute_s)
+        queue_time = self.queue_time.labels(model)
+        for seconds in queued_s:
+            queue_time.observe(seconds)
+
+    def observe_load(self, model: str, seconds: float, ok: bool) -> None:
+        """Record one load of a model version."""
+        if ok:
+            self.load_duration.labels(model).observe(seconds)
+        else:
+            self.load_failures.labels(model).inc()
+
+    def refresh(self, ready: list[ModelVersion]) -> None:
+        """Set the state gauges from the versions serving now; versions gone since read 0."""
+        shown: set[tuple[str, str]] = set()
+        for record in ready:
+            labels = (record.name, str(record.version))
+            shown.add(labels)
+            self.queue_depth.labels(*labels).set(record.batcher.queued if record.batcher else 0)
+            self.in_flight.labels(*labels).set(record.in_flight)
+            self.memory.labels(*labels).set(record.memory_bytes)
+        for labels in self._shown - shown:
+            for gauge in (self.queue_depth, self.in_flight, self.memory):
+                gauge.labels(*labels).set(0)
+        self._shown = shown
+        self.models_loaded.set(len(ready))
+
+    def exposition(self) -> bytes:
+        """The text a scrape receives: this process's registry, or every worker's values combined."""
+        if (directory := multiprocess_dir()) is None:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path=directory)  # type: ignore[no-untyped-call]
+        if self._gpu.available:
+            combined.register(self._gpu)
+        return generate_latest(combined)
+
+
+def rejection_reason(error: Exception) -> str | None:
+    """The ``reason`` label of a request refused without running, or None for other failures."""
+    for kind, reason in REJECTIONS:
+        if isinstance(error, kind):
+            return reason
+    return None

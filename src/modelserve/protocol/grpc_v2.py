@@ -20,7 +20,7 @@ from google.protobuf.json_format import ParseDict
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelserve import __version__
-from modelserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ModelserveError
+from modelserve.errors import InvalidInput, ModelNotReady, ModelserveError
 from modelserve.protocol.errors import grpc_status
 from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response, output_placements
 from modelserve.protocol.v2_codec import parse_version
@@ -68,7 +68,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
     @_rpc
     async def ServerReady(self, request: Any, context: Any) -> service_pb2.ServerReadyResponse:
-        return service_pb2.ServerReadyResponse(ready=self.state.ready)
+        return service_pb2.ServerReadyResponse(ready=self.state.not_ready() is None)
 
     @_rpc
     async def ModelReady(self, request: Any, context: Any) -> service_pb2.ModelReadyResponse:
@@ -168,11 +168,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             reply = encode_infer_response(result, placements, shared_memory)
         except Exception as exc:
             code = grpc_status(exc).name if isinstance(exc, ModelserveError) else "INTERNAL"
-            if isinstance(exc, ModelNotFound):
-                label = "unknown"  # keep metric cardinality bounded by real model names
-            self.state.metrics.observe_request(label, "", "grpc", code, time.perf_counter() - started)
+            self.state.finish_request(label, "", "grpc", code, time.perf_counter() - started, exc)
             raise
-        self.state.metrics.observe_request(label, str(result.version), "grpc", "OK", time.perf_counter() - started)
+        self.state.finish_request(label, str(result.version), "grpc", "OK", time.perf_counter() - started)
         return reply
 
     @_rpc

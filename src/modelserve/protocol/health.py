@@ -1,14 +1,20 @@
-"""``GET /health`` and ``GET /metrics``: what the runbooks curl first during an incident."""
+"""``GET /health``, the Kubernetes probes and ``GET /metrics``: what the runbooks curl first during an incident.
+
+The probes answer from memory only, so a slow model store or a busy model never fails them:
+``/health/live`` says the process answers (a restart would not help otherwise), ``/health/startup``
+that startup loading has finished, ``/health/ready`` that traffic is welcome now (started, not
+draining, every model named at startup serving). Each says why when it answers 503.
+"""
 
 from __future__ import annotations
 
 import time
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from modelserve import __version__
+from modelserve.observability.metrics import CONTENT_TYPE
 from modelserve.protocol.http import json_response
 from modelserve.server.state import ServerState
 
@@ -22,7 +28,9 @@ def router(state: ServerState) -> APIRouter:
     async def health() -> Response:
         # Only what the server holds: a probe must not depend on the repository's storage answering.
         failed = {r.name: r.reason for r in manager.failed()}
-        if not state.ready:
+        if state.draining:
+            status, code = "draining", 503
+        elif not state.ready:
             status, code = "starting", 503
         else:
             status, code = ("degraded" if failed else "healthy"), 200
@@ -37,9 +45,27 @@ def router(state: ServerState) -> APIRouter:
             code,
         )
 
+    @api.get("/health/live", summary="Liveness probe: the process answers")
+    async def live() -> Response:
+        return json_response({"status": "live"})
+
+    @api.get("/health/startup", summary="Startup probe: startup loading has finished")
+    async def startup() -> Response:
+        return _probe("started", state.not_started())
+
+    @api.get("/health/ready", summary="Readiness probe: started, not draining, required models serving")
+    async def ready() -> Response:
+        return _probe("ready", state.not_ready())
+
     @api.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
-        state.metrics.models_loaded.set(len(manager.ready()))
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        state.metrics.refresh(manager.ready())
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE)
 
     return api
+
+
+def _probe(status: str, reason: str | None) -> Response:
+    if reason is None:
+        return json_response({"status": status})
+    return json_response({"status": "unavailable", "reason": reason}, 503)

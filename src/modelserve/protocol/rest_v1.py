@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from modelserve.errors import InvalidInput, ModelNotFound
+from modelserve.errors import InvalidInput
 from modelserve.models.manager import ModelVersion
 from modelserve.models.spec import ModelSpec
 from modelserve.protocol.errors import error_response
@@ -54,14 +54,11 @@ def predict_endpoint(state: ServerState) -> Endpoint:
             outputs = {name: _jsonable(name, array) for name, array in result.outputs.items()}
         except Exception as exc:
             response = error_response(exc)
-            if isinstance(exc, ModelNotFound):
-                label = "unknown"
-            state.metrics.observe_request(
-                label, version, "http_v1", response.status_code, time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            state.finish_request(label, version, "http_v1", response.status_code, elapsed, exc)
             return response
         elapsed = time.perf_counter() - started
-        state.metrics.observe_request(label, version, "http_v1", 200, elapsed)
+        state.finish_request(label, version, "http_v1", 200, elapsed)
         body = {"model": model, "version": version, "outputs": outputs, "latency_ms": round(elapsed * 1000, 3)}
         return json_response(body)
 

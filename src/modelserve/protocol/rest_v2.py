@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from modelserve import __version__
-from modelserve.errors import InvalidInput, ModelNotFound
+from modelserve.errors import InvalidInput
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import Endpoint, json_body, json_response, read_body
 from modelserve.protocol.v2_codec import decode_request, decompress, encode_response, parse_version
@@ -53,11 +53,10 @@ def infer_endpoint(state: ServerState) -> Endpoint:
             payload, header_length = encode_response(result, form, state.shared_memory)
         except Exception as exc:
             response = error_response(exc)
-            if isinstance(exc, ModelNotFound):
-                label = "unknown"  # keep metric cardinality bounded by real model names
-            state.metrics.observe_request(label, version, "http", response.status_code, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            state.finish_request(label, version, "http", response.status_code, elapsed, exc)
             return response
-        state.metrics.observe_request(label, str(result.version), "http", 200, time.perf_counter() - started)
+        state.finish_request(label, str(result.version), "http", 200, time.perf_counter() - started)
         if header_length is None:
             return Response(payload, 200, media_type="application/json")
         headers = {"Inference-Header-Content-Length": str(header_length)}
@@ -81,8 +80,8 @@ def router(state: ServerState) -> APIRouter:
 
     @api.get("/v2/health/ready", summary="Startup loading has finished and the server accepts inference")
     async def ready() -> Response:
-        if not state.ready:
-            return json_response({"ready": False, "error": "server is starting: models are loading"}, 503)
+        if (reason := state.not_ready()) is not None:
+            return json_response({"ready": False, "error": reason}, 503)
         return json_response({"ready": True})
 
     @api.get("/v2", summary="Server metadata")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +25,8 @@ from modelserve.config import ModelControlMode, Settings
 from modelserve.errors import ModelserveError
 from modelserve.models.manager import ModelManager
 from modelserve.models.spec import BatchingDefaults
-from modelserve.observability.metrics import Metrics
+from modelserve.observability.logging import configure_logging
+from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.protocol import health, rest_v1, rest_v2
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response
@@ -54,10 +57,11 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fron
         load_timeout_s=settings.model_load_timeout,
         request_timeout_s=settings.request_timeout_sec,
         control_enabled=explicit,
-        observe_batch=metrics.observe_batch,
+        observer=metrics,
     )
-    state = ServerState(settings=settings, manager=manager, metrics=metrics)
     startup = settings.load_models if explicit else ["*"]
+    required = tuple(name for name in startup if name != "*")
+    state = ServerState(settings=settings, manager=manager, metrics=metrics, required=required)
 
     async def load_initial_models() -> None:
         try:
@@ -69,16 +73,26 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fron
         state.ready = True
         log.info("ready: %d model version(s) serving", len(manager.ready()))
 
+    async def share_metrics() -> None:
+        # A scrape reaches one worker; the others' state gauges must be fresh in the shared files.
+        while True:
+            metrics.refresh(manager.ready())
+            await asyncio.sleep(1)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         grpc_server = await start_grpc(state)
         loading = asyncio.create_task(load_initial_models())
         if load_before_serving:
             await loading
+        sharing = asyncio.create_task(share_metrics()) if multiprocess_dir() else None
         try:
             yield
         finally:
-            state.ready = False
+            state.draining = True
+            if sharing is not None:
+                sharing.cancel()
+                mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
             if grpc_server is not None:
                 await grpc_server.stop(grace=5)
             loading.cancel()
@@ -104,7 +118,9 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fron
 
 def create_app_from_env() -> FrontDoor:
     """Factory for worker processes (``--workers N``): each reads the settings the parent exported."""
-    return create_app(Settings(), load_before_serving=True)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings, load_before_serving=True)
 
 
 async def _error(_: Request, exc: Exception) -> Response:

@@ -6,7 +6,9 @@ import time
 from dataclasses import dataclass, field
 
 from modelserve.config import Settings
+from modelserve.errors import ModelserveError
 from modelserve.models.manager import ModelManager
+from modelserve.observability.logging import AccessLog
 from modelserve.observability.metrics import Metrics
 from modelserve.protocol.shared_memory import SharedMemoryRegistry
 
@@ -20,5 +22,48 @@ class ServerState:
     metrics: Metrics
     shared_memory: SharedMemoryRegistry = field(default_factory=SharedMemoryRegistry)
     started_at: float = field(default_factory=time.monotonic)
-    ready: bool = False
+    ready: bool = False  # startup loading has finished
     startup_error: str = ""
+    draining: bool = False
+    required: tuple[str, ...] = ()  # models named at startup: readiness needs each of them serving
+    access_log: AccessLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.access_log = AccessLog(self.settings.access_log_sample_rate)
+
+    def finish_request(
+        self,
+        model: str,
+        version: str,
+        protocol: str,
+        code: int | str,
+        seconds: float,
+        error: Exception | None = None,
+    ) -> None:
+        """Account for one answered inference request: metrics, then its access log line."""
+        self.metrics.observe_request(model, version, protocol, code, seconds, error)
+        if error is None:
+            reason = None
+        else:
+            reason = error.message if isinstance(error, ModelserveError) else f"internal error ({type(error).__name__})"
+        self.access_log.record(model, version, protocol, code, seconds, reason)
+
+    def not_started(self) -> str | None:
+        """Why startup has not finished (the startup probe's reason), or None once it has."""
+        if self.startup_error:
+            return f"startup failed: {self.startup_error}"
+        if not self.ready:
+            return "server is starting: models are loading"
+        return None
+
+    def not_ready(self) -> str | None:
+        """Why the server should receive no traffic now (the readiness probe's reason), or None."""
+        if self.draining:
+            return "server is shutting down: draining in-flight requests"
+        if (reason := self.not_started()) is not None:
+            return reason
+        serving = {record.name for record in self.manager.ready()}
+        missing = [name for name in self.required if name not in serving]
+        if missing:
+            return f"required model(s) not ready: {', '.join(missing)} (see /health for the reason)"
+        return None

@@ -1,0 +1,88 @@
+"""Logs: one pipeline (structlog) for our own lines, the standard library's (uvicorn, grpc, asyncio)
+and Python warnings, rendered as one JSON object per line (``LOG_FORMAT=json``, what the runbooks grep
+with jq) or for a terminal (``console``).
+
+Every JSON line has ``timestamp`` (ISO-8601, UTC), ``level``, ``logger`` and ``message``, plus the
+fields of its event (``model``, ``latency_ms``, ``status``...) and ``exception`` when one is attached.
+The access log writes one line per answered inference request, thinned by ``ACCESS_LOG_SAMPLE_RATE``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from typing import Any
+
+import orjson
+import structlog
+from structlog.typing import Processor
+
+ACCESS_LOGGER = "modelserve.access"
+
+
+def _dumps(document: Any, **_: Any) -> str:
+    return orjson.dumps(document, default=str).decode()
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Route every logger of the process through one handler on stderr, rendered as ``fmt``."""
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    ]
+    finish: list[Processor]
+    if fmt == "json":
+        finish = [
+            structlog.processors.format_exc_info,  # the traceback as text, under "exception"
+            structlog.processors.EventRenamer("message"),
+            structlog.processors.JSONRenderer(serializer=_dumps),
+        ]
+    else:
+        finish = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "grpc", "asyncio"):
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
+    logging.captureWarnings(True)  # warnings.warn(...) becomes a "py.warnings" line like any other
+
+
+class AccessLog:
+    """One INFO line per answered inference request, for a ``sample_rate`` share of them (0: none)."""
+
+    def __init__(self, sample_rate: float) -> None:
+        self._rate = sample_rate
+        self._log = structlog.get_logger(ACCESS_LOGGER)
+        self._enabled = logging.getLogger(ACCESS_LOGGER).isEnabledFor
+
+    def record(
+        self, model: str, version: str, protocol: str, code: int | str, seconds: float, error: str | None
+    ) -> None:
+        """Write the request's line, unless sampling or the log level leaves it out."""
+        if self._rate <= 0 or (self._rate < 1 and random.random() >= self._rate):
+            return
+        if not self._enabled(logging.INFO):
+            return
+        status = "success" if code in (200, "OK") else "error"
+        fields: dict[str, Any] = {"model": model, "version": version, "protocol": protocol, "status": status}
+        fields.update(code=code, latency_ms=round(seconds * 1000, 3))
+        if error is not None:
+            fields["error"] = error
+        self._log.info("inference request", **fields)

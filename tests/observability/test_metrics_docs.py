@@ -1,0 +1,55 @@
+"""docs/METRICS.md documents every metric the server registers, with each of its labels."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from modelserve.observability.gpu import GPU_METRICS
+from modelserve.observability.metrics import Metrics
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "METRICS.md"
+
+
+def _documented() -> dict[str, set[str]]:
+    """Each table row's metric name and the labels its row names."""
+    rows: dict[str, set[str]] = {}
+    for line in DOC.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and (name := re.fullmatch(r"`(\w+)`", cells[0])):
+            rows[name.group(1)] = set(re.findall(r"`(\w+)`", cells[2]))
+    return rows
+
+
+def test_every_registered_metric_is_documented_with_its_labels() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    documented = _documented()
+
+    families = list(registry.collect())
+    assert len(families) >= 12
+    for family in families:
+        exposed = f"{family.name}_total" if family.type == "counter" else family.name
+        assert exposed in documented, f"{exposed} is registered but missing from docs/METRICS.md"
+        labels = {label for sample in family.samples for label in sample.labels if label not in ("le",)}
+        # Labelled metrics have no samples until first used; their label names come from the collector.
+        collector = registry._names_to_collectors[family.name]
+        labels |= set(collector._labelnames)
+        assert labels == documented[exposed], f"{exposed}: labels {labels} documented as {documented[exposed]}"
+
+
+def test_gpu_metrics_are_documented_whether_or_not_this_host_has_a_gpu() -> None:
+    documented = _documented()
+
+    for name in GPU_METRICS:
+        assert documented.get(name) == {"gpu"}, f"{name} missing from docs/METRICS.md or documented without 'gpu'"
+
+
+def test_the_document_lists_no_metric_that_does_not_exist() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    exposed = {f"{f.name}_total" if f.type == "counter" else f.name for f in registry.collect()}
+
+    assert set(_documented()) == exposed | set(GPU_METRICS)
