@@ -8,7 +8,8 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 REPOSITORY := examples/model_repository
 
-.PHONY: install models run test lint bench constraints
+TOOLS := .tools
+.PHONY: install tools models run test lint bench constraints
 
 install: $(STAMP)
 
@@ -19,6 +20,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[torch,sklearn,s3,dev]'
 	touch $@
 
+# promtool, amtool and prometheus from Debian's packages, unpacked into .tools (no service starts, no root needed
+# once apt's package lists exist). The deploy/ tests run them.
+tools: $(TOOLS)/.installed
+
+$(TOOLS)/.installed:
+	rm -rf $(TOOLS) && mkdir -p $(TOOLS)/debs
+	cd $(TOOLS)/debs && apt-get download prometheus prometheus-alertmanager 2>/dev/null || \
+		{ apt-get update -qq && apt-get download prometheus prometheus-alertmanager; }
+	for deb in $(TOOLS)/debs/*.deb; do dpkg-deb -x $$deb $(TOOLS)/root; done
+	rm -rf $(TOOLS)/debs
+	touch $@
+
 models: install
 	$(BIN)/python examples/build_models.py $(REPOSITORY)
 
@@ -26,7 +39,7 @@ run: models
 	$(BIN)/modelserve serve --model-repository $(REPOSITORY) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
 		--model-control-mode explicit --load-model '*'
 
-test: install
+test: install tools
 	$(BIN)/python -m pytest
 
 lint: install

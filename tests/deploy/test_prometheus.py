@@ -1,0 +1,56 @@
+"""The alert rules pass promtool's checks and unit tests, and each is complete and links to the runbook."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from typing import Any
+
+import yaml
+
+from tests.deploy.tools import DEPLOY, ROOT, tool
+
+RULES = DEPLOY / "prometheus" / "alerts.yml"
+
+
+def _run(*command: str) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=RULES.parent, check=False)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _alerts() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def test_promtool_accepts_the_rules() -> None:
+    output = _run(tool("promtool"), "check", "rules", RULES.name)
+
+    assert f"SUCCESS: {len(_alerts())} rules found" in output
+
+
+def test_promtool_unit_tests_fire_and_spare_every_alert() -> None:
+    output = _run(tool("promtool"), "test", "rules", "alerts.test.yml")
+    tested = set(re.findall(r"alertname: (\w+)", (RULES.parent / "alerts.test.yml").read_text()))
+
+    assert "SUCCESS" in output
+    assert tested == {rule["alert"] for rule in _alerts()}, "every alert has a unit test"
+
+
+def test_every_alert_has_a_duration_severity_text_and_a_runbook_section() -> None:
+    runbook = (ROOT / "docs" / "RUNBOOK.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", runbook, re.M)
+    }
+    for rule in _alerts():
+        name = rule["alert"]
+        assert "for" in rule, name
+        annotations = rule["annotations"]
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        assert annotations["summary"], name
+        assert annotations["description"], name
+        url = annotations["runbook_url"]
+        assert url.startswith("docs/RUNBOOK.md#"), name
+        assert url.split("#", 1)[1] in anchors, f"{name}: no section '{url}' in docs/RUNBOOK.md"
