@@ -59,11 +59,15 @@ def raw_inference(
     return batch * len(latencies) / sum(latencies), float(np.median(latencies) * 1000)
 
 
-def start_server(repository: Path, workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_server(
+    repository: Path, workers: int, options: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """`modelserve serve` with ``options`` after the defaults (log level warning: no access lines)."""
     port, grpc_port = free_port(), free_port()
     command = [
         *(sys.executable, "-m", "modelserve", "serve", "--model-repository", str(repository)),
         *("--http-port", str(port), "--grpc-port", str(grpc_port), "--workers", str(workers), "--log-level", "warning"),
+        *(options or []),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -140,6 +144,7 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--raw-batches", type=int, nargs="+", default=[1], help="batch sizes of the raw baseline")
+    parser.add_argument("--serve-option", action="append", default=[], help="passed to modelserve serve (repeatable)")
     parser.add_argument("--no-echo", action="store_true", help="skip the echo-server floor")
     parser.add_argument("--no-mlserver", action="store_true", help="skip the MLServer comparison")
     parser.add_argument("--csv", type=Path, default=ROOT / "benchmarks" / "results" / "serving.csv")
@@ -157,7 +162,7 @@ def main() -> None:
     ours = f"modelserve w{args.workers}"
     rows: list[dict[str, object]] = []
     for run in range(1, args.runs + 1):
-        process, url, grpc_address = start_server(repository, args.workers)
+        process, url, grpc_address = start_server(repository, args.workers, args.serve_option)
         try:
             workload = Workload.from_server(url, args.model)
             for batch in args.raw_batches:
