@@ -124,7 +124,7 @@ class Metrics:
         )
         self.memory = Gauge(
             "model_serving_model_memory_bytes",
-            "Memory a loaded model version took when it loaded, in bytes (summed over worker processes).",
+            "Memory a loaded model version occupies as its runtime estimates it, in bytes (summed over workers).",
             ["model", "version"],
             registry=registry,
             multiprocess_mode="livesum",
