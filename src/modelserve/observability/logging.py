@@ -18,6 +18,8 @@ import orjson
 import structlog
 from structlog.typing import Processor
 
+from modelserve.errors import ModelserveError
+
 ACCESS_LOGGER = "modelserve.access"
 
 
@@ -73,7 +75,7 @@ class AccessLog:
         self._enabled = logging.getLogger(ACCESS_LOGGER).isEnabledFor
 
     def record(
-        self, model: str, version: str, protocol: str, code: int | str, seconds: float, error: str | None
+        self, model: str, version: str, protocol: str, code: int | str, seconds: float, error: Exception | None
     ) -> None:
         """Write the request's line, unless sampling or the log level leaves it out."""
         if self._rate <= 0 or (self._rate < 1 and random.random() >= self._rate):
@@ -83,6 +85,8 @@ class AccessLog:
         status = "success" if code in (200, "OK") else "error"
         fields: dict[str, Any] = {"model": model, "version": version, "protocol": protocol, "status": status}
         fields.update(code=code, latency_ms=round(seconds * 1000, 3))
-        if error is not None:
-            fields["error"] = error
+        if error is not None:  # formatted only for the lines that are written
+            fields["error"] = (
+                error.message if isinstance(error, ModelserveError) else f"internal error ({type(error).__name__})"
+            )
         self._log.info("inference request", **fields)

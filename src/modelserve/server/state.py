@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, field
 
 from modelserve.config import Settings
-from modelserve.errors import ModelserveError
 from modelserve.models.manager import ModelManager
 from modelserve.observability.logging import AccessLog
 from modelserve.observability.metrics import Metrics
@@ -42,11 +41,7 @@ class ServerState:
     ) -> None:
         """Account for one answered inference request: metrics, then its access log line."""
         self.metrics.observe_request(model, version, protocol, code, seconds, error)
-        if error is None:
-            reason = None
-        else:
-            reason = error.message if isinstance(error, ModelserveError) else f"internal error ({type(error).__name__})"
-        self.access_log.record(model, version, protocol, code, seconds, reason)
+        self.access_log.record(model, version, protocol, code, seconds, error)
 
     def not_started(self) -> str | None:
         """Why startup has not finished (the startup probe's reason), or None once it has."""
