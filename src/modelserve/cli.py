@@ -15,6 +15,7 @@ from rich.table import Table
 
 from modelserve.config import ModelControlMode, Settings, describe_error
 from modelserve.observability.logging import configure_logging
+from modelserve.observability.tracing import otlp_protocol
 
 app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
 models_app = typer.Typer(help="List, load and unload the models of a running server.", no_args_is_help=True)
@@ -52,6 +53,7 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
     log_format: Annotated[str | None, typer.Option(help=_help("log_format"))] = None,
     access_log_sample_rate: Annotated[float | None, typer.Option(help=_help("access_log_sample_rate"))] = None,
+    trace_sample_rate: Annotated[float | None, typer.Option(help=_help("trace_sample_rate"))] = None,
 ) -> None:
     """Serve a model repository over HTTP (Open Inference Protocol and the /v1 API) and gRPC."""
     options: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
@@ -61,6 +63,11 @@ def serve(
         settings = Settings.from_options(**options)
     except ValidationError as exc:
         err.print(f"[red]{describe_error(exc)}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        otlp_protocol(os.environ)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     if not settings.model_repository:
         err.print("[red]no model repository: pass --model-repository PATH or set MODEL_REPOSITORY[/red]")

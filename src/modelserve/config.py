@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     access_log_sample_rate: float = Field(
         1.0, ge=0, le=1, description="Share of inference requests that get an access log line (0: none)."
     )
+    trace_sample_rate: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded when an OTLP endpoint is set (0: tracing off); "
+        "a caller's sampled traceparent is always followed.",
+    )
 
     # -- models ------------------------------------------------------------------------------------
     model_control_mode: ModelControlMode = Field(

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.exceptions import StarletteDeprecationWarning
 
 from modelserve.config import Settings
+from modelserve.observability.tracing import Tracing
 from modelserve.server.app import create_app
 from modelserve.types import numpy_dtype
 
@@ -58,14 +59,17 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = READ
 
 
 @contextmanager
-def serving(repository: Path, ready_path: str = "/v2/health/ready", **settings: Any) -> Iterator[TestClient]:
+def serving(
+    repository: Path, ready_path: str = "/v2/health/ready", tracing: Tracing | None = None, **settings: Any
+) -> Iterator[TestClient]:
     """The app on ``repository`` with its lifespan running, once startup loading has finished.
 
     Explicit control mode loading every model is the default, and no gRPC port (the HTTP app is
     what these tests drive); ``settings`` override any field. ``ready_path`` is the probe awaited.
+    Without ``tracing``, tracing is off whatever the environment says.
     """
     options: dict[str, Any] = {"model_control_mode": "explicit", "load_models": ["*"], "grpc_port": 0, **settings}
-    app = create_app(Settings(model_repository=str(repository), **options))
+    app = create_app(Settings(model_repository=str(repository), **options), tracing=tracing or Tracing())
     with TestClient(app) as client:
         wait_until(lambda: client.get(ready_path).status_code == 200, f"GET {ready_path} to answer 200")
         yield client

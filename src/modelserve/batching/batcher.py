@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, Status, StatusCode, Tracer
 
 from modelserve.errors import InferenceFailed, ModelNotReady, ModelserveError, Overloaded
 from modelserve.models.stats import ModelStats
@@ -38,6 +40,8 @@ class _Pending:
     key: Hashable
     future: asyncio.Future[Arrays]
     enqueued_ns: int
+    caller: SpanContext | None = None  # the request's span, when traced
+    waiting: Span | None = None  # its queue span, ended when its batch starts
 
 
 class Batcher:
@@ -57,6 +61,7 @@ class Batcher:
         instance_count: int = 1,
         observe_batch: Callable[[int, float, list[float]], None] | None = None,
         inline_below_us: float = 0.0,
+        tracer: Tracer | None = None,
     ) -> None:
         if max_batch_size < 0 or max_queue_delay_ms < 0 or max_queue_size < 0 or instance_count < 1:
             raise ValueError("batcher limits must be non-negative and instance_count at least 1")
@@ -74,6 +79,7 @@ class Batcher:
         self._instances = instance_count
         self._observe_batch = observe_batch
         self._inline_below_ns = inline_below_us * 1000
+        self._tracer = tracer
         self._compute_ns: float | None = None  # moving average of recent batches' compute time
         self._queue: deque[_Pending] = deque()
         # Created inside the running loop on first use, never at construction time.
@@ -102,7 +108,11 @@ class Batcher:
         assert self._wakeup is not None
         key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items()) if self._batching else None
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(inputs, size, key, future, time.perf_counter_ns()))
+        pending = _Pending(inputs, size, key, future, time.perf_counter_ns())
+        if self._tracer is not None:
+            pending.caller = trace.get_current_span().get_span_context()
+            pending.waiting = self._tracer.start_span("queue", attributes={"modelserve.model": self.name})
+        self._queue.append(pending)
         self._wakeup.set()
         return await future
 
@@ -157,7 +167,7 @@ class Batcher:
     def _take(self) -> list[_Pending]:
         """The oldest live request plus later compatible ones, up to the batch limit, in order."""
         while self._queue and self._queue[0].future.done():  # the caller gave up (timeout, disconnect)
-            self._queue.popleft()
+            _abandon(self._queue.popleft())
         if not self._queue:
             return []
         head = self._queue[0]
@@ -165,11 +175,12 @@ class Batcher:
             return [self._queue.popleft()]
         batch, rest, samples = [], deque[_Pending](), 0
         for pending in self._queue:
-            fits = pending.key == head.key and samples + pending.size <= self._max_samples
-            if fits and not pending.future.done():
+            if pending.future.done():
+                _abandon(pending)
+            elif pending.key == head.key and samples + pending.size <= self._max_samples:
                 batch.append(pending)
                 samples += pending.size
-            elif not pending.future.done():
+            else:
                 rest.append(pending)
         self._queue = rest
         return batch
@@ -180,6 +191,7 @@ class Batcher:
 
     async def _execute(self, batch: list[_Pending]) -> None:
         assert self._free is not None
+        span = self._batch_span(batch) if self._tracer is not None else None
         try:
             start = time.perf_counter_ns()
             for pending in batch:
@@ -204,16 +216,49 @@ class Batcher:
                     pending.future.set_result(result)
         except Exception as exc:
             error = exc if isinstance(exc, ModelserveError) else InferenceFailed(f"model '{self.name}' failed: {exc}")
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, error.message))
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(error)
         finally:
+            if span is not None:
+                span.end()
             self._free.release()
+
+    def _batch_span(self, batch: list[_Pending]) -> Span | None:
+        """End the requests' queue spans; open the batch's span, in the first sampled request's trace."""
+        assert self._tracer is not None
+        callers = [p.caller for p in batch if p.caller is not None and p.caller.is_valid]
+        for pending in batch:
+            if pending.waiting is not None:
+                pending.waiting.end()
+        parent = next((c for c in callers if c.trace_flags.sampled), None)
+        if parent is None:
+            return None  # no request in it is sampled: the batch is not either
+        return self._tracer.start_span(
+            "batch",
+            trace.set_span_in_context(NonRecordingSpan(parent)),
+            links=[Link(caller) for caller in callers],
+            attributes={
+                "modelserve.model": self.name,
+                "modelserve.batch.requests": len(batch),
+                "modelserve.batch.samples": sum(p.size for p in batch),
+                "modelserve.batch.inline": self._inline,
+            },
+        )
 
     def _timed_run(self, inputs: Arrays) -> tuple[Arrays, int]:
         started = time.perf_counter_ns()
         outputs = self._run(inputs)
         return outputs, time.perf_counter_ns() - started
+
+
+def _abandon(pending: _Pending) -> None:
+    """A request whose caller stopped waiting leaves the queue without running; its trace says so."""
+    if pending.waiting is not None:
+        pending.waiting.set_status(Status(StatusCode.ERROR, "the caller stopped waiting before a batch ran it"))
+        pending.waiting.end()
 
 
 def _concatenate(requests: list[Arrays]) -> Arrays:

@@ -16,6 +16,8 @@ from enum import StrEnum
 from functools import partial
 from typing import Protocol
 
+from opentelemetry.trace import Tracer
+
 from modelserve.batching.batcher import Batcher
 from modelserve.errors import (
     DeadlineExceeded,
@@ -88,6 +90,7 @@ class ModelManager:
         request_timeout_s: float,
         control_enabled: bool,
         observer: ManagerObserver | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.repository = repository
         self._executor = executor
@@ -96,6 +99,7 @@ class ModelManager:
         self._request_timeout_s = request_timeout_s
         self._control_enabled = control_enabled
         self._observer = observer
+        self._tracer = tracer
         self._models: dict[str, dict[int | None, ModelVersion]] = {}
         self._loads: dict[str, asyncio.Task[list[ModelVersion]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -236,6 +240,7 @@ class ModelManager:
             instance_count=spec.instance_count,
             observe_batch=observe,
             inline_below_us=self._defaults.inline_below_us,
+            tracer=self._tracer,
         )
         record.spec, record.runtime = spec, runtime
         record.memory_bytes = runtime.memory_bytes()

@@ -2,8 +2,9 @@
 and Python warnings, rendered as one JSON object per line (``LOG_FORMAT=json``, what the runbooks grep
 with jq) or for a terminal (``console``).
 
-Every JSON line has ``timestamp`` (ISO-8601, UTC), ``level``, ``logger`` and ``message``, plus the
-fields of its event (``model``, ``latency_ms``, ``status``...) and ``exception`` when one is attached.
+Every JSON line has ``timestamp`` (ISO-8601, UTC), ``level``, ``logger`` and ``message``, the
+``trace_id`` of the request it was written for when that request is traced, the fields of its event
+(``model``, ``latency_ms``, ``status``...) and ``exception`` when one is attached.
 The access log writes one line per answered inference request, thinned by ``ACCESS_LOG_SAMPLE_RATE``.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -19,6 +21,7 @@ import structlog
 from structlog.typing import Processor
 
 from modelserve.errors import ModelserveError
+from modelserve.observability.tracing import current_trace_id
 
 ACCESS_LOGGER = "modelserve.access"
 
@@ -27,10 +30,17 @@ def _dumps(document: Any, **_: Any) -> str:
     return orjson.dumps(document, default=str).decode()
 
 
+def _add_trace_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if (trace_id := current_trace_id()) is not None:
+        event.setdefault("trace_id", trace_id)
+    return event
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Route every logger of the process through one handler on stderr, rendered as ``fmt``."""
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        _add_trace_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),

@@ -34,6 +34,8 @@ from modelserve.protocol.v2_documents import (
 from modelserve.server.state import ServerState
 
 log = logging.getLogger("modelserve.grpc")
+_SERVICE = "inference.GRPCInferenceService"
+_ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": _SERVICE, "modelserve.protocol": "grpc"}
 Reply = TypeVar("Reply")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Reply]]
 
@@ -61,6 +63,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.manager = state.manager
+        self.tracing = state.tracing
 
     @_rpc
     async def ServerLive(self, request: Any, context: Any) -> service_pb2.ServerLiveResponse:
@@ -120,7 +123,10 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
     @_rpc
     async def ModelInfer(self, request: Any, context: Any) -> service_pb2.ModelInferResponse:
-        return await self._infer(request, context.time_remaining())
+        if not self.tracing.enabled:
+            return await self._infer(request, context.time_remaining())
+        with self.tracing.request(f"{_SERVICE}/ModelInfer", _metadata(context), _ATTRIBUTES):
+            return await self._infer(request, context.time_remaining())
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -128,10 +134,12 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         """Requests on one stream run concurrently; each answer (or error) carries its request's id."""
         answers: asyncio.Queue[service_pb2.ModelStreamInferResponse | None] = asyncio.Queue()
         running: set[asyncio.Task[None]] = set()
+        carrier = _metadata(context) if self.tracing.enabled else None
 
         async def answer(message: Any) -> None:
             try:
-                reply = service_pb2.ModelStreamInferResponse(infer_response=await self._infer(message, None))
+                with self.tracing.request(f"{_SERVICE}/ModelStreamInfer", carrier, _ATTRIBUTES):
+                    reply = service_pb2.ModelStreamInferResponse(infer_response=await self._infer(message, None))
             except ModelserveError as exc:
                 reply = _stream_error(message, exc.message)
             except Exception as exc:
@@ -160,12 +168,14 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         started = time.perf_counter()
         label = message.model_name
         try:
-            self.manager.get(label, parse_version(message.model_version))  # refuse before decoding
-            shared_memory = self.state.shared_memory
-            request = decode_infer_request(message, shared_memory)
-            placements = output_placements(message, shared_memory)
+            with self.tracing.span("admission"):
+                self.manager.get(label, parse_version(message.model_version))  # refuse before decoding
+                shared_memory = self.state.shared_memory
+                request = decode_infer_request(message, shared_memory)
+                placements = output_placements(message, shared_memory)
             result = await self.manager.infer(request, deadline_s)
-            reply = encode_infer_response(result, placements, shared_memory)
+            with self.tracing.span("encode"):
+                reply = encode_infer_response(result, placements, shared_memory)
         except Exception as exc:
             code = grpc_status(exc).name if isinstance(exc, ModelserveError) else "INTERNAL"
             self.state.finish_request(label, "", "grpc", code, time.perf_counter() - started, exc)
@@ -208,6 +218,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
     async def LogSettings(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await _unsupported(context, "log settings")
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, Any]:
+    """The call's metadata as a mapping, where the W3C propagator looks for ``traceparent``."""
+    return dict(context.invocation_metadata() or ())
 
 
 def _stream_error(message: Any, text: str) -> service_pb2.ModelStreamInferResponse:

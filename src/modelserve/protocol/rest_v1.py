@@ -38,20 +38,27 @@ class ModelFormat(StrEnum):
 
 def predict_endpoint(state: ServerState) -> Endpoint:
     """``POST /v1/predict``: answers every error itself, so the ASGI front door can call it directly."""
-    manager = state.manager
+    manager, tracing = state.manager, state.tracing
+    attributes = {"http.request.method": "POST", "url.path": "/v1/predict", "modelserve.protocol": "http_v1"}
 
     async def predict(request: Request) -> Response:
+        with tracing.request("POST /v1/predict", request.headers, attributes):
+            return await answer(request)
+
+    async def answer(request: Request) -> Response:
         started = time.perf_counter()
         label, version = "unknown", ""
         try:
-            document = _parse(await read_body(request, state.settings.max_input_bytes))
-            model = label = document["model"]
-            record = manager.get(model, parse_version(document.get("version")))
-            assert record.spec is not None
-            inputs = _inputs(record.spec, document["inputs"])
+            with tracing.span("admission"):
+                document = _parse(await read_body(request, state.settings.max_input_bytes))
+                model = label = document["model"]
+                record = manager.get(model, parse_version(document.get("version")))
+                assert record.spec is not None
+                inputs = _inputs(record.spec, document["inputs"])
             result = await manager.infer(InferenceRequest(model=model, inputs=inputs, version=record.version))
             version = str(result.version)
-            outputs = {name: _jsonable(name, array) for name, array in result.outputs.items()}
+            with tracing.span("encode"):
+                outputs = {name: _jsonable(name, array) for name, array in result.outputs.items()}
         except Exception as exc:
             response = error_response(exc)
             elapsed = time.perf_counter() - started

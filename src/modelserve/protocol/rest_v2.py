@@ -31,26 +31,35 @@ _CONTROL_BODY_LIMIT = 1024 * 1024
 def infer_endpoint(state: ServerState) -> Endpoint:
     """``POST /v2/models/{model}[/versions/{version}]/infer``: the hot path, with no pydantic on tensors.
     It answers every error itself, so the ASGI front door can call it without FastAPI around it."""
-    manager = state.manager
+    manager, tracing = state.manager, state.tracing
 
     async def infer(request: Request) -> Response:
+        if not tracing.enabled:
+            return await answer(request)
+        attributes = {"http.request.method": "POST", "url.path": request.scope["path"], "modelserve.protocol": "http"}
+        with tracing.request("POST /v2/models/{model}/infer", request.headers, attributes):
+            return await answer(request)
+
+    async def answer(request: Request) -> Response:
         started = time.perf_counter()
         model = request.path_params["model"]
         label, version = model, ""
         try:
-            version_number = parse_version(request.path_params.get("version"))
-            manager.get(model, version_number)  # an unknown or unready model is refused before the body is read
-            body = await read_body(request, state.settings.max_input_bytes)
-            body = decompress(body, request.headers.get("content-encoding"), state.settings.max_input_bytes)
-            infer_request, form = decode_request(
-                body,
-                _header_length(request.headers.get("inference-header-content-length")),
-                model,
-                version_number,
-                state.shared_memory,
-            )
+            with tracing.span("admission"):
+                version_number = parse_version(request.path_params.get("version"))
+                manager.get(model, version_number)  # an unknown or unready model is refused before the body is read
+                body = await read_body(request, state.settings.max_input_bytes)
+                body = decompress(body, request.headers.get("content-encoding"), state.settings.max_input_bytes)
+                infer_request, form = decode_request(
+                    body,
+                    _header_length(request.headers.get("inference-header-content-length")),
+                    model,
+                    version_number,
+                    state.shared_memory,
+                )
             result = await manager.infer(infer_request)
-            payload, header_length = encode_response(result, form, state.shared_memory)
+            with tracing.span("encode"):
+                payload, header_length = encode_response(result, form, state.shared_memory)
         except Exception as exc:
             response = error_response(exc)
             elapsed = time.perf_counter() - started

@@ -27,6 +27,7 @@ from modelserve.models.manager import ModelManager
 from modelserve.models.spec import BatchingDefaults
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
+from modelserve.observability.tracing import Tracing
 from modelserve.protocol import health, rest_v1, rest_v2
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response
@@ -38,13 +39,15 @@ from modelserve.server.state import ServerState
 log = logging.getLogger("modelserve.server")
 
 
-def create_app(settings: Settings, *, load_before_serving: bool = False) -> FrontDoor:
+def create_app(settings: Settings, *, load_before_serving: bool = False, tracing: Tracing | None = None) -> FrontDoor:
     """One server: its models, metrics and HTTP routes.
 
     By default models load in the background after start, so liveness answers at once and readiness
     turns 200 when loading has finished. Worker processes sharing a port load before serving instead:
     a worker accepts no connection until its models are ready, so none is sent to a half-loaded one.
+    Tracing follows OpenTelemetry's environment unless a ``tracing`` is passed in.
     """
+    tracing = tracing or Tracing.from_environment(settings.trace_sample_rate)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
     metrics = Metrics(CollectorRegistry())
     explicit = settings.model_control_mode is ModelControlMode.EXPLICIT
@@ -58,10 +61,11 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fron
         request_timeout_s=settings.request_timeout_sec,
         control_enabled=explicit,
         observer=metrics,
+        tracer=tracing.tracer,
     )
     startup = settings.load_models if explicit else ["*"]
     required = tuple(name for name in startup if name != "*")
-    state = ServerState(settings=settings, manager=manager, metrics=metrics, required=required)
+    state = ServerState(settings=settings, manager=manager, metrics=metrics, tracing=tracing, required=required)
 
     async def load_initial_models() -> None:
         try:
@@ -99,6 +103,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Fron
             await asyncio.gather(loading, return_exceptions=True)
             await manager.close()
             executor.shutdown(wait=True)
+            tracing.shutdown()
 
     app = FastAPI(
         title="modelserve",

@@ -9,6 +9,7 @@ from modelserve.config import Settings
 from modelserve.models.manager import ModelManager
 from modelserve.observability.logging import AccessLog
 from modelserve.observability.metrics import Metrics
+from modelserve.observability.tracing import Tracing, finish_span
 from modelserve.protocol.shared_memory import SharedMemoryRegistry
 
 
@@ -19,6 +20,7 @@ class ServerState:
     settings: Settings
     manager: ModelManager
     metrics: Metrics
+    tracing: Tracing = field(default_factory=Tracing)
     shared_memory: SharedMemoryRegistry = field(default_factory=SharedMemoryRegistry)
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False  # startup loading has finished
@@ -39,8 +41,10 @@ class ServerState:
         seconds: float,
         error: Exception | None = None,
     ) -> None:
-        """Account for one answered inference request: metrics, then its access log line."""
+        """Account for one answered inference request: metrics, its span's outcome, its access log line."""
         self.metrics.observe_request(model, version, protocol, code, seconds, error)
+        if self.tracing.enabled:
+            finish_span(model, version, code, error)
         self.access_log.record(model, version, protocol, code, seconds, error)
 
     def not_started(self) -> str | None:

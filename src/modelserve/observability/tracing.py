@@ -1,0 +1,135 @@
+"""Traces (OpenTelemetry): one trace per inference request, continued from the caller's W3C ``traceparent``.
+
+A request's span has children for admission (lookup, size limits, body read, decode and validation),
+its wait in the model's queue and the encoding of the answer. The batch that ran it is a span of its
+own, parented to the first sampled request in it and linked to every request it carried, so a slow
+request leads to the batch it waited for, and that batch to every request that shared it.
+
+Tracing is on only when ``TRACE_SAMPLE_RATE`` > 0 and an OTLP endpoint is set in OpenTelemetry's
+standard environment; the exporter reads the rest of that environment itself (headers, timeout,
+certificates). When it is off, every hook below is a shared no-op context: no span, no header parsed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from modelserve import __version__
+from modelserve.errors import ModelserveError
+
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+PROTOCOLS = ("grpc", "http/protobuf")
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_OFF: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+
+
+def otlp_protocol(environ: Mapping[str, str]) -> str | None:
+    """The OTLP transport OpenTelemetry's environment asks for, or None when it names no endpoint."""
+    if not any(environ.get(name) for name in ENDPOINT_VARIABLES):
+        return None
+    protocol = next((environ[name] for name in PROTOCOL_VARIABLES if environ.get(name)), "http/protobuf")
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}"
+        )
+    return protocol
+
+
+def otlp_exporter(environ: Mapping[str, str]) -> SpanExporter | None:
+    """The OTLP exporter for ``environ``; it reads the endpoint, headers and timeouts from it itself."""
+    protocol = otlp_protocol(environ)
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    return None
+
+
+def tracer_provider(sample_rate: float, processor: SpanProcessor) -> TracerProvider:
+    """A provider that samples new traces at ``sample_rate`` and follows the caller's decision otherwise."""
+    resource = Resource.create({SERVICE_VERSION: __version__})
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: "modelserve"}))  # OTEL_SERVICE_NAME wins when set
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample_rate)), resource=resource)
+    provider.add_span_processor(processor)
+    return provider
+
+
+class Tracing:
+    """The server's tracer, or nothing at all when tracing is off."""
+
+    def __init__(self, provider: TracerProvider | None = None) -> None:
+        self.provider = provider
+        self.tracer: Tracer | None = provider.get_tracer("modelserve", __version__) if provider else None
+
+    @classmethod
+    def from_environment(cls, sample_rate: float, environ: Mapping[str, str] = os.environ) -> Tracing:
+        """On when ``sample_rate`` > 0 and OpenTelemetry's environment names an OTLP endpoint."""
+        exporter = otlp_exporter(environ) if sample_rate > 0 else None
+        if exporter is None:
+            return cls()
+        return cls(tracer_provider(sample_rate, BatchSpanProcessor(exporter)))
+
+    @property
+    def enabled(self) -> bool:
+        """Whether spans are recorded at all."""
+        return self.tracer is not None
+
+    def request(
+        self, name: str, carrier: Mapping[str, Any] | None, attributes: Mapping[str, str]
+    ) -> AbstractContextManager[Span]:
+        """The server span of one request, continuing the trace of ``carrier``'s ``traceparent`` if any."""
+        if self.tracer is None:
+            return _OFF
+        parent = _PROPAGATOR.extract(carrier) if carrier else None
+        return self.tracer.start_as_current_span(name, parent, SpanKind.SERVER, attributes=attributes)
+
+    def span(self, name: str) -> AbstractContextManager[Span]:
+        """A child of the current span: one stage of a request."""
+        if self.tracer is None:
+            return _OFF
+        return self.tracer.start_as_current_span(name)
+
+    def shutdown(self) -> None:
+        """Export what is buffered, then stop."""
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def finish_span(model: str, version: str, code: int | str, error: Exception | None) -> None:
+    """Mark the current request span with its answer: the status code, and the error if it failed."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    span.set_attributes({"modelserve.model": model, "modelserve.model.version": version})
+    span.set_attribute("modelserve.response.code", code)
+    if isinstance(code, int):
+        span.set_attribute("http.response.status_code", code)
+    if error is not None:
+        message = error.message if isinstance(error, ModelserveError) else f"{type(error).__name__}: {error}"
+        span.set_status(Status(StatusCode.ERROR, message))
+        if not isinstance(error, ModelserveError):  # a server bug: its traceback belongs in the trace
+            span.record_exception(error)
+
+
+def current_trace_id() -> str | None:
+    """The current trace's id as 32 hex digits (what Jaeger searches by), or None outside a trace."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
