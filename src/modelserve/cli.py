@@ -1,9 +1,11 @@
-"""The ``modelserve`` command: ``serve`` runs the server, ``models`` controls a running one."""
+"""The ``modelserve`` command: ``serve`` runs the server; ``models``, ``profile`` and ``bench`` work on a
+running one."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +17,7 @@ from rich.table import Table
 
 from modelserve.config import ModelControlMode, Settings, describe_error
 from modelserve.observability.logging import configure_logging
+from modelserve.observability.profiling import ProfileFormat
 from modelserve.observability.tracing import otlp_protocol
 
 app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
@@ -149,6 +152,31 @@ def unload_model_command(name: str, url: URL = "http://127.0.0.1:8000") -> None:
     """Unload a model once its queued requests finish."""
     _call("POST", f"{url}/v1/models/{name}/unload")
     Console().print(f"unloaded {name}")
+
+
+@app.command()
+def profile(
+    url: URL = "http://127.0.0.1:8000",
+    seconds: Annotated[float, typer.Option(min=0.1, max=60, help="How long to record.")] = 10.0,
+    hz: Annotated[int, typer.Option(min=1, max=1000, help="Samples per second, per thread.")] = 100,
+    fmt: Annotated[ProfileFormat, typer.Option("--format", help="svg, speedscope or folded.")] = ProfileFormat.svg,
+    idle: Annotated[bool, typer.Option(help="Keep the samples of threads that wait.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; a name is made up.")] = None,
+) -> None:
+    """Record a running server's CPU for N seconds and save a flame graph (GET /debug/profile)."""
+    target = output or Path(f"modelserve-profile-{time.strftime('%Y%m%dT%H%M%S')}.{fmt.extension}")
+    params = {"seconds": seconds, "hz": hz, "format": fmt.value, "idle": idle}
+    try:
+        response = httpx.get(f"{url}/debug/profile", params=params, timeout=seconds + 30)
+    except httpx.HTTPError as exc:
+        err.print(f"[red]cannot reach {url}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    if response.status_code != 200:
+        err.print(f"[red]{response.status_code}: {response.json().get('error', response.text)}[/red]")
+        raise typer.Exit(1)
+    target.write_bytes(response.content)
+    hint = " (open it at https://www.speedscope.app)" if fmt is ProfileFormat.speedscope else ""
+    Console().print(f"wrote {target}{hint}")
 
 
 @app.command()

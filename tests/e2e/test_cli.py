@@ -1,10 +1,11 @@
-"""The `modelserve` command as an operator types it: serve's options, bad settings, models list/load/unload."""
+"""The `modelserve` command as an operator types it: serve's options, bad settings, models, profile."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 from pathlib import Path
+from xml.etree import ElementTree
 
 import httpx
 import psutil
@@ -127,3 +128,21 @@ def test_workers_share_the_port(built_repository: Path, tmp_path: Path) -> None:
         with tritonclient.grpc.InferenceServerClient(running.grpc_address) as client:
             for _ in range(8):  # each worker listens on the shared gRPC port too
                 assert client.is_model_ready("iris")
+
+
+def test_profile_saves_a_flame_graph_of_the_running_server(server: RunningServer, tmp_path: Path) -> None:
+    target = tmp_path / "flame.svg"
+    result = modelserve("profile", "--url", server.url, "--seconds", "0.5", "--idle", "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {target}" in " ".join(result.stdout.split())
+    root = ElementTree.fromstring(target.read_text())
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert "MainThread" in target.read_text()  # --idle keeps the waiting event loop
+
+
+def test_profile_says_why_it_cannot_record(tmp_path: Path) -> None:
+    result = modelserve("profile", "--url", "http://127.0.0.1:9", "--seconds", "0.2", "-o", str(tmp_path / "p.svg"))
+    assert result.returncode == 1
+    assert "cannot reach http://127.0.0.1:9" in result.stderr
+    assert not (tmp_path / "p.svg").exists()
+    assert modelserve("profile", "--seconds", "100").returncode == 2  # over the 60 s the server allows

@@ -9,6 +9,7 @@ from modelserve.config import Settings
 from modelserve.models.manager import ModelManager
 from modelserve.observability.logging import AccessLog
 from modelserve.observability.metrics import Metrics
+from modelserve.observability.profiling import Profiler
 from modelserve.observability.tracing import Tracing, finish_span
 from modelserve.protocol.shared_memory import SharedMemoryRegistry
 
@@ -22,6 +23,7 @@ class ServerState:
     metrics: Metrics
     tracing: Tracing = field(default_factory=Tracing)
     shared_memory: SharedMemoryRegistry = field(default_factory=SharedMemoryRegistry)
+    profiler: Profiler = field(default_factory=Profiler)
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False  # startup loading has finished
     startup_error: str = ""
