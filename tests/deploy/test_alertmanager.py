@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.deploy.promql import alert_rules
 from tests.deploy.tools import DEPLOY, tool
 
 CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
-RULES = DEPLOY / "prometheus" / "alerts.yml"
 RECEIVER_OF = {"critical": "pager", "warning": "chat", "info": "low-priority"}
 MATCHER = re.compile(r'^(\w+)(=~|=)"(.*)"$')
 
@@ -39,11 +39,6 @@ def _receiver_of(labels: dict[str, str]) -> str:
 
 def _config() -> dict[str, Any]:
     return dict(yaml.safe_load(CONFIG.read_text()))
-
-
-def _alerts() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
 def _matches(matchers: list[str], labels: dict[str, str]) -> bool:
@@ -107,7 +102,7 @@ def test_an_alert_without_a_known_severity_still_reaches_chat() -> None:
 
 
 def test_every_alert_rule_reaches_the_receiver_of_its_severity() -> None:
-    for rule in _alerts():
+    for rule in alert_rules():
         labels = {"alertname": rule["alert"], "model": "mlp", **rule["labels"]}
         assert _receiver_of(labels) == RECEIVER_OF[rule["labels"]["severity"]], rule["alert"]
 
@@ -163,7 +158,7 @@ def test_a_full_queue_mutes_the_latency_alert_of_the_same_model() -> None:
 
 
 def test_inhibition_names_only_alerts_that_exist() -> None:
-    names = {rule["alert"] for rule in _alerts()}
+    names = {rule["alert"] for rule in alert_rules()}
     for rule in _config()["inhibit_rules"]:
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
             if matcher.startswith("alertname="):
