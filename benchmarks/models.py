@@ -7,6 +7,7 @@ seed, which costs the same to run as trained ones. Built once into .bench/reposi
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import warnings
 from pathlib import Path
@@ -14,6 +15,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "model_repository"
 BENCH_REPOSITORY = ROOT / ".bench" / "repository"
+
+
+def build_examples() -> None:
+    """The example repository's models, built by examples/build_models.py where they are missing."""
+    builder = importlib.util.spec_from_file_location("build_models", ROOT / "examples" / "build_models.py")
+    assert builder is not None
+    assert builder.loader is not None
+    module = importlib.util.module_from_spec(builder)
+    builder.loader.exec_module(module)
+    module.build(EXAMPLES)
 
 
 def repository_for(model: str) -> Path:

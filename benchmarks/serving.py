@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -35,7 +35,7 @@ import onnxruntime as ort
 import uvloop
 
 from benchmarks.echo import echo_server
-from benchmarks.models import EXAMPLES, repository_for
+from benchmarks.models import build_examples, repository_for
 from benchmarks.peers import mlserver
 from benchmarks.startup import free_port, wait_ready
 from modelserve.bench.loadgen import GrpcTarget, HttpTarget, run_load
@@ -60,16 +60,18 @@ def raw_inference(
 
 
 def start_server(
-    repository: Path, workers: int, options: list[str] | None = None
+    repository: Path, workers: int, options: list[str] | None = None, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """`modelserve serve` with ``options`` after the defaults (log level warning: no access lines)."""
+    """`modelserve serve` with ``options`` after the defaults (log level warning: no access lines) and
+    ``env`` added to this process's environment."""
     port, grpc_port = free_port(), free_port()
     command = [
         *(sys.executable, "-m", "modelserve", "serve", "--model-repository", str(repository)),
         *("--http-port", str(port), "--grpc-port", str(grpc_port), "--workers", str(workers), "--log-level", "warning"),
         *(options or []),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    environment = {**os.environ, **(env or {})}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, f"{url}/v2/health/ready", 120, "modelserve")
@@ -150,13 +152,7 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=ROOT / "benchmarks" / "results" / "serving.csv")
     args = parser.parse_args()
 
-    builder = importlib.util.spec_from_file_location("build_models", ROOT / "examples" / "build_models.py")
-    assert builder is not None
-    assert builder.loader is not None
-    module = importlib.util.module_from_spec(builder)
-    builder.loader.exec_module(module)
-    module.build(EXAMPLES)
-
+    build_examples()
     repository = repository_for(args.model)
     model_file = repository / args.model / "1" / "model.onnx"
     ours = f"modelserve w{args.workers}"

@@ -44,7 +44,7 @@ def exporter() -> InMemorySpanExporter:
 
 
 def tracing_to(exporter: InMemorySpanExporter, rate: float = 1.0) -> Tracing:
-    return Tracing(tracer_provider(rate, SimpleSpanProcessor(exporter)))
+    return Tracing(tracer_provider(SimpleSpanProcessor(exporter)), rate)
 
 
 def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:

@@ -109,8 +109,8 @@ class Batcher:
         key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items()) if self._batching else None
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
         pending = _Pending(inputs, size, key, future, time.perf_counter_ns())
-        if self._tracer is not None:
-            pending.caller = trace.get_current_span().get_span_context()
+        if self._tracer is not None and (caller := trace.get_current_span()).is_recording():
+            pending.caller = caller.get_span_context()
             pending.waiting = self._tracer.start_span("queue", attributes={"modelserve.model": self.name})
         self._queue.append(pending)
         self._wakeup.set()
@@ -227,18 +227,17 @@ class Batcher:
             self._free.release()
 
     def _batch_span(self, batch: list[_Pending]) -> Span | None:
-        """End the requests' queue spans; open the batch's span, in the first sampled request's trace."""
+        """End the requests' queue spans; open the batch's span, in the first traced request's trace."""
         assert self._tracer is not None
-        callers = [p.caller for p in batch if p.caller is not None and p.caller.is_valid]
+        callers = [p.caller for p in batch if p.caller is not None]
         for pending in batch:
             if pending.waiting is not None:
                 pending.waiting.end()
-        parent = next((c for c in callers if c.trace_flags.sampled), None)
-        if parent is None:
-            return None  # no request in it is sampled: the batch is not either
+        if not callers:
+            return None  # no request in it is traced: the batch is not either
         return self._tracer.start_span(
             "batch",
-            trace.set_span_in_context(NonRecordingSpan(parent)),
+            trace.set_span_in_context(NonRecordingSpan(callers[0])),
             links=[Link(caller) for caller in callers],
             attributes={
                 "modelserve.model": self.name,

@@ -1,0 +1,126 @@
+"""What observability costs on the MLP: access logs and tracing against a server with both off, in one
+run, plus the CPU time metrics take per request (they cannot be turned off, so they are timed in-process).
+
+    .venv/bin/python -m benchmarks.overhead [--runs 3] [--duration 5]
+
+Each configuration is a fresh `modelserve serve` over the example repository, loaded with
+`modelserve bench`'s closed-loop clients (HTTP binary and gRPC at 32 clients, HTTP binary at 1 client
+for p50); configurations alternate within each run so the machine's drift spreads over all of them.
+Traces go over OTLP/gRPC to a collector in this process that accepts and drops them, as a real one
+on another machine would; here it shares the cores with the server, so its share is counted too.
+Prints the medians and each configuration's ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import uvloop
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from prometheus_client import CollectorRegistry
+
+from benchmarks.models import EXAMPLES, build_examples
+from benchmarks.serving import start_server
+from modelserve.bench.loadgen import run_load
+from modelserve.bench.workload import Workload
+from modelserve.observability.metrics import Metrics
+
+POINTS = (("http-binary", 32), ("grpc", 32), ("http-binary", 1))
+
+
+class _Drop(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+    """Accepts every export and keeps nothing."""
+
+    def Export(self, request: Any, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@contextmanager
+def collector() -> Iterator[str]:
+    """An OTLP/gRPC endpoint on a free loopback port."""
+    server = grpc.server(ThreadPoolExecutor(2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Drop(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)
+
+
+def configurations(endpoint: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Name → (serve options, environment)."""
+    tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    return {
+        "baseline": (["--access-log-sample-rate", "0"], {}),
+        "access log 100%": (["--log-level", "info", "--access-log-sample-rate", "1"], {}),
+        "access log 1%": (["--log-level", "info", "--access-log-sample-rate", "0.01"], {}),
+        "tracing 100%": (["--access-log-sample-rate", "0", "--trace-sample-rate", "1"], tracing),
+        "tracing 10%": (["--access-log-sample-rate", "0", "--trace-sample-rate", "0.1"], tracing),
+    }
+
+
+def metrics_cost_us(requests: int = 200_000) -> float:
+    """CPU microseconds metrics add to one request of one batch: the request and the batch observations."""
+    metrics = Metrics(CollectorRegistry())
+    started = time.process_time()
+    for _ in range(requests):
+        metrics.observe_request("mlp", "1", "http", 200, 0.0004, None)
+        metrics.observe_batch("mlp", 1, 0.00002, [0.00001])
+    return (time.process_time() - started) / requests * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    args = parser.parse_args()
+    build_examples()
+
+    results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    with collector() as endpoint:
+        setups = configurations(endpoint)
+        for run in range(1, args.runs + 1):
+            for name, (options, env) in setups.items():
+                process, url, grpc_address = start_server(EXAMPLES, 1, options, env)
+                try:
+                    workload = Workload.from_server(url, "mlp")
+                    for protocol, clients in POINTS:
+                        target = workload.target(protocol, url, grpc_address)
+                        result = uvloop.run(run_load(target, clients, args.duration, warmup_s=args.warmup))
+                        assert result.errors == 0, f"{name}: {result.errors} errors"
+                        point = (result.inferences_per_second, result.percentile_ms(50))
+                        results.setdefault((name, protocol, clients), []).append(point)
+                        print(f"run {run}: {name:16} {protocol:11} {clients:3} clients {point[0]:9.1f} inf/s")
+                finally:
+                    process.terminate()
+                    process.wait(timeout=30)
+
+    print(f"\nMLP, one process, medians of {args.runs} runs; ratio to the baseline (access log and tracing off)")
+    print(f"{'configuration':16} " + " ".join(f"{f'{p} {c}':>22}" for p, c in POINTS))
+    base = {
+        key[1:]: statistics.median(ips for ips, _ in points) for key, points in results.items() if key[0] == "baseline"
+    }
+    for name in setups:
+        cells = []
+        for protocol, clients in POINTS:
+            points = results[(name, protocol, clients)]
+            ips = statistics.median(ips for ips, _ in points)
+            p50 = statistics.median(p50 for _, p50 in points)
+            figure = f"{ips:,.0f} ({ips / base[(protocol, clients)]:.2f})" if clients > 1 else f"p50 {p50:.3f} ms"
+            cells.append(f"{figure:>22}")
+        print(f"{name:16} " + " ".join(cells))
+    cost = metrics_cost_us()
+    print(f"\nmetrics: {cost:.1f} µs of CPU per request (a request and its batch observed, in-process)")
+
+
+if __name__ == "__main__":
+    main()
