@@ -206,3 +206,13 @@ def test_the_otlp_protocol_comes_from_opentelemetrys_environment() -> None:
     assert type(http).__module__.endswith("proto.http.trace_exporter")
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL='thrift' is not supported"):
         otlp_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift"})
+
+
+def test_new_traces_are_started_for_the_sample_rate_share_of_requests(exporter: InMemorySpanExporter) -> None:
+    tracing = tracing_to(exporter, rate=0.25)
+    for _ in range(2000):
+        with tracing.request("request", {}, {}), tracing.span("stage"):
+            pass
+    traced = [span for span in exporter.get_finished_spans() if span.name == "request"]
+    assert 400 <= len(traced) <= 600  # 500 expected; binomial sd ~19
+    assert len(exporter.get_finished_spans()) == 2 * len(traced)  # a stage only under a traced request
