@@ -25,10 +25,11 @@ _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 
 @dataclass(frozen=True)
 class Query:
-    """One expression and where it comes from, to name it when it fails."""
+    """One expression, where it comes from (to name it when it fails), and its legend's template."""
 
     where: str
     expr: str
+    legend: str = ""
 
 
 def dashboard() -> dict[str, Any]:
@@ -61,7 +62,7 @@ def model_variable_query() -> str:
 def dashboard_queries() -> list[Query]:
     """Every panel target and every Prometheus annotation of the dashboard."""
     queries = [
-        Query(f"panel {panel['title']!r} {target['refId']}", target["expr"])
+        Query(f"panel {panel['title']!r} {target['refId']}", target["expr"], target.get("legendFormat", ""))
         for panel in panels()
         for target in panel["targets"]
     ]
