@@ -1,0 +1,221 @@
+"""The kustomize base and overlays render, match the Kubernetes schemas, and keep the server's contract.
+
+The contract: the probes reach the health endpoints, the settings are ones the server documents, the
+pod runs unprivileged on a read-only root, the grace period outlasts the drain, the autoscaler reads
+the queue depth, and prod runs three or more GPU pods spread over nodes and zones.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError
+
+from tests.deploy.manifests import (
+    KUSTOMIZATIONS,
+    Document,
+    container,
+    one,
+    render,
+    undocumented,
+    validate,
+)
+from tests.deploy.tools import DEPLOY, ROOT
+
+NAMES = list(KUSTOMIZATIONS)
+PROBES = {"startupProbe": "/health/startup", "livenessProbe": "/health/live", "readinessProbe": "/health/ready"}
+
+
+def _pod(docs: list[Document]) -> dict[str, Any]:
+    return one(docs, "Deployment")["spec"]["template"]
+
+
+def _port(docs: list[Document], name: str) -> int:
+    return next(p["containerPort"] for p in container(docs)["ports"] if p["name"] == name)
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_document_matches_its_schema_in_the_inference_namespace(name: str) -> None:
+    docs = render(name)
+    assert docs
+    for doc in docs:
+        validate(doc)
+        if doc["kind"] == "Namespace":
+            assert doc["metadata"]["name"] == "inference"
+        else:
+            assert doc["metadata"]["namespace"] == "inference", f"{doc['kind']} outside the namespace"
+
+
+def test_validation_refuses_misspelt_fields_and_unknown_kinds() -> None:
+    deployment = copy.deepcopy(one(render("base"), "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(deployment)
+    monitor = copy.deepcopy(one(render("base"), "ServiceMonitor"))
+    monitor["spec"]["endpoints"][0]["scrapeTimout"] = "10s"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(monitor)
+    with pytest.raises(SchemaNotFoundError):
+        validate({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_probes_reach_the_health_endpoints_on_the_http_port(name: str) -> None:
+    docs = render(name)
+    serving = container(docs)
+    assert _port(docs, "http") == 8000
+    assert _port(docs, "grpc") == 8001
+    for probe, path in PROBES.items():
+        check = serving[probe]["httpGet"]
+        assert (check["path"], check["port"]) == (path, "http"), probe
+    # The startup probe, not liveness, covers model loading: liveness must not kill a pod still loading.
+    startup = serving["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_service_policy_and_monitor_reach_the_pods_ports(name: str) -> None:
+    docs = render(name)
+    labels = _pod(docs)["metadata"]["labels"]
+    port_names = {p["name"] for p in container(docs)["ports"]}
+    service = one(docs, "Service")
+    assert _selects(service["spec"]["selector"], labels)
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert (ports["http"]["port"], ports["grpc"]["port"]) == (8000, 8001)
+    assert ports["grpc"]["appProtocol"] == "grpc"
+    assert {p["targetPort"] for p in ports.values()} <= port_names
+    policy = one(docs, "NetworkPolicy")
+    assert _selects(policy["spec"]["podSelector"]["matchLabels"], labels)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    opened = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+    assert opened == {"http", "grpc"}, "ingress on the serving ports only"
+    for monitor in (doc for doc in docs if doc["kind"] == "ServiceMonitor"):
+        assert _selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+        assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("http", "/metrics")]
+    for budget in (doc for doc in docs if doc["kind"] == "PodDisruptionBudget"):
+        assert _selects(budget["spec"]["selector"]["matchLabels"], labels)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_settings_come_from_the_generated_configmap_and_are_documented(name: str) -> None:
+    docs = render(name)
+    config = one(docs, "ConfigMap")
+    assert config["metadata"]["name"].startswith("modelserve-config-"), "generated, with a content hash"
+    serving = container(docs)
+    assert {"configMapRef": {"name": config["metadata"]["name"]}} in serving["envFrom"]
+    assert undocumented(list(config["data"])) == []
+    env = {item["name"]: item for item in serving["env"]}
+    # A variable may exist only to be spliced into another one, as $(NAME).
+    spliced = {m for item in env.values() for m in re.findall(r"\$\((\w+)\)", item.get("value", ""))}
+    assert undocumented([n for n in env if n not in spliced]) == []
+    assert env["INFERENCE_THREADS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+    assert config["data"]["HOST"] == "0.0.0.0"
+    assert config["data"]["LOG_FORMAT"] in {"json", "console"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_pod_runs_unprivileged_on_a_read_only_root_with_writable_scratch(name: str) -> None:
+    docs = render(name)
+    pod = _pod(docs)["spec"]
+    serving = container(docs)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["automountServiceAccountToken"] is False
+    security = serving["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    empty_dirs = {volume["name"] for volume in pod["volumes"] if "emptyDir" in volume}
+    mounted = {mount["mountPath"] for mount in serving["volumeMounts"] if mount["name"] in empty_dirs}
+    assert {"/tmp", one(docs, "ConfigMap")["data"]["MODEL_CACHE_DIR"]} <= mounted
+    image = serving["image"]
+    assert re.fullmatch(r"[\w./-]+:[\w.-]+", image), f"no tag on {image}"
+    assert not image.endswith(":latest"), image
+    assert {"cpu", "memory"} <= serving["resources"]["requests"].keys() & serving["resources"]["limits"].keys()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_grace_period_outlasts_the_pause_and_the_drain(name: str) -> None:
+    docs = render(name)
+    pod = _pod(docs)["spec"]
+    serving = container(docs)
+    drain = int(next(item["value"] for item in serving["env"] if item["name"] == "SHUTDOWN_GRACE_SEC"))
+    pause = serving["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] > int(pause[1]) + drain
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prometheus_scrapes_the_http_port(name: str) -> None:
+    docs = render(name)
+    annotations = _pod(docs)["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == _port(docs, "http")
+
+
+def test_the_container_is_the_one_the_alerts_select() -> None:
+    """ModelServingPodRestarting counts restarts of a container by name."""
+    groups = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+    named = {m for g in groups for r in g["rules"] for m in re.findall(r'container="([^"]+)"', r["expr"])}
+    assert named
+    for name in NAMES:
+        assert named == {container(render(name))["name"]}
+
+
+@pytest.mark.parametrize("name", ["base", "prod"])
+def test_the_autoscaler_follows_cpu_and_the_queue_depth(name: str) -> None:
+    docs = render(name)
+    scaler = one(docs, "HorizontalPodAutoscaler")
+    assert scaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "modelserve"}
+    metrics = {m["type"]: m for m in scaler["spec"]["metrics"]}
+    assert metrics["Resource"]["resource"]["name"] == "cpu"
+    queue = metrics["Pods"]["pods"]["metric"]["name"]
+    assert queue == "model_serving_queue_depth"
+    assert f"`{queue}`" in (ROOT / "docs" / "METRICS.md").read_text(), "the server exports it"
+    # The autoscaler owns the replica count; a replicas field would reset it on every apply.
+    assert "replicas" not in one(docs, "Deployment")["spec"]
+    budget = one(docs, "PodDisruptionBudget")
+    assert 1 <= budget["spec"]["minAvailable"] < scaler["spec"]["minReplicas"], "a drain can always evict one pod"
+
+
+def test_prod_runs_three_or_more_gpu_pods_spread_over_nodes_and_zones() -> None:
+    docs = render("prod")
+    pod = _pod(docs)["spec"]
+    resources = container(docs)["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"]
+    assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in pod["tolerations"])
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    labels = _pod(docs)["metadata"]["labels"]
+    assert any(
+        term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        and _selects(term["podAffinityTerm"]["labelSelector"]["matchLabels"], labels)
+        for term in anti
+    )
+    spread = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert _selects(spread["topology.kubernetes.io/zone"]["labelSelector"]["matchLabels"], labels)
+    assert one(docs, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 3
+    assert one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] >= 2
+    assert container(docs)["image"] != container(render("base"))["image"], "prod pins the GPU image"
+    assert "nvidia.com/gpu" not in container(render("base"))["resources"]["limits"]
+
+
+def test_dev_runs_one_small_pod_with_debug_logs() -> None:
+    docs = render("dev")
+    assert one(docs, "Deployment")["spec"]["replicas"] == 1
+    left_out = {"HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"}
+    assert left_out.isdisjoint(doc["kind"] for doc in docs)
+    settings = one(docs, "ConfigMap")["data"]
+    assert (settings["LOG_LEVEL"], settings["LOG_FORMAT"]) == ("debug", "console")
+    assert container(docs)["resources"]["limits"]["cpu"] == "1"
