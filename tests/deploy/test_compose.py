@@ -1,0 +1,155 @@
+"""deploy/docker-compose.yml: a valid Compose file whose services, mounts and addresses fit together.
+
+`docker compose config` would check the file without an engine, but Debian bookworm packages only
+Compose v1, so the file is validated against the Compose Specification's JSON schema instead
+(tests/deploy/schemas/README.md says where it comes from). Prometheus' configuration goes through
+promtool, as the alert rules do.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.deploy.manifests import undocumented
+from tests.deploy.tools import DEPLOY, ROOT, tool
+
+COMPOSE = DEPLOY / "docker-compose.yml"
+SCHEMA = Path(__file__).parent / "schemas" / "compose-spec.json"
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def _services() -> dict[str, Any]:
+    services: dict[str, Any] = _compose()["services"]
+    return services
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Bind mounts of a service, container path to host path (resolved from the compose file's folder)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            mounts[target] = str((COMPOSE.parent / source).resolve())
+    return mounts
+
+
+def test_the_file_matches_the_compose_specification() -> None:
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    problems = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(_compose())]
+    assert problems == []
+    broken = dict(_compose())
+    broken["services"] = {"modelserve": {**_services()["modelserve"], "healtcheck": {}}}
+    assert not validator.is_valid(broken), "the schema refuses unknown keys"
+
+
+def test_the_stack_has_every_service_and_pins_every_image() -> None:
+    services = _services()
+    assert {"modelserve", "prometheus", "grafana", "jaeger", "alertmanager", "postgres"} <= services.keys()
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name, service in services.items():
+        image = service["image"]
+        assert ":" in image, f"{name}: {image} has no tag"
+        assert not image.endswith(":latest"), f"{name}: {image}"
+        for dependency in service.get("depends_on", []):
+            assert dependency in services, f"{name} depends on {dependency}, which is not a service"
+    assert services["modelserve"]["image"] == f"modelserve:{version}"
+
+
+def test_every_bind_mount_source_exists() -> None:
+    for name, service in _services().items():
+        for target, source in _mounts(service).items():
+            assert Path(source).exists(), f"{name} mounts {source} at {target}, and it does not exist"
+
+
+def test_modelserve_builds_the_image_and_serves_the_mounted_example_repository() -> None:
+    service = _services()["modelserve"]
+    build = service["build"]
+    assert (COMPOSE.parent / build["context"]).resolve() == ROOT
+    assert (ROOT / build["dockerfile"]).is_file()
+    assert {"8000:8000", "8001:8001"} <= set(service["ports"])
+    env = service["environment"]
+    assert undocumented(list(env)) == []
+    mounts = _mounts(service)
+    assert mounts[env["MODEL_REPOSITORY"]] == str(ROOT / "examples" / "model_repository")
+    assert "/tmp" in service["tmpfs"]
+    assert service["read_only"] is True
+
+
+def test_traces_go_to_jaeger_over_otlp_grpc() -> None:
+    services = _services()
+    env = services["modelserve"]["environment"]
+    endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert (endpoint.hostname, endpoint.port) == ("jaeger", 4317)
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    assert env["OTEL_SERVICE_NAME"] == "modelserve"
+    assert float(env["TRACE_SAMPLE_RATE"]) == 1
+    jaeger = services["jaeger"]
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert "4317:4317" in jaeger["ports"]
+
+
+def test_the_traffic_store_is_the_postgres_service() -> None:
+    services = _services()
+    url = urlsplit(services["modelserve"]["environment"]["TRAFFIC_DB_URL"])
+    postgres = services["postgres"]["environment"]
+    assert url.scheme == "postgresql+psycopg"
+    assert (url.hostname, url.port) == ("postgres", 5432)
+    assert (url.username, url.password, url.path) == (
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+        "/" + postgres["POSTGRES_DB"],
+    )
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    return config
+
+
+def test_promtool_accepts_the_prometheus_config() -> None:
+    directory = DEPLOY / "prometheus"
+    result = subprocess.run(
+        [tool("promtool"), "check", "config", "prometheus.yml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=directory,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_prometheus_scrapes_modelserve_loads_the_rules_and_alerts_alertmanager(
+    prometheus_config: dict[str, Any],
+) -> None:
+    services = _services()
+    prometheus = services["prometheus"]
+    mounts = _mounts(prometheus)
+    config_flag = next(arg for arg in prometheus["command"] if arg.startswith("--config.file="))
+    config_path = config_flag.split("=", 1)[1]
+    assert mounts[config_path] == str(DEPLOY / "prometheus" / "prometheus.yml")
+    # Rule files are found relative to the configuration, in the container as here.
+    for rules in prometheus_config["rule_files"]:
+        assert mounts[str(Path(config_path).parent / rules)] == str(DEPLOY / "prometheus" / rules)
+    jobs = {job["job_name"]: job for job in prometheus_config["scrape_configs"]}
+    assert jobs["modelserve"]["metrics_path"] == "/metrics"
+    assert [t for s in jobs["modelserve"]["static_configs"] for t in s["targets"]] == ["modelserve:8000"]
+    alerting = prometheus_config["alerting"]["alertmanagers"]
+    managers = [t for manager in alerting for s in manager["static_configs"] for t in s["targets"]]
+    assert managers == ["alertmanager:9093"]
+    assert "9093:9093" in services["alertmanager"]["ports"]
