@@ -13,7 +13,17 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from modelserve.errors import DeadlineExceeded, InvalidInput, ModelNotFound, ModelNotReady, Overloaded, PayloadTooLarge
@@ -133,6 +143,12 @@ class Metrics:
         self._gpu = GpuCollector()
         if self._gpu.available:
             registry.register(self._gpu)
+        # The process's own figures (resident memory, CPU seconds, open files, GC), as prometheus-client
+        # exports them on its default registry; with several workers they would describe one of them only.
+        if multiprocess_dir() is None:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
 
     def observe_request(
         self,
