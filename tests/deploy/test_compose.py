@@ -153,3 +153,31 @@ def test_prometheus_scrapes_modelserve_loads_the_rules_and_alerts_alertmanager(
     managers = [t for manager in alerting for s in manager["static_configs"] for t in s["targets"]]
     assert managers == ["alertmanager:9093"]
     assert "9093:9093" in services["alertmanager"]["ports"]
+
+
+def test_grafana_finds_its_dashboards_and_data_sources_inside_the_stack() -> None:
+    services = _services()
+    grafana = _mounts(services["grafana"])
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    assert grafana["/etc/grafana/provisioning"] == str(provisioning)
+    providers = [
+        p for f in (provisioning / "dashboards").glob("*.y*ml") for p in yaml.safe_load(f.read_text())["providers"]
+    ]
+    assert providers
+    for provider in providers:
+        assert grafana[provider["options"]["path"]] == str(DEPLOY / "grafana" / "dashboards")
+    sources = [
+        s for f in (provisioning / "datasources").glob("*.y*ml") for s in yaml.safe_load(f.read_text())["datasources"]
+    ]
+    assert sources
+    for source in sources:
+        address = urlsplit(source["url"])
+        assert address.hostname in services, f"data source {source['name']} points outside the stack: {source['url']}"
+        published = {int(port.split(":")[-1]) for port in services[address.hostname].get("ports", [])}
+        assert address.port in published, source["url"]
+
+
+def test_alertmanager_reads_the_mounted_configuration() -> None:
+    alertmanager = _services()["alertmanager"]
+    flag = next(arg for arg in alertmanager["command"] if arg.startswith("--config.file="))
+    assert _mounts(alertmanager)[flag.split("=", 1)[1]] == str(DEPLOY / "alertmanager" / "alertmanager.yml")
