@@ -32,7 +32,7 @@ KUSTOMIZATIONS = {
 KUBERNETES_VERSIONS = ("1.29", ".".join(latest_version().split(".")[:2]))
 # Variables the deploy files set before the server reads them: the drain grace and the traffic-history
 # store. Each leaves this list when it becomes a documented setting.
-PENDING_SETTINGS = frozenset({"SHUTDOWN_GRACE_SEC", "TRAFFIC_DB_URL"})
+PENDING_SETTINGS = frozenset({"SHUTDOWN_GRACE_SEC", "DATABASE_URL"})
 
 Document = dict[str, Any]
 

@@ -103,7 +103,7 @@ def test_traces_go_to_jaeger_over_otlp_grpc() -> None:
 
 def test_the_traffic_store_is_the_postgres_service() -> None:
     services = _services()
-    url = urlsplit(services["modelserve"]["environment"]["TRAFFIC_DB_URL"])
+    url = urlsplit(services["modelserve"]["environment"]["DATABASE_URL"])
     postgres = services["postgres"]["environment"]
     assert url.scheme == "postgresql+psycopg"
     assert (url.hostname, url.port) == ("postgres", 5432)

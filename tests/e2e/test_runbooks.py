@@ -1,0 +1,104 @@
+"""The commands of docs/RUNBOOK.md and docs/TROUBLESHOOTING.md, run against a real server in trouble:
+a broken model among good ones, requests that failed, logs in JSON.
+
+Every command that can run without a cluster runs, and must succeed with output: `curl` and
+`modelserve` against the server, and the `kubectl logs deploy/modelserve | jq ...` filters against the
+server's own log. What needs a cluster or a GPU cannot run here and is listed, so that a command of
+any other kind has to be made runnable or added to the list on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.builders import broken_repository
+from tests.e2e.server import RunningServer, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "docs" / "RUNBOOK.md", ROOT / "docs" / "TROUBLESHOOTING.md"]
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+LOGS = re.compile(r"^kubectl (-n inference )?logs deploy/modelserve( --previous)? \|")
+NEEDS_A_CLUSTER = ("kubectl ", "nvidia-smi ")
+NEEDS_A_GPU = "model_serving_gpu_"
+GOOD = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [0.5] * 16}]}
+BAD = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 15], "data": [0.5] * 15}]}
+
+
+def commands(document: Path) -> list[str]:
+    """Each command line of the document's bash blocks, continuation lines joined."""
+    lines = []
+    for match in FENCE.finditer(document.read_text()):
+        if match[1] == "bash":
+            lines += [line.strip() for line in match[2].replace("\\\n", " ").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+@pytest.fixture(scope="module")
+def troubled(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server with broken models beside the good ones, after good, malformed and misdirected requests."""
+    root = tmp_path_factory.mktemp("runbook")
+    repository = broken_repository(root / "model_repository", built_repository)
+    with serve(repository, root / "server.log", "--model-control-mode", "explicit", "--load-model", "*") as server:
+        assert httpx.post(f"{server.url}/v2/models/mlp/infer", json=GOOD).status_code == 200
+        assert httpx.post(f"{server.url}/v2/models/mlp/infer", json=BAD).status_code == 400
+        assert httpx.post(f"{server.url}/v2/models/nowhere/infer", json=GOOD).status_code == 404
+        yield server
+
+
+def runnable(command: str, server: RunningServer, scratch: Path) -> str:
+    """The command as it runs here: addresses, placeholders and scratch files made concrete."""
+    command = command.replace("localhost:8000", server.address).replace("localhost:8001", server.grpc_address)
+    command = command.replace("<name>", "mlp").replace("/tmp/", f"{scratch}/")
+    return LOGS.sub(f"cat {server.log} |", command)
+
+
+@pytest.mark.parametrize("document", DOCS, ids=lambda path: path.name)
+def test_every_command_that_can_run_here_runs(troubled: RunningServer, document: Path, tmp_path: Path) -> None:
+    if shutil.which("jq") is None:
+        raise AssertionError("jq is missing: the runbooks pipe into it (apt-get install jq)")
+    ran, elsewhere = 0, []
+    for command in commands(document):
+        if LOGS.match(command) is None and (command.startswith(NEEDS_A_CLUSTER) or NEEDS_A_GPU in command):
+            elsewhere.append(command)
+            continue
+        result = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", runnable(command, troubled, tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "COLUMNS": "200"},
+        )
+        assert result.returncode == 0, f"{document.name}: `{command}` failed:\n{result.stdout}\n{result.stderr}"
+        if " -o " in command:
+            written = re.search(r"-o (\S+)", runnable(command, troubled, tmp_path))
+            assert written is not None
+            assert Path(written[1]).stat().st_size > 0, f"{document.name}: `{command}` wrote nothing"
+        elif LOGS.match(command) is None:
+            assert result.stdout.strip(), f"{document.name}: `{command}` printed nothing"
+        ran += 1
+    assert ran >= 15, f"only {ran} commands of {document.name} ran"
+    assert all(c.startswith(NEEDS_A_CLUSTER) or NEEDS_A_GPU in c for c in elsewhere)
+
+
+def test_the_log_filters_find_what_they_look_for(troubled: RunningServer) -> None:
+    errors = subprocess.run(
+        ["bash", "-c", runnable(f"kubectl logs deploy/modelserve | jq -c {_ERRORS!r}", troubled, Path())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.splitlines()
+    assert any('"code":400' in line for line in errors), errors
+    assert any('"model":"nowhere"' in line and '"code":404' in line for line in errors), errors
+
+
+_ERRORS = 'select(.logger=="modelserve.access" and .status=="error") | {model, code, error}'
