@@ -9,9 +9,7 @@ against the series the server really exports, with the labels it really sets.
 from __future__ import annotations
 
 import math
-import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +25,7 @@ import yaml
 
 from tests.deploy import promql
 from tests.deploy.tools import tool
-from tests.e2e.server import RunningServer, free_port, serve
+from tests.e2e.server import RunningServer, free_port, serve, stop
 
 MODELS = ("mlp", "simple")
 ROUNDS = 40  # per phase; each round sends one request of each kind below
@@ -134,13 +132,7 @@ def _prometheus(server: RunningServer, root: Path) -> Iterator[tuple[str, Path]]
         assert process.poll() is None, f"Prometheus exited with {process.returncode}:\n{log.read_text()}"
         yield url, log
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process, 10)
 
 
 def _ready(url: str) -> bool:
