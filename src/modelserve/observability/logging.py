@@ -14,6 +14,7 @@ import logging
 import random
 import sys
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -64,7 +65,7 @@ def configure_logging(level: str, fmt: str) -> None:
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = JsonLines(sys.stderr) if fmt == "json" else logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -76,6 +77,19 @@ def configure_logging(level: str, fmt: str) -> None:
     logging.captureWarnings(True)  # warnings.warn(...) becomes a "py.warnings" line like any other
 
 
+class JsonLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler of ``LOG_FORMAT=json``. It also writes documents built whole by their caller: the
+    access log's line is a flat dictionary, and passing it through a LogRecord and structlog's
+    processors costs 25 µs where serialising it costs 3, on a path taken once per request."""
+
+    def write_document(self, document: dict[str, Any]) -> None:
+        """One JSON line, written under the handler's lock like every other record."""
+        line = _dumps(document) + "\n"
+        with self.lock:  # type: ignore[union-attr]
+            self.stream.write(line)
+            self.flush()
+
+
 class AccessLog:
     """One INFO line per answered inference request, for a ``sample_rate`` share of them (0: none)."""
 
@@ -83,6 +97,9 @@ class AccessLog:
         self._rate = sample_rate
         self._log = structlog.get_logger(ACCESS_LOGGER)
         self._enabled = logging.getLogger(ACCESS_LOGGER).isEnabledFor
+        # With JSON logs, the line goes straight to the handler; otherwise through structlog.
+        handlers = logging.getLogger().handlers
+        self._json = next((h for h in handlers if isinstance(h, JsonLines)), None) if len(handlers) == 1 else None
 
     def record(
         self, model: str, version: str, protocol: str, code: int | str, seconds: float, error: Exception | None
@@ -99,4 +116,15 @@ class AccessLog:
             fields["error"] = (
                 error.message if isinstance(error, ModelserveError) else f"internal error ({type(error).__name__})"
             )
-        self._log.info("inference request", **fields)
+        if self._json is None:
+            self._log.info("inference request", **fields)
+            return
+        if (trace_id := current_trace_id()) is not None:
+            fields["trace_id"] = trace_id
+        fields.update(
+            message="inference request",
+            level="info",
+            logger=ACCESS_LOGGER,
+            timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        )
+        self._json.write_document(fields)
