@@ -20,14 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[torch,sklearn,s3,dev]'
 	touch $@
 
-# promtool, amtool and prometheus from Debian's packages, unpacked into .tools (no service starts, no root needed
-# once apt's package lists exist). The deploy/ tests run them.
+# promtool, amtool and prometheus, and jq (the runbooks pipe into it), from Debian's packages, unpacked into
+# .tools (no service starts, no root needed once apt's package lists exist). The deploy/ and runbook tests run them.
+DEBS := prometheus prometheus-alertmanager jq libjq1 libonig5
 tools: $(TOOLS)/.installed
 
-$(TOOLS)/.installed:
+$(TOOLS)/.installed: Makefile
 	rm -rf $(TOOLS) && mkdir -p $(TOOLS)/debs
-	cd $(TOOLS)/debs && apt-get download prometheus prometheus-alertmanager 2>/dev/null || \
-		{ apt-get update -qq && apt-get download prometheus prometheus-alertmanager; }
+	cd $(TOOLS)/debs && apt-get download $(DEBS) 2>/dev/null || \
+		{ apt-get update -qq && apt-get download $(DEBS); }
 	for deb in $(TOOLS)/debs/*.deb; do dpkg-deb -x $$deb $(TOOLS)/root; done
 	rm -rf $(TOOLS)/debs
 	touch $@

@@ -10,7 +10,6 @@ any other kind has to be made runnable or added to the list on purpose.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from tests.builders import broken_repository
+from tests.deploy.tools import tool
 from tests.e2e.server import RunningServer, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +53,21 @@ def troubled(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
         yield server
 
 
+def shell(command: str) -> subprocess.CompletedProcess[str]:
+    """``command`` in bash with pipefail, finding `modelserve` in this venv and jq where `make tools` put it."""
+    jq = Path(tool("jq"))
+    libraries = ":".join(str(p) for p in (ROOT / ".tools" / "root" / "usr" / "lib").glob("*-linux-gnu"))
+    env = {"PATH": f"{Path(sys.executable).parent}:{jq.parent}:/usr/bin:/bin", "LD_LIBRARY_PATH": libraries}
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**env, "COLUMNS": "200"},
+    )
+
+
 def runnable(command: str, server: RunningServer, scratch: Path) -> str:
     """The command as it runs here: addresses, placeholders and scratch files made concrete."""
     command = command.replace("localhost:8000", server.address).replace("localhost:8001", server.grpc_address)
@@ -62,21 +77,12 @@ def runnable(command: str, server: RunningServer, scratch: Path) -> str:
 
 @pytest.mark.parametrize("document", DOCS, ids=lambda path: path.name)
 def test_every_command_that_can_run_here_runs(troubled: RunningServer, document: Path, tmp_path: Path) -> None:
-    if shutil.which("jq") is None:
-        raise AssertionError("jq is missing: the runbooks pipe into it (apt-get install jq)")
     ran, elsewhere = 0, []
     for command in commands(document):
         if LOGS.match(command) is None and (command.startswith(NEEDS_A_CLUSTER) or NEEDS_A_GPU in command):
             elsewhere.append(command)
             continue
-        result = subprocess.run(
-            ["bash", "-o", "pipefail", "-c", runnable(command, troubled, tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "COLUMNS": "200"},
-        )
+        result = shell(runnable(command, troubled, tmp_path))
         assert result.returncode == 0, f"{document.name}: `{command}` failed:\n{result.stdout}\n{result.stderr}"
         if " -o " in command:
             written = re.search(r"-o (\S+)", runnable(command, troubled, tmp_path))
@@ -90,13 +96,9 @@ def test_every_command_that_can_run_here_runs(troubled: RunningServer, document:
 
 
 def test_the_log_filters_find_what_they_look_for(troubled: RunningServer) -> None:
-    errors = subprocess.run(
-        ["bash", "-c", runnable(f"kubectl logs deploy/modelserve | jq -c {_ERRORS!r}", troubled, Path())],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout.splitlines()
+    result = shell(runnable(f"kubectl logs deploy/modelserve | jq -c {_ERRORS!r}", troubled, Path()))
+    assert result.returncode == 0, result.stderr
+    errors = result.stdout.splitlines()
     assert any('"code":400' in line for line in errors), errors
     assert any('"model":"nowhere"' in line and '"code":404' in line for line in errors), errors
 
