@@ -97,7 +97,8 @@ class AccessLog:
         self._rate = sample_rate
         self._log = structlog.get_logger(ACCESS_LOGGER)
         self._enabled = logging.getLogger(ACCESS_LOGGER).isEnabledFor
-        # With JSON logs, the line goes straight to the handler; otherwise through structlog.
+        # With JSON logs and nothing else listening, the line goes straight to the handler; otherwise
+        # through structlog and every handler, like any other line.
         handlers = logging.getLogger().handlers
         self._json = next((h for h in handlers if isinstance(h, JsonLines)), None) if len(handlers) == 1 else None
 

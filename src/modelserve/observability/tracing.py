@@ -142,10 +142,7 @@ class _Stage(AbstractContextManager[Span]):
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: TracebackType | None) -> None:
         if error is not None:
-            message = error.message if isinstance(error, ModelserveError) else f"{type(error).__name__}: {error}"
-            self._span.set_status(Status(StatusCode.ERROR, message))
-            if not isinstance(error, ModelserveError) and isinstance(error, Exception):
-                self._span.record_exception(error)
+            _fail(self._span, error)
         self._span.end()
 
 
@@ -159,10 +156,17 @@ def finish_span(model: str, version: str, code: int | str, error: Exception | No
     if isinstance(code, int):
         span.set_attribute("http.response.status_code", code)
     if error is not None:
-        message = error.message if isinstance(error, ModelserveError) else f"{type(error).__name__}: {error}"
-        span.set_status(Status(StatusCode.ERROR, message))
-        if not isinstance(error, ModelserveError):  # a server bug: its traceback belongs in the trace
-            span.record_exception(error)
+        _fail(span, error)
+
+
+def _fail(span: Span, error: BaseException) -> None:
+    """An error status saying what went wrong; a server bug's traceback too, as a span event."""
+    if isinstance(error, ModelserveError):
+        span.set_status(Status(StatusCode.ERROR, error.message))
+        return
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    if isinstance(error, Exception):
+        span.record_exception(error)
 
 
 def current_trace_id() -> str | None:
