@@ -22,6 +22,7 @@ import structlog
 from structlog.typing import Processor
 
 from modelserve.errors import ModelserveError
+from modelserve.observability.metrics import request_status
 from modelserve.observability.tracing import current_trace_id
 
 ACCESS_LOGGER = "modelserve.access"
@@ -110,8 +111,8 @@ class AccessLog:
             return
         if not self._enabled(logging.INFO):
             return
-        status = "success" if code in (200, "OK") else "error"
-        fields: dict[str, Any] = {"model": model, "version": version, "protocol": protocol, "status": status}
+        fields: dict[str, Any] = {"model": model, "version": version, "protocol": protocol}
+        fields["status"] = request_status(code)
         fields.update(code=code, latency_ms=round(seconds * 1000, 3))
         if error is not None:  # formatted only for the lines that are written
             fields["error"] = (

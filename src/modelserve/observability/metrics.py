@@ -172,9 +172,8 @@ class Metrics:
             model = "unknown"
         key = (model, version, protocol, code)
         if (children := self._request_children.get(key)) is None:
-            status = "success" if code in (200, "OK") else "error"
             children = (
-                self.requests.labels(model, version, protocol, status, str(code)),
+                self.requests.labels(model, version, protocol, request_status(code), str(code)),
                 self.duration.labels(model, protocol),
             )
             self._request_children[key] = children
@@ -225,6 +224,11 @@ class Metrics:
         if self._gpu.available:
             combined.register(self._gpu)
         return generate_latest(combined)
+
+
+def request_status(code: int | str) -> str:
+    """The seeds' ``status`` of an answered request: ``success`` for HTTP 200 or gRPC OK, else ``error``."""
+    return "success" if code in (200, "OK") else "error"
 
 
 def rejection_reason(error: Exception) -> str | None:
