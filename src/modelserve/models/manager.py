@@ -27,6 +27,7 @@ from modelserve.errors import (
     ModelNotReady,
     ModelserveError,
 )
+from modelserve.models.memory import release_freed_memory
 from modelserve.models.spec import BatchingDefaults, ModelSpec, resolve
 from modelserve.models.stats import ModelStats
 from modelserve.repository.layout import ModelRepository, ModelSource
@@ -262,10 +263,10 @@ class ModelManager:
         record.state = ModelState.UNLOADING
         if record.batcher is not None:
             await record.batcher.close()
-        if record.runtime is not None:
-            await asyncio.to_thread(record.runtime.unload)
+        runtime, record.runtime, record.batcher = record.runtime, None, None
+        if runtime is not None:
+            await asyncio.to_thread(_free, runtime)
         record.state, record.reason = ModelState.UNAVAILABLE, "unloaded"
-        record.runtime = record.batcher = None
         log.info("model %s version %s unloaded", record.name, record.version)
 
     def _lock(self, name: str) -> asyncio.Lock:
@@ -363,6 +364,12 @@ class ModelManager:
 
     def _in_repository(self, name: str) -> bool:
         return self.repository.contains(name)
+
+
+def _free(runtime: Runtime) -> None:
+    """Unload a runtime and give what it held back to the kernel, so RSS falls as far as it rose."""
+    runtime.unload()
+    release_freed_memory()
 
 
 def _ready(record: ModelVersion | None) -> bool:
