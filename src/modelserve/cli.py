@@ -53,6 +53,7 @@ def serve(
     inline_inference_us: Annotated[float | None, typer.Option(help=_help("inline_inference_us"))] = None,
     request_timeout_sec: Annotated[float | None, typer.Option(help=_help("request_timeout_sec"))] = None,
     max_input_size_mb: Annotated[float | None, typer.Option(help=_help("max_input_size_mb"))] = None,
+    shutdown_grace_sec: Annotated[float | None, typer.Option(help=_help("shutdown_grace_sec"))] = None,
     log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
     log_format: Annotated[str | None, typer.Option(help=_help("log_format"))] = None,
     access_log_sample_rate: Annotated[float | None, typer.Option(help=_help("access_log_sample_rate"))] = None,
@@ -93,7 +94,8 @@ def _run(settings: Settings) -> None:
         "log_level": settings.log_level,
         "log_config": None,  # uvicorn's loggers go through configure_logging's pipeline
         "access_log": False,  # modelserve writes its own access lines (ACCESS_LOG_SAMPLE_RATE)
-        "timeout_graceful_shutdown": 30,
+        # Requests have drained by the time uvicorn shuts down (server/lifecycle.py); this bounds the rest.
+        "timeout_graceful_shutdown": settings.shutdown_grace_sec,
     }
     if settings.workers == 1:
         from modelserve.server.app import create_app

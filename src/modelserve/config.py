@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds a request may wait and run before it is answered 504."
     )
     max_input_size_mb: float = Field(64.0, gt=0, description="Largest request body accepted (MiB); larger is 413.")
+    shutdown_grace_sec: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM, seconds in-flight and queued requests get to finish before the server exits.",
+    )
 
     @property
     def max_input_bytes(self) -> int:

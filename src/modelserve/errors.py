@@ -10,6 +10,7 @@ decides what HTTP or gRPC says. The tree::
     ├── PayloadTooLarge      the body exceeds MAX_INPUT_SIZE_MB
     ├── Overloaded           a bounded queue is full: retry later
     ├── DeadlineExceeded     the request's time ran out before it finished
+    ├── ShuttingDown         the server is draining before it stops: retry on another replica
     ├── ModelControlDisabled load/unload asked for while the control mode forbids it
     ├── ModelLoadError       the model's files or config cannot be loaded (names the file)
     └── InferenceFailed      the runtime raised while executing a batch
@@ -46,6 +47,10 @@ class Overloaded(ModelserveError):
 
 class DeadlineExceeded(ModelserveError):
     """The request's deadline passed before its result was ready."""
+
+
+class ShuttingDown(ModelserveError):
+    """The server received SIGTERM: it finishes what it accepted and takes nothing new."""
 
 
 class ModelControlDisabled(ModelserveError):

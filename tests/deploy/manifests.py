@@ -30,9 +30,9 @@ KUSTOMIZATIONS = {
 }
 # The oldest Kubernetes the manifests support (docs/DEPLOYMENT.md says so), and the newest schema bundled.
 KUBERNETES_VERSIONS = ("1.29", ".".join(latest_version().split(".")[:2]))
-# Variables the deploy files set before the server reads them: the drain grace and the traffic-history
-# store. Each leaves this list when it becomes a documented setting.
-PENDING_SETTINGS = frozenset({"SHUTDOWN_GRACE_SEC", "DATABASE_URL"})
+# Variables the deploy files set before the server reads them: the traffic-history store. Each leaves
+# this list when it becomes a documented setting.
+PENDING_SETTINGS = frozenset({"DATABASE_URL"})
 
 Document = dict[str, Any]
 

@@ -26,7 +26,15 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from modelserve.errors import DeadlineExceeded, InvalidInput, ModelNotFound, ModelNotReady, Overloaded, PayloadTooLarge
+from modelserve.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ShuttingDown,
+)
 from modelserve.observability.gpu import GpuCollector
 
 if TYPE_CHECKING:
@@ -46,6 +54,7 @@ REJECTIONS: tuple[tuple[type[Exception], str], ...] = (
     (InvalidInput, "invalid_input"),
     (Overloaded, "queue_full"),
     (DeadlineExceeded, "deadline_exceeded"),
+    (ShuttingDown, "shutting_down"),
 )
 
 

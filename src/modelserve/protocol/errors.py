@@ -20,6 +20,7 @@ from modelserve.errors import (
     ModelserveError,
     Overloaded,
     PayloadTooLarge,
+    ShuttingDown,
 )
 
 log = logging.getLogger("modelserve.http")
@@ -31,6 +32,7 @@ HTTP_STATUS: dict[type[ModelserveError], int] = {
     PayloadTooLarge: 413,
     Overloaded: 429,
     DeadlineExceeded: 504,
+    ShuttingDown: 503,
     ModelControlDisabled: 400,  # as Triton answers load/unload outside explicit mode
     ModelLoadError: 400,  # as Triton answers a failed load: the model's files are at fault
     InferenceFailed: 500,
@@ -46,6 +48,7 @@ GRPC_STATUS: dict[type[ModelserveError], grpc.StatusCode] = {
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     ModelControlDisabled: grpc.StatusCode.FAILED_PRECONDITION,
     ModelLoadError: grpc.StatusCode.INVALID_ARGUMENT,
     InferenceFailed: grpc.StatusCode.INTERNAL,

@@ -20,7 +20,7 @@ from google.protobuf.json_format import ParseDict
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelserve import __version__
-from modelserve.errors import InvalidInput, ModelNotReady, ModelserveError
+from modelserve.errors import InvalidInput, ModelNotReady, ModelserveError, ShuttingDown
 from modelserve.protocol.errors import grpc_status
 from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response, output_placements
 from modelserve.protocol.v2_codec import parse_version
@@ -37,6 +37,7 @@ log = logging.getLogger("modelserve.grpc")
 _SERVICE = "inference.GRPCInferenceService"
 _ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": _SERVICE, "modelserve.protocol": "grpc"}
 Reply = TypeVar("Reply")
+_PROBES = {"ServerLive", "ServerReady", "ModelReady"}  # still answered while draining
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Reply]]
 
 
@@ -46,6 +47,8 @@ def _rpc(method: Handler[Reply]) -> Handler[Reply]:
     @functools.wraps(method)
     async def guarded(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Reply:
         try:
+            if self.state.draining and method.__name__ not in _PROBES:
+                raise ShuttingDown("server is shutting down; retry the request on another replica")
             return await method(self, request, context)
         except ModelserveError as exc:
             await context.abort(grpc_status(exc), exc.message)
@@ -168,6 +171,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         started = time.perf_counter()
         label = message.model_name
         try:
+            if self.state.draining:  # a stream opened before SIGTERM takes no new requests either
+                raise ShuttingDown("server is shutting down; retry the request on another replica")
             with self.tracing.span("admission"):
                 self.manager.get(label, parse_version(message.model_version))  # refuse before decoding
                 shared_memory = self.state.shared_memory

@@ -34,6 +34,7 @@ from modelserve.protocol.http import json_response
 from modelserve.repository.remote import open_repository
 from modelserve.server.asgi import FrontDoor
 from modelserve.server.grpc_server import start_grpc
+from modelserve.server.lifecycle import Drain
 from modelserve.server.state import ServerState
 
 log = logging.getLogger("modelserve.server")
@@ -83,8 +84,13 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
             metrics.refresh(manager.ready())
             await asyncio.sleep(1)
 
+    def in_flight() -> int:
+        # HTTP requests at the door, and every inference inside a model (gRPC ones included).
+        return door.in_flight + sum(record.in_flight for record in manager.ready())
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        Drain(state, settings.shutdown_grace_sec, in_flight).install()
         grpc_server = await start_grpc(state)
         loading = asyncio.create_task(load_initial_models())
         if load_before_serving:
@@ -119,7 +125,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _error)
-    return FrontDoor(app, rest_v2.infer_endpoint(state), rest_v1.predict_endpoint(state))
+    door = FrontDoor(app, rest_v2.infer_endpoint(state), rest_v1.predict_endpoint(state), state)
+    return door
 
 
 def create_app_from_env() -> FrontDoor:
