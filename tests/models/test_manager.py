@@ -634,6 +634,36 @@ async def test_a_request_that_cannot_finish_in_time_is_deadline_exceeded(
     assert (await manager.infer(simple_request(2))).version == 1
 
 
+async def test_the_v2_timeout_parameter_drops_a_queued_request_without_running_it(
+    make_manager: Factory, built_repository: Path, executor: ThreadPoolExecutor
+) -> None:
+    manager = make_manager(built_repository)
+    await manager.start(["simple"])
+    await manager.infer(simple_request())
+    stats = manager.get("simple").stats
+    request = simple_request(1)
+    request.parameters["timeout"] = 50_000  # microseconds, as Triton's clients send it
+
+    async with busy(executor):
+        with pytest.raises(DeadlineExceeded, match=r"did not answer within 0.05 s \(the request's timeout parameter\)"):
+            await manager.infer(request)
+    await manager.infer(simple_request(2))
+
+    assert stats.execution_count == 2  # the timed-out request never ran: only the two others did
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "100", True])
+async def test_a_timeout_parameter_that_is_not_whole_microseconds_is_invalid(
+    make_manager: Factory, built_repository: Path, value: object
+) -> None:
+    manager = make_manager(built_repository)
+    await manager.start(["simple"])
+    request = simple_request()
+    request.parameters["timeout"] = value
+    with pytest.raises(InvalidInput, match=r"parameter 'timeout'.*whole number of microseconds"):
+        await manager.infer(request)
+
+
 # -- shutdown, statistics, index ---------------------------------------------------------------------
 
 

@@ -196,19 +196,19 @@ class Batcher:
             start = time.perf_counter_ns()
             for pending in batch:
                 self._stats.queue.add(start - pending.enqueued_ns)
-            samples = sum(p.size for p in batch)
-            inputs = batch[0].inputs if len(batch) == 1 else _concatenate([p.inputs for p in batch])
-            joined = time.perf_counter_ns()
             if self._inline:
-                outputs, compute_ns = self._timed_run(inputs)
+                batch, outputs, join_ns, compute_ns = self._run_live(batch)
             else:
                 loop = asyncio.get_running_loop()
-                outputs, compute_ns = await loop.run_in_executor(self._executor, self._timed_run, inputs)
+                batch, outputs, join_ns, compute_ns = await loop.run_in_executor(self._executor, self._run_live, batch)
+            if not batch:
+                return  # every caller gave up while the batch waited for a thread: nothing ran
             previous = self._compute_ns
             self._compute_ns = compute_ns if previous is None else 0.8 * previous + 0.2 * compute_ns
             done = time.perf_counter_ns()
+            samples = sum(p.size for p in batch)
             results = _split(outputs, [p.size for p in batch], samples) if self._batching else [outputs]
-            self._stats.record_batch(len(batch), samples, joined - start, done - joined, time.perf_counter_ns() - done)
+            self._stats.record_batch(len(batch), samples, join_ns, compute_ns, time.perf_counter_ns() - done)
             if self._observe_batch is not None:
                 self._observe_batch(samples, compute_ns / 1e9, [(start - p.enqueued_ns) / 1e9 for p in batch])
             for pending, result in zip(batch, results, strict=True):
@@ -247,10 +247,18 @@ class Batcher:
             },
         )
 
-    def _timed_run(self, inputs: Arrays) -> tuple[Arrays, int]:
+    def _run_live(self, batch: list[_Pending]) -> tuple[list[_Pending], Arrays, int, int]:
+        """Run the requests of ``batch`` whose callers still wait, as late as possible: a batch can wait
+        for a free thread past its requests' deadlines, and those must not run. Returns the requests
+        run, their outputs, and the nanoseconds spent joining inputs and computing."""
         started = time.perf_counter_ns()
+        live = [p for p in batch if not p.future.done()]  # only read here: the loop owns the futures
+        if not live:
+            return live, {}, 0, 0
+        inputs = live[0].inputs if len(live) == 1 else _concatenate([p.inputs for p in live])
+        joined = time.perf_counter_ns()
         outputs = self._run(inputs)
-        return outputs, time.perf_counter_ns() - started
+        return live, outputs, joined - started, time.perf_counter_ns() - joined
 
 
 def _abandon(pending: _Pending) -> None:

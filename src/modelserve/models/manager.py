@@ -21,6 +21,7 @@ from opentelemetry.trace import Tracer
 from modelserve.batching.batcher import Batcher
 from modelserve.errors import (
     DeadlineExceeded,
+    InvalidInput,
     ModelControlDisabled,
     ModelLoadError,
     ModelNotFound,
@@ -345,12 +346,15 @@ class ModelManager:
             wanted = request.outputs or spec.output_names
             if request.outputs:
                 spec.check_outputs(request.outputs)
-            limit = self._request_timeout_s if deadline_s is None else min(deadline_s, self._request_timeout_s)
+            limit, reason = self._request_timeout_s, "REQUEST_TIMEOUT_SEC"
+            if deadline_s is not None and deadline_s < limit:
+                limit, reason = deadline_s, "the caller's deadline"
+            if (timeout := _timeout_parameter(request.parameters)) is not None and timeout < limit:
+                limit, reason = timeout, "the request's timeout parameter"
             try:
                 async with asyncio.timeout(limit):
                     outputs = await batcher.submit(request.inputs, size)
             except TimeoutError:
-                reason = "REQUEST_TIMEOUT_SEC" if limit == self._request_timeout_s else "the caller's deadline"
                 raise DeadlineExceeded(
                     f"model '{request.model}' did not answer within {limit:g} s ({reason})"
                 ) from None
@@ -364,6 +368,16 @@ class ModelManager:
 
     def _in_repository(self, name: str) -> bool:
         return self.repository.contains(name)
+
+
+def _timeout_parameter(parameters: dict[str, object]) -> float | None:
+    """The V2 ``timeout`` request parameter in seconds: Triton's microseconds, 0 or absent for none."""
+    value = parameters.get("timeout")
+    if value is None or value == 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"parameter 'timeout' is {value!r}; send a whole number of microseconds (0: no timeout)")
+    return value / 1e6
 
 
 def _free(runtime: Runtime) -> None:
