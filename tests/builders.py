@@ -54,6 +54,16 @@ def matmul_onnx(path: Path, *, features: int = 2048) -> Path:
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
 
 
+def odd_batch_fails_onnx(path: Path) -> Path:
+    """FP32 [n, 3] reshaped to [2, -1]: runs for an even ``n`` and raises in ONNX Runtime for an odd one,
+    a model that fails at runtime on demand (write a config with ``max_batch_size: 0``)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "m"])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [2, -1])
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "odd", [x], [y], [shape])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
 def _save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)

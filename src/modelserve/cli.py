@@ -53,6 +53,10 @@ def serve(
     inline_inference_us: Annotated[float | None, typer.Option(help=_help("inline_inference_us"))] = None,
     request_timeout_sec: Annotated[float | None, typer.Option(help=_help("request_timeout_sec"))] = None,
     max_input_size_mb: Annotated[float | None, typer.Option(help=_help("max_input_size_mb"))] = None,
+    circuit_breaker_failures: Annotated[int | None, typer.Option(help=_help("circuit_breaker_failures"))] = None,
+    circuit_breaker_cooldown_sec: Annotated[
+        float | None, typer.Option(help=_help("circuit_breaker_cooldown_sec"))
+    ] = None,
     shutdown_grace_sec: Annotated[float | None, typer.Option(help=_help("shutdown_grace_sec"))] = None,
     log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
     log_format: Annotated[str | None, typer.Option(help=_help("log_format"))] = None,

@@ -111,6 +111,15 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds a request may wait and run before it is answered 504."
     )
     max_input_size_mb: float = Field(64.0, gt=0, description="Largest request body accepted (MiB); larger is 413.")
+    circuit_breaker_failures: int = Field(
+        5,
+        ge=0,
+        description="Requests in a row failing in a model's runtime that open its circuit breaker "
+        "(503 until the cool-down; 0: off).",
+    )
+    circuit_breaker_cooldown_sec: float = Field(
+        30.0, gt=0, description="Seconds an open breaker refuses a model's requests before one goes through as a trial."
+    )
     shutdown_grace_sec: float = Field(
         30.0,
         ge=0,

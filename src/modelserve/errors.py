@@ -6,6 +6,7 @@ decides what HTTP or gRPC says. The tree::
     ModelserveError
     ├── ModelNotFound        the name or version is not in the repository
     ├── ModelNotReady        known, but not loaded (or still loading, or failed)
+    │   └── CircuitOpen      loaded, but its runtime failed request after request: refused for a while
     ├── InvalidInput         the request is malformed: shape, datatype, missing tensor, bad JSON
     ├── PayloadTooLarge      the body exceeds MAX_INPUT_SIZE_MB
     ├── Overloaded           a bounded queue is full: retry later
@@ -31,6 +32,10 @@ class ModelNotFound(ModelserveError):
 
 class ModelNotReady(ModelserveError):
     """The model exists but cannot serve now: not loaded, loading, unloading or failed."""
+
+
+class CircuitOpen(ModelNotReady):
+    """The model's circuit breaker is open after repeated runtime failures; retry after its cool-down."""
 
 
 class InvalidInput(ModelserveError):

@@ -21,6 +21,7 @@ from opentelemetry.trace import Tracer
 from modelserve.batching.batcher import Batcher
 from modelserve.errors import (
     DeadlineExceeded,
+    InferenceFailed,
     InvalidInput,
     ModelControlDisabled,
     ModelLoadError,
@@ -28,6 +29,7 @@ from modelserve.errors import (
     ModelNotReady,
     ModelserveError,
 )
+from modelserve.models.breaker import CircuitBreaker
 from modelserve.models.memory import release_freed_memory
 from modelserve.models.spec import BatchingDefaults, ModelSpec, resolve
 from modelserve.models.stats import ModelStats
@@ -72,6 +74,7 @@ class ModelVersion:
     memory_bytes: int = 0
     load_seconds: float = 0.0
     in_flight: int = 0  # requests inside: validated, queued or running
+    breaker: CircuitBreaker | None = None  # None when CIRCUIT_BREAKER_FAILURES is 0
 
     def fail(self, reason: str) -> None:
         """Record why this version cannot serve."""
@@ -91,6 +94,8 @@ class ModelManager:
         load_timeout_s: float,
         request_timeout_s: float,
         control_enabled: bool,
+        breaker_failures: int = 0,
+        breaker_cooldown_s: float = 30.0,
         observer: ManagerObserver | None = None,
         tracer: Tracer | None = None,
     ) -> None:
@@ -100,6 +105,8 @@ class ModelManager:
         self._load_timeout_s = load_timeout_s
         self._request_timeout_s = request_timeout_s
         self._control_enabled = control_enabled
+        self._breaker_failures = breaker_failures
+        self._breaker_cooldown_s = breaker_cooldown_s
         self._observer = observer
         self._tracer = tracer
         self._models: dict[str, dict[int | None, ModelVersion]] = {}
@@ -245,6 +252,8 @@ class ModelManager:
             tracer=self._tracer,
         )
         record.spec, record.runtime = spec, runtime
+        if self._breaker_failures:
+            record.breaker = CircuitBreaker(source.name, self._breaker_failures, self._breaker_cooldown_s)
         record.memory_bytes = runtime.memory_bytes()
         record.load_seconds = time.perf_counter() - started
         record.state = ModelState.READY
@@ -339,6 +348,9 @@ class ModelManager:
         spec, batcher = record.spec, record.batcher
         assert spec is not None
         assert batcher is not None
+        breaker = record.breaker
+        if breaker is not None:
+            breaker.admit()
         started = time.perf_counter_ns()
         record.in_flight += 1
         try:
@@ -358,11 +370,15 @@ class ModelManager:
                 raise DeadlineExceeded(
                     f"model '{request.model}' did not answer within {limit:g} s ({reason})"
                 ) from None
-        except ModelserveError:
+        except ModelserveError as exc:
             record.stats.record_request(False, time.perf_counter_ns() - started)
+            if breaker is not None and isinstance(exc, InferenceFailed):
+                breaker.failed(exc.message)
             raise
         finally:
             record.in_flight -= 1
+        if breaker is not None:
+            breaker.succeeded()
         record.stats.record_request(True, time.perf_counter_ns() - started)
         return InferenceResponse(request.model, spec.version, {n: outputs[n] for n in wanted}, request.id)
 

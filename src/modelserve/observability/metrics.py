@@ -27,6 +27,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from modelserve.errors import (
+    CircuitOpen,
     DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
@@ -50,6 +51,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 REJECTIONS: tuple[tuple[type[Exception], str], ...] = (
     (PayloadTooLarge, "too_large"),
     (ModelNotFound, "model_not_found"),
+    (CircuitOpen, "circuit_open"),  # before ModelNotReady, its parent: the first match names the reason
     (ModelNotReady, "model_not_ready"),
     (InvalidInput, "invalid_input"),
     (Overloaded, "queue_full"),

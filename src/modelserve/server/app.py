@@ -61,6 +61,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         load_timeout_s=settings.model_load_timeout,
         request_timeout_s=settings.request_timeout_sec,
         control_enabled=explicit,
+        breaker_failures=settings.circuit_breaker_failures,
+        breaker_cooldown_s=settings.circuit_breaker_cooldown_sec,
         observer=metrics,
         tracer=tracing.tracer,
     )
