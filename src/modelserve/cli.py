@@ -53,6 +53,7 @@ def serve(
     inline_inference_us: Annotated[float | None, typer.Option(help=_help("inline_inference_us"))] = None,
     request_timeout_sec: Annotated[float | None, typer.Option(help=_help("request_timeout_sec"))] = None,
     max_input_size_mb: Annotated[float | None, typer.Option(help=_help("max_input_size_mb"))] = None,
+    max_inflight_requests: Annotated[int | None, typer.Option(help=_help("max_inflight_requests"))] = None,
     circuit_breaker_failures: Annotated[int | None, typer.Option(help=_help("circuit_breaker_failures"))] = None,
     circuit_breaker_cooldown_sec: Annotated[
         float | None, typer.Option(help=_help("circuit_breaker_cooldown_sec"))

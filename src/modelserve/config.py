@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds a request may wait and run before it is answered 504."
     )
     max_input_size_mb: float = Field(64.0, gt=0, description="Largest request body accepted (MiB); larger is 413.")
+    max_inflight_requests: int = Field(
+        0,
+        ge=0,
+        description="Inference requests the process holds at once, all models together; more get 429 (0: no limit).",
+    )
     circuit_breaker_failures: int = Field(
         5,
         ge=0,

@@ -29,6 +29,7 @@ from modelserve.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelNotReady,
+    Overloaded,
 )
 from modelserve.models.manager import ManagerObserver, ModelManager, ModelState, ModelVersion
 from modelserve.models.spec import BatchingDefaults
@@ -67,6 +68,7 @@ async def make_manager(executor: ThreadPoolExecutor) -> AsyncIterator[Factory]:
         load_timeout_s: float = 60.0,
         request_timeout_s: float = 60.0,
         observer: ManagerObserver | None = None,
+        max_in_flight: int = 0,
     ) -> ModelManager:
         manager = ModelManager(
             ModelRepository(root),
@@ -76,6 +78,7 @@ async def make_manager(executor: ThreadPoolExecutor) -> AsyncIterator[Factory]:
             request_timeout_s=request_timeout_s,
             control_enabled=control_enabled,
             observer=observer,
+            max_in_flight=max_in_flight,
         )
         made.append(manager)
         return manager
@@ -662,6 +665,25 @@ async def test_a_timeout_parameter_that_is_not_whole_microseconds_is_invalid(
     request.parameters["timeout"] = value
     with pytest.raises(InvalidInput, match=r"parameter 'timeout'.*whole number of microseconds"):
         await manager.infer(request)
+
+
+async def test_max_in_flight_refuses_requests_beyond_it_across_models_until_one_finishes(
+    make_manager: Factory, built_repository: Path, executor: ThreadPoolExecutor
+) -> None:
+    manager = make_manager(built_repository, max_in_flight=1)
+    await manager.start(["simple", "mlp"])
+    mlp_request = InferenceRequest("mlp", {"input": np.ones((1, 16), np.float32)})
+
+    async with busy(executor) as gate:
+        held = asyncio.create_task(manager.infer(simple_request()))
+        await until(lambda: manager.in_flight == 1, "the first request is inside")
+        with pytest.raises(Overloaded, match=r"holds 1 inference requests \(MAX_INFLIGHT_REQUESTS\)"):
+            await manager.infer(mlp_request)
+        gate.set()
+        await held
+
+    assert manager.in_flight == 0
+    assert (await manager.infer(mlp_request)).outputs["output"].shape[0] == 1
 
 
 # -- shutdown, statistics, index ---------------------------------------------------------------------

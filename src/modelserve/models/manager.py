@@ -28,6 +28,7 @@ from modelserve.errors import (
     ModelNotFound,
     ModelNotReady,
     ModelserveError,
+    Overloaded,
 )
 from modelserve.models.breaker import CircuitBreaker
 from modelserve.models.memory import release_freed_memory
@@ -96,6 +97,7 @@ class ModelManager:
         control_enabled: bool,
         breaker_failures: int = 0,
         breaker_cooldown_s: float = 30.0,
+        max_in_flight: int = 0,
         observer: ManagerObserver | None = None,
         tracer: Tracer | None = None,
     ) -> None:
@@ -106,6 +108,8 @@ class ModelManager:
         self._request_timeout_s = request_timeout_s
         self._control_enabled = control_enabled
         self._breaker_failures = breaker_failures
+        self._max_in_flight = max_in_flight
+        self.in_flight = 0  # inference requests inside any model
         self._breaker_cooldown_s = breaker_cooldown_s
         self._observer = observer
         self._tracer = tracer
@@ -348,11 +352,16 @@ class ModelManager:
         spec, batcher = record.spec, record.batcher
         assert spec is not None
         assert batcher is not None
+        if self._max_in_flight and self.in_flight >= self._max_in_flight:
+            raise Overloaded(
+                f"the server holds {self.in_flight} inference requests (MAX_INFLIGHT_REQUESTS); retry later"
+            )
         breaker = record.breaker
         if breaker is not None:
             breaker.admit()
         started = time.perf_counter_ns()
         record.in_flight += 1
+        self.in_flight += 1
         try:
             size = spec.validate(request.inputs)
             wanted = request.outputs or spec.output_names
@@ -377,6 +386,7 @@ class ModelManager:
             raise
         finally:
             record.in_flight -= 1
+            self.in_flight -= 1
         if breaker is not None:
             breaker.succeeded()
         record.stats.record_request(True, time.perf_counter_ns() - started)

@@ -63,6 +63,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         control_enabled=explicit,
         breaker_failures=settings.circuit_breaker_failures,
         breaker_cooldown_s=settings.circuit_breaker_cooldown_sec,
+        max_in_flight=settings.max_inflight_requests,
         observer=metrics,
         tracer=tracing.tracer,
     )
@@ -88,7 +89,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
 
     def in_flight() -> int:
         # HTTP requests at the door, and every inference inside a model (gRPC ones included).
-        return door.in_flight + sum(record.in_flight for record in manager.ready())
+        return door.in_flight + manager.in_flight
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
