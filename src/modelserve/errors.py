@@ -12,6 +12,7 @@ decides what HTTP or gRPC says. The tree::
     ├── Overloaded           a bounded queue is full: retry later
     ├── DeadlineExceeded     the request's time ran out before it finished
     ├── ShuttingDown         the server is draining before it stops: retry on another replica
+    ├── ClientDisconnected   the caller hung up while its request was queued: it never ran
     ├── ModelControlDisabled load/unload asked for while the control mode forbids it
     ├── ModelLoadError       the model's files or config cannot be loaded (names the file)
     └── InferenceFailed      the runtime raised while executing a batch
@@ -56,6 +57,10 @@ class DeadlineExceeded(ModelserveError):
 
 class ShuttingDown(ModelserveError):
     """The server received SIGTERM: it finishes what it accepted and takes nothing new."""
+
+
+class ClientDisconnected(ModelserveError):
+    """The caller closed the connection while its request waited; the request left the queue unrun."""
 
 
 class ModelControlDisabled(ModelserveError):

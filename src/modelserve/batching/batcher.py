@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +27,7 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, Status, StatusCode, Tracer
 
-from modelserve.errors import InferenceFailed, ModelNotReady, ModelserveError, Overloaded
+from modelserve.errors import ClientDisconnected, InferenceFailed, ModelNotReady, ModelserveError, Overloaded
 from modelserve.models.stats import ModelStats
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -94,8 +94,13 @@ class Batcher:
         """Requests waiting for an instance."""
         return len(self._queue)
 
-    async def submit(self, inputs: Arrays, size: int) -> Arrays:
-        """Queue one validated request of ``size`` samples and wait for its outputs."""
+    async def submit(self, inputs: Arrays, size: int, gone: Callable[[], Awaitable[object]] | None = None) -> Arrays:
+        """Queue one validated request of ``size`` samples and wait for its outputs.
+
+        ``gone`` returns when the caller hangs up; a request that has to wait for others is watched
+        with it, and leaves the queue unrun if its caller leaves (one that runs at once is not watched:
+        the watch would cost more than the run).
+        """
         if self._closing:
             raise ModelNotReady(f"model '{self.name}' is unloading")
         if self._max_queue and len(self._queue) >= self._max_queue:
@@ -114,6 +119,8 @@ class Batcher:
             pending.waiting = self._tracer.start_span("queue", attributes={"modelserve.model": self.name})
         self._queue.append(pending)
         self._wakeup.set()
+        if gone is not None and (len(self._queue) > 1 or self._delay_ns):
+            return await _unless_gone(future, gone, self.name)
         return await future
 
     async def close(self) -> None:
@@ -259,6 +266,21 @@ class Batcher:
         joined = time.perf_counter_ns()
         outputs = self._run(inputs)
         return live, outputs, joined - started, time.perf_counter_ns() - joined
+
+
+async def _unless_gone(future: asyncio.Future[Arrays], gone: Callable[[], Awaitable[object]], name: str) -> Arrays:
+    """The request's outputs, or ClientDisconnected once its caller hangs up (its future then cancelled,
+    so the dispatcher drops it unrun)."""
+    watcher = asyncio.ensure_future(gone())
+    watcher.add_done_callback(lambda _: future.cancel())
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            raise ClientDisconnected(f"the caller of model '{name}' hung up while the request was queued") from None
+        raise
+    finally:
+        watcher.cancel()
 
 
 def _abandon(pending: _Pending) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -343,10 +344,16 @@ class ModelManager:
             entries.extend(versions.values() if versions else [ModelVersion(name, None, ModelState.UNAVAILABLE)])
         return entries
 
-    async def infer(self, request: InferenceRequest, deadline_s: float | None = None) -> InferenceResponse:
+    async def infer(
+        self,
+        request: InferenceRequest,
+        deadline_s: float | None = None,
+        gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> InferenceResponse:
         """Validate a request against its model, run it through the model's batcher, and time it.
 
         ``deadline_s`` is the time the caller has left (a gRPC deadline); REQUEST_TIMEOUT_SEC caps it.
+        ``gone`` returns when the caller hangs up (HTTP); a request still queued then never runs.
         """
         record = self.get(request.model, request.version)
         spec, batcher = record.spec, record.batcher
@@ -374,7 +381,7 @@ class ModelManager:
                 limit, reason = timeout, "the request's timeout parameter"
             try:
                 async with asyncio.timeout(limit):
-                    outputs = await batcher.submit(request.inputs, size)
+                    outputs = await batcher.submit(request.inputs, size, gone)
             except TimeoutError:
                 raise DeadlineExceeded(
                     f"model '{request.model}' did not answer within {limit:g} s ({reason})"

@@ -10,6 +10,7 @@ import orjson
 from starlette.responses import Response
 
 from modelserve.errors import (
+    ClientDisconnected,
     DeadlineExceeded,
     InferenceFailed,
     InvalidInput,
@@ -33,6 +34,7 @@ HTTP_STATUS: dict[type[ModelserveError], int] = {
     Overloaded: 429,
     DeadlineExceeded: 504,
     ShuttingDown: 503,
+    ClientDisconnected: 499,  # nginx's "client closed request": no one reads it, the logs and metrics do
     ModelControlDisabled: 400,  # as Triton answers load/unload outside explicit mode
     ModelLoadError: 400,  # as Triton answers a failed load: the model's files are at fault
     InferenceFailed: 500,
@@ -49,6 +51,7 @@ GRPC_STATUS: dict[type[ModelserveError], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    ClientDisconnected: grpc.StatusCode.CANCELLED,
     ModelControlDisabled: grpc.StatusCode.FAILED_PRECONDITION,
     ModelLoadError: grpc.StatusCode.INVALID_ARGUMENT,
     InferenceFailed: grpc.StatusCode.INTERNAL,

@@ -38,6 +38,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def hang_up(request: Request) -> Callable[[], Awaitable[None]]:
+    """A wait for the client to close the connection, for use once the body has been read (the
+    server then answers ``receive`` with ``http.disconnect`` only when the client has gone)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return gone
+
+
 async def json_body(request: Request, limit: int) -> Any:
     """A small JSON control body; empty means ``{}``."""
     body = await read_body(request, limit)

@@ -20,7 +20,7 @@ from modelserve.errors import InvalidInput
 from modelserve.models.manager import ModelVersion
 from modelserve.models.spec import ModelSpec
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.http import Endpoint, json_response, read_body
+from modelserve.protocol.http import Endpoint, hang_up, json_response, read_body
 from modelserve.protocol.v2_codec import json_array, json_text, parse_version
 from modelserve.repository.config import Platform
 from modelserve.server.state import ServerState
@@ -55,7 +55,8 @@ def predict_endpoint(state: ServerState) -> Endpoint:
                 record = manager.get(model, parse_version(document.get("version")))
                 assert record.spec is not None
                 inputs = _inputs(record.spec, document["inputs"])
-            result = await manager.infer(InferenceRequest(model=model, inputs=inputs, version=record.version))
+            infer_request = InferenceRequest(model=model, inputs=inputs, version=record.version)
+            result = await manager.infer(infer_request, gone=hang_up(request))
             version = str(result.version)
             with tracing.span("encode"):
                 outputs = {name: _jsonable(name, array) for name, array in result.outputs.items()}

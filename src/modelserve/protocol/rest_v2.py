@@ -14,7 +14,7 @@ from starlette.responses import Response
 from modelserve import __version__
 from modelserve.errors import InvalidInput
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.http import Endpoint, json_body, json_response, read_body
+from modelserve.protocol.http import Endpoint, hang_up, json_body, json_response, read_body
 from modelserve.protocol.v2_codec import decode_request, decompress, encode_response, parse_version
 from modelserve.protocol.v2_documents import (
     EXTENSIONS,
@@ -57,7 +57,7 @@ def infer_endpoint(state: ServerState) -> Endpoint:
                     version_number,
                     state.shared_memory,
                 )
-            result = await manager.infer(infer_request)
+            result = await manager.infer(infer_request, gone=hang_up(request))
             with tracing.span("encode"):
                 payload, header_length = encode_response(result, form, state.shared_memory)
         except Exception as exc:
