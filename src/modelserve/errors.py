@@ -15,7 +15,8 @@ decides what HTTP or gRPC says. The tree::
     ├── ClientDisconnected   the caller hung up while its request was queued: it never ran
     ├── ModelControlDisabled load/unload asked for while the control mode forbids it
     ├── ModelLoadError       the model's files or config cannot be loaded (names the file)
-    └── InferenceFailed      the runtime raised while executing a batch
+    ├── InferenceFailed      the runtime raised while executing a batch
+    └── OutOfMemory          the runtime ran out of memory on a batch, and on its halves: retry later
 """
 
 
@@ -73,3 +74,7 @@ class ModelLoadError(ModelserveError):
 
 class InferenceFailed(ModelserveError):
     """The runtime raised while executing; every request in that batch gets this error."""
+
+
+class OutOfMemory(ModelserveError):
+    """The runtime could not allocate memory for a batch, even split in two; a retry may find it free."""

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from modelserve.batching.batcher import Batcher
-from modelserve.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded
+from modelserve.errors import InferenceFailed, InvalidInput, ModelNotReady, OutOfMemory, Overloaded
 from modelserve.models.stats import ModelStats
 from tests.waiting import until
 
@@ -587,3 +587,66 @@ async def test_close_does_not_wait_out_the_queue_delay(executor: ThreadPoolExecu
     await until(lambda: batcher.queued == 1, "the request is queued")
     await asyncio.wait_for(batcher.close(), timeout=10)
     np.testing.assert_array_equal((await pending)["y"], np.full((1, 2), 2, np.float32))
+
+
+# -- out of memory -----------------------------------------------------------------------------------
+
+
+class MemoryLimited:
+    """``y = 2 x`` that raises like a runtime out of memory on calls above ``limit`` samples."""
+
+    def __init__(self, limit: int, error: Exception) -> None:
+        self.limit, self.error, self.sizes = limit, error, list[int]()
+
+    def __call__(self, inputs: Arrays) -> Arrays:
+        self.sizes.append(len(inputs["x"]))
+        if len(inputs["x"]) > self.limit:
+            raise self.error
+        return double(inputs)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("Failed to allocate memory for requested buffer of size 268435456"),
+    ],
+)
+async def test_a_batch_out_of_memory_is_retried_as_two_halves_before_any_request_fails(
+    make_batcher: Factory, error: Exception
+) -> None:
+    gate = GatedRun(transform=lambda inputs: inputs)
+    model = MemoryLimited(4, error)
+    batcher = make_batcher(lambda inputs: model(gate(inputs)), max_batch_size=8)  # gate: let requests pile up
+    requests = [rows(1, 0), *(rows(2, marker) for marker in range(1, 4))]
+
+    first = asyncio.create_task(batcher.submit(requests[0], 1))
+    await gate.started()
+    later = [asyncio.create_task(batcher.submit(r, 2)) for r in requests[1:]]
+    await until(lambda: batcher.queued == 3, "three requests queued behind the first")
+    gate.gate.set()
+    results = await asyncio.gather(first, *later)
+
+    assert model.sizes == [1, 6, 3, 3]  # the batch of 6 failed; its halves ran
+    for result, request in zip(results, requests, strict=True):
+        assert_doubled(result, request)
+
+
+async def test_what_still_runs_out_of_memory_split_in_two_is_503_retryable_for_those_requests_only(
+    make_batcher: Factory,
+) -> None:
+    gate = GatedRun(transform=lambda inputs: inputs)
+    model = MemoryLimited(1, MemoryError())
+    batcher = make_batcher(lambda inputs: model(gate(inputs)), max_batch_size=8)
+
+    first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+    await gate.started()
+    later = [asyncio.create_task(batcher.submit(rows(2, m), 2)) for m in (1, 2)]
+    await until(lambda: batcher.queued == 2, "two requests queued behind the first")
+    gate.gate.set()
+    assert_doubled(await first, rows(1, 0))
+    for task in later:
+        with pytest.raises(OutOfMemory, match=r"batch of 4 samples and on its halves.*retry later"):
+            await task
+    assert_doubled(await batcher.submit(rows(1, 9), 1), rows(1, 9))

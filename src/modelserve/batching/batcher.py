@@ -27,7 +27,14 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, Status, StatusCode, Tracer
 
-from modelserve.errors import ClientDisconnected, InferenceFailed, ModelNotReady, ModelserveError, Overloaded
+from modelserve.errors import (
+    ClientDisconnected,
+    InferenceFailed,
+    ModelNotReady,
+    ModelserveError,
+    OutOfMemory,
+    Overloaded,
+)
 from modelserve.models.stats import ModelStats
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -264,8 +271,30 @@ class Batcher:
             return live, {}, 0, 0
         inputs = live[0].inputs if len(live) == 1 else _concatenate([p.inputs for p in live])
         joined = time.perf_counter_ns()
-        outputs = self._run(inputs)
+        try:
+            outputs = self._run(inputs)
+        except Exception as exc:
+            if not _out_of_memory(exc):
+                raise
+            outputs = self._run_halves(inputs, sum(p.size for p in live), exc)
         return live, outputs, joined - started, time.perf_counter_ns() - joined
+
+    def _run_halves(self, inputs: Arrays, samples: int, error: Exception) -> Arrays:
+        """Retry a batch that ran out of memory as two halves, once, before any of its requests fails."""
+        if not self._batching or samples < 2:
+            raise OutOfMemory(f"model '{self.name}' ran out of memory on {samples} sample(s): {error}; retry later")
+        half = samples // 2
+        try:
+            first = self._run({n: a[:half] for n, a in inputs.items()})
+            second = self._run({n: a[half:] for n, a in inputs.items()})
+        except Exception as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise OutOfMemory(
+                f"model '{self.name}' ran out of memory on a batch of {samples} samples and on its halves: {exc}; "
+                "retry later, or lower the model's max_batch_size"
+            ) from None
+        return {n: np.concatenate([first[n], second[n]]) for n in first}
 
 
 async def _unless_gone(future: asyncio.Future[Arrays], gone: Callable[[], Awaitable[object]], name: str) -> Arrays:
@@ -288,6 +317,15 @@ def _abandon(pending: _Pending) -> None:
     if pending.waiting is not None:
         pending.waiting.set_status(Status(StatusCode.ERROR, "the caller stopped waiting before a batch ran it"))
         pending.waiting.end()
+
+
+def _out_of_memory(error: Exception) -> bool:
+    """Whether a runtime's error is an allocation failure: Python's, PyTorch's (CUDA or CPU) or ONNX
+    Runtime's, which raise their own types with these messages."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error).lower()
+    return "out of memory" in text or "failed to allocate memory" in text
 
 
 def _concatenate(requests: list[Arrays]) -> Arrays:

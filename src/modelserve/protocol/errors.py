@@ -19,6 +19,7 @@ from modelserve.errors import (
     ModelNotFound,
     ModelNotReady,
     ModelserveError,
+    OutOfMemory,
     Overloaded,
     PayloadTooLarge,
     ShuttingDown,
@@ -38,6 +39,7 @@ HTTP_STATUS: dict[type[ModelserveError], int] = {
     ModelControlDisabled: 400,  # as Triton answers load/unload outside explicit mode
     ModelLoadError: 400,  # as Triton answers a failed load: the model's files are at fault
     InferenceFailed: 500,
+    OutOfMemory: 503,  # the request was fine and may succeed when memory frees: retryable, not 500
 }
 
 
@@ -55,6 +57,7 @@ GRPC_STATUS: dict[type[ModelserveError], grpc.StatusCode] = {
     ModelControlDisabled: grpc.StatusCode.FAILED_PRECONDITION,
     ModelLoadError: grpc.StatusCode.INVALID_ARGUMENT,
     InferenceFailed: grpc.StatusCode.INTERNAL,
+    OutOfMemory: grpc.StatusCode.UNAVAILABLE,
 }
 
 
