@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     circuit_breaker_cooldown_sec: float = Field(
         30.0, gt=0, description="Seconds an open breaker refuses a model's requests before one goes through as a trial."
     )
+    memory_soft_limit_mb: float = Field(
+        0.0, ge=0, description="Process RSS (MiB) above which model loads are refused with 507 (0: no limit)."
+    )
+    memory_hard_limit_mb: float = Field(
+        0.0,
+        ge=0,
+        description="Process RSS (MiB) above which /health/live fails, so the pod restarts before an OOM kill "
+        "(0: no limit).",
+    )
     shutdown_grace_sec: float = Field(
         30.0,
         ge=0,

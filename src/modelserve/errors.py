@@ -15,6 +15,7 @@ decides what HTTP or gRPC says. The tree::
     ├── ClientDisconnected   the caller hung up while its request was queued: it never ran
     ├── ModelControlDisabled load/unload asked for while the control mode forbids it
     ├── ModelLoadError       the model's files or config cannot be loaded (names the file)
+    ├── InsufficientMemory   a load refused: the process is above its memory limit
     ├── InferenceFailed      the runtime raised while executing a batch
     └── OutOfMemory          the runtime ran out of memory on a batch, and on its halves: retry later
 """
@@ -70,6 +71,10 @@ class ModelControlDisabled(ModelserveError):
 
 class ModelLoadError(ModelserveError):
     """A model could not be loaded; the message names the file and the problem."""
+
+
+class InsufficientMemory(ModelserveError):
+    """A load was refused because the process's memory is above the soft limit; free some and retry."""
 
 
 class InferenceFailed(ModelserveError):

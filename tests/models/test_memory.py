@@ -1,4 +1,4 @@
-"""Unloading gives memory back: RSS after many load/unload cycles is where it was after the first."""
+"""Memory: unloading gives it back (RSS flat over many load/unload cycles); the soft and hard limits."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from modelserve.models.spec import BatchingDefaults
 from modelserve.repository.layout import ModelRepository
 from modelserve.types import InferenceRequest
 from tests.builders import matmul_onnx
+from tests.protocol.serving import metric_value, metrics_of, serving
 
 CYCLES = 50
 
@@ -52,3 +53,42 @@ async def test_rss_is_back_within_10_percent_after_50_load_unload_cycles(
     grown = rss_bytes() - baseline
     # Without malloc_trim after unload, this grows by some 250 MiB (about 5 MiB a cycle).
     assert grown < 0.10 * baseline, f"RSS grew {grown / 2**20:.1f} MiB over {CYCLES} cycles from {baseline / 2**20:.1f}"
+
+
+def test_above_the_hard_limit_liveness_fails_with_the_reason_and_inference_goes_on(built_repository: Path) -> None:
+    with serving(built_repository, memory_hard_limit_mb=1) as client:
+        live, v2_live = client.get("/health/live"), client.get("/v2/health/live")
+        inferred = client.post("/v1/predict", json={"model": "mlp", "inputs": [[0.5] * 16]})
+        metrics = metrics_of(client)
+
+    assert live.status_code == 503
+    assert "above MEMORY_HARD_LIMIT_MB (1 MiB): restart wanted" in live.json()["reason"]
+    assert v2_live.status_code == 503
+    assert v2_live.json()["live"] is False
+    assert inferred.status_code == 200
+    assert metric_value(metrics, "model_serving_memory_pressure") == 2
+    assert metric_value(metrics, "model_serving_memory_rss_bytes") > 2**20
+
+
+def test_above_the_soft_limit_loads_are_refused_with_507_and_the_process_stays_live(
+    built_repository: Path,
+) -> None:
+    with serving(built_repository, memory_soft_limit_mb=1, load_models=["simple"]) as client:
+        load = client.post("/v2/repository/models/mlp/load")
+        live = client.get("/health/live")
+        inputs = {"INPUT0": [[1] * 16], "INPUT1": [[2] * 16]}
+        served = client.post("/v1/predict", json={"model": "simple", "inputs": inputs})
+        metrics = metrics_of(client)
+
+    assert load.status_code == 507
+    assert "cannot load model 'mlp'" in load.json()["error"]
+    assert "above MEMORY_SOFT_LIMIT_MB (1 MiB)" in load.json()["error"]
+    assert live.status_code == 200
+    assert served.status_code == 200
+    assert metric_value(metrics, "model_serving_memory_pressure") == 1
+
+
+def test_without_limits_liveness_passes_and_pressure_is_0(built_repository: Path) -> None:
+    with serving(built_repository, load_models=["simple"]) as client:
+        assert client.get("/health/live").status_code == 200
+        assert metric_value(metrics_of(client), "model_serving_memory_pressure") == 0

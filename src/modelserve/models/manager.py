@@ -32,7 +32,7 @@ from modelserve.errors import (
     Overloaded,
 )
 from modelserve.models.breaker import CircuitBreaker
-from modelserve.models.memory import release_freed_memory
+from modelserve.models.memory import MemoryWatchdog, release_freed_memory
 from modelserve.models.spec import BatchingDefaults, ModelSpec, resolve
 from modelserve.models.stats import ModelStats
 from modelserve.repository.layout import ModelRepository, ModelSource
@@ -99,6 +99,7 @@ class ModelManager:
         breaker_failures: int = 0,
         breaker_cooldown_s: float = 30.0,
         max_in_flight: int = 0,
+        watchdog: MemoryWatchdog | None = None,
         observer: ManagerObserver | None = None,
         tracer: Tracer | None = None,
     ) -> None:
@@ -110,6 +111,7 @@ class ModelManager:
         self._control_enabled = control_enabled
         self._breaker_failures = breaker_failures
         self._max_in_flight = max_in_flight
+        self.watchdog = watchdog or MemoryWatchdog()
         self.in_flight = 0  # inference requests inside any model
         self._breaker_cooldown_s = breaker_cooldown_s
         self._observer = observer
@@ -146,6 +148,7 @@ class ModelManager:
             raise ModelControlDisabled(
                 "loading models at runtime is disabled; start the server with --model-control-mode explicit"
             )
+        self.watchdog.check_load(name)
         return await self._shared_load(name)
 
     async def unload(self, name: str) -> None:

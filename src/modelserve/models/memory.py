@@ -1,4 +1,4 @@
-"""The process's resident memory, and handing memory that unloaded models freed back to the kernel.
+"""The process's resident memory: its limits, and handing memory that unloaded models freed back.
 
 Without the hand-back, freed weights stay in glibc's heap and the resident set grows with every
 load/unload cycle. Measured on a 16 MiB ONNX model (FP32 MatMul 2048 x 2048) loaded, run and unloaded
@@ -12,8 +12,12 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Callable
+from enum import IntEnum
 from pathlib import Path
 
+from modelserve.errors import InsufficientMemory
+
+MIB = 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _STATM = Path("/proc/self/statm")
 
@@ -42,3 +46,58 @@ def release_freed_memory() -> None:
     """Return the heap's free pages to the kernel, so that an unload shows in RSS."""
     if _TRIM is not None:
         _TRIM(0)
+
+
+class Pressure(IntEnum):
+    """Where the resident set stands against the operator's limits; a gauge, so ordered."""
+
+    OK = 0
+    SOFT = 1  # loads are refused: a new model would push the process toward the kernel's OOM killer
+    HARD = 2  # liveness fails: the orchestrator restarts the process before the kernel kills it mid-request
+
+
+class MemoryWatchdog:
+    """Reads RSS against MEMORY_SOFT_LIMIT_MB and MEMORY_HARD_LIMIT_MB (bytes here; 0: no limit).
+
+    Read when asked (a probe, a load, a scrape): /proc costs microseconds, and a reading taken by a
+    timer on the event loop would go stale exactly when the loop is too busy to run it.
+    """
+
+    def __init__(self, soft_bytes: int = 0, hard_bytes: int = 0) -> None:
+        self.soft_bytes, self.hard_bytes = soft_bytes, hard_bytes
+        self.rss = 0
+
+    def pressure(self) -> Pressure:
+        """Read RSS now and say where it stands."""
+        self.rss = rss_bytes()
+        if self.hard_bytes and self.rss >= self.hard_bytes:
+            return Pressure.HARD
+        if self.soft_bytes and self.rss >= self.soft_bytes:
+            return Pressure.SOFT
+        return Pressure.OK
+
+    def reading(self) -> tuple[int, Pressure]:
+        """RSS now, and where it stands."""
+        pressure = self.pressure()
+        return self.rss, pressure
+
+    def check_load(self, name: str) -> None:
+        """Refuse to load ``name`` while RSS is above the soft limit."""
+        if self.pressure() >= Pressure.SOFT:
+            raise InsufficientMemory(
+                f"cannot load model '{name}': the process holds {_mib(self.rss)} MiB, above MEMORY_SOFT_LIMIT_MB "
+                f"({_mib(self.soft_bytes)} MiB); unload a model or raise the limit"
+            )
+
+    def not_live(self) -> str | None:
+        """Why liveness should fail (RSS above the hard limit), or None."""
+        if self.pressure() is not Pressure.HARD:
+            return None
+        return (
+            f"process RSS {_mib(self.rss)} MiB is above MEMORY_HARD_LIMIT_MB ({_mib(self.hard_bytes)} MiB): "
+            "restart wanted before the kernel's OOM killer ends requests mid-flight"
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f}"

@@ -150,6 +150,19 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.memory_rss = Gauge(
+            "model_serving_memory_rss_bytes",
+            "Resident memory of the server process, in bytes (summed over worker processes).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.memory_pressure = Gauge(
+            "model_serving_memory_pressure",
+            "0: RSS below MEMORY_SOFT_LIMIT_MB; 1: above it, loads refused; 2: above MEMORY_HARD_LIMIT_MB, "
+            "liveness failing (the highest of any worker process).",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         self._shown: set[tuple[str, str]] = set()
         # Labelled children, looked up once per label set: prometheus-client's labels() costs about a
         # microsecond, five times a request, as much as a small model's share of the batch.
@@ -225,6 +238,11 @@ class Metrics:
                 gauge.labels(*labels).set(0)
         self._shown = shown
         self.models_loaded.set(len(ready))
+
+    def observe_memory(self, rss: int, pressure: int) -> None:
+        """Set the process's resident memory and where it stands against the limits."""
+        self.memory_rss.set(rss)
+        self.memory_pressure.set(pressure)
 
     def exposition(self) -> bytes:
         """The text a scrape receives: this process's registry, or every worker's values combined."""

@@ -13,6 +13,7 @@ from modelserve.errors import (
     ClientDisconnected,
     DeadlineExceeded,
     InferenceFailed,
+    InsufficientMemory,
     InvalidInput,
     ModelControlDisabled,
     ModelLoadError,
@@ -39,6 +40,7 @@ HTTP_STATUS: dict[type[ModelserveError], int] = {
     ModelControlDisabled: 400,  # as Triton answers load/unload outside explicit mode
     ModelLoadError: 400,  # as Triton answers a failed load: the model's files are at fault
     InferenceFailed: 500,
+    InsufficientMemory: 507,  # WebDAV's Insufficient Storage: the server cannot hold what was asked
     OutOfMemory: 503,  # the request was fine and may succeed when memory frees: retryable, not 500
 }
 
@@ -57,6 +59,7 @@ GRPC_STATUS: dict[type[ModelserveError], grpc.StatusCode] = {
     ModelControlDisabled: grpc.StatusCode.FAILED_PRECONDITION,
     ModelLoadError: grpc.StatusCode.INVALID_ARGUMENT,
     InferenceFailed: grpc.StatusCode.INTERNAL,
+    InsufficientMemory: grpc.StatusCode.RESOURCE_EXHAUSTED,
     OutOfMemory: grpc.StatusCode.UNAVAILABLE,
 }
 

@@ -70,7 +70,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
     @_rpc
     async def ServerLive(self, request: Any, context: Any) -> service_pb2.ServerLiveResponse:
-        return service_pb2.ServerLiveResponse(live=True)
+        return service_pb2.ServerLiveResponse(live=self.state.not_live() is None)
 
     @_rpc
     async def ServerReady(self, request: Any, context: Any) -> service_pb2.ServerReadyResponse:

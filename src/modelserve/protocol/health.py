@@ -45,9 +45,9 @@ def router(state: ServerState) -> APIRouter:
             code,
         )
 
-    @api.get("/health/live", summary="Liveness probe: the process answers")
+    @api.get("/health/live", summary="Liveness probe: the process answers, below MEMORY_HARD_LIMIT_MB")
     async def live() -> Response:
-        return json_response({"status": "live"})
+        return _probe("live", state.not_live())
 
     @api.get("/health/startup", summary="Startup probe: startup loading has finished")
     async def startup() -> Response:
@@ -60,6 +60,7 @@ def router(state: ServerState) -> APIRouter:
     @api.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
         state.metrics.refresh(manager.ready())
+        state.metrics.observe_memory(*manager.watchdog.reading())
         return Response(state.metrics.exposition(), media_type=CONTENT_TYPE)
 
     return api

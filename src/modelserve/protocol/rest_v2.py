@@ -83,8 +83,10 @@ def router(state: ServerState) -> APIRouter:
     api.add_route("/v2/models/{model}/infer", infer, methods=["POST"], include_in_schema=False)
     api.add_route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"], include_in_schema=False)
 
-    @api.get("/v2/health/live", summary="The server process answers")
+    @api.get("/v2/health/live", summary="The server process answers, below MEMORY_HARD_LIMIT_MB")
     async def live() -> Response:
+        if (reason := state.not_live()) is not None:
+            return json_response({"live": False, "error": reason}, 503)
         return json_response({"live": True})
 
     @api.get("/v2/health/ready", summary="Startup loading has finished and the server accepts inference")

@@ -24,6 +24,7 @@ from modelserve import __version__
 from modelserve.config import ModelControlMode, Settings
 from modelserve.errors import ModelserveError
 from modelserve.models.manager import ModelManager
+from modelserve.models.memory import MIB, MemoryWatchdog
 from modelserve.models.spec import BatchingDefaults
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
@@ -64,6 +65,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         breaker_failures=settings.circuit_breaker_failures,
         breaker_cooldown_s=settings.circuit_breaker_cooldown_sec,
         max_in_flight=settings.max_inflight_requests,
+        watchdog=MemoryWatchdog(int(settings.memory_soft_limit_mb * MIB), int(settings.memory_hard_limit_mb * MIB)),
         observer=metrics,
         tracer=tracing.tracer,
     )
@@ -85,6 +87,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         # A scrape reaches one worker; the others' state gauges must be fresh in the shared files.
         while True:
             metrics.refresh(manager.ready())
+            metrics.observe_memory(*manager.watchdog.reading())
             await asyncio.sleep(1)
 
     def in_flight() -> int:

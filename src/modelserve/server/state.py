@@ -49,6 +49,10 @@ class ServerState:
             finish_span(model, version, code, error)
         self.access_log.record(model, version, protocol, code, seconds, error)
 
+    def not_live(self) -> str | None:
+        """Why the liveness probe should fail (memory above MEMORY_HARD_LIMIT_MB), or None."""
+        return self.manager.watchdog.not_live()
+
     def not_started(self) -> str | None:
         """Why startup has not finished (the startup probe's reason), or None once it has."""
         if self.startup_error:
