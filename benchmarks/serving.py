@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import grpc
 import httpx
@@ -60,18 +61,25 @@ def raw_inference(
 
 
 def start_server(
-    repository: Path, workers: int, options: list[str] | None = None, env: dict[str, str] | None = None
+    repository: Path,
+    workers: int,
+    options: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    log: IO[bytes] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """`modelserve serve` with ``options`` after the defaults (log level warning: no access lines) and
-    ``env`` added to this process's environment."""
+    """`modelserve serve` with ``options`` after the defaults and ``env`` added to this process's
+    environment. Without a ``log`` its output is discarded, so it runs at log level warning (no access
+    lines to format for nothing); with one, it logs there at the level its settings say."""
     port, grpc_port = free_port(), free_port()
     command = [
         *(sys.executable, "-m", "modelserve", "serve", "--model-repository", str(repository)),
-        *("--http-port", str(port), "--grpc-port", str(grpc_port), "--workers", str(workers), "--log-level", "warning"),
+        *("--http-port", str(port), "--grpc-port", str(grpc_port), "--workers", str(workers)),
+        *(("--log-level", "warning") if log is None else ()),
         *(options or []),
     ]
     environment = {**os.environ, **(env or {})}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    output = subprocess.DEVNULL if log is None else log
+    process = subprocess.Popen(command, stdout=output, stderr=output, env=environment)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, f"{url}/v2/health/ready", 120, "modelserve")
