@@ -33,6 +33,7 @@ from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response
 from modelserve.repository.remote import open_repository
 from modelserve.server.asgi import FrontDoor
+from modelserve.server.auth import Guard
 from modelserve.server.grpc_server import start_grpc
 from modelserve.server.state import ServerState
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     startup = settings.load_models if explicit else ["*"]
     required = tuple(name for name in startup if name != "*")
     state = ServerState(settings=settings, manager=manager, metrics=metrics, tracing=tracing, required=required)
+    guard = Guard.from_settings(settings)
 
     async def load_initial_models() -> None:
         try:
@@ -85,7 +87,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        grpc_server = await start_grpc(state)
+        grpc_server = await start_grpc(state, guard)
         loading = asyncio.create_task(load_initial_models())
         if load_before_serving:
             await loading
@@ -119,7 +121,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _error)
-    return FrontDoor(app, rest_v2.infer_endpoint(state), rest_v1.predict_endpoint(state))
+    return FrontDoor(app, rest_v2.infer_endpoint(state), rest_v1.predict_endpoint(state), state, guard)
 
 
 def create_app_from_env() -> FrontDoor:
