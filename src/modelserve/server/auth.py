@@ -118,8 +118,9 @@ def _names_file(value: str) -> bool:
 
 def load_public_key(path: Path) -> RSAPublicKey:
     """The RSA public key of a PEM file (JWT_PUBLIC_KEY_FILE)."""
+    pem = _read(path)
     try:
-        key = load_pem_public_key(_read(path))
+        key = load_pem_public_key(pem)
     except ValueError:
         raise ValueError(f"{path} is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
     if not isinstance(key, RSAPublicKey):
@@ -129,8 +130,9 @@ def load_public_key(path: Path) -> RSAPublicKey:
 
 def load_jwks(path: Path) -> dict[str | None, RSAPublicKey]:
     """The RS256 keys of a JWKS file (JWT_JWKS_FILE) by key id; keys of other kinds or uses are skipped."""
+    document = _read(path)
     try:
-        keyset = jwt.PyJWKSet.from_json(_read(path).decode())
+        keyset = jwt.PyJWKSet.from_json(document.decode())
     except (ValueError, jwt.PyJWTError) as exc:
         raise ValueError(f"{path} is not a JWKS document ({exc})") from None
     keys = {
