@@ -220,9 +220,9 @@ def test_garbage_that_looks_like_a_token_is_refused() -> None:
 
 
 def test_key_files_that_cannot_serve_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="cannot read .*missing.pem: No such file or directory"):
+    with pytest.raises(ValueError, match=r"cannot read .*missing\.pem: No such file or directory"):
         load_public_key(tmp_path / "missing.pem")
-    with pytest.raises(ValueError, match="cannot read .*missing.json: No such file or directory"):
+    with pytest.raises(ValueError, match=r"cannot read .*missing\.json: No such file or directory"):
         load_jwks(tmp_path / "missing.json")
     (tmp_path / "garbage.pem").write_text("not a key")
     with pytest.raises(ValueError, match="is not a PEM public key"):
