@@ -242,6 +242,7 @@ def describe_error(error: ValidationError) -> str:
     for problem in error.errors():
         field = str(problem["loc"][0]) if problem["loc"] else "?"
         name = Settings.env_name(field) if field in Settings.model_fields else field.upper()
-        shown = "(hidden)" if field in SECRETS else repr(problem.get("input"))
+        value = problem.get("input")
+        shown = "(hidden)" if field in SECRETS else repr(str(value) if isinstance(value, Path) else value)
         lines.append(f"invalid setting {name}={shown}: {problem['msg']}")
     return "\n".join(lines)

@@ -318,3 +318,15 @@ def _hs256(secret: bytes, claims: dict[str, object]) -> str:
     header = json.dumps({"alg": "HS256", "typ": "JWT"}).encode()
     signing_input = f"{part(header)}.{part(json.dumps(claims).encode())}"
     return f"{signing_input}.{part(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
+
+
+def test_the_summary_says_what_is_accepted_without_any_key() -> None:
+    summary = guard(secret=SECRET.encode(), public_key=rsa_key("signer").private.public_key()).summary()
+    assert summary == (
+        "accepting 2 API key(s), 1 with admin and HS256 or RS256 tokens; "
+        "open without credentials: /health, /metrics, /health/*, /v2/health/*"
+    )
+    assert ADMIN_KEY not in summary
+    assert Guard([], TokenVerifier(secret=SECRET.encode()), ()).summary() == (
+        "accepting HS256 tokens; open without credentials: nothing"
+    )

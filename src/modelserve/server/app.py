@@ -68,6 +68,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     required = tuple(name for name in startup if name != "*")
     state = ServerState(settings=settings, manager=manager, metrics=metrics, tracing=tracing, required=required)
     guard = Guard.from_settings(settings)
+    if guard is not None:
+        log.info("authentication on: %s", guard.summary())
 
     async def load_initial_models() -> None:
         try:

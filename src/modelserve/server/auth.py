@@ -175,7 +175,8 @@ class TokenVerifier:
         self._jwks = jwks or {}
         self._issuer = issuer
         self._audience = audience
-        self._accepted = " or ".join([*(["HS256"] if secret else []), *(["RS256"] if public_key or self._jwks else [])])
+        pinned = (["HS256"] if secret else []) + (["RS256"] if public_key or self._jwks else [])
+        self.algorithms = " or ".join(pinned)  # the only ones accepted, whatever a token's header says
         self._verified: dict[str, tuple[float, frozenset[Scope]]] = {}  # token → (exp, scopes)
 
     def verify(self, token: str) -> frozenset[Scope]:
@@ -225,7 +226,7 @@ class TokenVerifier:
             if kid is None and len(self._jwks) == 1:
                 return next(iter(self._jwks.values()))
             raise _invalid("token key id (kid) names none of the server's keys; sign with one of them")
-        raise _invalid(f"token algorithm is not accepted; this server verifies {self._accepted} tokens")
+        raise _invalid(f"token algorithm is not accepted; this server verifies {self.algorithms} tokens")
 
     def _problem(self, error: jwt.PyJWTError) -> str:
         """What is wrong with a token, in words a client can act on."""
@@ -281,6 +282,15 @@ class Guard:
             )
         keys = parse_api_keys(settings.api_keys.get_secret_value())
         return cls(keys, tokens, settings.auth_open_endpoints)
+
+    def summary(self) -> str:
+        """What the server accepts and leaves open, for its startup log line (no key material)."""
+        admins = sum(Scope.ADMIN in key.scopes for key in self._keys)
+        accepted = [f"{len(self._keys)} API key(s), {admins} with admin"] if self._keys else []
+        if self._tokens is not None:
+            accepted.append(f"{self._tokens.algorithms} tokens")
+        opened = sorted(self._open_paths) + [f"{prefix}*" for prefix in self._open_prefixes]
+        return f"accepting {' and '.join(accepted)}; open without credentials: {', '.join(opened) or 'nothing'}"
 
     def http_scope(self, path: str) -> Scope | None:
         """The scope an HTTP path needs, or None when it is open. Unknown paths need ``infer``, so only
