@@ -327,7 +327,7 @@ class Guard:
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             raise Unauthenticated(f"malformed Authorization header: {SEND}")
-        if (scopes := self._key_scopes(credential)) is not None:
+        if self._keys and (scopes := self._key_scopes(credential)) is not None:
             return scopes
         if self._tokens is not None and credential.count(".") == 2:
             return self._tokens.verify(credential)
