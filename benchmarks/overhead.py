@@ -1,13 +1,16 @@
-"""What observability costs on the MLP: access logs and tracing against a server with both off, in one
-run, plus the CPU time metrics take per request (they cannot be turned off, so they are timed in-process).
+"""What observability and authentication cost on the MLP: access logs, tracing, API keys and JWTs
+against a server with all of them off, in one run, plus the CPU time metrics take per request (they
+cannot be turned off, so they are timed in-process).
 
-    .venv/bin/python -m benchmarks.overhead [--runs 3] [--duration 5]
+    .venv/bin/python -m benchmarks.overhead [--runs 3] [--duration 5] [--only baseline "api key" jwt]
 
 Each configuration is a fresh `modelserve serve` over the example repository, loaded with
 `modelserve bench`'s closed-loop clients (HTTP binary and gRPC at 32 clients, HTTP binary at 1 client
 for p50); configurations alternate within each run so the machine's drift spreads over all of them.
 Traces go over OTLP/gRPC to a collector in this process that accepts and drops them, as a real one
 on another machine would; here it shares the cores with the server, so its share is counted too.
+With authentication on, every request carries its credential: an API key, or one HS256 JWT that
+clients re-send (as they do until it expires), over HTTP and gRPC alike.
 Prints the medians and each configuration's ratio to the baseline.
 """
 
@@ -22,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+import jwt
 import uvloop
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from prometheus_client import CollectorRegistry
@@ -33,6 +37,9 @@ from modelserve.bench.workload import Workload
 from modelserve.observability.metrics import Metrics
 
 POINTS = (("http-binary", 32), ("grpc", 32), ("http-binary", 1))
+API_KEY = "benchmark-api-key-0123456789abcdef"
+JWT_SECRET = "benchmark-jwt-secret-of-at-least-32-bytes"
+NAMES = ("baseline", "access log 100%", "access log 1%", "tracing 100%", "tracing 10%", "api key", "jwt")
 
 
 class _Drop(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
@@ -55,16 +62,22 @@ def collector() -> Iterator[str]:
         server.stop(grace=None)
 
 
-def configurations(endpoint: str) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """Name → (serve options, environment)."""
+def configurations(endpoint: str) -> dict[str, tuple[list[str], dict[str, str], str | None]]:
+    """Name → (serve options, environment, the bearer token clients send)."""
     tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
-    return {
-        "baseline": (["--access-log-sample-rate", "0"], {}),
-        "access log 100%": (["--log-level", "info", "--access-log-sample-rate", "1"], {}),
-        "access log 1%": (["--log-level", "info", "--access-log-sample-rate", "0.01"], {}),
-        "tracing 100%": (["--access-log-sample-rate", "0", "--trace-sample-rate", "1"], tracing),
-        "tracing 10%": (["--access-log-sample-rate", "0", "--trace-sample-rate", "0.1"], tracing),
+    quiet = ["--access-log-sample-rate", "0"]
+    token = jwt.encode({"scope": "infer", "exp": int(time.time()) + 24 * 3600}, JWT_SECRET, algorithm="HS256")
+    setups: dict[str, tuple[list[str], dict[str, str], str | None]] = {
+        "baseline": (quiet, {}, None),
+        "access log 100%": (["--log-level", "info", "--access-log-sample-rate", "1"], {}, None),
+        "access log 1%": (["--log-level", "info", "--access-log-sample-rate", "0.01"], {}, None),
+        "tracing 100%": ([*quiet, "--trace-sample-rate", "1"], tracing, None),
+        "tracing 10%": ([*quiet, "--trace-sample-rate", "0.1"], tracing, None),
+        "api key": (quiet, {"API_KEYS": API_KEY}, API_KEY),
+        "jwt": (quiet, {"JWT_SECRET": JWT_SECRET}, token),
     }
+    assert tuple(setups) == NAMES
+    return setups
 
 
 def metrics_cost_us(requests: int = 200_000) -> float:
@@ -82,17 +95,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--only", nargs="+", choices=NAMES, help="configurations to run (the baseline always runs)")
     args = parser.parse_args()
     build_examples()
 
     results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
     with collector() as endpoint:
-        setups = configurations(endpoint)
+        setups = {
+            name: setup
+            for name, setup in configurations(endpoint).items()
+            if not args.only or name in args.only or name == "baseline"
+        }
         for run in range(1, args.runs + 1):
-            for name, (options, env) in setups.items():
+            for name, (options, env, token) in setups.items():
                 process, url, grpc_address = start_server(EXAMPLES, 1, options, env)
                 try:
-                    workload = Workload.from_server(url, "mlp")
+                    workload = Workload.from_server(url, "mlp", token=token)
                     for protocol, clients in POINTS:
                         target = workload.target(protocol, url, grpc_address)
                         result = uvloop.run(run_load(target, clients, args.duration, warmup_s=args.warmup))
@@ -104,7 +122,7 @@ def main() -> None:
                     process.terminate()
                     process.wait(timeout=30)
 
-    print(f"\nMLP, one process, medians of {args.runs} runs; ratio to the baseline (access log and tracing off)")
+    print(f"\nMLP, one process, medians of {args.runs} runs; ratio to the baseline (access log, tracing, auth off)")
     print(f"{'configuration':16} " + " ".join(f"{f'{p} {c}':>22}" for p, c in POINTS))
     base = {
         key[1:]: statistics.median(ips for ips, _ in points) for key, points in results.items() if key[0] == "baseline"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from modelserve.config import ModelControlMode, Settings, describe_error
+from modelserve.config import EndpointGroup, ModelControlMode, Settings, describe_error
 
 
 @pytest.fixture(autouse=True)
@@ -160,3 +162,89 @@ def test_env_name(field: str, variable: str) -> None:
 def test_every_field_has_a_description() -> None:
     missing = [name for name, info in Settings.model_fields.items() if not info.description]
     assert missing == []
+
+
+# -- security ----------------------------------------------------------------------------------------------
+
+
+def test_authentication_is_off_until_a_credential_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert not settings.auth_enabled
+    assert settings.auth_open_endpoints == [EndpointGroup.HEALTH, EndpointGroup.METRICS]
+    monkeypatch.setenv("API_KEYS", "a-key-of-sixteen-chars:admin")
+    monkeypatch.setenv("JWT_ISSUER", "https://issuer.example")
+    monkeypatch.setenv("JWT_AUDIENCE", "modelserve")
+    settings = Settings()
+    assert settings.auth_enabled
+    assert settings.api_keys.get_secret_value() == "a-key-of-sixteen-chars:admin"
+    assert "a-key-of-sixteen" not in repr(settings)
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("https://issuer.example", "modelserve")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("health,metrics,docs", ["health", "metrics", "docs"]), ("docs", ["docs"]), ("", []), (" health ", ["health"])],
+)
+def test_auth_open_endpoints_is_split_on_commas(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("AUTH_OPEN_ENDPOINTS", value)
+    assert Settings().auth_open_endpoints == expected
+
+
+def test_an_unknown_open_endpoint_group_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_OPEN_ENDPOINTS", "health,predict")
+    message = _error()
+    assert message.startswith("invalid setting AUTH_OPEN_ENDPOINTS=")
+    assert "'health', 'metrics' or 'docs'" in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("API_KEYS", "a-secret-key-of-20-chars:root", "entry 1 ends with an unknown scope"),
+        ("API_KEYS", "a-secret-key-of-20-chars,tiny-secret", "entry 2 is shorter than 16 characters"),
+        ("JWT_SECRET", "a-secret-too-short", "must be at least 32 bytes"),
+    ],
+)
+def test_a_bad_secret_is_named_but_never_shown(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    message = _error()
+    assert message.startswith(f"invalid setting {variable}=(hidden): ")
+    assert problem in message
+    assert value not in message
+    assert value.split(",")[0] not in message
+
+
+@pytest.mark.parametrize("variable", ["JWT_PUBLIC_KEY_FILE", "JWT_JWKS_FILE"])
+def test_a_key_file_that_does_not_exist_stops_startup_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str
+) -> None:
+    monkeypatch.setenv(variable, str(tmp_path / "absent"))
+    message = _error()
+    assert message.startswith(f"invalid setting {variable}='{tmp_path / 'absent'}': ")
+    assert "No such file or directory" in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "problem"), [("JWT_PUBLIC_KEY_FILE", "is not a PEM public key"), ("JWT_JWKS_FILE", "is not a JWKS")]
+)
+def test_a_key_file_that_does_not_parse_stops_startup_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, problem: str
+) -> None:
+    (tmp_path / "key").write_text("-----BEGIN NOTHING-----")
+    monkeypatch.setenv(variable, str(tmp_path / "key"))
+    message = _error()
+    assert message.startswith(f"invalid setting {variable}=")
+    assert problem in message
+
+
+def test_an_empty_key_file_setting_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_PUBLIC_KEY_FILE", "")
+    monkeypatch.setenv("JWT_JWKS_FILE", "")
+    settings = Settings()
+    assert settings.jwt_public_key_file is None
+    assert settings.jwt_jwks_file is None
+    assert not settings.auth_enabled

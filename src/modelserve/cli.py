@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -65,6 +65,13 @@ def serve(
     log_format: Annotated[str | None, typer.Option(help=_help("log_format"))] = None,
     access_log_sample_rate: Annotated[float | None, typer.Option(help=_help("access_log_sample_rate"))] = None,
     trace_sample_rate: Annotated[float | None, typer.Option(help=_help("trace_sample_rate"))] = None,
+    api_keys: Annotated[str | None, typer.Option(help=_help("api_keys") + " Prefer the variable or a file.")] = None,
+    jwt_secret: Annotated[str | None, typer.Option(help=_help("jwt_secret") + " Prefer the variable.")] = None,
+    jwt_public_key_file: Annotated[Path | None, typer.Option(help=_help("jwt_public_key_file"))] = None,
+    jwt_jwks_file: Annotated[Path | None, typer.Option(help=_help("jwt_jwks_file"))] = None,
+    jwt_issuer: Annotated[str | None, typer.Option(help=_help("jwt_issuer"))] = None,
+    jwt_audience: Annotated[str | None, typer.Option(help=_help("jwt_audience"))] = None,
+    auth_open_endpoints: Annotated[str | None, typer.Option(help=_help("auth_open_endpoints"))] = None,
 ) -> None:
     """Serve a model repository over HTTP (Open Inference Protocol and the /v1 API) and gRPC."""
     options: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
@@ -111,7 +118,12 @@ def _run(settings: Settings) -> None:
         return
     # Worker processes rebuild the settings from the environment, so export what the options set.
     for name, value in settings.model_dump().items():
-        text = ",".join(value) if isinstance(value, list) else str(value)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        else:
+            text = ",".join(value) if isinstance(value, list) else str(value)
         os.environ[Settings.env_name(name)] = text
     # Each worker writes its metric values where any of them can read all of them for a scrape.
     with tempfile.TemporaryDirectory(prefix="modelserve-metrics-") as shared:
@@ -120,46 +132,63 @@ def _run(settings: Settings) -> None:
 
 
 URL = Annotated[str, typer.Option(envvar="MODELSERVE_URL", help="Base URL of the running server.")]
+Token = Annotated[
+    str | None,
+    typer.Option(envvar="MODELSERVE_TOKEN", help="API key or JWT sent as a bearer token, when the server needs one."),
+]
 
 
-def _call(method: str, url: str) -> Any:
+def _auth(token: str | None) -> dict[str, str]:
+    """The header that carries ``token``, or none."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _error_of(response: httpx.Response) -> str:
+    """The server's ``error`` message, or the body as it came."""
     try:
-        response = httpx.request(method, url, timeout=300)
+        body = response.json()
+    except ValueError:
+        return response.text
+    return str(body.get("error", body)) if isinstance(body, dict) else str(body)
+
+
+def _call(method: str, url: str, token: str | None) -> Any:
+    try:
+        response = httpx.request(method, url, headers=_auth(token), timeout=300)
     except httpx.HTTPError as exc:
         err.print(f"[red]cannot reach {url}: {exc}[/red]")
         raise typer.Exit(1) from None
-    try:
-        body = response.json() if response.content else {}
-    except ValueError:
-        body = response.text
     if response.status_code >= 400:
-        err.print(f"[red]{response.status_code}: {body.get('error', body) if isinstance(body, dict) else body}[/red]")
+        err.print(f"[red]{response.status_code}: {_error_of(response)}[/red]")
         raise typer.Exit(1)
-    return body
+    try:
+        return response.json() if response.content else {}
+    except ValueError:
+        return response.text
 
 
 @models_app.command("list")
-def list_models(url: URL = "http://127.0.0.1:8000") -> None:
+def list_models(url: URL = "http://127.0.0.1:8000", token: Token = None) -> None:
     """Every model in the server's repository, with its versions and state."""
     table = Table("model", "version", "state", "reason")
-    for entry in _call("POST", f"{url}/v2/repository/index"):
+    for entry in _call("POST", f"{url}/v2/repository/index", token):
         table.add_row(entry["name"], entry.get("version", "-"), entry["state"], entry.get("reason", ""))
     Console().print(table)
 
 
 @models_app.command("load")
-def load_model_command(name: str, url: URL = "http://127.0.0.1:8000") -> None:
+def load_model_command(name: str, url: URL = "http://127.0.0.1:8000", token: Token = None) -> None:
     """Load (or reload) a model from the server's repository."""
-    body = _call("POST", f"{url}/v1/models/{name}/load")
+    body = _call("POST", f"{url}/v1/models/{name}/load", token)
     Console().print(
         f"loaded {name} ({body['format']}) versions {', '.join(body['versions'])} in {body['load_time_seconds']} s"
     )
 
 
 @models_app.command("unload")
-def unload_model_command(name: str, url: URL = "http://127.0.0.1:8000") -> None:
+def unload_model_command(name: str, url: URL = "http://127.0.0.1:8000", token: Token = None) -> None:
     """Unload a model once its queued requests finish."""
-    _call("POST", f"{url}/v1/models/{name}/unload")
+    _call("POST", f"{url}/v1/models/{name}/unload", token)
     Console().print(f"unloaded {name}")
 
 
@@ -171,17 +200,18 @@ def profile(
     fmt: Annotated[ProfileFormat, typer.Option("--format", help="svg, speedscope or folded.")] = ProfileFormat.svg,
     idle: Annotated[bool, typer.Option(help="Keep the samples of threads that wait.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; a name is made up.")] = None,
+    token: Token = None,
 ) -> None:
     """Record a running server's CPU for N seconds and save a flame graph (GET /debug/profile)."""
     target = output or Path(f"modelserve-profile-{time.strftime('%Y%m%dT%H%M%S')}.{fmt.extension}")
     params = {"seconds": seconds, "hz": hz, "format": fmt.value, "idle": idle}
     try:
-        response = httpx.get(f"{url}/debug/profile", params=params, timeout=seconds + 30)
+        response = httpx.get(f"{url}/debug/profile", params=params, headers=_auth(token), timeout=seconds + 30)
     except httpx.HTTPError as exc:
         err.print(f"[red]cannot reach {url}: {exc}[/red]")
         raise typer.Exit(1) from None
     if response.status_code != 200:
-        err.print(f"[red]{response.status_code}: {response.json().get('error', response.text)}[/red]")
+        err.print(f"[red]{response.status_code}: {_error_of(response)}[/red]")
         raise typer.Exit(1)
     target.write_bytes(response.content)
     hint = " (open it at https://www.speedscope.app)" if fmt is ProfileFormat.speedscope else ""
@@ -199,6 +229,7 @@ def bench(
     duration: Annotated[float, typer.Option(min=0.1, help="Seconds measured per point.")] = 10.0,
     warmup: Annotated[float, typer.Option(min=0, help="Seconds of load before measuring.")] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per point instead of a table.")] = False,
+    token: Token = None,
 ) -> None:
     """Load a running server with closed-loop clients; report inferences/s and latency percentiles."""
     import json
@@ -212,7 +243,14 @@ def bench(
     if unknown := [p for p in protocols if p not in PROTOCOLS]:
         err.print(f"[red]unknown protocol {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)}[/red]")
         raise typer.Exit(2)
-    workload = Workload.from_server(url, model, batch)
+    try:
+        workload = Workload.from_server(url, model, batch, token=token)
+    except httpx.HTTPStatusError as exc:
+        err.print(f"[red]{exc.response.status_code}: {_error_of(exc.response)}[/red]")
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as exc:
+        err.print(f"[red]cannot reach {url}: {exc}[/red]")
+        raise typer.Exit(1) from None
     table = Table("protocol", "clients", "inf/s", "p50 ms", "p90 ms", "p99 ms", "errors")
     for name in protocols:
         for clients in concurrency or [1, 8, 32]:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -23,11 +23,24 @@ class ModelControlMode(StrEnum):
     EXPLICIT = "explicit"  # models named by LOAD_MODELS load at start; the rest through the API
 
 
+class EndpointGroup(StrEnum):
+    """Endpoints that AUTH_OPEN_ENDPOINTS can leave open to callers without credentials."""
+
+    HEALTH = "health"  # /health, /health/*, /v2/health/*; gRPC ServerLive, ServerReady, ModelReady
+    METRICS = "metrics"  # /metrics
+    DOCS = "docs"  # /docs, /redoc, /openapi.json
+
+
+# Never echoed in an error message: describe_error says which is wrong, not what it holds.
+SECRETS = frozenset({"api_keys", "jwt_secret"})
+
+
 class Settings(BaseSettings):
     """Everything an operator can set, grouped by concern."""
 
     # No populate_by_name: with it, `workers` would also be read from a stray WORKERS variable.
-    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+    # Inputs are hidden from pydantic's own messages: API_KEYS and JWT_SECRET must never reach a log.
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True, hide_input_in_errors=True)
 
     # -- server ------------------------------------------------------------------------------------
     model_repository: str = Field(
@@ -140,6 +153,39 @@ class Settings(BaseSettings):
         description="On SIGTERM, seconds in-flight and queued requests get to finish before the server exits.",
     )
 
+    # -- security ----------------------------------------------------------------------------------
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="API keys: comma-separated 'key', 'key:infer' or 'key:admin' entries, "
+        "or the path of a file with one per line.",
+    )
+    jwt_secret: SecretStr = Field(
+        SecretStr(""), description="Shared secret (at least 32 bytes) that verifies HS256 bearer tokens."
+    )
+    jwt_public_key_file: Path | None = Field(
+        None, description="PEM file of the RSA public key that verifies RS256 bearer tokens."
+    )
+    jwt_jwks_file: Path | None = Field(
+        None, description="JWKS JSON file of RSA keys that verify RS256 bearer tokens; a token's kid picks one."
+    )
+    jwt_issuer: str = Field("", description="Issuer (iss) bearer tokens must name; empty: not checked.")
+    jwt_audience: str = Field("", description="Audience (aud) bearer tokens must include; empty: not checked.")
+    auth_open_endpoints: Annotated[list[EndpointGroup], NoDecode] = Field(
+        default_factory=lambda: [EndpointGroup.HEALTH, EndpointGroup.METRICS],
+        description="Endpoints that need no credentials when authentication is on: "
+        "comma-separated health, metrics, docs; empty: none.",
+    )
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Authentication is on as soon as any credential is configured."""
+        return bool(
+            self.api_keys.get_secret_value()
+            or self.jwt_secret.get_secret_value()
+            or self.jwt_public_key_file
+            or self.jwt_jwks_file
+        )
+
     @property
     def max_input_bytes(self) -> int:
         """MAX_INPUT_SIZE_MB in bytes, the unit the protocols compare against."""
@@ -167,6 +213,56 @@ class Settings(BaseSettings):
             return value.replace(",", " ").split()
         return value
 
+    @field_validator("auth_open_endpoints", mode="before")
+    @classmethod
+    def _split_groups(cls, value: object) -> object:
+        """Take AUTH_OPEN_ENDPOINTS as ``health,metrics``; an empty value opens nothing."""
+        if isinstance(value, str):
+            return value.replace(",", " ").split()
+        return value
+
+    # The checks below load what the server will load, so a bad key stops startup, not the first request.
+    # modelserve.server.auth is imported here, not at the top: it imports this module, and PyJWT.
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: SecretStr) -> SecretStr:
+        from modelserve.server.auth import parse_api_keys
+
+        parse_api_keys(value.get_secret_value())
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value().encode()) < 32:
+            raise ValueError("an HS256 secret must be at least 32 bytes long (RFC 7518); use a longer one")
+        return value
+
+    @field_validator("jwt_public_key_file", "jwt_jwks_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty JWT_*_FILE means none, as an unset one does (not the current directory)."""
+        return None if value == "" else value
+
+    @field_validator("jwt_public_key_file")
+    @classmethod
+    def _check_public_key(cls, value: Path | None) -> Path | None:
+        from modelserve.server.auth import load_public_key
+
+        if value is not None:
+            load_public_key(value)
+        return value
+
+    @field_validator("jwt_jwks_file")
+    @classmethod
+    def _check_jwks(cls, value: Path | None) -> Path | None:
+        from modelserve.server.auth import load_jwks
+
+        if value is not None:
+            load_jwks(value)
+        return value
+
 
 def describe_error(error: ValidationError) -> str:
     """A validation error as one line per bad setting, named by its environment variable."""
@@ -174,5 +270,7 @@ def describe_error(error: ValidationError) -> str:
     for problem in error.errors():
         field = str(problem["loc"][0]) if problem["loc"] else "?"
         name = Settings.env_name(field) if field in Settings.model_fields else field.upper()
-        lines.append(f"invalid setting {name}={problem.get('input')!r}: {problem['msg']}")
+        value = problem.get("input")
+        shown = "(hidden)" if field in SECRETS else repr(str(value) if isinstance(value, Path) else value)
+        lines.append(f"invalid setting {name}={shown}: {problem['msg']}")
     return "\n".join(lines)

@@ -8,6 +8,8 @@ decides what HTTP or gRPC says. The tree::
     ├── ModelNotReady        known, but not loaded (or still loading, or failed)
     │   └── CircuitOpen      loaded, but its runtime failed request after request: refused for a while
     ├── InvalidInput         the request is malformed: shape, datatype, missing tensor, bad JSON
+    ├── Unauthenticated      no credentials, or credentials the server does not accept
+    ├── Forbidden            valid credentials without the scope the endpoint needs
     ├── PayloadTooLarge      the body exceeds MAX_INPUT_SIZE_MB
     ├── Overloaded           a bounded queue is full: retry later
     ├── DeadlineExceeded     the request's time ran out before it finished
@@ -43,6 +45,26 @@ class CircuitOpen(ModelNotReady):
 
 class InvalidInput(ModelserveError):
     """The request cannot be executed as sent; the message says what to fix."""
+
+
+class Unauthenticated(ModelserveError):
+    """No credentials were sent, or the ones sent are not valid; the message says what to send.
+
+    ``invalid_token`` tells a bad credential from a missing one: RFC 6750 answers only the former
+    with ``error="invalid_token"``, so a client that sent nothing is not told its token was wrong.
+    """
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        self.invalid_token = invalid_token
+
+
+class Forbidden(ModelserveError):
+    """The caller is known but lacks ``scope``, which the endpoint needs."""
+
+    def __init__(self, message: str, *, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope
 
 
 class PayloadTooLarge(ModelserveError):

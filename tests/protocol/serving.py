@@ -60,18 +60,25 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = READ
 
 @contextmanager
 def serving(
-    repository: Path, ready_path: str = "/v2/health/ready", tracing: Tracing | None = None, **settings: Any
+    repository: Path,
+    ready_path: str = "/v2/health/ready",
+    tracing: Tracing | None = None,
+    ready_headers: dict[str, str] | None = None,
+    **settings: Any,
 ) -> Iterator[TestClient]:
     """The app on ``repository`` with its lifespan running, once startup loading has finished.
 
     Explicit control mode loading every model is the default, and no gRPC port (the HTTP app is
-    what these tests drive); ``settings`` override any field. ``ready_path`` is the probe awaited.
+    what these tests drive); ``settings`` override any field. ``ready_path`` is the probe awaited,
+    asked with ``ready_headers`` (credentials, when the probe is not open).
     Without ``tracing``, tracing is off whatever the environment says.
     """
     options: dict[str, Any] = {"model_control_mode": "explicit", "load_models": ["*"], "grpc_port": 0, **settings}
     app = create_app(Settings(model_repository=str(repository), **options), tracing=tracing or Tracing())
     with TestClient(app) as client:
-        wait_until(lambda: client.get(ready_path).status_code == 200, f"GET {ready_path} to answer 200")
+        wait_until(
+            lambda: client.get(ready_path, headers=ready_headers).status_code == 200, f"GET {ready_path} to answer 200"
+        )
         yield client
 
 

@@ -83,9 +83,10 @@ class GrpcTarget:
 
     METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
-    def __init__(self, address: str, message: bytes) -> None:
+    def __init__(self, address: str, message: bytes, metadata: tuple[tuple[str, str], ...] | None = None) -> None:
         self.address = address
         self.message = message
+        self.metadata = metadata
 
     async def session(self) -> tuple[Send, Callable[[], Awaitable[None]]]:
         # A local subchannel pool: otherwise gRPC shares one connection between channels to the same target.
@@ -95,7 +96,7 @@ class GrpcTarget:
 
         async def send() -> bool:
             try:
-                await call(self.message)
+                await call(self.message, metadata=self.metadata)
             except grpc.aio.AioRpcError:
                 return False
             return True

@@ -21,16 +21,19 @@ PROTOCOLS = ("http-json", "http-binary", "grpc")
 
 @dataclass(frozen=True)
 class Workload:
-    """A model, its inputs for one request, and how many samples that request carries."""
+    """A model, its inputs for one request, how many samples that request carries, and the bearer
+    token (API key or JWT) every request sends when the server needs one."""
 
     model: str
     inputs: dict[str, np.ndarray[Any, Any]]
     batch: int
+    token: str | None = None
 
     @classmethod
-    def from_server(cls, url: str, model: str, batch: int = 1, seed: int = 0) -> Workload:
+    def from_server(cls, url: str, model: str, batch: int = 1, seed: int = 0, *, token: str | None = None) -> Workload:
         """Random inputs shaped by the model's metadata (the batch dimension set to ``batch``)."""
-        metadata = httpx.get(f"{url}/v2/models/{model}", timeout=30).raise_for_status().json()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        metadata = httpx.get(f"{url}/v2/models/{model}", headers=headers, timeout=30).raise_for_status().json()
         rng = np.random.default_rng(seed)
         inputs = {}
         for spec in metadata["inputs"]:
@@ -42,7 +45,7 @@ class Workload:
                 inputs[spec["name"]] = rng.integers(0, 100, shape).astype(dtype)
             else:
                 raise ValueError(f"benchmark inputs of datatype {spec['datatype']} are not generated")
-        return cls(model, inputs, batch)
+        return cls(model, inputs, batch, token)
 
     def target(self, protocol: str, url: str, grpc_address: str) -> HttpTarget | GrpcTarget:
         """The pre-encoded request for ``protocol`` (one of PROTOCOLS)."""
@@ -51,7 +54,9 @@ class Workload:
             for name, array in self.inputs.items():
                 message.inputs.add(name=name, datatype=_datatype(array), shape=array.shape)
                 message.raw_input_contents.append(bytes(to_raw(array)))
-            return GrpcTarget(grpc_address, message.SerializeToString())
+            metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
+            return GrpcTarget(grpc_address, message.SerializeToString(), metadata)
+        credentials = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         path = f"/v2/models/{self.model}/infer"
         if protocol == "http-json":  # JSON both ways, as a client without the binary extension sends it
             tensors = [
@@ -59,14 +64,18 @@ class Workload:
                 for n, a in self.inputs.items()
             ]
             body = orjson.dumps({"inputs": tensors}, option=orjson.OPT_SERIALIZE_NUMPY)
-            return HttpTarget(url, path, body, {"Content-Type": "application/json"})
+            return HttpTarget(url, path, body, {"Content-Type": "application/json", **credentials})
         items = []
         for name, array in self.inputs.items():
             item = httpclient.InferInput(name, list(array.shape), _datatype(array))
             item.set_data_from_numpy(array, binary_data=True)
             items.append(item)
         body, json_size = httpclient.InferenceServerClient.generate_request_body(items)
-        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(json_size)}
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(json_size),
+            **credentials,
+        }
         return HttpTarget(url, path, body, headers)
 
 

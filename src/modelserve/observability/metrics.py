@@ -29,12 +29,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from modelserve.errors import (
     CircuitOpen,
     DeadlineExceeded,
+    Forbidden,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
     ShuttingDown,
+    Unauthenticated,
 )
 from modelserve.observability.gpu import GpuCollector
 
@@ -49,6 +51,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Refused before running, by the cheapest check that caught it; the label values of rejected_requests.
 REJECTIONS: tuple[tuple[type[Exception], str], ...] = (
+    (Unauthenticated, "unauthenticated"),
+    (Forbidden, "forbidden"),
     (PayloadTooLarge, "too_large"),
     (ModelNotFound, "model_not_found"),
     (CircuitOpen, "circuit_open"),  # before ModelNotReady, its parent: the first match names the reason
@@ -85,7 +89,7 @@ class Metrics:
         )
         self.rejected = Counter(
             "model_serving_rejected_requests",
-            "Inference requests refused without running, by reason.",
+            "Requests refused without running, by reason (inference, and any request refused by authentication).",
             ["model", "reason"],
             registry=registry,
         )
@@ -189,10 +193,10 @@ class Metrics:
     ) -> None:
         """Count one answered request and its latency; ``code`` is an HTTP status or a gRPC code name.
 
-        A request for a model that does not exist is counted under ``model="unknown"``, so that
-        clients cannot grow the label set without bound.
+        A request for a model that does not exist, or refused by authentication, is counted under
+        ``model="unknown"``, so that clients cannot grow the label set without bound.
         """
-        if isinstance(error, ModelNotFound):
+        if isinstance(error, ModelNotFound | Unauthenticated | Forbidden):
             model = "unknown"
         key = (model, version, protocol, code)
         if (children := self._request_children.get(key)) is None:
@@ -205,6 +209,11 @@ class Metrics:
         children[1].observe(seconds)
         if error is not None and (reason := rejection_reason(error)) is not None:
             self.rejected.labels(model, reason).inc()
+
+    def observe_refusal(self, error: Exception) -> None:
+        """Count a request other than inference refused before its handler ran (``model=""``)."""
+        if (reason := rejection_reason(error)) is not None:
+            self.rejected.labels("", reason).inc()
 
     def observe_batch(self, model: str, samples: int, compute_s: float, queued_s: Iterable[float]) -> None:
         """Record one batch a model executed: its size, its compute time, and each request's wait."""

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from modelserve.errors import (
     ClientDisconnected,
     DeadlineExceeded,
+    Forbidden,
     InferenceFailed,
     InsufficientMemory,
     InvalidInput,
@@ -24,14 +25,18 @@ from modelserve.errors import (
     Overloaded,
     PayloadTooLarge,
     ShuttingDown,
+    Unauthenticated,
 )
 
 log = logging.getLogger("modelserve.http")
+REALM = 'Bearer realm="modelserve"'
 
 HTTP_STATUS: dict[type[ModelserveError], int] = {
     ModelNotFound: 404,
     ModelNotReady: 503,  # never 400: the request was fine, the model is not
     InvalidInput: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
     PayloadTooLarge: 413,
     Overloaded: 429,
     DeadlineExceeded: 504,
@@ -51,6 +56,8 @@ GRPC_STATUS: dict[type[ModelserveError], grpc.StatusCode] = {
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -90,4 +97,18 @@ def error_response(error: Exception) -> Response:
         log.exception("unhandled error", exc_info=error)
         status, message = 500, f"internal server error ({type(error).__name__}); the server log has the details"
     headers = {"Retry-After": "1"} if status in (429, 503) else None
+    if isinstance(error, Unauthenticated | Forbidden):
+        headers = {"WWW-Authenticate": challenge(error)}
     return Response(orjson.dumps({"error": message}), status, headers, media_type="application/json")
+
+
+def challenge(error: Unauthenticated | Forbidden) -> str:
+    """The ``WWW-Authenticate`` value of a refusal, as RFC 6750 (bearer tokens) spells it.
+
+    Messages never hold a double quote or a backslash (they would end the quoted string early).
+    """
+    if isinstance(error, Forbidden):
+        return f'{REALM}, error="insufficient_scope", scope="{error.scope}"'
+    if error.invalid_token:
+        return f'{REALM}, error="invalid_token", error_description="{error.message}"'
+    return REALM

@@ -34,6 +34,7 @@ from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response
 from modelserve.repository.remote import open_repository
 from modelserve.server.asgi import FrontDoor
+from modelserve.server.auth import Guard
 from modelserve.server.grpc_server import start_grpc
 from modelserve.server.lifecycle import Drain
 from modelserve.server.state import ServerState
@@ -72,6 +73,9 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     startup = settings.load_models if explicit else ["*"]
     required = tuple(name for name in startup if name != "*")
     state = ServerState(settings=settings, manager=manager, metrics=metrics, tracing=tracing, required=required)
+    guard = Guard.from_settings(settings)
+    if guard is not None:
+        log.info("authentication on: %s", guard.summary())
 
     async def load_initial_models() -> None:
         try:
@@ -97,7 +101,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         Drain(state, settings.shutdown_grace_sec, in_flight).install()
-        grpc_server = await start_grpc(state)
+        grpc_server = await start_grpc(state, guard)
         loading = asyncio.create_task(load_initial_models())
         if load_before_serving:
             await loading
@@ -131,7 +135,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _error)
-    door = FrontDoor(app, rest_v2.infer_endpoint(state), rest_v1.predict_endpoint(state), state)
+    door = FrontDoor(app, rest_v2.infer_endpoint(state), rest_v1.predict_endpoint(state), state, guard)
     return door
 
 

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
-from tritonclient.grpc import service_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from modelserve.errors import Forbidden, Unauthenticated
+from modelserve.protocol.errors import grpc_status
 from modelserve.protocol.grpc_v2 import InferenceService
+from modelserve.server.auth import Guard
 from modelserve.server.state import ServerState
 
 log = logging.getLogger("modelserve.grpc")
+_SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+_INFERENCE = frozenset(f"/{_SERVICE.full_name}/{name}" for name in ("ModelInfer", "ModelStreamInfer"))
 
 
-async def start_grpc(state: ServerState) -> grpc.aio.Server | None:
-    """Listen for gRPC on GRPC_PORT (none when it is 0), with the server's size limit and keepalive."""
+async def start_grpc(state: ServerState, guard: Guard | None = None) -> grpc.aio.Server | None:
+    """Listen for gRPC on GRPC_PORT (none when it is 0), with the server's size limit, keepalive, and
+    the credentials check when authentication is on."""
     settings = state.settings
     if not settings.grpc_port:
         return None
     server = grpc.aio.server(
+        # No interceptor at all while authentication is off: each one costs every call.
+        interceptors=[Authentication(guard, state)] if guard is not None else None,
         options=[
             ("grpc.max_receive_message_length", settings.max_input_bytes),
             ("grpc.max_send_message_length", -1),
@@ -26,7 +37,7 @@ async def start_grpc(state: ServerState) -> grpc.aio.Server | None:
             ("grpc.keepalive_timeout_ms", settings.grpc_keepalive_timeout_ms),
             # Worker processes share the port; a single process must fail loudly if it is taken.
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
-        ]
+        ],
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)
     address = f"{settings.host}:{settings.grpc_port}"
@@ -37,3 +48,58 @@ async def start_grpc(state: ServerState) -> grpc.aio.Server | None:
     await server.start()
     log.info("gRPC listening on %s", address)
     return server
+
+
+class Authentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Checks each call's ``authorization`` metadata before its handler runs. A refused call aborts with
+    UNAUTHENTICATED or PERMISSION_DENIED and the message HTTP would answer, and is counted as HTTP's is."""
+
+    def __init__(self, guard: Guard, state: ServerState) -> None:
+        self._guard = guard
+        self._state = state
+        # Decided once per method of the service; only a method it does not have is decided per call.
+        self._scopes = {f"/{_SERVICE.full_name}/{m.name}": guard.grpc_scope(m.name) for m in _SERVICE.methods}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        started = time.perf_counter()
+        method: str = details.method
+        needed = self._scopes[method] if method in self._scopes else self._guard.grpc_scope(method)
+        if needed is None:
+            return await continuation(details)
+        try:
+            self._guard.check(_authorization(details.invocation_metadata), needed)
+        except (Unauthenticated, Forbidden) as exc:
+            return self._refusal(method, exc, await continuation(details), started)
+        return await continuation(details)
+
+    def _refusal(
+        self, method: str, error: Unauthenticated | Forbidden, handler: grpc.RpcMethodHandler | None, started: float
+    ) -> grpc.RpcMethodHandler:
+        code = grpc_status(error)
+        if method in _INFERENCE:
+            self._state.finish_request("unknown", "", "grpc", code.name, time.perf_counter() - started, error)
+        else:
+            self._state.metrics.observe_refusal(error)
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(code, error.message)
+
+        # The refusal takes the call's shape; its message is never deserialised.
+        if handler is not None and handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(refuse)
+        if handler is not None and handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(refuse)
+        if handler is not None and handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(refuse)
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def _authorization(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None

@@ -1,0 +1,342 @@
+"""Who may call what: API keys, JWT bearer tokens, and the scope each HTTP path or gRPC method needs.
+
+Two scopes: ``infer`` (inference, metadata, statistics) and ``admin`` (model control, shared memory,
+the profiler), which implies ``infer``. Credentials come as ``Authorization: Bearer <API key or JWT>``
+(gRPC: ``authorization`` metadata), and the protocols ask ``Guard.check`` before routing, so a
+refused request is answered before its body is read.
+
+API keys are kept only as SHA-256 digests, and a presented key is compared with every one of them
+in constant time, so neither memory nor timing tells how close a guess came. A token is verified with
+the algorithm pinned to the key that checks it (HS256 for JWT_SECRET, RS256 for RSA keys): its header
+only chooses among those, so ``alg: none`` and HS256 tokens signed with the RSA public key are refused.
+A verified token is remembered until its ``exp``: a client that re-sends one token pays the signature
+check once, not on every request. Nothing here puts a key or a token in a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from modelserve.config import EndpointGroup, Settings
+from modelserve.errors import Forbidden, Unauthenticated
+
+
+class Scope(StrEnum):
+    """What a credential allows; ``admin`` implies ``infer``."""
+
+    INFER = "infer"
+    ADMIN = "admin"
+
+
+SEND = "send Authorization: Bearer <API key or JWT>"
+MIN_KEY_LENGTH = 16  # characters of an API key: shorter ones can be guessed
+MIN_RSA_BITS = 2048  # NIST SP 800-131A
+TOKEN_CACHE_SIZE = 4096  # verified tokens remembered; the oldest goes first
+_SCOPES = {scope.value: scope for scope in Scope}
+
+# Endpoints each group opens, as exact paths and as path prefixes.
+_OPEN: dict[EndpointGroup, tuple[frozenset[str], tuple[str, ...]]] = {
+    EndpointGroup.HEALTH: (frozenset({"/health"}), ("/health/", "/v2/health/")),
+    EndpointGroup.METRICS: (frozenset({"/metrics"}), ()),
+    EndpointGroup.DOCS: (frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}), ()),
+}
+_OPEN_RPCS = {EndpointGroup.HEALTH: frozenset({"ServerLive", "ServerReady", "ModelReady"})}
+# Prefixes without a trailing slash: a look-alike path needs admin too, never less.
+_ADMIN_PATHS = ("/v2/repository", "/v2/systemsharedmemory", "/v2/cudasharedmemory", "/debug")
+_MODEL_CONTROL = re.compile(r"^/v1/models/[^/]+/(?:load|unload)$")
+_ADMIN_RPCS = frozenset({"TraceSetting", "LogSettings"})
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One configured key: its SHA-256 digest (the key itself is not kept) and what it allows."""
+
+    digest: bytes
+    scopes: frozenset[Scope]
+
+
+def granted(names: Iterable[Scope]) -> frozenset[Scope]:
+    """The scopes a credential holds, ``admin`` bringing ``infer`` with it."""
+    scopes = set(names)
+    if Scope.ADMIN in scopes:
+        scopes.add(Scope.INFER)
+    return frozenset(scopes)
+
+
+def parse_api_keys(value: str) -> list[ApiKey]:
+    """API_KEYS: comma-separated entries, or the path of a file with one entry per line (blank lines and
+    lines starting with ``#`` skipped). An entry is ``key``, ``key:infer`` or ``key:admin``.
+    Errors name an entry by its position, never by its text."""
+    if _names_file(value):
+        try:
+            text = Path(value).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the API key file: {exc}") from None
+        lines = enumerate(text.splitlines(), 1)
+        entries = [
+            (f"line {n}", line.strip()) for n, line in lines if line.strip() and not line.lstrip().startswith("#")
+        ]
+        if not entries:
+            raise ValueError("the API key file holds no key")
+    elif value.startswith(("/", "./", "../", "~")):
+        raise ValueError("looks like a file path, but no such file exists; give the path of the key file")
+    else:
+        entries = [(f"entry {n}", item.strip()) for n, item in enumerate(value.split(","), 1) if item.strip()]
+    keys: list[ApiKey] = []
+    for where, entry in entries:
+        key, _, scope = entry.rpartition(":") if ":" in entry else (entry, "", "infer")
+        if scope not in _SCOPES:
+            raise ValueError(f"{where} ends with an unknown scope; write key, key:infer or key:admin")
+        if len(key) < MIN_KEY_LENGTH:
+            raise ValueError(
+                f"{where} is shorter than {MIN_KEY_LENGTH} characters; use a random key (openssl rand -hex 32)"
+            )
+        digest = hashlib.sha256(key.encode()).digest()
+        if any(known.digest == digest for known in keys):
+            raise ValueError(f"{where} repeats a key given before; give each key once, with its scope")
+        keys.append(ApiKey(digest, granted([_SCOPES[scope]])))
+    return keys
+
+
+def _names_file(value: str) -> bool:
+    try:
+        return bool(value) and Path(value).is_file()
+    except (OSError, ValueError):  # a long list of keys is no valid file name
+        return False
+
+
+def load_public_key(path: Path) -> RSAPublicKey:
+    """The RSA public key of a PEM file (JWT_PUBLIC_KEY_FILE)."""
+    pem = _read(path)
+    try:
+        key = load_pem_public_key(pem)
+    except ValueError:
+        raise ValueError(f"{path} is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError(f"{path} holds a {type(key).__name__.lstrip('_')}; RS256 needs an RSA public key")
+    return _strong(key, str(path))
+
+
+def load_jwks(path: Path) -> dict[str | None, RSAPublicKey]:
+    """The RS256 keys of a JWKS file (JWT_JWKS_FILE) by key id; keys of other kinds or uses are skipped."""
+    document = _read(path)
+    try:
+        keyset = jwt.PyJWKSet.from_json(document.decode())
+    except (ValueError, jwt.PyJWTError) as exc:
+        raise ValueError(f"{path} is not a JWKS document ({exc})") from None
+    keys = {
+        jwk.key_id: _strong(jwk.key, f"{path} key {jwk.key_id!r}")
+        for jwk in keyset
+        if jwk.algorithm_name == "RS256" and isinstance(jwk.key, RSAPublicKey) and jwk.public_key_use != "enc"
+    }
+    if not keys:
+        raise ValueError(f"{path} holds no RSA public key for RS256 signatures (kty RSA, alg RS256 or none)")
+    return keys
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _strong(key: RSAPublicKey, where: str) -> RSAPublicKey:
+    if key.key_size < MIN_RSA_BITS:
+        raise ValueError(f"{where} is a {key.key_size}-bit RSA key; use at least {MIN_RSA_BITS} bits")
+    return key
+
+
+class TokenVerifier:
+    """Verifies JWT bearer tokens and remembers the ones that passed until they expire."""
+
+    def __init__(
+        self,
+        *,
+        secret: bytes | None = None,
+        public_key: RSAPublicKey | None = None,
+        jwks: dict[str | None, RSAPublicKey] | None = None,
+        issuer: str = "",
+        audience: str = "",
+    ) -> None:
+        self._secret = secret
+        self._public_key = public_key
+        self._jwks = jwks or {}
+        self._issuer = issuer
+        self._audience = audience
+        pinned = (["HS256"] if secret else []) + (["RS256"] if public_key or self._jwks else [])
+        self.algorithms = " or ".join(pinned)  # the only ones accepted, whatever a token's header says
+        self._verified: dict[str, tuple[float, frozenset[Scope]]] = {}  # token → (exp, scopes)
+
+    def verify(self, token: str) -> frozenset[Scope]:
+        """The scopes of a valid token; Unauthenticated saying what is wrong with any other."""
+        if (seen := self._verified.get(token)) is not None:
+            if time.time() < seen[0]:
+                return seen[1]
+            del self._verified[token]
+        expires, scopes = self._check(token)
+        if len(self._verified) >= TOKEN_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (expires, scopes)
+        return scopes
+
+    def _check(self, token: str) -> tuple[float, frozenset[Scope]]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _invalid("token is not a valid JWT") from None
+        algorithm = header.get("alg")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key(algorithm, header.get("kid")),
+                algorithms=[str(algorithm)],  # one of the pinned pair: _key refused any other
+                issuer=self._issuer or None,
+                audience=self._audience or None,
+                options={"require": ["exp"], "verify_aud": bool(self._audience), "enforce_minimum_key_length": True},
+            )
+        except jwt.PyJWTError as exc:
+            raise _invalid(self._problem(exc)) from None
+        scope, scopes = claims.get("scope"), claims.get("scopes")
+        names: list[object] = [
+            *(scope.split() if isinstance(scope, str) else []),
+            *(scopes if isinstance(scopes, list) else []),
+        ]
+        return float(claims["exp"]), granted(_SCOPES[n] for n in names if isinstance(n, str) and n in _SCOPES)
+
+    def _key(self, algorithm: object, kid: object) -> bytes | RSAPublicKey:
+        if algorithm == "HS256" and self._secret:
+            return self._secret
+        if algorithm == "RS256" and (self._public_key or self._jwks):
+            if (kid is None or isinstance(kid, str)) and kid in self._jwks:
+                return self._jwks[kid]
+            if self._public_key is not None:
+                return self._public_key
+            if kid is None and len(self._jwks) == 1:
+                return next(iter(self._jwks.values()))
+            raise _invalid("token key id (kid) names none of the server's keys; sign with one of them")
+        raise _invalid(f"token algorithm is not accepted; this server verifies {self.algorithms} tokens")
+
+    def _problem(self, error: jwt.PyJWTError) -> str:
+        """What is wrong with a token, in words a client can act on."""
+        if isinstance(error, jwt.ExpiredSignatureError):
+            return "token has expired; get a new one"
+        if isinstance(error, jwt.ImmatureSignatureError):
+            return "token is not valid yet (nbf or iat is in the future); check the issuer's clock"
+        missing = error.claim if isinstance(error, jwt.MissingRequiredClaimError) else None
+        if missing == "exp":
+            return "token has no expiry (exp); this server accepts only tokens that expire"
+        if isinstance(error, jwt.InvalidIssuerError) or missing == "iss":
+            return f"token issuer (iss) is not {self._issuer!r}"
+        if isinstance(error, jwt.InvalidAudienceError) or missing == "aud":
+            return f"token audience (aud) does not include {self._audience!r}"
+        if isinstance(error, jwt.InvalidSignatureError):
+            return "token signature is not valid; it was not signed by a key this server trusts"
+        return "token is not a valid JWT"
+
+
+def _invalid(message: str) -> Unauthenticated:
+    return Unauthenticated(message, invalid_token=True)
+
+
+class Guard:
+    """The server's credentials and open endpoints: decides the scope a request needs, and checks it."""
+
+    def __init__(
+        self, keys: list[ApiKey], tokens: TokenVerifier | None, open_groups: Iterable[EndpointGroup] = ()
+    ) -> None:
+        self._keys = keys
+        self._tokens = tokens
+        groups = set(open_groups)
+        self._open_paths = frozenset().union(*(_OPEN[g][0] for g in groups))
+        self._open_prefixes = tuple(prefix for g in groups for prefix in _OPEN[g][1])
+        self._open_rpcs = frozenset().union(*(_OPEN_RPCS.get(g, frozenset()) for g in groups))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Guard | None:
+        """The server's guard, or None while no credential is configured (everything is open)."""
+        if not settings.auth_enabled:
+            return None
+        secret = settings.jwt_secret.get_secret_value().encode()
+        public_key = load_public_key(settings.jwt_public_key_file) if settings.jwt_public_key_file else None
+        jwks = load_jwks(settings.jwt_jwks_file) if settings.jwt_jwks_file else {}
+        tokens = None
+        if secret or public_key or jwks:
+            tokens = TokenVerifier(
+                secret=secret or None,
+                public_key=public_key,
+                jwks=jwks,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+            )
+        keys = parse_api_keys(settings.api_keys.get_secret_value())
+        return cls(keys, tokens, settings.auth_open_endpoints)
+
+    def summary(self) -> str:
+        """What the server accepts and leaves open, for its startup log line (no key material)."""
+        admins = sum(Scope.ADMIN in key.scopes for key in self._keys)
+        accepted = [f"{len(self._keys)} API key(s), {admins} with admin"] if self._keys else []
+        if self._tokens is not None:
+            accepted.append(f"{self._tokens.algorithms} tokens")
+        opened = sorted(self._open_paths) + [f"{prefix}*" for prefix in self._open_prefixes]
+        return f"accepting {' and '.join(accepted)}; open without credentials: {', '.join(opened) or 'nothing'}"
+
+    def http_scope(self, path: str) -> Scope | None:
+        """The scope an HTTP path needs, or None when it is open. Unknown paths need ``infer``, so only
+        callers with credentials learn what does not exist."""
+        if path in self._open_paths or path.startswith(self._open_prefixes):
+            return None
+        if path.startswith(_ADMIN_PATHS) or _MODEL_CONTROL.match(path):
+            return Scope.ADMIN
+        return Scope.INFER
+
+    def grpc_scope(self, method: str) -> Scope | None:
+        """The scope a gRPC method (``/package.Service/Method``) needs, or None when it is open."""
+        name = method.rpartition("/")[2]
+        if name in self._open_rpcs:
+            return None
+        if name.startswith("Repository") or "SharedMemory" in name or name in _ADMIN_RPCS:
+            return Scope.ADMIN
+        return Scope.INFER
+
+    def check(self, authorization: str | None, needed: Scope) -> None:
+        """Refuse a request whose ``Authorization`` value does not grant ``needed``."""
+        scopes = self.authenticate(authorization)
+        if needed not in scopes:
+            held = ", ".join(sorted(scopes)) or "none"
+            raise Forbidden(
+                f"this endpoint needs the '{needed}' scope; the credentials sent have: {held}", scope=needed
+            )
+
+    def authenticate(self, authorization: str | None) -> frozenset[Scope]:
+        """The scopes of the credentials in an ``Authorization`` value; Unauthenticated when they grant none."""
+        if authorization is None:
+            raise Unauthenticated(f"credentials required: {SEND}")
+        scheme, _, credential = authorization.strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise Unauthenticated(f"malformed Authorization header: {SEND}")
+        if self._keys and (scopes := self._key_scopes(credential)) is not None:
+            return scopes
+        if self._tokens is not None and credential.count(".") == 2:
+            return self._tokens.verify(credential)
+        raise _invalid(f"API key or token not accepted: {SEND} with a valid one")
+
+    def _key_scopes(self, credential: str) -> frozenset[Scope] | None:
+        digest = hashlib.sha256(credential.encode()).digest()
+        found: frozenset[Scope] | None = None
+        for key in self._keys:  # every key, match or not: the time taken says nothing of which matched
+            if hmac.compare_digest(digest, key.digest):
+                found = key.scopes
+        return found
