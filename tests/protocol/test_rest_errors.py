@@ -234,6 +234,17 @@ def test_header_length_that_is_not_a_number_is_400(partial: TestClient) -> None:
     _still_serves(partial)
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param([0] * 65, id="more-dimensions-than-numpy-holds"), pytest.param([0, 2**62, 4], id="overflowing")],
+)
+def test_shape_numpy_cannot_hold_is_400(partial: TestClient, shape: list[int]) -> None:
+    body = {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": shape, "data": []}]}
+
+    _refused(partial.post("/v2/models/simple/infer", json=body), 400, "input 'INPUT0'", "cannot be held")
+    _still_serves(partial)
+
+
 def test_binary_size_past_the_body_is_400(partial: TestClient) -> None:
     header = b'{"inputs":[{"name":"INPUT0","datatype":"INT32","shape":[1,16],"parameters":{"binary_data_size":64}}]}'
 

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from modelserve.errors import InvalidInput, PayloadTooLarge
-from modelserve.protocol.raw import from_raw, to_raw
+from modelserve.protocol.raw import from_raw, reshaped, to_raw
 from modelserve.protocol.shared_memory import Placement, SharedMemoryRegistry
 from modelserve.types import InferenceRequest, InferenceResponse, datatype_of, numpy_dtype
 
@@ -148,7 +148,7 @@ def _from_json(data: Any, datatype: str, dtype: np.dtype[Any], shape: list[int],
     array = json_array(data, datatype, name)
     if array.size != count:
         raise InvalidInput(f"input '{name}': 'data' holds {array.size} values but shape {shape} needs {count}")
-    return array.reshape(shape)
+    return reshaped(array, shape, name)
 
 
 # The kinds of JSON values (as numpy parses them) each datatype takes: no silent 1.5 → 1, true → 1.0,
