@@ -42,9 +42,14 @@ def parse_version(text: str | int | None) -> int | None:
         return None
     if isinstance(text, int) and not isinstance(text, bool) and text > 0:
         return text
-    if isinstance(text, str) and text.isdigit() and int(text) > 0:
+    if isinstance(text, str) and _is_number(text) and int(text) > 0:
         return int(text)
     raise InvalidInput(f"model version {text!r} is not a positive integer")
+
+
+def _is_number(text: str) -> bool:
+    # ASCII only: str.isdigit() also admits digits such as '³' that int() cannot read.
+    return text.isascii() and text.isdigit()
 
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
