@@ -262,6 +262,14 @@ def test_shape_numpy_cannot_hold_is_400(partial: TestClient, shape: list[int]) -
     _still_serves(partial)
 
 
+def test_model_name_longer_than_a_file_name_is_404(partial: TestClient) -> None:
+    name = "m" * 300
+
+    _refused(partial.get(f"/v2/models/{name}"), 404, name, "not in the model repository")
+    _refused(partial.post(f"/v2/models/{name}/infer", json=_good_request()), 404, name)
+    _still_serves(partial)
+
+
 def test_binary_size_past_the_body_is_400(partial: TestClient) -> None:
     header = b'{"inputs":[{"name":"INPUT0","datatype":"INT32","shape":[1,16],"parameters":{"binary_data_size":64}}]}'
 
