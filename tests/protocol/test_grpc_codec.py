@@ -102,6 +102,8 @@ def test_request_fields_are_carried() -> None:
             "shared_memory_region needs a name, shared_memory_byte_size",
         ),
         (lambda m: m.outputs.add(name="y").parameters["classification"].int64_param, "classification is not supported"),
+        (lambda m: m.inputs.add(name="x", datatype="FP32", shape=[0] * 65), "input 'x': shape [0, 0"),
+        (lambda m: m.inputs.add(name="x", datatype="INT32", shape=[0, 2**62, 4]), "cannot be held"),
     ],
 )
 def test_malformed_requests_say_what_to_fix(build: object, message: str) -> None:

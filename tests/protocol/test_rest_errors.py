@@ -94,7 +94,7 @@ def test_unknown_version_is_404(partial: TestClient, method: str, path: str) -> 
     _still_serves(partial)
 
 
-@pytest.mark.parametrize("version", ["abc", "0", "-1", "1.0"])
+@pytest.mark.parametrize("version", ["abc", "0", "-1", "1.0", "³"])  # '³' passes str.isdigit()
 @pytest.mark.parametrize("suffix", ["/infer", "", "/ready", "/config", "/stats"])
 def test_version_that_is_not_a_positive_integer_is_400(partial: TestClient, version: str, suffix: str) -> None:
     path = f"/v2/models/simple/versions/{version}{suffix}"
@@ -108,6 +108,13 @@ def test_v1_version_that_is_not_a_positive_integer_is_400(partial: TestClient) -
     response = partial.post("/v1/predict", json={"model": "iris", "version": "one", "inputs": [[1, 2, 3, 4]]})
 
     _refused(response, 400, "'one'", "positive integer")
+    _still_serves(partial)
+
+
+def test_v1_version_of_a_digit_int_cannot_read_is_400(partial: TestClient) -> None:
+    response = partial.post("/v1/predict", json={"model": "iris", "version": "²", "inputs": [[1, 2, 3, 4]]})
+
+    _refused(response, 400, "'²'", "positive integer")
     _still_serves(partial)
 
 
@@ -231,6 +238,35 @@ def test_header_length_that_is_not_a_number_is_400(partial: TestClient) -> None:
     response = partial.post("/v2/models/simple/infer", json=_good_request(), headers={HEADER_LENGTH: "twelve"})
 
     _refused(response, 400, HEADER_LENGTH, "'twelve'")
+    _still_serves(partial)
+
+
+def test_header_length_of_a_digit_int_cannot_read_is_400(partial: TestClient) -> None:
+    # HTTP header values are latin-1, so '³' can arrive; httpx sends it only as bytes.
+    headers = {HEADER_LENGTH: "³".encode("latin-1")}
+
+    response = partial.post("/v2/models/simple/infer", json=_good_request(), headers=headers)
+
+    _refused(response, 400, HEADER_LENGTH, "is not a number")
+    _still_serves(partial)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param([0] * 65, id="more-dimensions-than-numpy-holds"), pytest.param([0, 2**62, 4], id="overflowing")],
+)
+def test_shape_numpy_cannot_hold_is_400(partial: TestClient, shape: list[int]) -> None:
+    body = {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": shape, "data": []}]}
+
+    _refused(partial.post("/v2/models/simple/infer", json=body), 400, "input 'INPUT0'", "cannot be held")
+    _still_serves(partial)
+
+
+def test_model_name_longer_than_a_file_name_is_404(partial: TestClient) -> None:
+    name = "m" * 300
+
+    _refused(partial.get(f"/v2/models/{name}"), 404, name, "not in the model repository")
+    _refused(partial.post(f"/v2/models/{name}/infer", json=_good_request()), 404, name)
     _still_serves(partial)
 
 

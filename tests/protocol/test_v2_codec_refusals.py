@@ -71,6 +71,14 @@ MALFORMED_JSON: dict[str, tuple[bytes, list[str]]] = {
         v2_body(tensor("x", "FP32", [1], [1]), outputs=[{"name": "y", "parameters": {"classification": 3}}]),
         ["output 'y'", "classification", "not supported"],
     ),
+    "more dimensions than numpy holds": (
+        v2_body(tensor("x", "FP32", [0] * 65, [])),
+        ["input 'x'", "cannot be held", "64"],
+    ),
+    "dimensions overflowing numpy's index": (
+        v2_body(tensor("x", "INT32", [0, 2**62, 4], [])),
+        ["input 'x'", "cannot be held", str(2**62)],
+    ),
     "binary size without binary data": (
         v2_body(tensor("x", "FP32", [2], binary_data_size=8)),
         ["input 'x'", "binary_data_size 8", "0 bytes"],
@@ -130,6 +138,14 @@ MALFORMED_BINARY: dict[str, tuple[tuple[bytes, int], list[str]]] = {
     "BYTES element count not the shape": (
         _binary_case(tensor("s", "BYTES", [3], binary_data_size=10), data=pack_bytes(b"ab", b"")),
         ["input 's'", "2 elements", "needs 3"],
+    ),
+    "binary shape numpy cannot hold": (
+        _binary_case(tensor("x", "UINT8", [0, 2**62, 4], binary_data_size=0), data=b""),
+        ["input 'x'", "cannot be held"],
+    ),
+    "BYTES shape numpy cannot hold": (
+        _binary_case(tensor("s", "BYTES", [0] * 65, binary_data_size=0), data=b""),
+        ["input 's'", "cannot be held"],
     ),
     "duplicate binary input": (
         _binary_case(

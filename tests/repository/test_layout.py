@@ -36,6 +36,15 @@ def test_names_of_an_empty_repository(tmp_path: Path) -> None:
     assert ModelRepository(tmp_path).names() == []
 
 
+def test_a_name_longer_than_a_file_name_is_no_model(tmp_path: Path) -> None:
+    repository = ModelRepository(tmp_path)
+    name = "m" * 300  # the file system refuses to look such a name up at all
+
+    assert not repository.contains(name)
+    with pytest.raises(ModelNotFound, match="m" * 300):
+        repository.source(name)
+
+
 def test_names_see_models_added_at_runtime(tmp_path: Path) -> None:
     repository = ModelRepository(tmp_path)
     assert repository.names() == []

@@ -14,7 +14,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from modelserve.errors import InvalidInput
-from modelserve.protocol.raw import from_raw, to_raw
+from modelserve.protocol.raw import from_raw, reshaped, to_raw
 from modelserve.protocol.shared_memory import Placement, SharedMemoryRegistry
 from modelserve.protocol.v2_codec import parse_version
 from modelserve.types import InferenceRequest, InferenceResponse, datatype_of, numpy_dtype
@@ -120,7 +120,7 @@ def _from_contents(tensor: Any, shape: list[int]) -> np.ndarray[Any, Any]:
         raise InvalidInput(
             f"input '{tensor.name}': {field} holds {array.size} values but shape {shape} needs {prod(shape)}"
         )
-    return array.reshape(shape)
+    return reshaped(array, shape, tensor.name)
 
 
 def _parameters(holder: Any) -> dict[str, Any]:

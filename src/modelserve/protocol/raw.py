@@ -22,14 +22,24 @@ def from_raw(
     ``size_field`` names, in errors, where the caller stated the size."""
     count = prod(shape)
     if datatype == "BYTES":
-        return unpack_bytes(memoryview(chunk), count, name).reshape(shape)
+        return reshaped(unpack_bytes(memoryview(chunk), count, name), shape, name)
     dtype = numpy_dtype(datatype)
     if len(chunk) != count * dtype.itemsize:
         raise InvalidInput(
             f"input '{name}': {size_field} {len(chunk)} does not match shape {shape} of {datatype} "
             f"({count * dtype.itemsize} bytes)"
         )
-    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+    return reshaped(np.frombuffer(chunk, dtype=dtype), shape, name)
+
+
+def reshaped(array: np.ndarray[Any, Any], shape: list[int], name: str) -> np.ndarray[Any, Any]:
+    """``array`` in the request's ``shape``. Elements matching the shape's count is not enough: a shape
+    with a zero holds no elements whatever its other dimensions, yet numpy refuses more than 64
+    dimensions, or dimensions whose product overflows its index."""
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:
+        raise InvalidInput(f"input '{name}': shape {shape} cannot be held: {exc}") from None
 
 
 def to_raw(array: np.ndarray[Any, Any]) -> bytes | memoryview:

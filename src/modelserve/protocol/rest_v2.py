@@ -183,6 +183,7 @@ def router(state: ServerState) -> APIRouter:
 def _header_length(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.strip().isdigit():
+    digits = value.strip()
+    if not (digits.isascii() and digits.isdigit()):  # isdigit() alone admits '³', which int() cannot read
         raise InvalidInput(f"Inference-Header-Content-Length {value!r} is not a number")
-    return int(value)
+    return int(digits)

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from modelserve.errors import InvalidInput, PayloadTooLarge
-from modelserve.protocol.raw import from_raw, to_raw
+from modelserve.protocol.raw import from_raw, reshaped, to_raw
 from modelserve.protocol.shared_memory import Placement, SharedMemoryRegistry
 from modelserve.types import InferenceRequest, InferenceResponse, datatype_of, numpy_dtype
 
@@ -42,9 +42,14 @@ def parse_version(text: str | int | None) -> int | None:
         return None
     if isinstance(text, int) and not isinstance(text, bool) and text > 0:
         return text
-    if isinstance(text, str) and text.isdigit() and int(text) > 0:
+    if isinstance(text, str) and _is_number(text) and int(text) > 0:
         return int(text)
     raise InvalidInput(f"model version {text!r} is not a positive integer")
+
+
+def _is_number(text: str) -> bool:
+    # ASCII only: str.isdigit() also admits digits such as '³' that int() cannot read.
+    return text.isascii() and text.isdigit()
 
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -148,7 +153,7 @@ def _from_json(data: Any, datatype: str, dtype: np.dtype[Any], shape: list[int],
     array = json_array(data, datatype, name)
     if array.size != count:
         raise InvalidInput(f"input '{name}': 'data' holds {array.size} values but shape {shape} needs {count}")
-    return array.reshape(shape)
+    return reshaped(array, shape, name)
 
 
 # The kinds of JSON values (as numpy parses them) each datatype takes: no silent 1.5 → 1, true → 1.0,

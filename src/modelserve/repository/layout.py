@@ -13,7 +13,9 @@ from pathlib import Path
 from modelserve.errors import ModelLoadError, ModelNotFound
 from modelserve.repository.config import ModelConfig, Platform
 
-VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# One folder name: at most 255 characters, the longest a file system takes (a longer name asked of
+# the file system is an OSError, not a missing model).
+VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
 @dataclass(frozen=True, slots=True)
