@@ -13,7 +13,11 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from modelserve.observability.profiling import MAX_HZ, MAX_SECONDS, Busy, ProfileFormat, Profiler
+from modelserve.protocol import openapi
 from modelserve.protocol.http import json_response
+
+# What each format answers as; the document lists them all for the one route.
+_PROFILE_CONTENT: dict[str, dict[str, str]] = {"image/svg+xml": {}, "application/json": {}, "text/plain": {}}
 
 
 def router(profiler: Profiler) -> APIRouter:
@@ -23,6 +27,8 @@ def router(profiler: Profiler) -> APIRouter:
     @api.get(
         "/debug/profile",
         summary="Record the server's CPU for N seconds; answer a flame graph (SVG), speedscope JSON or folded stacks",
+        response_class=Response,
+        responses={200: {"content": _PROFILE_CONTENT, "description": "The profile"}, **openapi.errors(400, 409)},
     )
     async def profile(
         seconds: Annotated[float, Query(gt=0, le=MAX_SECONDS, description="How long to record.")] = 10.0,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from modelserve import __version__
 from modelserve.observability.metrics import CONTENT_TYPE
+from modelserve.protocol import openapi
 from modelserve.protocol.http import json_response
 from modelserve.server.state import ServerState
 
@@ -23,8 +24,20 @@ def router(state: ServerState) -> APIRouter:
     """Health and metrics routes, bound to one server's state."""
     manager = state.manager
     api = APIRouter(tags=["Operations"])
+    health_answers: openapi.Responses = {
+        200: {"model": openapi.Health},
+        503: {"model": openapi.Health, "description": "Starting or draining"},
+    }
+    probe_answers: openapi.Responses = {
+        200: {"model": openapi.Probe},
+        503: {"model": openapi.Probe, "description": "Not yet, and why"},
+    }
 
-    @api.get("/health", summary="Server status, loaded models and failed ones with the reason")
+    @api.get(
+        "/health",
+        summary="Server status, loaded models and failed ones with the reason",
+        responses=health_answers,
+    )
     async def health() -> Response:
         # Only what the server holds: a probe must not depend on the repository's storage answering.
         failed = {r.name: r.reason for r in manager.failed()}
@@ -45,19 +58,27 @@ def router(state: ServerState) -> APIRouter:
             code,
         )
 
-    @api.get("/health/live", summary="Liveness probe: the process answers, below MEMORY_HARD_LIMIT_MB")
+    @api.get(
+        "/health/live",
+        summary="Liveness probe: the process answers, below MEMORY_HARD_LIMIT_MB",
+        responses=probe_answers,
+    )
     async def live() -> Response:
         return _probe("live", state.not_live())
 
-    @api.get("/health/startup", summary="Startup probe: startup loading has finished")
+    @api.get("/health/startup", summary="Startup probe: startup loading has finished", responses=probe_answers)
     async def startup() -> Response:
         return _probe("started", state.not_started())
 
-    @api.get("/health/ready", summary="Readiness probe: started, not draining, required models serving")
+    @api.get(
+        "/health/ready",
+        summary="Readiness probe: started, not draining, required models serving",
+        responses=probe_answers,
+    )
     async def ready() -> Response:
         return _probe("ready", state.not_ready())
 
-    @api.get("/metrics", summary="Prometheus metrics")
+    @api.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         state.metrics.refresh(manager.ready())
         state.metrics.observe_memory(*manager.watchdog.reading())

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from modelserve.errors import InvalidInput
 from modelserve.models.manager import ModelVersion
 from modelserve.models.spec import ModelSpec
+from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import Endpoint, hang_up, json_response, read_body
 from modelserve.protocol.v2_codec import json_array, json_text, parse_version
@@ -78,10 +79,21 @@ def router(state: ServerState) -> APIRouter:
     manager = state.manager
     api = APIRouter(tags=["Runbook API (/v1)"])
 
-    predict = predict_endpoint(state)
-    api.add_route("/v1/predict", predict, methods=["POST"], include_in_schema=False)
+    # Documentation only: the front door answers this route before FastAPI routes anything.
+    api.add_api_route(
+        "/v1/predict",
+        predict_endpoint(state),
+        methods=["POST"],
+        summary="Run inference on nested lists, typed by the model's inputs",
+        responses=openapi.responses(openapi.PredictResponse, 400, 404, 413, 429, 500, 503, 504),
+        openapi_extra=openapi.inference_body("/v1/predict", openapi.PredictRequest, binary=False),
+    )
 
-    @api.post("/v1/models/{name}/load", summary="Load a model from the repository")
+    @api.post(
+        "/v1/models/{name}/load",
+        summary="Load a model from the repository",
+        responses=openapi.responses(openapi.ModelLoaded, 400, 404),
+    )
     async def load(name: str, model_format: ModelFormat | None = Query(None)) -> Response:  # noqa: B008
         if model_format is not None:
             source = await asyncio.to_thread(manager.repository.source, name)
@@ -102,7 +114,11 @@ def router(state: ServerState) -> APIRouter:
             }
         )
 
-    @api.post("/v1/models/{name}/unload", summary="Unload a model after its queued requests finish")
+    @api.post(
+        "/v1/models/{name}/unload",
+        summary="Unload a model after its queued requests finish",
+        responses=openapi.responses(openapi.ModelUnloaded, 400, 404),
+    )
     async def unload(name: str) -> Response:
         await manager.unload(name)
         return json_response({"model": name, "status": "unloaded"})

@@ -1,7 +1,8 @@
 """The Open Inference Protocol (KServe V2) over HTTP, with Triton's statistics and repository extensions.
 
-Inference takes a raw Starlette route: no pydantic on tensors, orjson and numpy views only. The
-metadata and control endpoints are FastAPI routes, so they appear in the OpenAPI document.
+Inference is answered by the ASGI front door with no pydantic on tensors, orjson and numpy views only;
+its route is registered here for the OpenAPI document (protocol/openapi.py) and method errors. The
+metadata and control endpoints are plain FastAPI routes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from starlette.responses import Response
 
 from modelserve import __version__
 from modelserve.errors import InvalidInput
+from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import Endpoint, hang_up, json_body, json_response, read_body
 from modelserve.protocol.v2_codec import decode_request, decompress, encode_response, parse_version
@@ -78,24 +80,45 @@ def router(state: ServerState) -> APIRouter:
     """Every V2 route, bound to one server's state."""
     manager = state.manager
     api = APIRouter(tags=["Open Inference Protocol (V2)"])
+    model_errors = openapi.errors(400, 404, 503)
+    control_errors = openapi.errors(400, 404, 413)
 
     infer = infer_endpoint(state)
-    api.add_route("/v2/models/{model}/infer", infer, methods=["POST"], include_in_schema=False)
-    api.add_route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"], include_in_schema=False)
+    for path in ("/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"):
+        # Documentation only: the front door answers these before FastAPI routes anything.
+        api.add_api_route(
+            path,
+            infer,
+            methods=["POST"],
+            summary="Run inference: JSON tensors, or binary tensor data after a JSON header",
+            responses=openapi.responses(openapi.InferenceResponse, 400, 404, 413, 429, 500, 503, 504),
+            openapi_extra=openapi.inference_body(path, openapi.InferenceRequest, binary=True),
+        )
 
-    @api.get("/v2/health/live", summary="The server process answers, below MEMORY_HARD_LIMIT_MB")
+    @api.get(
+        "/v2/health/live",
+        summary="The server process answers, below MEMORY_HARD_LIMIT_MB",
+        responses={
+            200: {"model": openapi.Live},
+            503: {"model": openapi.Live, "description": "Above MEMORY_HARD_LIMIT_MB, and by how much"},
+        },
+    )
     async def live() -> Response:
         if (reason := state.not_live()) is not None:
             return json_response({"live": False, "error": reason}, 503)
         return json_response({"live": True})
 
-    @api.get("/v2/health/ready", summary="Startup loading has finished and the server accepts inference")
+    @api.get(
+        "/v2/health/ready",
+        summary="Startup loading has finished and the server accepts inference",
+        responses={200: {"model": openapi.Ready}, 503: {"model": openapi.Ready, "description": "Not ready, and why"}},
+    )
     async def ready() -> Response:
         if (reason := state.not_ready()) is not None:
             return json_response({"ready": False, "error": reason}, 503)
         return json_response({"ready": True})
 
-    @api.get("/v2", summary="Server metadata")
+    @api.get("/v2", summary="Server metadata", responses=openapi.responses(openapi.ServerMetadata))
     async def server_metadata() -> Response:
         return json_response({"name": "modelserve", "version": __version__, "extensions": EXTENSIONS})
 
@@ -103,36 +126,77 @@ def router(state: ServerState) -> APIRouter:
     async def all_statistics() -> Response:
         return json_response(model_statistics(manager.ready()))
 
-    @api.get("/v2/models/{model}/stats", summary="Statistics of a model's loaded versions")
-    @api.get("/v2/models/{model}/versions/{version}/stats", summary="Statistics of one model version")
+    @api.get("/v2/models/{model}/stats", summary="Statistics of a model's loaded versions", responses=model_errors)
+    @api.get(
+        "/v2/models/{model}/versions/{version}/stats",
+        summary="Statistics of one model version",
+        responses=model_errors,
+    )
     async def statistics(model: str, version: str | None = None) -> Response:
         return json_response(model_statistics(manager.serving(model, parse_version(version))))
 
-    @api.get("/v2/models/{model}", summary="Model metadata")
-    @api.get("/v2/models/{model}/versions/{version}", summary="Model version metadata")
+    metadata_responses = openapi.responses(openapi.ModelMetadata, 400, 404, 503)
+
+    @api.get("/v2/models/{model}", summary="Model metadata", responses=metadata_responses)
+    @api.get("/v2/models/{model}/versions/{version}", summary="Model version metadata", responses=metadata_responses)
     async def metadata(model: str, version: str | None = None) -> Response:
         record = manager.get(model, parse_version(version))
         return json_response(model_metadata(model, manager.versions(model), record))
 
-    @api.get("/v2/models/{model}/ready", summary="200 when the model serves, 503 (with why) when not")
-    @api.get("/v2/models/{model}/versions/{version}/ready", summary="200 when this version serves")
+    ready_responses = openapi.responses(openapi.ModelReady, 400, 404, 503)
+
+    @api.get(
+        "/v2/models/{model}/ready",
+        summary="200 when the model serves, 503 (with why) when not",
+        responses=ready_responses,
+    )
+    @api.get(
+        "/v2/models/{model}/versions/{version}/ready",
+        summary="200 when this version serves",
+        responses=ready_responses,
+    )
     async def model_ready(model: str, version: str | None = None) -> Response:
         manager.get(model, parse_version(version))
         return json_response({"name": model, "ready": True})
 
-    @api.get("/v2/models/{model}/config", summary="Model configuration, in Triton's JSON form")
-    @api.get("/v2/models/{model}/versions/{version}/config", summary="Model version configuration")
+    @api.get(
+        "/v2/models/{model}/config",
+        summary="Model configuration, in Triton's JSON form",
+        responses=model_errors,
+    )
+    @api.get(
+        "/v2/models/{model}/versions/{version}/config",
+        summary="Model version configuration",
+        responses=model_errors,
+    )
     async def config(model: str, version: str | None = None) -> Response:
         return json_response(model_config(manager.get(model, parse_version(version))))
 
-    @api.post("/v2/repository/index", summary="Every model in the repository, with its state")
+    @api.post(
+        "/v2/repository/index",
+        summary="Every model in the repository, with its state",
+        responses=openapi.responses(None, 400, 413),
+        openapi_extra=openapi.request_body(
+            {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+            'Optional; {"ready": true} lists only the models that serve.',
+        ),
+    )
     async def repository_index(request: Request) -> Response:
         body = await json_body(request, _CONTROL_BODY_LIMIT)
         only_ready = bool(body.get("ready", False)) if isinstance(body, dict) else False
         entries = [e for e in await manager.index() if not only_ready or e.state.value == "READY"]
         return json_response([repository_entry(e) for e in entries])
 
-    @api.post("/v2/repository/models/{model}/load", summary="Load or reload a model")
+    @api.post(
+        "/v2/repository/models/{model}/load",
+        summary="Load or reload a model",
+        response_class=Response,
+        responses=control_errors,
+        openapi_extra=openapi.request_body(
+            {"type": "object", "properties": {"parameters": {"type": "object", "maxProperties": 0}}},
+            "Optional; load parameters (config override, file upload) are refused.",
+        ),
+    )
     async def load(model: str, request: Request) -> Response:
         body = await json_body(request, _CONTROL_BODY_LIMIT)
         if isinstance(body, dict) and body.get("parameters"):
@@ -140,18 +204,38 @@ def router(state: ServerState) -> APIRouter:
         await manager.load(model)
         return Response(status_code=200)
 
-    @api.post("/v2/repository/models/{model}/unload", summary="Unload a model after its queued requests finish")
+    @api.post(
+        "/v2/repository/models/{model}/unload",
+        summary="Unload a model after its queued requests finish",
+        response_class=Response,
+        responses=control_errors,
+        openapi_extra=openapi.request_body({"type": "object"}, "Optional, and ignored."),
+    )
     async def unload(model: str, request: Request) -> Response:
         await json_body(request, _CONTROL_BODY_LIMIT)
         await manager.unload(model)
         return Response(status_code=200)
 
-    @api.get("/v2/systemsharedmemory/status", summary="Every registered system shared-memory region")
-    @api.get("/v2/systemsharedmemory/region/{region}/status", summary="One system shared-memory region")
+    @api.get(
+        "/v2/systemsharedmemory/status",
+        summary="Every registered system shared-memory region",
+        responses=openapi.responses(list[openapi.RegionStatus], 400),
+    )
+    @api.get(
+        "/v2/systemsharedmemory/region/{region}/status",
+        summary="One system shared-memory region",
+        responses=openapi.responses(list[openapi.RegionStatus], 400),
+    )
     async def shared_memory_status(region: str | None = None) -> Response:
         return json_response(state.shared_memory.status(region))
 
-    @api.post("/v2/systemsharedmemory/region/{region}/register", summary="Register a system shared-memory region")
+    @api.post(
+        "/v2/systemsharedmemory/region/{region}/register",
+        summary="Register a system shared-memory region",
+        response_class=Response,
+        responses=openapi.errors(400, 413),
+        openapi_extra=openapi.request_body(openapi.schema_of(openapi.RegionRegistration), "Where the region is."),
+    )
     async def shared_memory_register(region: str, request: Request) -> Response:
         body = await json_body(request, _CONTROL_BODY_LIMIT)
         if not isinstance(body, dict):
@@ -159,14 +243,25 @@ def router(state: ServerState) -> APIRouter:
         state.shared_memory.register(region, body.get("key", ""), body.get("offset", 0), body.get("byte_size", 0))
         return Response(status_code=200)
 
-    @api.post("/v2/systemsharedmemory/unregister", summary="Unregister every system shared-memory region")
-    @api.post("/v2/systemsharedmemory/region/{region}/unregister", summary="Unregister one region")
+    @api.post(
+        "/v2/systemsharedmemory/unregister",
+        summary="Unregister every system shared-memory region",
+        response_class=Response,
+    )
+    @api.post(
+        "/v2/systemsharedmemory/region/{region}/unregister",
+        summary="Unregister one region",
+        response_class=Response,
+    )
     async def shared_memory_unregister(region: str | None = None) -> Response:
         state.shared_memory.unregister(region)
         return Response(status_code=200)
 
-    async def cuda_shared_memory(request: Request) -> Response:
+    async def cuda_shared_memory() -> Response:
         return json_response({"error": "CUDA shared memory is not supported on this server"}, 501)
+
+    async def cuda_shared_memory_region(region: str) -> Response:
+        return await cuda_shared_memory()
 
     for method, path in (
         ("GET", "/v2/cudasharedmemory/status"),
@@ -175,7 +270,15 @@ def router(state: ServerState) -> APIRouter:
         ("POST", "/v2/cudasharedmemory/unregister"),
         ("POST", "/v2/cudasharedmemory/region/{region}/unregister"),
     ):
-        api.add_route(path, cuda_shared_memory, methods=[method], include_in_schema=False)
+        # Triton's clients know these routes; the document says they always answer 501.
+        api.add_api_route(
+            path,
+            cuda_shared_memory_region if "{region}" in path else cuda_shared_memory,
+            methods=[method],
+            status_code=501,
+            summary="CUDA shared memory: not supported",
+            responses=openapi.errors(501),
+        )
 
     return api
 

@@ -29,7 +29,7 @@ from modelserve.models.spec import BatchingDefaults
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
-from modelserve.protocol import debug, health, rest_v1, rest_v2
+from modelserve.protocol import debug, health, openapi, rest_v1, rest_v2
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response
 from modelserve.repository.remote import open_repository
@@ -131,6 +131,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     app.include_router(rest_v1.router(state))
     app.include_router(health.router(state))
     app.include_router(debug.router(state.profiler))
+    openapi.serve_document(app)
     app.add_exception_handler(ModelserveError, _error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
