@@ -127,7 +127,9 @@ def test_the_endpoint_profiles_a_server_under_load(built_repository: Path) -> No
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
         assert 'filename="modelserve-profile.folded.txt"' in response.headers["content-disposition"]
-        assert "Batcher._execute" in response.text  # the server's own inference path was on the CPU
+        # The server's own inference path was on the CPU: on the event loop when batches run inline, in
+        # the inference threads when they take longer (a busy machine can tip the MLP either way).
+        assert "Batcher._execute" in response.text or "Batcher._run_live" in response.text
 
         svg = client.get("/debug/profile", params={"seconds": 0.2})
         assert svg.status_code == 200
