@@ -17,6 +17,7 @@ Prints the medians and each configuration's ratio to the baseline.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from typing import Any
 import grpc
 import jwt
 import uvloop
+from cryptography.hazmat.primitives.asymmetric import rsa
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from prometheus_client import CollectorRegistry
 
@@ -35,6 +37,7 @@ from benchmarks.serving import start_server
 from modelserve.bench.loadgen import run_load
 from modelserve.bench.workload import Workload
 from modelserve.observability.metrics import Metrics
+from modelserve.server.auth import Guard, Scope, TokenVerifier, parse_api_keys
 
 POINTS = (("http-binary", 32), ("grpc", 32), ("http-binary", 1))
 API_KEY = "benchmark-api-key-0123456789abcdef"
@@ -90,6 +93,74 @@ def metrics_cost_us(requests: int = 200_000) -> float:
     return (time.process_time() - started) / requests * 1e6
 
 
+def auth_cost_us(requests: int = 200_000, first_sights: int = 1_000) -> dict[str, float]:
+    """CPU microseconds of the credentials check on one request, in-process, as the front door and the gRPC
+    interceptor make it: an API key; a JWT the server has seen (remembered until it expires); a JWT seen for
+    the first time, HS256 and RS256, whose signature and claims are verified."""
+    signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    costs: dict[str, float] = {}
+
+    def timed(name: str, guard: Guard, headers: list[str]) -> None:
+        started = time.process_time()
+        for header in headers:
+            guard.check(header, Scope.INFER)
+        costs[name] = (time.process_time() - started) / len(headers) * 1e6
+
+    def fresh(key: Any, algorithm: str) -> list[str]:
+        claims = {"scope": "infer", "exp": int(time.time()) + 3600}
+        return [f"Bearer {jwt.encode({**claims, 'jti': str(i)}, key, algorithm)}" for i in range(first_sights)]
+
+    hs256 = TokenVerifier(secret=JWT_SECRET.encode())
+    timed("api key", Guard(parse_api_keys(API_KEY), None), [f"Bearer {API_KEY}"] * requests)
+    timed("jwt, seen before", Guard([], hs256), fresh(JWT_SECRET, "HS256")[:1] * requests)
+    timed("jwt HS256, first sight", Guard([], hs256), fresh(JWT_SECRET, "HS256"))
+    rs256 = TokenVerifier(public_key=signer.public_key())
+    timed("jwt RS256, first sight", Guard([], rs256), fresh(signer, "RS256"))
+    return costs
+
+
+class _Pass(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """An interceptor that lets every call through: what grpc.aio's interceptor machinery costs alone."""
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        return await continuation(details)
+
+
+async def _echo(request: bytes, context: Any) -> bytes:
+    return request
+
+
+async def _grpc_call_cpu_us(interceptors: list[Any] | None, calls: int, clients: int = 16) -> float:
+    server = grpc.aio.server(interceptors=interceptors)
+    echo = grpc.unary_unary_rpc_method_handler(_echo)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {"Call": echo}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/bench.Echo/Call")
+        await asyncio.gather(*(call(b"x") for _ in range(200)))  # connection and first calls out of the count
+        started = time.process_time()
+
+        async def client() -> None:
+            for _ in range(calls // clients):
+                await call(b"x", metadata=(("authorization", "Bearer x"),))
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        cpu = time.process_time() - started
+    await server.stop(None)
+    return cpu / calls * 1e6
+
+
+def interceptor_cost_us(calls: int = 4_000, rounds: int = 5) -> tuple[float, float]:
+    """CPU microseconds per call of an in-process grpc.aio client and server, without an interceptor and
+    with one that passes every call (medians of ``rounds``, alternating)."""
+    without, passing = [], []
+    for _ in range(rounds):
+        without.append(asyncio.run(_grpc_call_cpu_us(None, calls)))
+        passing.append(asyncio.run(_grpc_call_cpu_us([_Pass()], calls)))
+    return statistics.median(without), statistics.median(passing)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -138,6 +209,11 @@ def main() -> None:
         print(f"{name:16} " + " ".join(cells))
     cost = metrics_cost_us()
     print(f"\nmetrics: {cost:.1f} µs of CPU per request (a request and its batch observed, in-process)")
+    if any(name in setups for name in ("api key", "jwt")):
+        checks = ", ".join(f"{name} {us:.1f} µs" for name, us in auth_cost_us().items())
+        print(f"credentials check, CPU per request in-process: {checks}")
+        without, passing = interceptor_cost_us()
+        print(f"gRPC call in-process: {without:.0f} µs of CPU without an interceptor, {passing:.0f} µs with one")
 
 
 if __name__ == "__main__":

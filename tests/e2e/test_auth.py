@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from tests.e2e.server import MODELSERVE, RunningServer, serve
@@ -93,6 +94,24 @@ def test_tritonclient_grpc_sends_credentials_as_metadata(server: RunningServer) 
         assert (result.as_numpy("OUTPUT1") == 0).all()
         assert client.get_model_config("simple", headers=credentials).config.max_batch_size == 8
         client.load_model("iris", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    counted = scrape(server)
+    assert counted[("model_serving_requests_total", "unknown", "grpc", "UNAUTHENTICATED")] >= 1
+    assert counted[("model_serving_rejected_requests_total", "unknown", "unauthenticated")] >= 1
+    assert counted[("model_serving_rejected_requests_total", "", "unauthenticated")] >= 1  # ModelMetadata
+    assert counted[("model_serving_rejected_requests_total", "", "forbidden")] >= 1  # RepositoryModelLoad
+
+
+def scrape(server: RunningServer) -> dict[tuple[str, ...], float]:
+    """The request and refusal counters of /metrics (open by default), by name and label values."""
+    counted: dict[tuple[str, ...], float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "model_serving_requests_total":
+                labels = sample.labels
+                counted[(sample.name, labels["model"], labels["protocol"], labels["code"])] = sample.value
+            elif sample.name == "model_serving_rejected_requests_total":
+                counted[(sample.name, sample.labels["model"], sample.labels["reason"])] = sample.value
+    return counted
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,14 @@ scope of each kind of endpoint, which endpoints are open, and what the metrics c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from modelserve.errors import Unauthenticated
+from modelserve.protocol.errors import error_response
 from tests.protocol.serving import TestClient, metric_value, metrics_of, serving, tensor, v2_body
 from tests.server.credentials import (
     ADMIN_KEY,
@@ -244,3 +247,15 @@ def test_open_endpoints_are_configurable(built_repository: Path) -> None:
         for path in ("/docs", "/openapi.json", "/health", "/v2/health/ready", "/metrics"):
             assert closed.get(path).status_code == 401, path
             assert closed.get(path, headers=bearer(ADMIN_KEY)).status_code == 200, path
+
+
+def test_a_challenge_stays_one_quoted_printable_string() -> None:
+    """A configured issuer may hold a quote or a non-ASCII letter; the header must still parse."""
+    response = error_response(
+        Unauthenticated("token issuer (iss) is not 'https://é.example/\"x\\\\'", invalid_token=True)
+    )
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == (
+        f'{REALM}, error="invalid_token", error_description="token issuer (iss) is not \'https://?.example/?x??\'"'
+    )
+    assert json.loads(response.body)["error"] == "token issuer (iss) is not 'https://é.example/\"x\\\\'"

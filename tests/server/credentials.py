@@ -41,7 +41,7 @@ class RsaKey:
 
 @cache
 def rsa_key(name: str, bits: int = 2048) -> RsaKey:
-    """A fresh RSA key per name, generated once per test session."""
+    """A fresh RSA key per name, generated once per test run."""
     return RsaKey(rsa.generate_private_key(public_exponent=65537, key_size=bits))
 
 

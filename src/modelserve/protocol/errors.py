@@ -103,12 +103,14 @@ def error_response(error: Exception) -> Response:
 
 
 def challenge(error: Unauthenticated | Forbidden) -> str:
-    """The ``WWW-Authenticate`` value of a refusal, as RFC 6750 (bearer tokens) spells it.
-
-    Messages never hold a double quote or a backslash (they would end the quoted string early).
-    """
+    """The ``WWW-Authenticate`` value of a refusal, as RFC 6750 (bearer tokens) spells it."""
     if isinstance(error, Forbidden):
         return f'{REALM}, error="insufficient_scope", scope="{error.scope}"'
     if error.invalid_token:
-        return f'{REALM}, error="invalid_token", error_description="{error.message}"'
+        return f'{REALM}, error="invalid_token", error_description="{_quotable(error.message)}"'
     return REALM
+
+
+def _quotable(text: str) -> str:
+    # RFC 6750 allows printable ASCII but " and \ in a description; a configured issuer might hold others.
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
