@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,9 @@ import pytest
 from modelserve.errors import CircuitOpen, InferenceFailed, InvalidInput
 from modelserve.models.breaker import BreakerState
 from modelserve.models.manager import ModelManager
-from modelserve.models.spec import BatchingDefaults
-from modelserve.repository.layout import ModelRepository
 from modelserve.types import InferenceRequest
 from tests.builders import odd_batch_fails_onnx, write_config
+from tests.models.conftest import Factory
 from tests.protocol.serving import serving
 
 COOLDOWN_S = 0.3
@@ -34,17 +32,8 @@ def repository(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def manager(repository: Path, executor: ThreadPoolExecutor) -> ModelManager:
-    made = ModelManager(
-        ModelRepository(repository),
-        executor,
-        defaults=BatchingDefaults(max_batch_size=8, max_queue_delay_ms=0.0, max_queue_size=64),
-        load_timeout_s=60.0,
-        request_timeout_s=60.0,
-        control_enabled=True,
-        breaker_failures=3,
-        breaker_cooldown_s=COOLDOWN_S,
-    )
+async def manager(repository: Path, make_manager: Factory) -> ModelManager:
+    made = make_manager(repository, breaker_failures=3, breaker_cooldown_s=COOLDOWN_S)
     await made.start(["odd"])
     return made
 

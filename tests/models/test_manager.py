@@ -31,15 +31,14 @@ from modelserve.errors import (
     ModelNotReady,
     Overloaded,
 )
-from modelserve.models.manager import ManagerObserver, ModelManager, ModelState, ModelVersion
-from modelserve.models.spec import BatchingDefaults
-from modelserve.repository.layout import ModelRepository
+from modelserve.models.manager import ModelManager
+from modelserve.models.records import ModelState, ModelVersion
 from modelserve.types import InferenceRequest
 from tests.builders import broken_repository, reference_inputs, scale_onnx, write_config
+from tests.models.conftest import Factory
 from tests.waiting import until
 
 EXAMPLES = ("iris", "mlp", "simple", "tiny_cnn")
-Factory = Callable[..., ModelManager]
 
 
 @dataclass
@@ -48,6 +47,8 @@ class Recorder:
 
     batches: list[tuple[str, int]] = field(default_factory=list)
     loads: list[tuple[str, float, bool]] = field(default_factory=list)
+    evictions: list[tuple[str, str]] = field(default_factory=list)
+    cold_starts: list[str] = field(default_factory=list)
 
     def observe_batch(self, model: str, samples: int, compute_s: float, queued_s: list[float]) -> None:
         self.batches.append((model, samples))
@@ -55,37 +56,11 @@ class Recorder:
     def observe_load(self, model: str, seconds: float, ok: bool) -> None:
         self.loads.append((model, seconds, ok))
 
+    def observe_eviction(self, model: str, reason: str) -> None:
+        self.evictions.append((model, reason))
 
-@pytest.fixture
-async def make_manager(executor: ThreadPoolExecutor) -> AsyncIterator[Factory]:
-    """Builds managers as the server's composition root does, and closes each at teardown."""
-    made: list[ModelManager] = []
-
-    def make(
-        root: Path,
-        *,
-        control_enabled: bool = True,
-        load_timeout_s: float = 60.0,
-        request_timeout_s: float = 60.0,
-        observer: ManagerObserver | None = None,
-        max_in_flight: int = 0,
-    ) -> ModelManager:
-        manager = ModelManager(
-            ModelRepository(root),
-            executor,
-            defaults=BatchingDefaults(max_batch_size=8, max_queue_delay_ms=0.0, max_queue_size=64),
-            load_timeout_s=load_timeout_s,
-            request_timeout_s=request_timeout_s,
-            control_enabled=control_enabled,
-            observer=observer,
-            max_in_flight=max_in_flight,
-        )
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        await asyncio.wait_for(manager.close(), 30)
+    def observe_cold_start(self, model: str) -> None:
+        self.cold_starts.append(model)
 
 
 def scaled_versions(repo: Path, versions: tuple[int, ...], *, config: str | None = None) -> Path:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from modelserve.models.manager import ModelManager
 from modelserve.models.memory import rss_bytes
-from modelserve.models.spec import BatchingDefaults
-from modelserve.repository.layout import ModelRepository
 from modelserve.types import InferenceRequest
 from tests.builders import matmul_onnx
+from tests.models.conftest import Factory
 from tests.protocol.serving import metric_value, metrics_of, serving
 
 CYCLES = 50
@@ -25,18 +22,9 @@ def test_rss_reads_this_process() -> None:
     del block
 
 
-async def test_rss_is_back_within_10_percent_after_50_load_unload_cycles(
-    tmp_path: Path, executor: ThreadPoolExecutor
-) -> None:
+async def test_rss_is_back_within_10_percent_after_50_load_unload_cycles(tmp_path: Path, make_manager: Factory) -> None:
     matmul_onnx(tmp_path / "big" / "1" / "model.onnx")
-    manager = ModelManager(
-        ModelRepository(tmp_path),
-        executor,
-        defaults=BatchingDefaults(max_batch_size=8, max_queue_delay_ms=0.0, max_queue_size=64),
-        load_timeout_s=60.0,
-        request_timeout_s=60.0,
-        control_enabled=True,
-    )
+    manager = make_manager(tmp_path)
     request = InferenceRequest("big", {"x": np.ones((4, 2048), np.float32)})
 
     async def cycle() -> None:
