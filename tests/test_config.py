@@ -108,7 +108,7 @@ def test_keyword_arguments_override_the_environment(monkeypatch: pytest.MonkeyPa
         ("REQUEST_TIMEOUT_SEC", "soon", "valid number"),
         ("MAX_INPUT_SIZE_MB", "-5", "greater than 0"),
         ("UVICORN_WORKERS", "0", "greater than or equal to 1"),
-        ("MODEL_CONTROL_MODE", "poll", "'none' or 'explicit'"),
+        ("MODEL_CONTROL_MODE", "poll", "'none', 'explicit' or 'on-demand'"),
         ("LOG_LEVEL", "loud", "pattern"),
         ("HTTP_PORT", "70000", "less than or equal to 65535"),
     ],

@@ -58,6 +58,8 @@ def serve(
     circuit_breaker_cooldown_sec: Annotated[
         float | None, typer.Option(help=_help("circuit_breaker_cooldown_sec"))
     ] = None,
+    model_memory_budget_mb: Annotated[float | None, typer.Option(help=_help("model_memory_budget_mb"))] = None,
+    gpu_memory_fraction: Annotated[float | None, typer.Option(help=_help("gpu_memory_fraction"))] = None,
     memory_soft_limit_mb: Annotated[float | None, typer.Option(help=_help("memory_soft_limit_mb"))] = None,
     memory_hard_limit_mb: Annotated[float | None, typer.Option(help=_help("memory_hard_limit_mb"))] = None,
     shutdown_grace_sec: Annotated[float | None, typer.Option(help=_help("shutdown_grace_sec"))] = None,

@@ -21,6 +21,7 @@ class ModelControlMode(StrEnum):
 
     NONE = "none"  # everything in the repository loads at start; load/unload requests are refused
     EXPLICIT = "explicit"  # models named by LOAD_MODELS load at start; the rest through the API
+    ON_DEMAND = "on-demand"  # as explicit, and a request for a model not loaded loads it, evicting idle ones
 
 
 class EndpointGroup(StrEnum):
@@ -82,7 +83,9 @@ class Settings(BaseSettings):
     # -- models ------------------------------------------------------------------------------------
     model_control_mode: ModelControlMode = Field(
         ModelControlMode.NONE,
-        description="none: load every model at start; explicit: load LOAD_MODELS at start, the rest by API.",
+        description="none: load every model at start; explicit: load LOAD_MODELS at start, the rest by API; "
+        "on-demand: as explicit, and a request for a model not loaded loads it, evicting idle models "
+        "least recently used first when memory is short.",
     )
     load_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -138,8 +141,24 @@ class Settings(BaseSettings):
     circuit_breaker_cooldown_sec: float = Field(
         30.0, gt=0, description="Seconds an open breaker refuses a model's requests before one goes through as a trial."
     )
+    model_memory_budget_mb: float = Field(
+        0.0,
+        ge=0,
+        description="Host memory (MiB) loaded models may hold together, each measured as it loads; a load "
+        "beyond it evicts idle models in on-demand mode, else is refused with 507 (0: no budget).",
+    )
+    gpu_memory_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of GPU 0's memory loaded models may hold together, as MODEL_MEMORY_BUDGET_MB "
+        "does for host memory (0: no budget; ignored with a warning on a host without a GPU).",
+    )
     memory_soft_limit_mb: float = Field(
-        0.0, ge=0, description="Process RSS (MiB) above which model loads are refused with 507 (0: no limit)."
+        0.0,
+        ge=0,
+        description="Process RSS (MiB) above which idle models are evicted in on-demand mode and loads are "
+        "refused with 507 (0: no limit).",
     )
     memory_hard_limit_mb: float = Field(
         0.0,

@@ -70,3 +70,12 @@ class GpuCollector(Collector):
             for name, value in values.items():
                 families[name].add_metric([str(index)], value)
         yield from families.values()
+
+
+def device_memory(index: int = 0) -> tuple[int, int] | None:
+    """GPU ``index``'s memory in use and in total (bytes), or None on a host without one."""
+    nvml = _nvml()
+    if nvml is None or index >= nvml.nvmlDeviceGetCount():
+        return None
+    memory = nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(index))
+    return int(memory.used), int(memory.total)

@@ -41,7 +41,7 @@ from modelserve.errors import (
 from modelserve.observability.gpu import GpuCollector
 
 if TYPE_CHECKING:
-    from modelserve.models.manager import ModelVersion
+    from modelserve.models.records import ModelVersion
 
 # 0.5 ms to 10 s: fast CPU models and slow GPU batches land in distinct buckets.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -149,10 +149,30 @@ class Metrics:
         )
         self.memory = Gauge(
             "model_serving_model_memory_bytes",
-            "Memory a loaded model version occupies as its runtime estimates it, in bytes (summed over workers).",
+            "Host memory a loaded model version holds, measured as it loaded, in bytes (summed over workers).",
             ["model", "version"],
             registry=registry,
             multiprocess_mode="livesum",
+        )
+        self.gpu_memory = Gauge(
+            "model_serving_model_gpu_memory_bytes",
+            "GPU memory a loaded model version holds, measured as it loaded under GPU_MEMORY_FRACTION, in bytes.",
+            ["model", "version"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.evictions = Counter(
+            "model_serving_model_evictions",
+            "Models unloaded to make room: reason budget (a load needed room under the memory budget) or "
+            "memory_pressure (RSS above MEMORY_SOFT_LIMIT_MB).",
+            ["model", "reason"],
+            registry=registry,
+        )
+        self.cold_starts = Counter(
+            "model_serving_cold_starts",
+            "Inference and metadata requests that arrived while their model was not READY (on-demand mode).",
+            ["model"],
+            registry=registry,
         )
         self.memory_rss = Gauge(
             "model_serving_memory_rss_bytes",
@@ -233,6 +253,14 @@ class Metrics:
         else:
             self.load_failures.labels(model).inc()
 
+    def observe_eviction(self, model: str, reason: str) -> None:
+        """Count a model unloaded to make room."""
+        self.evictions.labels(model, reason).inc()
+
+    def observe_cold_start(self, model: str) -> None:
+        """Count a request that found its model not READY and waited for it to load."""
+        self.cold_starts.labels(model).inc()
+
     def refresh(self, ready: list[ModelVersion]) -> None:
         """Set the state gauges from the versions serving now; versions gone since read 0."""
         shown: set[tuple[str, str]] = set()
@@ -242,8 +270,9 @@ class Metrics:
             self.queue_depth.labels(*labels).set(record.batcher.queued if record.batcher else 0)
             self.in_flight.labels(*labels).set(record.in_flight)
             self.memory.labels(*labels).set(record.memory_bytes)
+            self.gpu_memory.labels(*labels).set(record.memory.get("GPU", 0))
         for labels in self._shown - shown:
-            for gauge in (self.queue_depth, self.in_flight, self.memory):
+            for gauge in (self.queue_depth, self.in_flight, self.memory, self.gpu_memory):
                 gauge.labels(*labels).set(0)
         self._shown = shown
         self.models_loaded.set(len(ready))

@@ -90,13 +90,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
     @_rpc
     async def ModelMetadata(self, request: Any, context: Any) -> service_pb2.ModelMetadataResponse:
-        record = self.manager.get(request.name, parse_version(request.version))
+        record = await self.manager.obtain(request.name, parse_version(request.version))
         document = model_metadata(request.name, self.manager.versions(request.name), record)
         return ParseDict(document, service_pb2.ModelMetadataResponse())
 
     @_rpc
     async def ModelConfig(self, request: Any, context: Any) -> service_pb2.ModelConfigResponse:
-        record = self.manager.get(request.name, parse_version(request.version))
+        record = await self.manager.obtain(request.name, parse_version(request.version))
         return service_pb2.ModelConfigResponse(config=ParseDict(model_config(record), model_config_pb2.ModelConfig()))
 
     @_rpc
@@ -174,7 +174,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             if self.state.draining:  # a stream opened before SIGTERM takes no new requests either
                 raise ShuttingDown("server is shutting down; retry the request on another replica")
             with self.tracing.span("admission"):
-                self.manager.get(label, parse_version(message.model_version))  # refuse before decoding
+                await self.manager.obtain(label, parse_version(message.model_version))  # refuse before decoding
                 shared_memory = self.state.shared_memory
                 request = decode_infer_request(message, shared_memory)
                 placements = output_placements(message, shared_memory)

@@ -257,6 +257,7 @@ _DESCRIPTIONS = {
     501: "Not supported by this server",
     503: "The model is known but cannot serve now (not loaded, loading or failed); the message says why",
     504: "The request did not finish within REQUEST_TIMEOUT_SEC",
+    507: "The model cannot be loaded for lack of memory (budget or soft limit); the message names what holds it",
 }
 
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from modelserve.errors import InvalidInput
-from modelserve.models.manager import ModelVersion
+from modelserve.models.records import ModelVersion
 from modelserve.models.spec import ModelSpec
 from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
@@ -53,7 +53,7 @@ def predict_endpoint(state: ServerState) -> Endpoint:
             with tracing.span("admission"):
                 document = _parse(await read_body(request, state.settings.max_input_bytes))
                 model = label = document["model"]
-                record = manager.get(model, parse_version(document.get("version")))
+                record = await manager.obtain(model, parse_version(document.get("version")))
                 assert record.spec is not None
                 inputs = _inputs(record.spec, document["inputs"])
             infer_request = InferenceRequest(model=model, inputs=inputs, version=record.version)
@@ -85,14 +85,14 @@ def router(state: ServerState) -> APIRouter:
         predict_endpoint(state),
         methods=["POST"],
         summary="Run inference on nested lists, typed by the model's inputs",
-        responses=openapi.responses(openapi.PredictResponse, 400, 404, 413, 429, 500, 503, 504),
+        responses=openapi.responses(openapi.PredictResponse, 400, 404, 413, 429, 500, 503, 504, 507),
         openapi_extra=openapi.inference_body("/v1/predict", openapi.PredictRequest, binary=False),
     )
 
     @api.post(
         "/v1/models/{name}/load",
         summary="Load a model from the repository",
-        responses=openapi.responses(openapi.ModelLoaded, 400, 404),
+        responses=openapi.responses(openapi.ModelLoaded, 400, 404, 507),
     )
     async def load(name: str, model_format: ModelFormat | None = Query(None)) -> Response:  # noqa: B008
         if model_format is not None:

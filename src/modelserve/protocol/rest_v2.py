@@ -49,7 +49,8 @@ def infer_endpoint(state: ServerState) -> Endpoint:
         try:
             with tracing.span("admission"):
                 version_number = parse_version(request.path_params.get("version"))
-                manager.get(model, version_number)  # an unknown or unready model is refused before the body is read
+                # An unknown or unready model is refused (or, on demand, loaded) before the body is read.
+                await manager.obtain(model, version_number)
                 body = await read_body(request, state.settings.max_input_bytes)
                 body = decompress(body, request.headers.get("content-encoding"), state.settings.max_input_bytes)
                 infer_request, form = decode_request(
@@ -80,8 +81,8 @@ def router(state: ServerState) -> APIRouter:
     """Every V2 route, bound to one server's state."""
     manager = state.manager
     api = APIRouter(tags=["Open Inference Protocol (V2)"])
-    model_errors = openapi.errors(400, 404, 503)
-    control_errors = openapi.errors(400, 404, 413)
+    model_errors = openapi.errors(400, 404, 503, 507)  # 507: an on-demand load that does not fit
+    control_errors = openapi.errors(400, 404, 413, 507)
 
     infer = infer_endpoint(state)
     for path in ("/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"):
@@ -91,7 +92,7 @@ def router(state: ServerState) -> APIRouter:
             infer,
             methods=["POST"],
             summary="Run inference: JSON tensors, or binary tensor data after a JSON header",
-            responses=openapi.responses(openapi.InferenceResponse, 400, 404, 413, 429, 500, 503, 504),
+            responses=openapi.responses(openapi.InferenceResponse, 400, 404, 413, 429, 500, 503, 504, 507),
             openapi_extra=openapi.inference_body(path, openapi.InferenceRequest, binary=True),
         )
 
@@ -126,7 +127,11 @@ def router(state: ServerState) -> APIRouter:
     async def all_statistics() -> Response:
         return json_response(model_statistics(manager.ready()))
 
-    @api.get("/v2/models/{model}/stats", summary="Statistics of a model's loaded versions", responses=model_errors)
+    @api.get(
+        "/v2/models/{model}/stats",
+        summary="Statistics of a model's loaded versions",
+        responses=openapi.errors(400, 404, 503),
+    )
     @api.get(
         "/v2/models/{model}/versions/{version}/stats",
         summary="Statistics of one model version",
@@ -135,12 +140,12 @@ def router(state: ServerState) -> APIRouter:
     async def statistics(model: str, version: str | None = None) -> Response:
         return json_response(model_statistics(manager.serving(model, parse_version(version))))
 
-    metadata_responses = openapi.responses(openapi.ModelMetadata, 400, 404, 503)
+    metadata_responses = openapi.responses(openapi.ModelMetadata, 400, 404, 503, 507)
 
     @api.get("/v2/models/{model}", summary="Model metadata", responses=metadata_responses)
     @api.get("/v2/models/{model}/versions/{version}", summary="Model version metadata", responses=metadata_responses)
     async def metadata(model: str, version: str | None = None) -> Response:
-        record = manager.get(model, parse_version(version))
+        record = await manager.obtain(model, parse_version(version))
         return json_response(model_metadata(model, manager.versions(model), record))
 
     ready_responses = openapi.responses(openapi.ModelReady, 400, 404, 503)
@@ -170,7 +175,7 @@ def router(state: ServerState) -> APIRouter:
         responses=model_errors,
     )
     async def config(model: str, version: str | None = None) -> Response:
-        return json_response(model_config(manager.get(model, parse_version(version))))
+        return json_response(model_config(await manager.obtain(model, parse_version(version))))
 
     @api.post(
         "/v2/repository/index",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelserve.models.manager import ModelVersion
+from modelserve.models.records import ModelVersion
 from modelserve.models.spec import ModelSpec
 from modelserve.models.stats import Duration
 from modelserve.repository.config import Platform
@@ -94,7 +94,9 @@ def model_statistics(records: list[ModelVersion]) -> dict[str, Any]:
                     }
                     for size, b in sorted(s.batches.items())
                 ],
-                "memory_usage": [{"type": "CPU", "id": 0, "byte_size": record.memory_bytes}],
+                "memory_usage": [
+                    {"type": kind, "id": 0, "byte_size": size} for kind, size in (record.memory or {"CPU": 0}).items()
+                ],
             }
         )
     return {"model_stats": stats}

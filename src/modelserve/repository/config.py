@@ -137,6 +137,7 @@ class ModelConfig(_Strict):
     dynamic_batching: DynamicBatching | None = None
     version_policy: VersionPolicy = Field(default_factory=lambda: VersionPolicy(latest=1))
     instance_count: int = Field(1, ge=1, le=64)
+    pinned: bool = False  # never evicted to make room for another model (on-demand mode)
     parameters: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("inputs", "outputs")

@@ -23,9 +23,11 @@ from starlette.responses import Response
 from modelserve import __version__
 from modelserve.config import ModelControlMode, Settings
 from modelserve.errors import ModelserveError
+from modelserve.models.budget import MemoryBudget
 from modelserve.models.manager import ModelManager
-from modelserve.models.memory import MIB, MemoryWatchdog
+from modelserve.models.memory import MIB, MemoryWatchdog, rss_bytes
 from modelserve.models.spec import BatchingDefaults
+from modelserve.observability.gpu import device_memory
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
@@ -41,6 +43,8 @@ from modelserve.server.state import ServerState
 
 log = logging.getLogger("modelserve.server")
 
+SHED_INTERVAL_S = 5.0
+
 
 def create_app(settings: Settings, *, load_before_serving: bool = False, tracing: Tracing | None = None) -> FrontDoor:
     """One server: its models, metrics and HTTP routes.
@@ -53,7 +57,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     tracing = tracing or Tracing.from_environment(settings.trace_sample_rate)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
     metrics = Metrics(CollectorRegistry())
-    explicit = settings.model_control_mode is ModelControlMode.EXPLICIT
+    mode = settings.model_control_mode
     manager = ModelManager(
         open_repository(settings.model_repository, settings.model_cache_dir),
         executor,
@@ -62,7 +66,9 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         ),
         load_timeout_s=settings.model_load_timeout,
         request_timeout_s=settings.request_timeout_sec,
-        control_enabled=explicit,
+        control_enabled=mode is ModelControlMode.EXPLICIT,
+        on_demand=mode is ModelControlMode.ON_DEMAND,
+        budgets=memory_budgets(settings),
         breaker_failures=settings.circuit_breaker_failures,
         breaker_cooldown_s=settings.circuit_breaker_cooldown_sec,
         max_in_flight=settings.max_inflight_requests,
@@ -70,7 +76,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         observer=metrics,
         tracer=tracing.tracer,
     )
-    startup = settings.load_models if explicit else ["*"]
+    startup = ["*"] if mode is ModelControlMode.NONE else settings.load_models
     required = tuple(name for name in startup if name != "*")
     state = ServerState(settings=settings, manager=manager, metrics=metrics, tracing=tracing, required=required)
     guard = Guard.from_settings(settings)
@@ -94,6 +100,12 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
             metrics.observe_memory(*manager.watchdog.reading())
             await asyncio.sleep(1)
 
+    async def shed_memory() -> None:
+        # RSS can cross the soft limit without a load (inference arenas grow): evict idle models then too.
+        while True:
+            await asyncio.sleep(SHED_INTERVAL_S)
+            await manager.shed()
+
     def in_flight() -> int:
         # HTTP requests at the door, and every inference inside a model (gRPC ones included).
         return door.in_flight + manager.in_flight
@@ -106,10 +118,13 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         if load_before_serving:
             await loading
         sharing = asyncio.create_task(share_metrics()) if multiprocess_dir() else None
+        shedding = asyncio.create_task(shed_memory()) if manager.on_demand and settings.memory_soft_limit_mb else None
         try:
             yield
         finally:
             state.draining = True
+            if shedding is not None:
+                shedding.cancel()
             if sharing is not None:
                 sharing.cancel()
                 mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
@@ -150,6 +165,27 @@ def create_app_from_env() -> FrontDoor:
 async def _error(_: Request, exc: Exception) -> Response:
     # Typed errors get their status from the protocol table; anything else is a logged 500.
     return error_response(exc)
+
+
+def memory_budgets(settings: Settings) -> list[MemoryBudget]:
+    """The budgets MODEL_MEMORY_BUDGET_MB and GPU_MEMORY_FRACTION set, on the memory this host has."""
+    budgets = []
+    if settings.model_memory_budget_mb:
+        budgets.append(
+            MemoryBudget("CPU", int(settings.model_memory_budget_mb * MIB), "MODEL_MEMORY_BUDGET_MB", rss_bytes)
+        )
+    if settings.gpu_memory_fraction:
+        if (reading := device_memory()) is None:
+            log.warning("GPU_MEMORY_FRACTION is set but this host has no GPU that NVML can read: no GPU budget")
+        else:
+            limit = int(settings.gpu_memory_fraction * reading[1])
+            budgets.append(MemoryBudget("GPU", limit, "GPU_MEMORY_FRACTION", _gpu_memory_used))
+    return budgets
+
+
+def _gpu_memory_used() -> int:
+    reading = device_memory()
+    return reading[0] if reading is not None else 0
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:

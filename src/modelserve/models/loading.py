@@ -1,0 +1,373 @@
+"""Loading, unloading and evicting model versions, and the records of where each one stands.
+
+Concurrent requests to load one model share a single load; load and unload of one model are
+serialised. Loading runs on its own threads, so a slow load never stalls inference. When a memory
+budget is set or models may be evicted, loads also queue behind one gate: a footprint measured while
+another model loads would be partly that model's, and two loads evicting for each other would each
+hold the lock the other needs. Locks are always taken gate first, then the model's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import replace
+from functools import partial
+
+from opentelemetry.trace import Tracer
+
+from modelserve.batching.batcher import Batcher
+from modelserve.errors import InsufficientMemory, ModelLoadError, ModelNotFound, ModelserveError
+from modelserve.models.breaker import CircuitBreaker
+from modelserve.models.budget import Holder, MemoryBudget
+from modelserve.models.memory import MemoryWatchdog, Pressure, release_freed_memory, rss_bytes
+from modelserve.models.records import ManagerObserver, ModelState, ModelVersion, is_ready
+from modelserve.models.spec import BatchingDefaults, resolve
+from modelserve.repository.layout import ModelRepository, ModelSource
+from modelserve.runtimes.base import Runtime, runtime_class
+
+log = logging.getLogger("modelserve.models")
+
+
+class ModelLoader:
+    """Owns the records of every model version and the loads, unloads and evictions that change them."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        executor: Executor,
+        *,
+        defaults: BatchingDefaults,
+        load_timeout_s: float,
+        evict: bool = False,
+        budgets: Sequence[MemoryBudget] = (),
+        breaker_failures: int = 0,
+        breaker_cooldown_s: float = 30.0,
+        watchdog: MemoryWatchdog | None = None,
+        observer: ManagerObserver | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.repository = repository
+        self._executor = executor
+        self._defaults = defaults
+        self._load_timeout_s = load_timeout_s
+        self._evict = evict
+        self.budgets = tuple(budgets)
+        self._meters: dict[str, Callable[[], int]] = {"CPU": rss_bytes} | {b.kind: b.meter for b in budgets}
+        self._breaker_failures = breaker_failures
+        self._breaker_cooldown_s = breaker_cooldown_s
+        self.watchdog = watchdog or MemoryWatchdog()
+        self._observer = observer
+        self._tracer = tracer
+        self._models: dict[str, dict[int | None, ModelVersion]] = {}
+        self._loads: dict[str, asyncio.Task[list[ModelVersion]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._gate = asyncio.Lock() if (self.budgets or evict) else None
+        self._idle = asyncio.Event()  # set when a model's last request leaves: a load waiting for room looks again
+        self._building = 0  # versions loading now
+        self._builds = 0  # versions whose load has started, ever: a load ran alone when none started during it
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self, names: list[str]) -> None:
+        """Load the models named (``*`` for all) at startup; failures are recorded, never fatal."""
+        await asyncio.to_thread(self.repository.check)
+        if "*" in names:
+            names = await asyncio.to_thread(self.repository.names)
+        loads = (self._shared_load(n, startup=True) for n in names)
+        results = await asyncio.gather(*loads, return_exceptions=True)
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, ModelNotFound):
+                self._models[name] = {None: ModelVersion(name, None, ModelState.FAILED, result.message)}
+                log.error("cannot load %s at startup: %s", name, result.message)
+            elif isinstance(result, InsufficientMemory):
+                log.error("cannot load %s at startup: %s", name, result.message)
+            elif isinstance(result, BaseException) and not isinstance(result, ModelserveError):
+                raise result
+
+    async def close(self) -> None:
+        """Unload every model, letting queued requests finish first."""
+        for name in list(self._models):
+            await self._unload(name)
+
+    async def shed(self) -> None:
+        """Evict idle models, least recently used first, while RSS is above MEMORY_SOFT_LIMIT_MB."""
+        if self._evict and self._gate is not None:
+            async with self._gate:
+                await self._relieve_pressure(None)
+
+    # -- loading -------------------------------------------------------------------------------------
+
+    async def _shared_load(self, name: str, *, startup: bool = False) -> list[ModelVersion]:
+        """One load of ``name`` however many callers ask; ``startup`` loads (the operator's LOAD_MODELS)
+        are not held to MEMORY_SOFT_LIMIT_MB, which guards against what arrives at runtime."""
+        task = self._loads.get(name)
+        if task is None:
+            task = asyncio.create_task(self._load(name, startup), name=f"load:{name}")
+            self._loads[name] = task
+            task.add_done_callback(lambda _: self._loads.pop(name, None))
+        # A caller that gives up must not cancel the load the others are waiting for.
+        return await asyncio.shield(task)
+
+    async def _load(self, name: str, startup: bool) -> list[ModelVersion]:
+        async with self._exclusive(), self._lock(name):
+            versions = self._models.setdefault(name, {})
+            try:
+                source = await asyncio.to_thread(self._read_source, name)
+            except ModelLoadError as exc:
+                if not any(v.state is ModelState.READY for v in versions.values()):
+                    versions.clear()
+                    versions[None] = ModelVersion(name, None, ModelState.FAILED)
+                    versions[None].fail(exc.message)
+                if self._observer is not None:
+                    self._observer.observe_load(name, 0.0, False)
+                raise
+            except ModelNotFound:
+                if not versions:
+                    del self._models[name]
+                raise
+            wanted = source.selected_versions()
+            todo = [v for v in wanted if not is_ready(versions.get(v))]
+            try:
+                if todo:
+                    await self._make_room(source, todo, startup)
+            except InsufficientMemory:
+                if not versions:
+                    del self._models[name]
+                raise
+            versions.pop(None, None)
+            fresh = [ModelVersion(name, v, ModelState.LOADING) for v in todo]
+            versions.update({record.version: record for record in fresh})
+            for record in fresh:
+                await self._load_version(source, record)
+            failed = [r.reason for r in fresh if r.state is ModelState.FAILED]
+            if not failed:  # a failed reload leaves the versions that were serving in place
+                for version, record in list(versions.items()):
+                    if version not in wanted:
+                        await self._retire(record)
+                        del versions[version]
+            self._models[name] = dict(sorted(versions.items(), key=lambda item: item[0] or 0))
+            await self._settle(name)
+            if failed:
+                raise ModelLoadError("; ".join(failed))
+            return [r for r in self._models[name].values() if r.state is ModelState.READY]
+
+    def _read_source(self, name: str) -> ModelSource:
+        try:
+            return self.repository.source(name)
+        except ModelserveError:
+            raise
+        except Exception as exc:  # storage failures: permissions, a store that does not answer
+            raise ModelLoadError(
+                f"cannot read model '{name}' from the repository: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _load_version(self, source: ModelSource, record: ModelVersion) -> None:
+        started = time.perf_counter()
+        before = {kind: meter() for kind, meter in self._meters.items()}
+        alone, self._builds = self._building == 0, self._builds + 1
+        builds, self._building = self._builds, self._building + 1
+        try:
+            await self._build_version(source, record)
+        finally:
+            self._building -= 1
+        if record.runtime is not None:
+            # What the load allocated and already freed (the parsed file, say) goes back first, so that the
+            # footprint is what the model keeps, and RSS shows it.
+            await asyncio.to_thread(release_freed_memory)
+            alone = alone and builds == self._builds
+            self._measure(record, record.runtime, before if alone else None)
+        if self._observer is not None:
+            ok = record.state is ModelState.READY
+            self._observer.observe_load(source.name, time.perf_counter() - started, ok)
+
+    def _measure(self, record: ModelVersion, runtime: Runtime, before: dict[str, int] | None) -> None:
+        """Footprint by kind: what each meter rose by, the runtime's estimate as the host floor."""
+        floor = runtime.memory_bytes()
+        if before is None:  # another load ran meanwhile: its memory would be counted too
+            record.memory = {"CPU": floor}
+        else:
+            record.memory = {kind: max(0, meter() - before[kind]) for kind, meter in self._meters.items()}
+            record.memory["CPU"] = max(record.memory["CPU"], floor)
+        assert record.version is not None
+        for budget in self.budgets:
+            budget.learn(record.name, record.version, record.memory.get(budget.kind, 0))
+
+    async def _build_version(self, source: ModelSource, record: ModelVersion) -> None:
+        assert record.version is not None
+        model_file = source.files[record.version]
+        runtime = runtime_class(source.platform)(model_file, source.config)
+        started = time.perf_counter()
+        loading = asyncio.get_running_loop().run_in_executor(None, runtime.load)
+        try:
+            signature = await asyncio.wait_for(asyncio.shield(loading), self._load_timeout_s)
+            spec = resolve(
+                source.name, record.version, source.platform, source.config, signature, self._defaults, model_file
+            )
+        except TimeoutError:
+            # The thread cannot be stopped; free what it loads once it is done.
+            loading.add_done_callback(lambda _: runtime.unload())
+            record.fail(f"{model_file}: did not load within {self._load_timeout_s:g} s (MODEL_LOAD_TIMEOUT)")
+            return
+        except ModelLoadError as exc:
+            runtime.unload()
+            record.fail(exc.message)
+            return
+        except Exception as exc:  # a backend's own error for a file it cannot read
+            runtime.unload()
+            record.fail(f"{model_file}: {type(exc).__name__}: {exc}")
+            return
+        observe = partial(self._observer.observe_batch, source.name) if self._observer else None
+        record.batcher = Batcher(
+            f"{source.name}:{record.version}",
+            runtime.infer,
+            self._executor,
+            record.stats,
+            max_batch_size=spec.max_batch_size,
+            max_queue_delay_ms=spec.max_queue_delay_ms,
+            preferred_batch_sizes=spec.preferred_batch_sizes,
+            max_queue_size=spec.max_queue_size,
+            instance_count=spec.instance_count,
+            observe_batch=observe,
+            inline_below_us=self._defaults.inline_below_us,
+            tracer=self._tracer,
+        )
+        record.spec, record.runtime = spec, runtime
+        record.pinned = source.config.pinned
+        if self._breaker_failures:
+            record.breaker = CircuitBreaker(source.name, self._breaker_failures, self._breaker_cooldown_s)
+        record.load_seconds = time.perf_counter() - started
+        record.last_used_ns = time.perf_counter_ns()  # a model just loaded is not the first to evict
+        record.state = ModelState.READY
+        log.info("model %s version %s ready in %.3f s", source.name, record.version, record.load_seconds)
+
+    # -- memory --------------------------------------------------------------------------------------
+
+    async def _make_room(self, source: ModelSource, versions: list[int], startup: bool) -> None:
+        """Refuse a load that would not fit, or evict idle models so that it does, before it starts."""
+        name = source.name
+        if not startup:
+            await self._relieve_pressure(name)
+            self.watchdog.check_load(name)
+        deadline = time.monotonic() + self._load_timeout_s
+        while True:
+            holders = self._holders(name)
+            try:
+                chosen = self._plan(source, versions, holders)
+                break
+            except InsufficientMemory:
+                # Models busy now will be idle once their requests are answered: wait for that (up to
+                # MODEL_LOAD_TIMEOUT) rather than refuse, unless not even their room would do.
+                left = deadline - time.monotonic()
+                if not self._evict or left <= 0:
+                    raise
+                self._plan(source, versions, [h if h.name == name else replace(h, busy=False) for h in holders])
+                self._idle.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._idle.wait()
+        for holder in chosen:
+            await self._evict_model(holder.name, "budget", f"to make room for model '{name}'")
+
+    def _plan(self, source: ModelSource, versions: list[int], holders: list[Holder]) -> list[Holder]:
+        """The models to evict so that ``versions`` fit every budget; InsufficientMemory if none would do."""
+        chosen: list[Holder] = []
+        for budget in self.budgets:
+            need = sum(budget.estimate(source.name, v, source.files[v]) for v in versions)
+            evict = budget.room_for(source.name, need, holders, may_evict=self._evict)
+            chosen += evict
+            holders = [h for h in holders if h not in evict]
+        return chosen
+
+    async def _settle(self, name: str) -> None:
+        """After a load measured larger than it reserved, evict idle models until the budgets hold again."""
+        for budget in self.budgets:
+            holders = self._holders(name)
+            if budget.over_by(holders) <= 0:
+                continue
+            try:
+                evict = budget.room_for(name, 0, holders, may_evict=self._evict)
+            except InsufficientMemory as exc:
+                log.warning("loaded models exceed %s: %s", budget.setting, exc.message)
+                continue
+            for holder in evict:
+                await self._evict_model(holder.name, "budget", f"model '{name}' holds more than it was estimated to")
+
+    async def _relieve_pressure(self, loading: str | None) -> None:
+        if not self._evict:
+            return
+        while self.watchdog.pressure() >= Pressure.SOFT:
+            idle = [h for h in self._holders(loading) if h.evictable]
+            if not idle:
+                return
+            victim = min(idle, key=lambda h: h.last_used_ns)
+            await self._evict_model(victim.name, "memory_pressure", "process RSS above MEMORY_SOFT_LIMIT_MB")
+
+    def _holders(self, loading: str | None) -> list[Holder]:
+        """Every model holding memory; the one being loaded is never a candidate for eviction."""
+        holders = []
+        for name, versions in self._models.items():
+            records = [r for r in versions.values() if r.runtime is not None]
+            if not records:
+                continue
+            held: dict[str, int] = {}
+            for record in records:
+                for kind, size in record.memory.items():
+                    held[kind] = held.get(kind, 0) + size
+            busy = name == loading or any(r.in_flight or r.state is not ModelState.READY for r in records)
+            last_used = max(r.last_used_ns for r in records)
+            holders.append(Holder(name, held, last_used, any(r.pinned for r in records), busy))
+        return holders
+
+    async def _evict_model(self, name: str, reason: str, why: str) -> None:
+        log.info("evicting model %s (%s): %s", name, reason, why)
+        await self._unload(name, f"evicted {why}")
+        if self._observer is not None:
+            self._observer.observe_eviction(name, reason)
+
+    # -- unloading -----------------------------------------------------------------------------------
+
+    async def _unload(self, name: str, reason: str = "unloaded") -> None:
+        async with self._lock(name):
+            versions = self._models.get(name, {})
+            for record in versions.values():
+                await self._retire(record, reason)
+            # Retired versions stay listed as UNAVAILABLE "unloaded", as Triton's index shows them.
+            self._models[name] = {v: r for v, r in versions.items() if v is not None}
+
+    async def _retire(self, record: ModelVersion, reason: str = "unloaded") -> None:
+        if record.state is not ModelState.READY:
+            return
+        record.state = ModelState.UNLOADING
+        if record.batcher is not None:
+            await record.batcher.close()
+        runtime, record.runtime, record.batcher = record.runtime, None, None
+        if runtime is not None:
+            before = {kind: meter() for kind, meter in self._meters.items()}
+            await asyncio.to_thread(_free, runtime)
+            if self._building == 0 and record.version is not None:
+                for budget in self.budgets:
+                    budget.learn(record.name, record.version, before[budget.kind] - budget.meter())
+        record.state, record.reason = ModelState.UNAVAILABLE, reason
+        log.info("model %s version %s %s", record.name, record.version, reason)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        if self._gate is None:
+            yield
+            return
+        async with self._gate:
+            yield
+
+
+def _free(runtime: Runtime) -> None:
+    """Unload a runtime and give what it held back to the kernel, so RSS falls as far as it rose."""
+    runtime.unload()
+    release_freed_memory()
