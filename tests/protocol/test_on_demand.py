@@ -6,13 +6,17 @@ Models ``a`` and ``b`` hold 16 MiB of weights (S) each and have never been loade
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from modelserve.config import Settings
 from modelserve.models.memory import MIB, rss_bytes
+from modelserve.observability.gpu import device_memory
+from modelserve.server.app import memory_budgets
 from tests.builders import matmul_onnx
 from tests.protocol.serving import metric_value, metrics_of, serving
 
@@ -102,3 +106,17 @@ def test_under_memory_pressure_idle_models_are_evicted_so_that_a_load_goes_throu
         ]
         assert evicted == ["a"]  # loaded first, never used since: the least recently used
         assert client.get("/v2/models/b/ready").status_code == 200
+
+
+def test_gpu_memory_fraction_budgets_gpu_0_or_warns_on_a_host_without_one(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(gpu_memory_fraction=0.5, model_memory_budget_mb=100)
+    with caplog.at_level(logging.WARNING, "modelserve.server"):
+        budgets = {budget.kind: budget for budget in memory_budgets(settings)}
+    assert budgets["CPU"].limit_bytes == 100 * MIB
+    reading = device_memory()
+    if reading is None:  # a CPU host: the same manifest must still start, and say what it ignored
+        assert "GPU" not in budgets
+        assert "GPU_MEMORY_FRACTION is set but this host has no GPU" in caplog.text
+    else:
+        assert budgets["GPU"].limit_bytes == reading[1] // 2
+        assert budgets["GPU"].meter() > 0
