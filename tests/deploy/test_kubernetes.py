@@ -156,6 +156,20 @@ def test_the_grace_period_outlasts_the_pause_and_the_drain(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_memory_limits_refuse_loads_then_fail_liveness_before_the_container_limit(name: str) -> None:
+    docs = render(name)
+    config = one(docs, "ConfigMap")["data"]
+    limit_mib = _mebibytes(container(docs)["resources"]["limits"]["memory"])
+    soft, hard = float(config["MEMORY_SOFT_LIMIT_MB"]), float(config["MEMORY_HARD_LIMIT_MB"])
+    assert 0.8 * limit_mib <= soft < hard <= 0.92 * limit_mib, (soft, hard, limit_mib)
+
+
+def _mebibytes(quantity: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()  # type: ignore[union-attr]
+    return float(number) * (1024 if unit == "Gi" else 1)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_prometheus_scrapes_the_http_port(name: str) -> None:
     docs = render(name)
     annotations = _pod(docs)["metadata"]["annotations"]
