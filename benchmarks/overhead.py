@@ -11,26 +11,32 @@ Traces go over OTLP/gRPC to a collector in this process that accepts and drops t
 on another machine would; here it shares the cores with the server, so its share is counted too.
 With authentication on, every request carries its credential: an API key, or one HS256 JWT that
 clients re-send (as they do until it expires), over HTTP and gRPC alike.
-Prints the medians and each configuration's ratio to the baseline.
+Prints the medians and each configuration's ratio to the baseline, in throughput and in the server's own CPU
+time per request (read from /proc, over the requests its metrics count), which moves less with the load
+of the machine than throughput does.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import jwt
 import uvloop
 from cryptography.hazmat.primitives.asymmetric import rsa
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.models import EXAMPLES, build_examples
 from benchmarks.serving import start_server
@@ -161,6 +167,23 @@ def interceptor_cost_us(calls: int = 4_000, rounds: int = 5) -> tuple[float, flo
     return statistics.median(without), statistics.median(passing)
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """User and system CPU time the server process has used (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def requests_answered(url: str) -> float:
+    """Requests the server has answered, from its own metrics: warmup ones too, as the CPU time counts them."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "model_serving_requests_total"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -170,7 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     build_examples()
 
-    results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
     with collector() as endpoint:
         setups = {
             name: setup
@@ -184,11 +207,16 @@ def main() -> None:
                     workload = Workload.from_server(url, "mlp", token=token)
                     for protocol, clients in POINTS:
                         target = workload.target(protocol, url, grpc_address)
+                        cpu, answered = server_cpu_seconds(process.pid), requests_answered(url)
                         result = uvloop.run(run_load(target, clients, args.duration, warmup_s=args.warmup))
+                        cpu_us = (server_cpu_seconds(process.pid) - cpu) / (requests_answered(url) - answered) * 1e6
                         assert result.errors == 0, f"{name}: {result.errors} errors"
-                        point = (result.inferences_per_second, result.percentile_ms(50))
+                        point = (result.inferences_per_second, result.percentile_ms(50), cpu_us)
                         results.setdefault((name, protocol, clients), []).append(point)
-                        print(f"run {run}: {name:16} {protocol:11} {clients:3} clients {point[0]:9.1f} inf/s")
+                        print(
+                            f"run {run}: {name:16} {protocol:11} {clients:3} clients {point[0]:9.1f} inf/s "
+                            f"{cpu_us:6.1f} µs server CPU/request"
+                        )
                 finally:
                     process.terminate()
                     process.wait(timeout=30)
@@ -196,16 +224,32 @@ def main() -> None:
     print(f"\nMLP, one process, medians of {args.runs} runs; ratio to the baseline (access log, tracing, auth off)")
     print(f"{'configuration':16} " + " ".join(f"{f'{p} {c}':>22}" for p, c in POINTS))
     base = {
-        key[1:]: statistics.median(ips for ips, _ in points) for key, points in results.items() if key[0] == "baseline"
+        key[1:]: statistics.median(point[0] for point in points)
+        for key, points in results.items()
+        if key[0] == "baseline"
     }
     for name in setups:
         cells = []
         for protocol, clients in POINTS:
             points = results[(name, protocol, clients)]
-            ips = statistics.median(ips for ips, _ in points)
-            p50 = statistics.median(p50 for _, p50 in points)
+            ips = statistics.median(point[0] for point in points)
+            p50 = statistics.median(point[1] for point in points)
             figure = f"{ips:,.0f} ({ips / base[(protocol, clients)]:.2f})" if clients > 1 else f"p50 {p50:.3f} ms"
             cells.append(f"{figure:>22}")
+        print(f"{name:16} " + " ".join(cells))
+    # Clients share the cores with the server here, so throughput moves with whatever else runs; the
+    # server's own CPU time per request is the steadier figure of what a configuration costs it.
+    print("\nserver CPU per request (µs), medians; ratio to the baseline")
+    cpu_base = {
+        key[1:]: statistics.median(point[2] for point in points)
+        for key, points in results.items()
+        if key[0] == "baseline"
+    }
+    for name in setups:
+        cells = []
+        for protocol, clients in POINTS:
+            cpu_us = statistics.median(point[2] for point in results[(name, protocol, clients)])
+            cells.append(f"{f'{cpu_us:.1f} ({cpu_us / cpu_base[(protocol, clients)]:.3f})':>22}")
         print(f"{name:16} " + " ".join(cells))
     cost = metrics_cost_us()
     print(f"\nmetrics: {cost:.1f} µs of CPU per request (a request and its batch observed, in-process)")
