@@ -22,7 +22,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 # promtool, amtool and prometheus, and jq (the runbooks pipe into it), from Debian's packages, unpacked into
 # .tools (no service starts, no root needed once apt's package lists exist). The deploy/ and runbook tests run them.
-DEBS := prometheus prometheus-alertmanager jq libjq1 libonig5
+# PostgreSQL 15 (initdb, pg_ctl, postgres) and the libraries it links that a slim Debian lacks, for the traffic
+# history's tests, which start it in a temporary folder with LD_LIBRARY_PATH pointing into .tools.
+DEBS := prometheus prometheus-alertmanager jq libjq1 libonig5 \
+	postgresql-15 libpq5 libicu72 libxml2 libldap-2.5-0 libsasl2-2 libgssapi-krb5-2 libkrb5-3 libk5crypto3 \
+	libkrb5support0 libkeyutils1
 tools: $(TOOLS)/.installed
 
 $(TOOLS)/.installed: Makefile

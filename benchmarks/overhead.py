@@ -1,8 +1,9 @@
-"""What observability and authentication cost on the MLP: access logs, tracing, API keys and JWTs
-against a server with all of them off, in one run, plus the CPU time metrics take per request (they
-cannot be turned off, so they are timed in-process).
+"""What observability, authentication and the traffic history cost on the MLP: access logs, tracing,
+API keys, JWTs and the history against a server with all of them off, in one run, plus the CPU time
+metrics take per request (they cannot be turned off, so they are timed in-process) and the history's
+hot-path call, timed in-process alone and while its flusher writes.
 
-    .venv/bin/python -m benchmarks.overhead [--runs 3] [--duration 5] [--only baseline "api key" jwt]
+    .venv/bin/python -m benchmarks.overhead [--runs 3] [--duration 5] [--only baseline "api key" jwt history]
 
 Each configuration is a fresh `modelserve serve` over the example repository, loaded with
 `modelserve bench`'s closed-loop clients (HTTP binary and gRPC at 32 clients, HTTP binary at 1 client
@@ -10,7 +11,8 @@ for p50); configurations alternate within each run so the machine's drift spread
 Traces go over OTLP/gRPC to a collector in this process that accepts and drops them, as a real one
 on another machine would; here it shares the cores with the server, so its share is counted too.
 With authentication on, every request carries its credential: an API key, or one HS256 JWT that
-clients re-send (as they do until it expires), over HTTP and gRPC alike.
+clients re-send (as they do until it expires), over HTTP and gRPC alike. The history writes to a
+SQLite file in a temp folder, with the default flush interval.
 Prints the medians and each configuration's ratio to the baseline, in throughput and in the server's own CPU
 time per request (read from /proc, over the requests its metrics count), which moves less with the load
 of the machine than throughput does.
@@ -22,6 +24,8 @@ import argparse
 import asyncio
 import os
 import statistics
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,13 +46,15 @@ from benchmarks.models import EXAMPLES, build_examples
 from benchmarks.serving import start_server
 from modelserve.bench.loadgen import run_load
 from modelserve.bench.workload import Workload
+from modelserve.history.flusher import HistoryFlusher
+from modelserve.history.recorder import TrafficRecorder
 from modelserve.observability.metrics import Metrics
 from modelserve.server.auth import Guard, Scope, TokenVerifier, parse_api_keys
 
 POINTS = (("http-binary", 32), ("grpc", 32), ("http-binary", 1))
 API_KEY = "benchmark-api-key-0123456789abcdef"
 JWT_SECRET = "benchmark-jwt-secret-of-at-least-32-bytes"
-NAMES = ("baseline", "access log 100%", "access log 1%", "tracing 100%", "tracing 10%", "api key", "jwt")
+NAMES = ("baseline", "access log 100%", "access log 1%", "tracing 100%", "tracing 10%", "api key", "jwt", "history")
 
 
 class _Drop(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
@@ -71,19 +77,21 @@ def collector() -> Iterator[str]:
         server.stop(grace=None)
 
 
-def configurations(endpoint: str) -> dict[str, tuple[list[str], dict[str, str], str | None]]:
+def configurations(endpoint: str, history_url: str) -> dict[str, tuple[list[str], dict[str, str], str | None]]:
     """Name → (serve options, environment, the bearer token clients send)."""
     tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
-    quiet = ["--access-log-sample-rate", "0"]
+    quiet = ["--access-log-sample-rate", "0", "--no-traffic-history"]
+    logged = ["--no-traffic-history", "--log-level", "info", "--access-log-sample-rate"]
     token = jwt.encode({"scope": "infer", "exp": int(time.time()) + 24 * 3600}, JWT_SECRET, algorithm="HS256")
     setups: dict[str, tuple[list[str], dict[str, str], str | None]] = {
         "baseline": (quiet, {}, None),
-        "access log 100%": (["--log-level", "info", "--access-log-sample-rate", "1"], {}, None),
-        "access log 1%": (["--log-level", "info", "--access-log-sample-rate", "0.01"], {}, None),
+        "access log 100%": ([*logged, "1"], {}, None),
+        "access log 1%": ([*logged, "0.01"], {}, None),
         "tracing 100%": ([*quiet, "--trace-sample-rate", "1"], tracing, None),
         "tracing 10%": ([*quiet, "--trace-sample-rate", "0.1"], tracing, None),
         "api key": (quiet, {"API_KEYS": API_KEY}, API_KEY),
         "jwt": (quiet, {"JWT_SECRET": JWT_SECRET}, token),
+        "history": (["--access-log-sample-rate", "0", "--traffic-history"], {"DATABASE_URL": history_url}, None),
     }
     assert tuple(setups) == NAMES
     return setups
@@ -97,6 +105,42 @@ def metrics_cost_us(requests: int = 200_000) -> float:
         metrics.observe_request("mlp", "1", "http", 200, 0.0004, None)
         metrics.observe_batch("mlp", 1, 0.00002, [0.00001])
     return (time.process_time() - started) / requests * 1e6
+
+
+def history_cost_us(database_url: str, requests: int = 200_000, rounds: int = 5) -> tuple[float, float, int]:
+    """CPU microseconds of the history's hot-path call per request, in-process: alone, and while a flusher
+    thread takes the buckets every millisecond and writes them to ``database_url`` (medians of ``rounds``);
+    and how many writes that flusher made, so the contention measured is real."""
+    models = [f"model-{i}" for i in range(8)]
+
+    def timed(recorder: TrafficRecorder) -> float:
+        # This thread's CPU only: the flusher's, when one runs, is not the hot path's.
+        started = time.thread_time()
+        for i in range(requests):
+            recorder.record_request(models[i & 7], "1", 0.0004, None)
+        return (time.thread_time() - started) / requests * 1e6
+
+    alone, contended, writes = [], [], 0
+    for _ in range(rounds):
+        alone.append(timed(TrafficRecorder(60)))
+        recorder = TrafficRecorder(60)
+        flusher = HistoryFlusher(recorder, database_url, interval_s=3600, retention_s=0)
+        flusher.flush()  # the migration, out of the count
+        stop = threading.Event()
+
+        def flushing(flusher: HistoryFlusher = flusher, stop: threading.Event = stop) -> None:
+            nonlocal writes
+            while not stop.wait(0.001):
+                flusher.flush()
+                writes += 1
+
+        thread = threading.Thread(target=flushing)
+        thread.start()
+        contended.append(timed(recorder))
+        stop.set()
+        thread.join()
+        flusher.close()
+    return statistics.median(alone), statistics.median(contended), writes
 
 
 def auth_cost_us(requests: int = 200_000, first_sights: int = 1_000) -> dict[str, float]:
@@ -194,10 +238,12 @@ def main() -> None:
     build_examples()
 
     results: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
+    folder = tempfile.TemporaryDirectory(prefix="modelserve-history-")
+    history_url = f"sqlite:///{folder.name}/history.sqlite3"
     with collector() as endpoint:
         setups = {
             name: setup
-            for name, setup in configurations(endpoint).items()
+            for name, setup in configurations(endpoint, history_url).items()
             if not args.only or name in args.only or name == "baseline"
         }
         for run in range(1, args.runs + 1):
@@ -221,7 +267,7 @@ def main() -> None:
                     process.terminate()
                     process.wait(timeout=30)
 
-    print(f"\nMLP, one process, medians of {args.runs} runs; ratio to the baseline (access log, tracing, auth off)")
+    print(f"\nMLP, one process, medians of {args.runs} runs; ratio to the baseline (all of the above off)")
     print(f"{'configuration':16} " + " ".join(f"{f'{p} {c}':>22}" for p, c in POINTS))
     base = {
         key[1:]: statistics.median(point[0] for point in points)
@@ -258,6 +304,13 @@ def main() -> None:
         print(f"credentials check, CPU per request in-process: {checks}")
         without, passing = interceptor_cost_us()
         print(f"gRPC call in-process: {without:.0f} µs of CPU without an interceptor, {passing:.0f} µs with one")
+    if "history" in setups:
+        alone, contended, writes = history_cost_us(f"sqlite:///{folder.name}/in-process.sqlite3")
+        print(
+            f"traffic history, CPU per request in-process: {alone:.2f} µs alone, {contended:.2f} µs "
+            f"while a flusher takes and writes the buckets every ms ({writes} writes)"
+        )
+    folder.cleanup()
 
 
 if __name__ == "__main__":

@@ -248,3 +248,34 @@ def test_an_empty_key_file_setting_means_none(monkeypatch: pytest.MonkeyPatch) -
     assert settings.jwt_public_key_file is None
     assert settings.jwt_jwks_file is None
     assert not settings.auth_enabled
+
+
+# -- traffic history ---------------------------------------------------------------------------------------
+
+
+def test_the_history_defaults_to_a_sqlite_file_in_the_model_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_CACHE_DIR", "/var/cache/modelserve")
+    settings = Settings()
+    assert settings.traffic_history is True
+    assert settings.history_database_url == "sqlite:////var/cache/modelserve/history.sqlite3"
+    assert (settings.history_bucket_sec, settings.history_flush_interval_sec) == (60, 10.0)
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://app:pw@db:5432/modelserve")
+    assert Settings().history_database_url == "postgresql+psycopg://app:pw@db:5432/modelserve"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://app:s3cret-pw@db/modelserve", "mysql is not supported; use sqlite or postgresql"),
+        ("s3cret-pw at db", "not a database URL; write postgresql+psycopg://"),
+    ],
+)
+def test_a_bad_database_url_is_named_but_never_shown(monkeypatch: pytest.MonkeyPatch, url: str, message: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    described = describe_error(caught.value)
+    assert described.startswith("invalid setting DATABASE_URL=(hidden)")
+    assert message in described
+    assert "s3cret-pw" not in described
+    assert "s3cret-pw" not in str(caught.value)

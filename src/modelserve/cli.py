@@ -74,6 +74,13 @@ def serve(
     jwt_issuer: Annotated[str | None, typer.Option(help=_help("jwt_issuer"))] = None,
     jwt_audience: Annotated[str | None, typer.Option(help=_help("jwt_audience"))] = None,
     auth_open_endpoints: Annotated[str | None, typer.Option(help=_help("auth_open_endpoints"))] = None,
+    traffic_history: Annotated[bool | None, typer.Option(help=_help("traffic_history"))] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help=_help("database_url") + " Prefer the variable when it holds a password.")
+    ] = None,
+    history_bucket_sec: Annotated[int | None, typer.Option(help=_help("history_bucket_sec"))] = None,
+    history_flush_interval_sec: Annotated[float | None, typer.Option(help=_help("history_flush_interval_sec"))] = None,
+    history_retention_days: Annotated[float | None, typer.Option(help=_help("history_retention_days"))] = None,
 ) -> None:
     """Serve a model repository over HTTP (Open Inference Protocol and the /v1 API) and gRPC."""
     options: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}

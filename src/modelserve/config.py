@@ -33,7 +33,10 @@ class EndpointGroup(StrEnum):
 
 
 # Never echoed in an error message: describe_error says which is wrong, not what it holds.
-SECRETS = frozenset({"api_keys", "jwt_secret"})
+SECRETS = frozenset({"api_keys", "jwt_secret", "database_url"})
+
+# Back-ends the traffic history runs on, tested both; a DATABASE_URL naming another is refused at startup.
+DATABASE_BACKENDS = ("sqlite", "postgresql")
 
 
 class Settings(BaseSettings):
@@ -195,6 +198,33 @@ class Settings(BaseSettings):
         "comma-separated health, metrics, docs; empty: none.",
     )
 
+    # -- traffic history ---------------------------------------------------------------------------
+    traffic_history: bool = Field(
+        True, description="Record each inference request's arrival, latency and outcome in per-model time buckets."
+    )
+    database_url: SecretStr = Field(
+        SecretStr(""),
+        description="Database of the traffic history: postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or "
+        "sqlite:///PATH; empty: a SQLite file in MODEL_CACHE_DIR.",
+    )
+    history_bucket_sec: int = Field(
+        60,
+        ge=1,
+        le=86_400,
+        description="Width of a traffic-history bucket (s): arrivals are counted per model per bucket.",
+    )
+    history_flush_interval_sec: float = Field(
+        10.0, gt=0, le=3600, description="Seconds between writes of the traffic history's buckets to the database."
+    )
+    history_retention_days: float = Field(
+        35.0, ge=0, description="Traffic-history buckets older than this many days are deleted (0: kept forever)."
+    )
+
+    @property
+    def history_database_url(self) -> str:
+        """DATABASE_URL, or the SQLite file in MODEL_CACHE_DIR it defaults to."""
+        return self.database_url.get_secret_value() or f"sqlite:///{self.model_cache_dir / 'history.sqlite3'}"
+
     @property
     def auth_enabled(self) -> bool:
         """Authentication is on as soon as any credential is configured."""
@@ -256,6 +286,27 @@ class Settings(BaseSettings):
     def _check_secret(cls, value: SecretStr) -> SecretStr:
         if 0 < len(value.get_secret_value().encode()) < 32:
             raise ValueError("an HS256 secret must be at least 32 bytes long (RFC 7518); use a longer one")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        # Imported here: SQLAlchemy is only needed once a URL is given, not to read the other settings.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        text = value.get_secret_value()
+        if not text:
+            return value
+        # The messages never quote the URL: it may hold a password.
+        try:
+            backend = make_url(text).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL; write postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH"
+            ) from None
+        if backend not in DATABASE_BACKENDS:
+            raise ValueError(f"{backend} is not supported; use {' or '.join(DATABASE_BACKENDS)}")
         return value
 
     @field_validator("jwt_public_key_file", "jwt_jwks_file", mode="before")

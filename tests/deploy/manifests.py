@@ -30,9 +30,6 @@ KUSTOMIZATIONS = {
 }
 # The oldest Kubernetes the manifests support (docs/DEPLOYMENT.md says so), and the newest schema bundled.
 KUBERNETES_VERSIONS = ("1.29", ".".join(latest_version().split(".")[:2]))
-# Variables the deploy files set before the server reads them: the traffic-history store. Each leaves
-# this list when it becomes a documented setting.
-PENDING_SETTINGS = frozenset({"DATABASE_URL"})
 
 Document = dict[str, Any]
 
@@ -100,6 +97,6 @@ def documented_settings() -> set[str]:
 
 
 def undocumented(names: list[str]) -> list[str]:
-    """The names that are neither documented settings, OpenTelemetry's own variables, nor pending."""
-    known = documented_settings() | PENDING_SETTINGS
+    """The names that are neither documented settings nor OpenTelemetry's own variables."""
+    known = documented_settings()
     return [name for name in names if name not in known and not name.startswith("OTEL_")]

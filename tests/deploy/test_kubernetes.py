@@ -233,3 +233,12 @@ def test_dev_runs_one_small_pod_with_debug_logs() -> None:
     settings = one(docs, "ConfigMap")["data"]
     assert (settings["LOG_LEVEL"], settings["LOG_FORMAT"]) == ("debug", "console")
     assert container(docs)["resources"]["limits"]["cpu"] == "1"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_history_database_url_comes_from_an_optional_secret(name: str) -> None:
+    docs = render(name)
+    env = {item["name"]: item for item in container(docs)["env"]}
+    reference = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert reference == {"name": "modelserve-database", "key": "url", "optional": True}
+    assert "DATABASE_URL" not in one(docs, "ConfigMap")["data"], "a password never goes in a ConfigMap"

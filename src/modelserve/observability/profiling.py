@@ -136,7 +136,8 @@ class Profile:
             y = height - (level + 1) * row
             label = html.escape(node.name)
             share = 100 * node.count / total
-            fits = label[: int(w / 7)] if w > 21 else ""
+            # Cut the name, then escape it: cutting the escaped label could split an entity (&lt;) in two.
+            fits = html.escape(node.name[: int(w / 7)]) if w > 21 else ""
             parts.append(
                 f"<g><title>{label} ({node.count} samples, {share:.1f} %)</title>"
                 f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" fill="{_colour(node.name)}"/>'

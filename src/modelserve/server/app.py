@@ -23,6 +23,7 @@ from starlette.responses import Response
 from modelserve import __version__
 from modelserve.config import ModelControlMode, Settings
 from modelserve.errors import ModelserveError
+from modelserve.history import from_settings as history_from_settings
 from modelserve.models.budget import MemoryBudget
 from modelserve.models.manager import ModelManager
 from modelserve.models.memory import MIB, MemoryWatchdog, rss_bytes
@@ -78,7 +79,15 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     )
     startup = ["*"] if mode is ModelControlMode.NONE else settings.load_models
     required = tuple(name for name in startup if name != "*")
-    state = ServerState(settings=settings, manager=manager, metrics=metrics, tracing=tracing, required=required)
+    history = history_from_settings(settings)
+    state = ServerState(
+        settings=settings,
+        manager=manager,
+        metrics=metrics,
+        tracing=tracing,
+        required=required,
+        history=history.recorder if history else None,
+    )
     guard = Guard.from_settings(settings)
     if guard is not None:
         log.info("authentication on: %s", guard.summary())
@@ -113,6 +122,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         Drain(state, settings.shutdown_grace_sec, in_flight).install()
+        if history is not None:
+            history.start()
         grpc_server = await start_grpc(state, guard)
         loading = asyncio.create_task(load_initial_models())
         if load_before_serving:
@@ -133,6 +144,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await manager.close()
+            if history is not None:  # after the models: requests answered while draining are counted too
+                await asyncio.to_thread(history.close)
             executor.shutdown(wait=True)
             tracing.shutdown()
 

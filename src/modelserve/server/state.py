@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from modelserve.config import Settings
+from modelserve.history.recorder import TrafficRecorder
 from modelserve.models.manager import ModelManager
 from modelserve.observability.logging import AccessLog
 from modelserve.observability.metrics import Metrics
@@ -29,6 +30,7 @@ class ServerState:
     startup_error: str = ""
     draining: bool = False
     required: tuple[str, ...] = ()  # models named at startup: readiness needs each of them serving
+    history: TrafficRecorder | None = None  # None: TRAFFIC_HISTORY off
     access_log: AccessLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -43,8 +45,11 @@ class ServerState:
         seconds: float,
         error: Exception | None = None,
     ) -> None:
-        """Account for one answered inference request: metrics, its span's outcome, its access log line."""
+        """Account for one answered inference request: metrics, its span's outcome, its access log line,
+        the traffic history."""
         self.metrics.observe_request(model, version, protocol, code, seconds, error)
+        if self.history is not None:
+            self.history.record_request(model, version, seconds, error)
         if self.tracing.enabled:
             finish_span(model, version, code, error)
         self.access_log.record(model, version, protocol, code, seconds, error)

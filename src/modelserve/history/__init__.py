@@ -1,0 +1,27 @@
+"""Traffic history: every inference request counted in per-model time buckets, kept in a database.
+
+``recorder`` is the hot path (in memory, no I/O), ``flusher`` the thread that writes batches,
+``store`` the writes and migrations, ``query`` what pre-warming policies read, ``schema`` the table.
+"""
+
+from __future__ import annotations
+
+from modelserve.config import Settings
+from modelserve.history.flusher import HistoryFlusher
+from modelserve.history.recorder import TrafficRecorder
+
+__all__ = ["HistoryFlusher", "TrafficRecorder", "from_settings"]
+
+DAY_S = 86_400
+
+
+def from_settings(settings: Settings) -> HistoryFlusher | None:
+    """The history a server with ``settings`` keeps; None when TRAFFIC_HISTORY is off."""
+    if not settings.traffic_history:
+        return None
+    return HistoryFlusher(
+        TrafficRecorder(settings.history_bucket_sec),
+        settings.history_database_url,
+        settings.history_flush_interval_sec,
+        settings.history_retention_days * DAY_S,
+    )

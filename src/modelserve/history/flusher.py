@@ -1,0 +1,105 @@
+"""The traffic history's writer: a thread that moves the recorder's buckets to the database in batches.
+
+Every HISTORY_FLUSH_INTERVAL_SEC it takes what the recorder holds and writes it in one transaction,
+and once more when the server stops, so nothing accepted is lost on a clean shutdown. The database
+may be down: the schema migration is retried each interval, a batch that fails goes back to the
+recorder for the next write, and serving never waits for any of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from modelserve.history.recorder import TrafficRecorder
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+log = logging.getLogger("modelserve.history")
+
+PURGE_EVERY_S = 3600.0
+# How long stopping waits for the last write: less than the pod's grace period, whatever the database does.
+CLOSE_TIMEOUT_S = 15.0
+
+
+class HistoryFlusher:
+    """Owns the history's engine and the thread that writes to it."""
+
+    def __init__(
+        self, recorder: TrafficRecorder, url: str, interval_s: float, retention_s: float, *, name: str = "history"
+    ) -> None:
+        self.recorder = recorder
+        self.url = url
+        self.interval_s = interval_s
+        self.retention_s = retention_s  # 0: kept forever
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._engine: Engine | None = None
+        self._migrated = False
+        self._failing = False
+        self._next_purge = 0.0
+
+    def start(self) -> None:
+        """Start writing in the background."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Write what is left and stop; blocks for at most ``CLOSE_TIMEOUT_S``."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(CLOSE_TIMEOUT_S)
+        if self._thread.is_alive():
+            log.error("traffic history: the last write did not finish in %g s; its buckets are lost", CLOSE_TIMEOUT_S)
+            return
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine on the history's database, opened on first use."""
+        if self._engine is None:
+            from modelserve.db import open_engine  # SQLAlchemy is imported by the writer, not at server import
+
+            self._engine = open_engine(self.url)
+        return self._engine
+
+    def flush(self) -> bool:
+        """Migrate if not yet done, then write everything recorded so far; whether it all got written."""
+        from modelserve.db import shown
+        from modelserve.history import store
+
+        buckets = self.recorder.take()
+        try:
+            if not self._migrated:
+                store.migrate(self.engine)
+                self._migrated = True
+                log.info("traffic history in %s, buckets of %d s", shown(self.url), self.recorder.bucket_s)
+            store.write(self.engine, buckets, self.recorder.bucket_s)
+            if self.retention_s and time.monotonic() >= self._next_purge:
+                self._next_purge = time.monotonic() + PURGE_EVERY_S
+                deleted = store.purge(self.engine, int(time.time() - self.retention_s))
+                if deleted:
+                    log.info("traffic history: deleted %d bucket(s) older than the retention", deleted)
+        except Exception as exc:  # a database error of any kind: keep the buckets, say so once per outage
+            self.recorder.give_back(buckets)
+            if not self._failing:
+                log.error("traffic history: cannot write to %s: %s; retrying", shown(self.url), _first_line(exc))
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("traffic history: writing to %s again", shown(self.url))
+        self._failing = False
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.flush()
+        self.flush()
+
+
+def _first_line(error: Exception) -> str:
+    # SQLAlchemy appends the statement and its parameters to its messages: keep them out of the log.
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -1,0 +1,145 @@
+"""The hot path of the traffic history: each answered request adds to an in-memory bucket, nothing more.
+
+``record`` does a dictionary lookup, a few integer additions and a deque append under a lock that
+only the flusher takes besides it, for as long as it swaps one dictionary for another; no I/O, no
+allocation once a bucket exists. This module imports no database library, so a server that never
+writes pays nothing to import it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from modelserve.errors import (
+    ClientDisconnected,
+    DeadlineExceeded,
+    Forbidden,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ShuttingDown,
+    Unauthenticated,
+)
+from modelserve.history.schema import LATENCY_BOUNDS, OUTCOMES
+
+OK, NOT_READY, REJECTED, INVALID, TIMED_OUT, FAILED = range(len(OUTCOMES))
+_FIRST_LATENCY = len(OUTCOMES)
+# Raw arrival times kept per model for policies that need inter-arrival times finer than a bucket:
+# the last RECENT_LIMIT arrivals, of which those within RECENT_WINDOW_S are answered.
+RECENT_WINDOW_S = 600.0
+RECENT_LIMIT = 2048
+
+# First match wins: CircuitOpen is a ModelNotReady. Not recorded at all: requests for models that do not
+# exist and refused credentials, whose model names callers choose freely and would grow the table.
+_UNRECORDED = (ModelNotFound, Unauthenticated, Forbidden)
+_OUTCOME_OF: tuple[tuple[tuple[type[Exception], ...], int], ...] = (
+    ((ModelNotReady,), NOT_READY),
+    ((Overloaded, ShuttingDown, PayloadTooLarge), REJECTED),
+    ((InvalidInput,), INVALID),
+    ((DeadlineExceeded, ClientDisconnected), TIMED_OUT),  # the caller stopped waiting, either way
+)
+
+
+def outcome_of(error: Exception | None) -> int | None:
+    """The index in ``OUTCOMES`` of a request that ended with ``error``; None for one not to record."""
+    if error is None:
+        return OK
+    if isinstance(error, _UNRECORDED):
+        return None
+    for kind, outcome in _OUTCOME_OF:
+        if isinstance(error, kind):
+            return outcome
+    return FAILED
+
+
+@dataclass(slots=True)
+class Bucket:
+    """What one model version's requests of one time bucket added up to, not yet written."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(OUTCOMES) + len(LATENCY_BOUNDS) + 1))
+    latency_sum_s: float = 0.0
+
+    def add(self, other: Bucket) -> None:
+        """Fold ``other`` into this one (a batch that could not be written goes back this way)."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.latency_sum_s += other.latency_sum_s
+
+
+BucketKey = tuple[str, str, int]  # model, version, bucket start (epoch seconds)
+
+
+class TrafficRecorder:
+    """Per-model time buckets of answered requests, kept until the flusher takes them."""
+
+    def __init__(self, bucket_s: int, clock: Callable[[], float] = time.time) -> None:
+        # Wall-clock time, not monotonic: bucket starts are dates other processes and policies compare.
+        self.bucket_s = bucket_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[BucketKey, Bucket] = {}
+        self._recent: dict[str, deque[float]] = {}
+
+    def record_request(self, model: str, version: str, latency_s: float, error: Exception | None) -> None:
+        """Count one answered request that ended with ``error`` (None: success), if it is one to keep."""
+        outcome = outcome_of(error)
+        if outcome is not None:
+            self.record(model, version, latency_s, outcome)
+
+    def record(self, model: str, version: str, latency_s: float, outcome: int = OK) -> None:
+        """Count one request that arrived ``latency_s`` ago and ended with ``outcome``."""
+        arrival = self._clock() - latency_s
+        key = (model, version, int(arrival // self.bucket_s) * self.bucket_s)
+        histogram_column = _FIRST_LATENCY + bisect_left(LATENCY_BOUNDS, latency_s)
+        with self._lock:
+            bucket = self._pending.get(key)
+            if bucket is None:
+                bucket = self._pending[key] = Bucket()
+            counts = bucket.counts
+            counts[outcome] += 1
+            counts[histogram_column] += 1
+            bucket.latency_sum_s += latency_s
+            recent = self._recent.get(model)
+            if recent is None:
+                recent = self._recent[model] = deque(maxlen=RECENT_LIMIT)
+            recent.append(arrival)
+
+    def take(self) -> dict[BucketKey, Bucket]:
+        """Everything recorded since the last take; the recorder starts afresh."""
+        with self._lock:
+            taken, self._pending = self._pending, {}
+        return taken
+
+    def give_back(self, buckets: dict[BucketKey, Bucket]) -> None:
+        """Return buckets that could not be written, to go with the next take."""
+        with self._lock:
+            for key, bucket in buckets.items():
+                if (pending := self._pending.get(key)) is None:
+                    self._pending[key] = bucket
+                else:
+                    pending.add(bucket)
+
+    def pending(self) -> int:
+        """How many buckets wait to be written."""
+        return len(self._pending)
+
+    def recent_arrivals(self, model: str, within_s: float = RECENT_WINDOW_S) -> list[float]:
+        """Arrival times (epoch seconds, oldest first) of ``model``'s requests in the last ``within_s``
+        seconds, at most ``RECENT_LIMIT``; kept in memory only, so a restart starts them afresh."""
+        since = self._clock() - min(within_s, RECENT_WINDOW_S)
+        with self._lock:
+            arrivals = list(self._recent.get(model, ()))
+        # Arrivals are recorded when answered, so a slow request may precede a faster later one: sort.
+        return sorted(t for t in arrivals if t >= since)
+
+    def inter_arrival_times(self, model: str, within_s: float = RECENT_WINDOW_S) -> list[float]:
+        """Seconds between consecutive recent arrivals of ``model``: what an idle-time policy learns from."""
+        arrivals = self.recent_arrivals(model, within_s)
+        return [later - earlier for earlier, later in itertools.pairwise(arrivals)]
