@@ -7,6 +7,8 @@ server that cannot reach its database gives up on a connection within seconds ra
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +50,17 @@ def _sqlite_connect(dbapi_connection: Any, _: object) -> None:
     # pysqlite opens transactions itself, late, and commits before DDL; take that over (SQLAlchemy's
     # documented recipe) so that BEGIN comes from _sqlite_begin. WAL lets readers run beside a writer.
     dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
+    # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once rather than
+    # calling its busy handler: servers opening one file together retry until the first has switched it.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL").close()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_begin(connection: Any) -> None:

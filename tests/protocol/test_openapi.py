@@ -52,7 +52,7 @@ def test_inference_routes_document_their_body_and_answers(document: dict[str, An
 
     content = operation["requestBody"]["content"]
     assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{body}"}
-    assert set(operation["responses"]) == {"200", "400", "404", "413", "429", "500", "503", "504"}
+    assert set(operation["responses"]) == {"200", "400", "404", "413", "429", "500", "503", "504", "507"}
     path_parameters = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
     assert path_parameters == set(re.findall(r"{(\w+)}", path))
     if path.startswith("/v2"):
