@@ -35,6 +35,7 @@ from modelserve.models.breaker import CircuitBreaker
 from modelserve.models.memory import MemoryWatchdog, release_freed_memory
 from modelserve.models.spec import BatchingDefaults, ModelSpec, resolve
 from modelserve.models.stats import ModelStats
+from modelserve.models.warmup import warm_up
 from modelserve.repository.layout import ModelRepository, ModelSource
 from modelserve.runtimes.base import Runtime, runtime_class
 from modelserve.types import InferenceRequest, InferenceResponse
@@ -264,6 +265,9 @@ class ModelManager:
             record.breaker = CircuitBreaker(source.name, self._breaker_failures, self._breaker_cooldown_s)
         record.memory_bytes = runtime.memory_bytes()
         record.load_seconds = time.perf_counter() - started
+        warmup = source.config.warmup
+        if failure := await warm_up(runtime, spec, warmup, model_file, self._load_timeout_s, self._executor):
+            return record.fail(failure)
         record.state = ModelState.READY
         log.info("model %s version %s ready in %.3f s", source.name, record.version, record.load_seconds)
 
