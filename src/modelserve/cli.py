@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelserve.config import ModelControlMode, Settings, describe_error
+from modelserve.convert.cli import convert
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.profiling import ProfileFormat
 from modelserve.observability.tracing import otlp_protocol
@@ -23,6 +24,7 @@ from modelserve.observability.tracing import otlp_protocol
 app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
 models_app = typer.Typer(help="List, load and unload the models of a running server.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.command()(convert)
 err = Console(stderr=True)
 
 
