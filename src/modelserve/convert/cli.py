@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from modelserve.convert.precision import Precision
+from modelserve.repository.config import Platform
 
 err = Console(stderr=True)
 
@@ -79,6 +81,7 @@ def convert(
     level = optimization_level if optimization_level is not None else (3 if engine == "tensorrt" else 1)
     if level not in levels:
         _fail(f"--optimization-level {level}: {engine} takes 0..{levels[-1]}", 2)
+    platform = Platform.TENSORRT if engine == "tensorrt" else Platform.ONNX
     try:
         shapes = [_shape(text) for text in input_shape or []]
         with _progress() as step:
@@ -88,7 +91,7 @@ def convert(
                     input_datatype=input_datatype, output_names=output_name or [],
                 )  # fmt: skip
             stem = Path(source).stem if Path(source).is_file() else source.partition(":")[0].rpartition(".")[2]
-            destination = destinations.choose(repository, output, name, version, f"{stem}-{precision}")
+            destination = destinations.choose(repository, output, name, version, f"{stem}-{precision}", platform)
             options = Options(
                 precision=precision, optimization_level=level, keep_io_types=not fp16_io,
                 calibration=calibration_data, engine=engine, tolerance=tolerance, force=force,
@@ -105,7 +108,7 @@ def convert(
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+        dims = tuple(int(d) for d in re.split(r"[,x]", text))
     except ValueError:
         dims = ()
     if not dims or any(d < 1 for d in dims):

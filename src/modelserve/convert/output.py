@@ -40,7 +40,12 @@ class Destination:
 
 
 def choose(
-    repository: Path | None, output: Path | None, name: str | None, version: int | None, default_name: str
+    repository: Path | None,
+    output: Path | None,
+    name: str | None,
+    version: int | None,
+    default_name: str,
+    platform: Platform,
 ) -> Destination:
     """Check where the result may go before any work is done, so a conversion never fails at the end."""
     if output is not None:
@@ -51,6 +56,11 @@ def choose(
         raise ConversionError("say where the result goes: --repository DIR (or MODEL_REPOSITORY), or --output FILE")
     name = name or default_name
     folder = repository / name
+    existing = folder / "config.yaml"
+    if existing.is_file() and (old := ModelConfig.from_file(existing).platform) not in (None, platform):
+        raise ConversionError(
+            f"{existing} says platform {old}; an {platform} version cannot join it: choose another --name"
+        )
     taken = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
     if version is None:
         version = (taken[-1] + 1) if taken else 1
@@ -90,17 +100,9 @@ def config_text(
 
 
 def write(destination: Destination, platform: Platform, model: bytes, config: str | None) -> list[Path]:
-    """Write the model file, then its config.yaml (in a repository), refusing to change a model's platform."""
+    """Write the model file, then its config.yaml (in a repository)."""
     target = destination.model_file(platform)
     written = []
-    if destination.repository is not None:
-        existing = destination.repository / destination.name / "config.yaml"
-        if existing.is_file():
-            old = ModelConfig.from_file(existing).platform
-            if old is not None and old is not platform:
-                raise ConversionError(
-                    f"{existing} says platform {old}; a {platform} version cannot join it: choose another --name"
-                )
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(model)
     written.append(target)

@@ -177,8 +177,15 @@ def _torch(
 def _count_outputs(source: Source) -> int:
     torch: Any = importlib.import_module("torch")
     example = sample_inputs(source, 1, seed=0)
-    with torch.inference_mode():
-        result = source.module(*(torch.from_numpy(example[s.name]) for s in source.inputs))
+    try:
+        with torch.inference_mode():
+            result = source.module(*(torch.from_numpy(example[s.name]) for s in source.inputs))
+    except Exception as exc:  # the model's own complaint about what it was given
+        shapes = " and ".join(str(list(spec.shape)) for spec in source.inputs)
+        raise ConversionError(
+            f"{source.description} cannot run on inputs of shape {shapes}: {type(exc).__name__}: {exc}; "
+            "check --input-shape (once per input, batch first)"
+        ) from None
     if isinstance(result, dict):
         raise ConversionError("the model returns a dict; name its outputs with --output-name, once per key")
     return 1 if isinstance(result, torch.Tensor) else len(result)
