@@ -68,7 +68,9 @@ def main() -> None:
                     f"| {statistics.median(r['baseline_ms'] for r in reports):.3f} "  # type: ignore[misc]
                     f"| {statistics.median(r['converted_ms'] for r in reports):.3f} "  # type: ignore[misc]
                     f"| {statistics.median(r['max_abs_error'] for r in reports):.3g} "  # type: ignore[misc]
-                    f"| {statistics.median(top1):.1%} |" if top1 else "| - |",
+                    f"| {statistics.median(top1):.1%} |"
+                    if top1
+                    else "| - |",
                     flush=True,
                 )
 
