@@ -130,3 +130,54 @@ def batched_copy_of_simple(repository: Path, name: str, dynamic_batching: str) -
     shutil.copytree(repository / "simple" / "1", repository / name / "1")
     config = (repository / "simple" / "config.yaml").read_text() + "dynamic_batching:\n" + dynamic_batching
     return write_config(repository / name, config)
+
+
+def deep_torchscript(path: Path, *, layers: int = 150, features: int = 16) -> Path:
+    """A scripted stack of ``layers`` small Linear + tanh residual blocks on FP32 [batch, features].
+
+    TorchScript's profiling executor records and then optimises the graph on a module's first two
+    calls; with this many nodes those calls take some 50x a warm one, the slow start warmup removes.
+    Write its config with input ``x`` and output ``y``.
+    """
+    import warnings
+
+    import torch
+    from torch import nn
+
+    class Deep(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Linear(features, features) for _ in range(layers)])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for block in self.blocks:
+                x = torch.tanh(block(x)) + x * 0.5
+            return x
+
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, yet served
+        torch.jit.save(torch.jit.script(Deep().eval().requires_grad_(False)), str(path))
+    return path
+
+
+def deep_onnx(path: Path, *, layers: int = 300, features: int = 64) -> Path:
+    """``layers`` MatMul + Tanh + Add residual blocks on FP32 [batch, features] (``x`` → ``y``):
+    about a millisecond a call, in enough nodes that ONNX Runtime's first run plans its memory."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", features])
+    nodes, weights, current = [], [], "x"
+    for i in range(layers):
+        weight = rng.standard_normal((features, features)) * features**-0.5
+        weights.append(onnx.numpy_helper.from_array(weight.astype(np.float32), f"w{i}"))
+        out = "y" if i == layers - 1 else f"a{i}"
+        nodes += [
+            helper.make_node("MatMul", [current, f"w{i}"], [f"m{i}"]),
+            helper.make_node("Tanh", [f"m{i}"], [f"t{i}"]),
+            helper.make_node("Add", [f"t{i}", current], [out]),
+        ]
+        current = out
+    graph = helper.make_graph(nodes, "deep", [x], [y], initializer=weights)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)

@@ -1,5 +1,5 @@
-"""The ``modelserve`` command: ``serve`` runs the server; ``models``, ``profile`` and ``bench`` work on a
-running one."""
+"""The ``modelserve`` command: ``serve`` runs the server; ``models``, ``profile``, ``warmup`` and ``bench``
+work on a running one; ``convert`` readies a model for it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelserve.config import ModelControlMode, Settings, describe_error
+from modelserve.convert.cli import convert
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.profiling import ProfileFormat
 from modelserve.observability.tracing import otlp_protocol
@@ -23,6 +24,7 @@ from modelserve.observability.tracing import otlp_protocol
 app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
 models_app = typer.Typer(help="List, load and unload the models of a running server.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.command()(convert)
 err = Console(stderr=True)
 
 
@@ -225,6 +227,53 @@ def profile(
     target.write_bytes(response.content)
     hint = " (open it at https://www.speedscope.app)" if fmt is ProfileFormat.speedscope else ""
     Console().print(f"wrote {target}{hint}")
+
+
+@app.command()
+def warmup(
+    url: URL = "http://127.0.0.1:8000",
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--models", "--model", help="Models to warm, comma-separated or repeated; default: all READY."),
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, help="Requests per model.")] = 5,
+    batch: Annotated[int, typer.Option(min=1, help="Samples per request.")] = 1,
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for the server to be ready.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model instead of a table.")] = False,
+    token: Token = None,
+) -> None:
+    """Warm the models of a running server with requests built from their metadata; report latencies."""
+    import json
+
+    from modelserve.bench.warmup import ready_models, wait_until_ready, warm
+
+    with httpx.Client(base_url=url, headers=_auth(token), timeout=300) as client:
+        if not wait_until_ready(client, wait):
+            err.print(f"[red]{url} was not ready within {wait:g} s (GET /v2/health/ready)[/red]")
+            raise typer.Exit(1)
+        try:
+            names = [n for item in models for n in item.split(",") if n] if models else ready_models(client)
+        except httpx.HTTPStatusError as exc:
+            err.print(f"[red]{exc.response.status_code}: {_error_of(exc.response)}[/red]")
+            raise typer.Exit(1) from None
+        results = [warm(client, name, count, batch) for name in names]
+    table = Table("model", "requests", "first ms", "median ms", "error")
+    for result in results:
+        row = {
+            "model": result.model,
+            "requests": len(result.latencies_ms),
+            "first_ms": round(result.first_ms, 3),
+            "median_ms": round(result.median_ms, 3),
+            "error": result.error,
+        }
+        if as_json:
+            print(json.dumps(row), flush=True)
+        else:
+            table.add_row(*(str(value) for value in row.values()))
+    if not as_json:
+        Console().print(table if results else "no model is READY: nothing to warm")
+    if any(result.error for result in results):
+        raise typer.Exit(1)
 
 
 @app.command()

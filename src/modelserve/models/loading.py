@@ -27,6 +27,7 @@ from modelserve.models.budget import Holder, MemoryBudget
 from modelserve.models.memory import MemoryWatchdog, Pressure, release_freed_memory, rss_bytes
 from modelserve.models.records import ManagerObserver, ModelState, ModelVersion, is_ready
 from modelserve.models.spec import BatchingDefaults, resolve
+from modelserve.models.warmup import warm_up
 from modelserve.repository.layout import ModelRepository, ModelSource
 from modelserve.runtimes.base import Runtime, runtime_class
 
@@ -220,6 +221,10 @@ class ModelLoader:
         except Exception as exc:  # a backend's own error for a file it cannot read
             runtime.unload()
             record.fail(f"{model_file}: {type(exc).__name__}: {exc}")
+            return
+        warmup = source.config.warmup
+        if failure := await warm_up(runtime, spec, warmup, model_file, self._load_timeout_s, self._executor):
+            record.fail(failure)  # warm_up has unloaded the runtime
             return
         observe = partial(self._observer.observe_batch, source.name) if self._observer else None
         record.batcher = Batcher(

@@ -126,6 +126,43 @@ class VersionPolicy(_Strict):
         return ordered[-self.latest :]
 
 
+class WarmupInputs(StrEnum):
+    """Where warmup requests take their tensors from."""
+
+    RANDOM = "random"
+    ZERO = "zero"
+    FILE = "file"
+
+
+class Warmup(_Strict):
+    """Requests run through a freshly loaded model before it turns READY, so the first real request
+    does not pay for lazy initialisation (memory arenas, kernel selection, JIT profiling runs).
+
+    ``file`` is relative to the model's folder: an .npz keyed by input name, or an .npy for a model
+    with one input, holding at least one sample; batches repeat its samples as needed.
+    """
+
+    count: int = Field(1, ge=1, le=1000)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    inputs: WarmupInputs = WarmupInputs.RANDOM
+    file: str | None = None
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_sizes(cls, value: list[int]) -> list[int]:
+        if not value or any(size < 1 for size in value):
+            raise ValueError("batch_sizes must be a non-empty list of positive sizes")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _file_when_asked(self) -> Warmup:
+        if (self.inputs is WarmupInputs.FILE) != (self.file is not None):
+            raise ValueError("inputs: file needs file: <path in the model folder>, and file needs inputs: file")
+        if self.file is not None and not self.file.endswith((".npz", ".npy")):
+            raise ValueError(f"file {self.file!r} must be an .npz (one array per input name) or an .npy")
+        return self
+
+
 class ModelConfig(_Strict):
     """A model's config.yaml. Every field is optional: what is absent is read from the model file."""
 
@@ -139,6 +176,7 @@ class ModelConfig(_Strict):
     instance_count: int = Field(1, ge=1, le=64)
     pinned: bool = False  # never evicted to make room for another model (on-demand mode)
     parameters: dict[str, Any] = Field(default_factory=dict)
+    warmup: Warmup | None = None
 
     @field_validator("inputs", "outputs")
     @classmethod
