@@ -32,6 +32,8 @@ MIN_SAMPLES = 10
 MIN_CV = 2.0
 MAX_OUT_OF_BOUNDS = 0.5
 FIXED_KEEP_ALIVE = BINS * BIN_SECONDS
+EXACT_UP_TO = 100
+REFRESH_GROWTH = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +53,9 @@ class IdleTimeHistogram:
     def __init__(self) -> None:
         self.counts = np.zeros(BINS, dtype=np.int64)
         self.out_of_bounds = 0
+        self.total = 0
         self._windows = FIXED
-        self._stale = False
+        self._computed_at = 0
 
     def add(self, idle_seconds: float) -> None:
         """Count one idle time."""
@@ -61,13 +64,19 @@ class IdleTimeHistogram:
             self.out_of_bounds += 1
         else:
             self.counts[index] += 1
-        self._stale = True
+        self.total += 1
 
     def windows(self) -> Windows:
-        """The windows the histogram gives now (recomputed only after a new idle time)."""
-        if self._stale:
+        """The windows the histogram gives now.
+
+        Recomputed after every new idle time up to ``EXACT_UP_TO`` of them, then each time their number
+        grows by 1 %: the percentiles of a large histogram barely move, and recomputing on every request
+        would cost a busy model more than the rest of the policy."""
+        if self.total != self._computed_at and (
+            self.total <= EXACT_UP_TO or self.total >= self._computed_at * (1 + REFRESH_GROWTH)
+        ):
             self._windows = self._compute()
-            self._stale = False
+            self._computed_at = self.total
         return self._windows
 
     def _compute(self) -> Windows:

@@ -112,10 +112,8 @@ class PredictivePolicy(Policy):
             return False
         keep = history.interval_quantile(KEEP_QUANTILE)
         keep = DEFAULT_KEEP_ALIVE if keep is None else keep
-        rate = history.expected_in(now, SLOT_SECONDS) / SLOT_SECONDS
-        if rate > 0:
-            keep = min(keep, 3.0 / rate)  # at this hour's rate, a request comes within 3/rate 95 % of the time
-        timers.set(model, Action.UNLOAD, now + min(max(keep, history.burst_keep_alive()), MAX_KEEP_ALIVE) + SAFETY)
+        keep = max(keep, 1.5 * history.burst_keep_alive())  # never unload in the middle of a burst
+        timers.set(model, Action.UNLOAD, now + min(keep, MAX_KEEP_ALIVE) + SAFETY)
         return False
 
     def _prepare_followers(self, leader: str, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
@@ -200,22 +198,24 @@ class PredictivePolicy(Policy):
         return sorted(candidates, key=values.__getitem__)
 
     def _value(self, model: str, now: float, view: CacheView, *, certain: bool = False) -> float:
-        """What keeping ``model`` is worth: the chance of a request soon * what a load costs per MB."""
+        """What keeping ``model`` is worth: the requests expected soon * what a load costs per MB.
+
+        Requests expected soon: the chance of any within ``HORIZON`` times how many come once they do (the
+        recent rate), or what the time of day expects, or one when a schedule or a leader announces it."""
         info = view.info(model)
         cost = (info.load_seconds + 0.1) / info.size_mb
         if certain:
             return cost
         due = self._expected.get(model)
-        if due is not None and now - SAFETY <= due <= now + HORIZON:
-            chance = 1.0
+        history = self._history.get(model)
+        if history is None:
+            demand = 0.5
         else:
-            history = self._history.get(model)
-            if history is None:
-                chance = 0.5
-            else:
-                by_time = 1.0 - math.exp(-history.expected_in(now, HORIZON))
-                chance = max(history.chance_within(now, HORIZON), by_time)
-        return (chance + 0.01) * cost
+            demand = history.chance_within(now, HORIZON) * max(1.0, history.recent_rate() * HORIZON)
+            demand = max(demand, history.expected_in(now, HORIZON))
+        if due is not None and now - SAFETY <= due <= now + HORIZON:
+            demand = max(demand, 1.0)
+        return (demand + 0.01) * cost
 
     def _wake_at(self) -> float | None:
         timer = self._timers.next_at()
