@@ -20,11 +20,13 @@ from modelserve.convert.cli import convert
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.profiling import ProfileFormat
 from modelserve.observability.tracing import otlp_protocol
+from modelserve.prewarm.cli import app as prewarm_app
 
 app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
 models_app = typer.Typer(help="List, load and unload the models of a running server.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.command()(convert)
+app.add_typer(prewarm_app, name="prewarm")
 err = Console(stderr=True)
 
 

@@ -1,0 +1,157 @@
+"""``modelserve prewarm``: generate traces and replay them against the pre-warming policies."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelserve.prewarm.generators import FAMILIES, Shape, generate, held_out
+from modelserve.prewarm.histogram import HybridHistogramPolicy
+from modelserve.prewarm.lru import LRUPolicy
+from modelserve.prewarm.policy import ModelInfo, Policy
+from modelserve.prewarm.predictive import PredictivePolicy
+from modelserve.prewarm.simulator import Result, simulate
+from modelserve.prewarm.traces import (
+    Trace,
+    TraceFormatError,
+    read_azure,
+    read_models,
+    read_trace,
+    write_models,
+    write_trace,
+)
+
+POLICIES: dict[str, type[Policy]] = {p.name: p for p in (LRUPolicy, HybridHistogramPolicy, PredictivePolicy)}
+
+app = typer.Typer(help="Replay traffic traces against pre-warming policies (docs/PREWARM.md).", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]{message}[/red]")
+    return typer.Exit(2)
+
+
+def _policies(names: list[str]) -> list[str]:
+    chosen = list(POLICIES) if "all" in names else names
+    if unknown := [n for n in chosen if n not in POLICIES]:
+        raise _fail(f"unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)} or all")
+    return list(dict.fromkeys(chosen))
+
+
+def _load(trace: Path | None, azure: list[Path] | None, azure_by: str, azure_top: int | None) -> Trace:
+    if (trace is None) == (not azure):
+        raise _fail("give one of --trace FILE or --azure FILE (repeat --azure for several days)")
+    try:
+        return read_trace(trace) if trace is not None else read_azure(azure or [], by=azure_by, top=azure_top)
+    except (OSError, TraceFormatError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command("simulate")
+def simulate_command(
+    models: Annotated[Path, typer.Option(help="CSV model,size_mb,load_seconds.")],
+    memory_budget_mb: Annotated[float, typer.Option(help="Memory for READY and loading models together, in MB.")],
+    trace: Annotated[Path | None, typer.Option(help="CSV timestamp,model (seconds, any start).")] = None,
+    azure: Annotated[
+        list[Path] | None,
+        typer.Option(help="An Azure Functions 2019 invocations_per_function file; repeat for more days, in order."),
+    ] = None,
+    azure_by: Annotated[
+        str, typer.Option(help="Name Azure models after their 'function' or their 'app'.")
+    ] = "function",
+    azure_top: Annotated[int | None, typer.Option(min=1, help="Keep only the N Azure models requested most.")] = None,
+    policy: Annotated[
+        list[str] | None, typer.Option(help="lru, hybrid-histogram, predictive or all; repeatable.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object with a result per policy.")] = False,
+) -> None:
+    """Replay a trace under each policy with the same memory budget; report cold starts and memory-time."""
+    names = _policies(policy or ["all"])
+    arrivals = _load(trace, azure, azure_by, azure_top)
+    try:
+        catalogue = read_models(models)
+    except (OSError, TraceFormatError) as exc:
+        raise _fail(str(exc)) from None
+    results: list[Result] = []
+    elapsed: dict[str, float] = {}
+    for name in names:
+        started = time.perf_counter()
+        try:
+            results.append(simulate(arrivals, catalogue, memory_budget_mb, POLICIES[name]()))
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        elapsed[name] = time.perf_counter() - started
+    if as_json:
+        print(json.dumps({"memory_budget_mb": memory_budget_mb, "results": [r.as_dict() for r in results]}))
+        return
+    _print(results, elapsed, memory_budget_mb)
+
+
+def _print(results: list[Result], elapsed: dict[str, float], budget: float) -> None:
+    table = Table(
+        "policy",
+        "requests",
+        "cold starts",
+        "cold rate",
+        "memory GB·h",
+        "idle GB·h",
+        "loads",
+        "evictions",
+        "delay p50 s",
+        "delay p99 s",
+        "replay s",
+        title=f"memory budget {budget:g} MB",
+    )
+    for r in results:
+        table.add_row(
+            r.policy,
+            str(r.requests),
+            str(r.cold_starts),
+            f"{r.cold_start_rate:.4f}",
+            f"{r.memory_mb_seconds / 3.6e6:.1f}",
+            f"{r.idle_memory_mb_seconds / 3.6e6:.1f}",
+            str(r.loads),
+            str(r.evictions),
+            f"{r.cold_start_delay_p50_s:.2f}",
+            f"{r.cold_start_delay_p99_s:.2f}",
+            f"{elapsed[r.policy]:.1f}",
+        )
+    Console().print(table)
+
+
+@app.command("generate")
+def generate_command(
+    family: Annotated[str, typer.Argument(help=f"One of {', '.join(FAMILIES)}.")],
+    out: Annotated[Path, typer.Option(help="Folder to write trace.csv and models.csv into.")],
+    seed: Annotated[int, typer.Option(help="Seed of the random generator.")] = 0,
+    models: Annotated[int, typer.Option(min=1, help="How many models.")] = 100,
+    days: Annotated[float, typer.Option(min=0.01, help="How long the trace lasts.")] = 7.0,
+    held_out_shape: Annotated[
+        bool, typer.Option("--held-out", help="Use the held-out parameters, not the tuning ones.")
+    ] = False,
+) -> None:
+    """Write a synthetic trace family (trace.csv) and its models (models.csv), the same for the same seed."""
+    try:
+        arrivals, catalogue = generate(
+            family, seed=seed, models=models, days=days, shape=held_out(Shape()) if held_out_shape else Shape()
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    write_trace(arrivals, out / "trace.csv")
+    write_models(catalogue, out / "models.csv")
+    Console().print(
+        f"wrote {len(arrivals)} arrivals of {len(catalogue)} models to {out}; "
+        f"the models need {_total(catalogue):.0f} MB together"
+    )
+
+
+def _total(catalogue: dict[str, ModelInfo]) -> float:
+    return sum(m.size_mb for m in catalogue.values())

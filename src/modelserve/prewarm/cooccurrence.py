@@ -1,0 +1,69 @@
+"""Which models follow which: B is A's follower when B is requested within a short window after A's bursts
+start, often enough to pre-load B the moment A starts (pipelines, feature then ranking models, ...)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+WINDOW = 120.0  # B counts as following A when requested this soon after A's burst started
+MIN_SUPPORT = 3
+MIN_CONFIDENCE = 0.5
+MIN_LIFT = 2.0
+
+
+@dataclass(slots=True)
+class _Pair:
+    count: int = 0
+    lag_min: float = float("inf")
+    lag_max: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Follower:
+    """A model that tends to be requested between ``lag_min`` and ``lag_max`` seconds after its leader."""
+
+    model: str
+    confidence: float
+    lag_min: float
+    lag_max: float
+
+
+class FollowerTable:
+    """Counts, for each leader's burst start, which other models were requested within ``WINDOW``."""
+
+    def __init__(self) -> None:
+        self._starts: dict[str, int] = {}
+        self._pairs: dict[str, dict[str, _Pair]] = {}
+        self._recent: deque[tuple[float, str, set[str]]] = deque()  # open windows: (start, leader, seen)
+
+    def observe(self, model: str, now: float, *, activation: bool) -> None:
+        """Record a request; ``activation`` when it starts a burst of ``model``."""
+        recent = self._recent
+        while recent and now - recent[0][0] > WINDOW:
+            recent.popleft()
+        for start, leader, seen in recent:
+            if leader != model and model not in seen:
+                seen.add(model)
+                pair = self._pairs.setdefault(leader, {}).setdefault(model, _Pair())
+                pair.count += 1
+                lag = now - start
+                pair.lag_min = min(pair.lag_min, lag)
+                pair.lag_max = max(pair.lag_max, lag)
+        if activation:
+            self._starts[model] = self._starts.get(model, 0) + 1
+            recent.append((now, model, set()))
+
+    def followers(self, leader: str, chance: Callable[[str], float]) -> list[Follower]:
+        """Models that followed most of ``leader``'s bursts, with the lags seen.
+
+        ``chance(model)`` is how likely a request for ``model`` is within ``WINDOW`` of any moment: a model
+        requested all the time follows every leader by chance, so a follower must do it ``MIN_LIFT`` times as
+        often as chance alone would."""
+        starts = self._starts.get(leader, 0)
+        return [
+            Follower(model, pair.count / starts, pair.lag_min, pair.lag_max)
+            for model, pair in self._pairs.get(leader, {}).items()
+            if pair.count >= MIN_SUPPORT and pair.count >= starts * max(MIN_CONFIDENCE, MIN_LIFT * chance(model))
+        ]

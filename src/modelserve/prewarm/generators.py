@@ -1,0 +1,170 @@
+"""Synthetic trace families, seeded so a family, a seed and its parameters always give the same trace.
+
+Each family draws a catalogue of models (sizes log-normal around a few hundred MB, load time growing with
+size) and arrivals for each model over ``days``:
+
+- ``periodic``: fixed-rate schedules (a period per model, a little jitter, a few requests skipped);
+- ``bursty``: bursts of requests at random times, nothing in between;
+- ``diurnal``: random requests whose rate follows the time of day (a peak hour per model), quieter at
+  weekends;
+- ``chained``: pipelines: a head model requested at random, its followers a few tens of seconds later;
+- ``rare``: a request or two a day, half of them at a fixed time of day, half at random;
+- ``mixed``: a fifth of the models of each of the above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from modelserve.prewarm.policy import ModelInfo
+from modelserve.prewarm.traces import Trace
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """The knobs of a family; the defaults are the tuning set, other values make held-out traces."""
+
+    jitter: float = 0.02  # periodic: jitter as a share of the period
+    skip: float = 0.02  # periodic: share of scheduled requests that never come
+    burst_size: float = 20.0  # bursty: mean requests per burst
+    chain_lag: tuple[float, float] = (10.0, 60.0)  # chained: seconds between a model and its follower
+    follow: float = 0.9  # chained: chance a follower is requested
+    peak_to_trough: float = 8.0  # diurnal: rate at the peak hour over the quietest
+
+
+Arrivals = list[np.ndarray]
+Kind = Callable[[np.random.Generator, int, float, Shape], Arrivals]
+
+
+def _periodic(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> Arrivals:
+    out = []
+    for period in np.exp(rng.uniform(np.log(60.0), np.log(4 * 3600.0), count)):
+        ticks = np.arange(rng.uniform(0, period), seconds, period)
+        ticks = ticks + rng.normal(0.0, shape.jitter * period, ticks.size)
+        out.append(ticks[rng.random(ticks.size) >= shape.skip])
+    return out
+
+
+def _bursts(rng: np.random.Generator, starts: np.ndarray, size: float) -> np.ndarray:
+    parts = [start + np.cumsum(rng.exponential(5.0, rng.geometric(1 / size))) for start in starts]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _bursty(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> Arrivals:
+    out = []
+    for gap in np.exp(rng.uniform(np.log(600.0), np.log(6 * 3600.0), count)):
+        starts = np.cumsum(rng.exponential(gap, int(seconds / gap * 2) + 10))
+        out.append(_bursts(rng, starts[starts < seconds], shape.burst_size))
+    return out
+
+
+def _poisson(
+    rng: np.random.Generator, rate: Callable[[np.ndarray], np.ndarray], peak: float, seconds: float
+) -> np.ndarray:
+    """A non-homogeneous Poisson process by thinning: ``rate(t) <= peak`` requests per second."""
+    times = np.cumsum(rng.exponential(1 / peak, int(seconds * peak * 1.2) + 20))
+    times = times[times < seconds]
+    return times[rng.random(times.size) * peak < rate(times)]
+
+
+def _diurnal(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> Arrivals:
+    out = []
+    ratio = shape.peak_to_trough
+    for mean_gap, peak_hour in zip(
+        np.exp(rng.uniform(np.log(60.0), np.log(3600.0), count)), rng.uniform(0, 24, count), strict=True
+    ):
+        peak = 2.0 / mean_gap
+
+        def rate(t: np.ndarray, peak: float = peak, hour: float = peak_hour) -> np.ndarray:
+            daily = (1 + np.cos(2 * np.pi * (t / 3600.0 - hour) / 24)) / 2  # 1 at the peak hour, 0 twelve hours off
+            weekend = np.where((t // DAY) % 7 >= 5, 0.3, 1.0)
+            return peak * (1 / ratio + (1 - 1 / ratio) * daily**2) * weekend
+
+        out.append(_poisson(rng, rate, peak, seconds))
+    return out
+
+
+def _chained(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> Arrivals:
+    out: Arrivals = []
+    low, high = shape.chain_lag
+    while len(out) < count:
+        length = min(int(rng.integers(2, 5)), count - len(out))
+        gap = float(np.exp(rng.uniform(np.log(300.0), np.log(3 * 3600.0))))
+        times = np.cumsum(rng.exponential(gap, int(seconds / gap * 2) + 10))
+        times = times[times < seconds]
+        out.append(times)
+        for _ in range(length - 1):
+            times = times[rng.random(times.size) < shape.follow]
+            times = times + rng.uniform(low, high, times.size)
+            out.append(times)
+    return out
+
+
+def _rare(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> Arrivals:
+    out = []
+    days = int(np.ceil(seconds / DAY))
+    for index in range(count):
+        if index % 2 == 0:
+            daily = rng.uniform(0, DAY) + DAY * np.arange(days) + rng.normal(0, 600.0, days)
+            out.append(daily[rng.random(days) >= shape.skip])
+        else:
+            out.append(np.cumsum(rng.exponential(rng.uniform(0.5, 2.0) * DAY, days * 4 + 10)))
+    return out
+
+
+KINDS: dict[str, Kind] = {
+    "periodic": _periodic,
+    "bursty": _bursty,
+    "diurnal": _diurnal,
+    "chained": _chained,
+    "rare": _rare,
+}
+FAMILIES = (*KINDS, "mixed")
+
+
+def catalogue(rng: np.random.Generator, count: int, prefix: str = "m") -> dict[str, ModelInfo]:
+    """``count`` models: size log-normal around 300 MB, load time about a second plus a second per 150 MB."""
+    sizes = np.clip(rng.lognormal(np.log(300.0), 0.8, count), 10.0, 4000.0)
+    loads = 0.5 + sizes / 150.0 * rng.uniform(0.5, 1.5, count)
+    return {
+        f"{prefix}{i:03d}": ModelInfo(f"{prefix}{i:03d}", round(float(s), 1), round(float(t), 2))
+        for i, (s, t) in enumerate(zip(sizes, loads, strict=True))
+    }
+
+
+def generate(
+    family: str, *, seed: int, models: int = 100, days: float = 7.0, shape: Shape | None = None
+) -> tuple[Trace, dict[str, ModelInfo]]:
+    """A trace of ``family`` and its models; the same arguments always give the same result."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown trace family {family!r}; choose from {', '.join(FAMILIES)}")
+    if models < 1 or days <= 0:
+        raise ValueError("a trace needs at least one model and a positive number of days")
+    rng = np.random.default_rng(seed)
+    seconds = days * DAY
+    shape = shape or Shape()
+    kinds = list(KINDS) if family == "mixed" else [family]
+    arrivals: Arrivals = []
+    for index, kind in enumerate(kinds):
+        share = models // len(kinds) + (1 if index < models % len(kinds) else 0)
+        arrivals.extend(KINDS[kind](rng, share, seconds, shape))
+    infos = catalogue(rng, models)
+    names = list(infos)
+    pairs = [
+        (float(t), names[i])
+        for i, times in enumerate(arrivals)
+        for t in np.sort(times[(times >= 0) & (times < seconds)])
+    ]
+    return Trace.from_arrivals(pairs), infos
+
+
+def held_out(shape: Shape) -> Shape:
+    """The held-out variant of ``shape``: more jitter, bigger bursts, longer lags, a flatter day."""
+    return replace(
+        shape, jitter=0.04, skip=0.05, burst_size=30.0, chain_lag=(20.0, 90.0), follow=0.8, peak_to_trough=5.0
+    )

@@ -1,0 +1,146 @@
+"""What one model's past arrivals say about its next: fixed-rate schedules, bursts on a schedule, the time
+of day and week, and the chance of a request soon. Pure bookkeeping on times passed in; no policy here."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right, insort
+from collections import deque
+from dataclasses import dataclass
+
+HISTORY = 32  # inter-arrival times kept per model
+ACTIVATION_HISTORY = 12
+ACTIVATION_GAP = 60.0  # an arrival after this much silence starts a burst ("activation")
+REGULAR_SHARE = 0.75  # share of recent intervals that must sit near the median to call a schedule regular
+REGULAR_TOLERANCE = 0.10  # ... near: within this fraction of the median (and at least a second)
+SLOT_SECONDS = 900.0
+DAY_SLOTS = 96
+WEEK_SLOTS = 7 * DAY_SLOTS
+DAY = 86400.0
+WEEK = 7 * DAY
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A detected fixed rate: the next request is due ``period`` after the last, give or take ``jitter``."""
+
+    period: float
+    jitter: float
+
+
+def regular(intervals: deque[float], minimum: int) -> Schedule | None:
+    """The schedule ``intervals`` follow, if most recent ones sit near their median.
+
+    The jitter is three standard deviations of the near ones (and at least the largest seen), so a pre-load
+    planned from it is early for all but a fraction of a percent of requests."""
+    if len(intervals) < minimum:
+        return None
+    ordered = sorted(intervals)
+    median = ordered[len(ordered) // 2]
+    tolerance = max(REGULAR_TOLERANCE * median, 1.0)
+    near = [i - median for i in ordered if abs(i - median) <= tolerance]
+    if median <= 0 or len(near) < REGULAR_SHARE * len(ordered):
+        return None
+    spread = math.sqrt(sum(d * d for d in near) / len(near))
+    return Schedule(median, max(3.0 * spread, max(abs(d) for d in near)))
+
+
+class ArrivalHistory:
+    """One model's recent inter-arrival times, its bursts, and its arrivals per slot of the day and week."""
+
+    def __init__(self, first: float) -> None:
+        self.first = first
+        self.last = first
+        self.count = 1
+        self.intervals: deque[float] = deque(maxlen=HISTORY)
+        self._sorted: list[float] = []
+        self.last_activation = first
+        self.activations: deque[float] = deque(maxlen=ACTIVATION_HISTORY)
+        self.burst_intervals: deque[float] = deque(maxlen=HISTORY)  # gaps shorter than ACTIVATION_GAP
+        self.by_week_slot = [0] * WEEK_SLOTS
+        self.by_day_slot = [0] * DAY_SLOTS
+        self._count_slot(first)
+        self._schedule: Schedule | None = None
+        self._burst_schedule: Schedule | None = None
+
+    def add(self, now: float) -> bool:
+        """Record an arrival at ``now``; True when it starts a burst (an activation)."""
+        gap = now - self.last
+        self.last = now
+        self.count += 1
+        if len(self.intervals) == HISTORY:
+            del self._sorted[bisect_right(self._sorted, self.intervals[0]) - 1]
+        self.intervals.append(gap)
+        insort(self._sorted, gap)
+        self._schedule = regular(self.intervals, 4)
+        self._count_slot(now)
+        if gap < ACTIVATION_GAP:
+            self.burst_intervals.append(gap)
+            return False
+        self.activations.append(now - self.last_activation)
+        self.last_activation = now
+        self._burst_schedule = regular(self.activations, 3)
+        return True
+
+    def _count_slot(self, now: float) -> None:
+        slot = _week_slot(now)
+        self.by_week_slot[slot] += 1
+        self.by_day_slot[slot % DAY_SLOTS] += 1
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The fixed rate of single requests, when there is one."""
+        return self._schedule
+
+    @property
+    def burst_schedule(self) -> Schedule | None:
+        """The fixed rate at which bursts start, when there is one."""
+        return self._burst_schedule
+
+    def burst_keep_alive(self) -> float:
+        """How long a burst's requests stay apart at most (the longest recent gap within bursts)."""
+        return max(self.burst_intervals, default=0.0)
+
+    def recent_rate(self) -> float:
+        """Requests per second over the recent inter-arrival times."""
+        return len(self.intervals) / sum(self.intervals) if self.intervals and sum(self.intervals) > 0 else 0.0
+
+    def rate(self) -> float:
+        """Requests per second since the first."""
+        return (self.count - 1) / (self.last - self.first) if self.last > self.first else 0.0
+
+    def interval_quantile(self, q: float) -> float | None:
+        """The ``q`` quantile of recent inter-arrival times, or None before four of them."""
+        if len(self._sorted) < 4:
+            return None
+        return self._sorted[min(len(self._sorted) - 1, int(q * len(self._sorted)))]
+
+    def chance_within(self, now: float, horizon: float) -> float:
+        """P(next request within ``horizon`` | none for ``now - last``), from recent inter-arrival times."""
+        elapsed = now - self.last
+        values = self._sorted
+        if len(values) < 4:
+            return 0.5 * math.exp(-elapsed / max(horizon, 1.0))
+        longer = len(values) - bisect_right(values, elapsed)
+        if longer == 0:
+            return 0.0
+        return (bisect_right(values, elapsed + horizon) - (len(values) - longer)) / longer
+
+    def expected_in(self, start: float, seconds: float) -> float:
+        """Requests expected in ``[start, start + seconds)`` from the time of week (or of day, in the first
+        two weeks), as the mean over the past weeks or days that covered it."""
+        slot = _week_slot(start)
+        span = max(start - self.first, 0.0)
+        if span >= 2 * WEEK:
+            seen = math.floor(span / WEEK)
+            count = self.by_week_slot[slot]
+        else:
+            seen = math.floor(span / DAY)
+            count = self.by_day_slot[slot % DAY_SLOTS]
+        if seen < 1:
+            return 0.0
+        return count / seen * seconds / SLOT_SECONDS
+
+
+def _week_slot(now: float) -> int:
+    return int((now % WEEK) // SLOT_SECONDS)

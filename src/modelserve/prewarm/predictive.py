@@ -1,0 +1,225 @@
+"""``predictive``: load a model before its traffic arrives, unload it while it is not needed, and under
+memory pressure evict what is least worth keeping. docs/PREWARM.md explains the design and its sources.
+
+After each request the policy plans the model's next need from the first signal that applies:
+
+1. **fixed rate** (a schedule, SPES's "regular" class): the next request is due one period later, give or
+   take the jitter seen; unload now and load again ``load_seconds + jitter + SAFETY`` before it is due
+   (Shahrad et al.'s pre-warm window, but sized by the load time), or keep it if the gap is too short;
+2. **bursts on a schedule**: keep the model through the burst, then unload, and pre-load before the next
+   burst is due;
+3. otherwise a **keep-alive** from the model's own inter-arrival times (their 95th percentile, shortened
+   when the time of day says requests come fast now), as hybrid-histogram does with its tail.
+
+Two more signals pre-load models that have no request yet: **co-occurrence** (when a model's burst starts,
+its followers are loaded in time for their usual lag, IceBreaker/SPES's "correlated" functions) and the
+**time of day and week** (before each quarter hour, models that usually get requests in it are loaded).
+Under a budget, loads on demand evict the lowest ``P(request within HORIZON) * load_seconds / size_mb``
+first (FaaSCache's Greedy-Dual value with the reuse chance in place of frequency), and a pre-load evicts
+only models worth less than itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from modelserve.prewarm.cooccurrence import WINDOW, FollowerTable
+from modelserve.prewarm.patterns import ACTIVATION_GAP, SLOT_SECONDS, ArrivalHistory
+from modelserve.prewarm.policy import NOTHING, CacheView, Decision, Policy, evictable, victims_for
+from modelserve.prewarm.timers import Action, Timers
+
+SAFETY = 1.0  # seconds a pre-load finishes ahead of the earliest expected request
+MIN_GAP = 2.0  # unloading between two scheduled requests must free at least this long
+HORIZON = 600.0  # "soon", for the reuse chance that ranks evictions
+KEEP_QUANTILE = 0.95
+DEFAULT_KEEP_ALIVE = 600.0  # before a model has four inter-arrival times
+MAX_KEEP_ALIVE = 4 * 3600.0
+ACTIVE_SLOT = 1.0  # requests expected in a quarter hour for the time of day to pre-load a model
+SLOT_LEAD = 120.0  # time-of-day pre-loads start this long before their quarter hour
+
+
+class PredictivePolicy(Policy):
+    """Periodicity, co-occurrence, time of day and week, and size and load time (see the module docstring)."""
+
+    name = "predictive"
+
+    def __init__(self) -> None:
+        self._history: dict[str, ArrivalHistory] = {}
+        self._followers = FollowerTable()
+        self._timers = Timers()
+        self._expected: dict[str, float] = {}  # the next request a schedule or a leader announces
+        self._unload_when_ready: set[str] = set()
+        self._next_slot: float | None = None  # the next quarter hour the time of day prepares for
+        self._values: dict[str, float] = {}  # _value of each model at _values_at: one event ranks many times
+        self._values_at = -math.inf
+
+    def expected(self, model: str) -> float | None:
+        """When the next request of ``model`` is expected, if a schedule or a leader says so."""
+        return self._expected.get(model)
+
+    def on_arrival(self, model: str, now: float, view: CacheView) -> Decision:
+        history = self._history.get(model)
+        if history is None:
+            history = self._history[model] = ArrivalHistory(now)
+            activation = True
+        else:
+            activation = history.add(now)
+        self._followers.observe(model, now, activation=activation)
+        self._expected.pop(model, None)
+        self._values.pop(model, None)
+        load: list[str] = []
+        evict: list[str] = []
+        if self._plan(model, history, now, view):
+            if view.is_ready(model):
+                evict.append(model)
+            else:
+                self._unload_when_ready.add(model)
+        if activation:
+            self._prepare_followers(model, now, view, load, evict)
+        if self._next_slot is None:
+            self._next_slot = (math.floor(now / SLOT_SECONDS) + 1) * SLOT_SECONDS
+        return Decision(tuple(load), tuple(evict), self._wake_at())
+
+    def _plan(self, model: str, history: ArrivalHistory, now: float, view: CacheView) -> bool:
+        """Set ``model``'s timers after a request; True when it should be unloaded now."""
+        lead = view.info(model).load_seconds + SAFETY
+        timers = self._timers
+        self._unload_when_ready.discard(model)
+        schedule = history.schedule
+        if schedule is not None:
+            due = now + schedule.period
+            self._expected[model] = due
+            timers.set(model, Action.UNLOAD, due + schedule.jitter + SAFETY)
+            preload = due - schedule.jitter - lead
+            if preload - now > MIN_GAP:
+                timers.set(model, Action.LOAD, preload)
+                return True
+            timers.cancel(model, Action.LOAD)
+            return False
+        timers.cancel(model, Action.LOAD)
+        bursts = history.burst_schedule
+        if bursts is not None:
+            due = history.last_activation + bursts.period
+            self._expected[model] = due
+            burst_end = now + min(1.5 * history.burst_keep_alive() + SAFETY, ACTIVATION_GAP)
+            preload = due - bursts.jitter - lead
+            if preload - burst_end > MIN_GAP:
+                timers.set(model, Action.UNLOAD, burst_end)
+                timers.set(model, Action.LOAD, preload)
+            else:
+                timers.set(model, Action.UNLOAD, due + bursts.jitter + SAFETY)
+            return False
+        keep = history.interval_quantile(KEEP_QUANTILE)
+        keep = DEFAULT_KEEP_ALIVE if keep is None else keep
+        keep = max(keep, 1.5 * history.burst_keep_alive())  # never unload in the middle of a burst
+        timers.set(model, Action.UNLOAD, now + min(keep, MAX_KEEP_ALIVE) + SAFETY)
+        return False
+
+    def _prepare_followers(self, leader: str, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
+        for follower in self._followers.followers(leader, self._background_chance):
+            model = follower.model
+            if view.is_ready(model) or view.is_loading(model) or model in load:
+                continue
+            due = now + follower.lag_min
+            self._expected.setdefault(model, due)
+            self._keep_until(model, now + follower.lag_max + SAFETY)
+            start = due - view.info(model).load_seconds - SAFETY
+            if start > now:
+                self._timers.set(model, Action.LOAD, start)
+            else:
+                self._admit(model, now, view, load, evict)
+
+    def _background_chance(self, model: str) -> float:
+        history = self._history.get(model)
+        return 0.0 if history is None else 1.0 - math.exp(-history.rate() * WINDOW)
+
+    def _keep_until(self, model: str, until: float) -> None:
+        planned = self._timers.at(model, Action.UNLOAD)
+        if planned is None or planned < until:
+            self._timers.set(model, Action.UNLOAD, until)
+
+    def on_loaded(self, model: str, now: float, view: CacheView) -> Decision:
+        if model in self._unload_when_ready:
+            self._unload_when_ready.discard(model)
+            return Decision(evict=(model,), wake_at=self._wake_at())
+        return NOTHING
+
+    def on_unloaded(self, model: str, now: float, view: CacheView) -> Decision:
+        self._timers.cancel(model, Action.UNLOAD)
+        return NOTHING
+
+    def tick(self, now: float, view: CacheView) -> Decision:
+        load: list[str] = []
+        evict: list[str] = []
+        for model, action in self._timers.due(now):
+            if action is Action.UNLOAD:
+                if view.is_ready(model) and model not in evict:
+                    evict.append(model)
+                    self._expected.pop(model, None)
+            elif not view.is_ready(model) and not view.is_loading(model):
+                self._admit(model, now, view, load, evict)
+        if self._next_slot is not None and now >= self._next_slot - SLOT_LEAD:
+            self._prepare_slot(self._next_slot, now, view, load, evict)
+            self._next_slot += SLOT_SECONDS
+        return Decision(tuple(load), tuple(evict), self._wake_at())
+
+    def _prepare_slot(self, start: float, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
+        """Pre-load models the time of day and week expects requests for in the quarter hour at ``start``."""
+        for model, history in self._history.items():
+            if view.is_ready(model) or view.is_loading(model) or model in load:
+                continue
+            if history.schedule is not None or history.expected_in(start, SLOT_SECONDS) < ACTIVE_SLOT:
+                continue  # a schedule already plans this model's loads
+            self._keep_until(model, start + SLOT_SECONDS)
+            self._admit(model, now, view, load, evict)
+
+    def _admit(self, model: str, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
+        """Add a pre-load of ``model`` to the decision, evicting only models worth less than it."""
+        worth = self._value(model, now, view, certain=True)
+        need = view.info(model).size_mb + sum(view.info(m).size_mb for m in load)
+        freed = sum(view.info(m).size_mb for m in evict)
+        cheaper = [
+            m for m in self.eviction_order(now, view, evictable(view)) if m not in evict and self._values[m] < worth
+        ]
+        victims = victims_for(view, need, cheaper, freed)
+        if victims is not None:
+            evict.extend(victims)
+            load.append(model)
+
+    def eviction_order(self, now: float, view: CacheView, candidates: Sequence[str]) -> list[str]:
+        if now != self._values_at:
+            self._values.clear()
+            self._values_at = now
+        values = self._values
+        for model in candidates:
+            if model not in values:
+                values[model] = self._value(model, now, view)
+        return sorted(candidates, key=values.__getitem__)
+
+    def _value(self, model: str, now: float, view: CacheView, *, certain: bool = False) -> float:
+        """What keeping ``model`` is worth: the requests expected soon * what a load costs per MB.
+
+        Requests expected soon: the chance of any within ``HORIZON`` times how many come once they do (the
+        recent rate), or what the time of day expects, or one when a schedule or a leader announces it."""
+        info = view.info(model)
+        cost = (info.load_seconds + 0.1) / info.size_mb
+        if certain:
+            return cost
+        due = self._expected.get(model)
+        history = self._history.get(model)
+        if history is None:
+            demand = 0.5
+        else:
+            demand = history.chance_within(now, HORIZON) * max(1.0, history.recent_rate() * HORIZON)
+            demand = max(demand, history.expected_in(now, HORIZON))
+        if due is not None and now - SAFETY <= due <= now + HORIZON:
+            demand = max(demand, 1.0)
+        return (demand + 0.01) * cost
+
+    def _wake_at(self) -> float | None:
+        timer = self._timers.next_at()
+        slot = None if self._next_slot is None else self._next_slot - SLOT_LEAD
+        if timer is None or slot is None:
+            return timer if slot is None else slot
+        return min(timer, slot)

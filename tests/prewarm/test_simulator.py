@@ -1,0 +1,88 @@
+"""The simulator's Definitions, on traces small enough to work out by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from modelserve.prewarm.lru import LRUPolicy
+from modelserve.prewarm.policy import CacheView, Decision, ModelInfo
+from modelserve.prewarm.simulator import simulate
+from modelserve.prewarm.traces import Trace
+
+A = ModelInfo("a", 10.0, 5.0)
+B = ModelInfo("b", 10.0, 5.0)
+MODELS = {"a": A, "b": B}
+
+
+def trace(*arrivals: tuple[float, str]) -> Trace:
+    return Trace.from_arrivals(arrivals)
+
+
+class WatchedLRU(LRUPolicy):
+    """LRU that writes down the memory in use every time it is told something."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used: list[float] = []
+
+    def on_arrival(self, model: str, now: float, view: CacheView) -> Decision:
+        self.used.append(view.used_mb)
+        return super().on_arrival(model, now, view)
+
+    def on_loaded(self, model: str, now: float, view: CacheView) -> Decision:
+        self.used.append(view.used_mb)
+        return super().on_loaded(model, now, view)
+
+    def eviction_order(self, now: float, view: CacheView, candidates: Sequence[str]) -> list[str]:
+        self.used.append(view.used_mb)
+        return super().eviction_order(now, view, candidates)
+
+
+def test_a_request_while_its_model_still_loads_is_a_cold_start() -> None:
+    result = simulate(trace((0, "a"), (2, "a"), (6, "a")), MODELS, 100, LRUPolicy())
+    assert result.requests == 3
+    assert result.cold_starts == 2
+    assert result.cold_start_rate == pytest.approx(2 / 3)
+    assert result.loads == 1
+    # The two cold requests wait 5 s and 3 s for the load that finishes at 5 s.
+    assert result.cold_start_delay_p50_s == pytest.approx(4.0)
+    assert result.cold_start_delay_p99_s == pytest.approx(4.98)
+
+
+def test_the_budget_is_never_exceeded_a_load_waits_for_room() -> None:
+    policy = WatchedLRU()
+    # Room for one model: b must wait until a is READY (5 s), evict it, then load for 5 s.
+    result = simulate(trace((0, "a"), (1, "b"), (12, "b"), (13, "a")), MODELS, 15, policy)
+    assert max(policy.used) <= 15
+    assert result.cold_starts == 3
+    assert result.loads == 3
+    assert result.evictions == 2
+    # Delays 5 s (a), 9 s (b waited for room, then loaded) and 5 s (a again).
+    assert result.cold_start_delay_p50_s == pytest.approx(5.0)
+    assert result.cold_start_delay_p99_s == pytest.approx(8.92)
+
+
+def test_idle_memory_counts_only_ready_time_and_memory_counts_loading_too() -> None:
+    result = simulate(trace((0, "a"), (20, "a")), MODELS, 100, LRUPolicy())
+    assert result.memory_mb_seconds == pytest.approx(10 * 20)
+    assert result.idle_memory_mb_seconds == pytest.approx(10 * 15)
+
+
+def test_memory_figures_cover_first_to_last_arrival_only() -> None:
+    # b's load runs past the last arrival: its memory after 1010 s is outside the window.
+    result = simulate(trace((1000, "a"), (1008, "b"), (1010, "a")), MODELS, 100, LRUPolicy())
+    assert result.memory_mb_seconds == pytest.approx(10 * 10 + 10 * 2)
+    assert result.idle_memory_mb_seconds == pytest.approx(10 * 5)
+    assert result.cold_starts == 2
+
+
+def test_a_model_larger_than_the_budget_is_refused_with_its_name() -> None:
+    with pytest.raises(ValueError, match="budget can never load: b"):
+        simulate(trace((0, "a")), {"a": A, "b": ModelInfo("b", 50.0, 1.0)}, 20, LRUPolicy())
+
+
+def test_a_trace_naming_an_unknown_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="lacks: c"):
+        simulate(trace((0, "c")), MODELS, 100, LRUPolicy())
