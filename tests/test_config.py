@@ -279,3 +279,28 @@ def test_a_bad_database_url_is_named_but_never_shown(monkeypatch: pytest.MonkeyP
     assert message in described
     assert "s3cret-pw" not in described
     assert "s3cret-pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"PREWARM_POLICY": "predictive"},
+        {"PREWARM_POLICY": "lru", "MODEL_CONTROL_MODE": "on-demand"},
+        {"PREWARM_POLICY": "lru", "MODEL_CONTROL_MODE": "explicit", "MODEL_MEMORY_BUDGET_MB": "512"},
+    ],
+)
+def test_a_prewarm_policy_without_on_demand_loading_and_a_budget_is_refused(
+    monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]
+) -> None:
+    for variable, value in settings.items():
+        monkeypatch.setenv(variable, value)
+    message = _error()
+    assert message.startswith(f"invalid setting PREWARM_POLICY={settings['PREWARM_POLICY']!r}: ")
+    assert "set MODEL_CONTROL_MODE=on-demand and MODEL_MEMORY_BUDGET_MB too" in message
+
+
+def test_a_prewarm_policy_with_on_demand_loading_and_a_budget_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREWARM_POLICY", "predictive")
+    monkeypatch.setenv("MODEL_CONTROL_MODE", "on-demand")
+    monkeypatch.setenv("MODEL_MEMORY_BUDGET_MB", "512")
+    assert Settings().prewarm_policy == "predictive"

@@ -15,7 +15,7 @@ from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from modelserve.config import ModelControlMode, Settings, describe_error
+from modelserve.config import ModelControlMode, PrewarmPolicy, Settings, describe_error
 from modelserve.convert.cli import convert
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.profiling import ProfileFormat
@@ -62,6 +62,7 @@ def serve(
     circuit_breaker_cooldown_sec: Annotated[
         float | None, typer.Option(help=_help("circuit_breaker_cooldown_sec"))
     ] = None,
+    prewarm_policy: Annotated[PrewarmPolicy | None, typer.Option(help=_help("prewarm_policy"))] = None,
     model_memory_budget_mb: Annotated[float | None, typer.Option(help=_help("model_memory_budget_mb"))] = None,
     gpu_memory_fraction: Annotated[float | None, typer.Option(help=_help("gpu_memory_fraction"))] = None,
     memory_soft_limit_mb: Annotated[float | None, typer.Option(help=_help("memory_soft_limit_mb"))] = None,

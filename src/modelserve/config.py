@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -22,6 +22,15 @@ class ModelControlMode(StrEnum):
     NONE = "none"  # everything in the repository loads at start; load/unload requests are refused
     EXPLICIT = "explicit"  # models named by LOAD_MODELS load at start; the rest through the API
     ON_DEMAND = "on-demand"  # as explicit, and a request for a model not loaded loads it, evicting idle ones
+
+
+class PrewarmPolicy(StrEnum):
+    """Who decides which models to load ahead of their requests and which idle ones to evict (docs/PREWARM.md)."""
+
+    NONE = "none"  # loads on demand only, evicting least recently used first
+    LRU = "lru"
+    HYBRID_HISTOGRAM = "hybrid-histogram"
+    PREDICTIVE = "predictive"
 
 
 class EndpointGroup(StrEnum):
@@ -156,6 +165,12 @@ class Settings(BaseSettings):
         le=1,
         description="Share of GPU 0's memory loaded models may hold together, as MODEL_MEMORY_BUDGET_MB "
         "does for host memory (0: no budget; ignored with a warning on a host without a GPU).",
+    )
+    prewarm_policy: PrewarmPolicy = Field(
+        PrewarmPolicy.NONE,
+        description="Pre-warming policy in on-demand mode with MODEL_MEMORY_BUDGET_MB: loads models ahead of "
+        "the requests it expects and picks which idle models to evict (lru, hybrid-histogram, predictive; "
+        "none: load on demand only).",
     )
     memory_soft_limit_mb: float = Field(
         0.0,
@@ -307,6 +322,19 @@ class Settings(BaseSettings):
             ) from None
         if backend not in DATABASE_BACKENDS:
             raise ValueError(f"{backend} is not supported; use {' or '.join(DATABASE_BACKENDS)}")
+        return value
+
+    @field_validator("prewarm_policy")
+    @classmethod
+    def _prewarm_needs_a_budget(cls, value: PrewarmPolicy, info: ValidationInfo) -> PrewarmPolicy:
+        if value is not PrewarmPolicy.NONE and (
+            info.data.get("model_control_mode") is not ModelControlMode.ON_DEMAND
+            or not info.data.get("model_memory_budget_mb")
+        ):
+            raise ValueError(
+                "a pre-warming policy loads and evicts models itself: set MODEL_CONTROL_MODE=on-demand and "
+                "MODEL_MEMORY_BUDGET_MB too"
+            )
         return value
 
     @field_validator("jwt_public_key_file", "jwt_jwks_file", mode="before")

@@ -44,8 +44,9 @@ MAY_BE_EMPTY = {
     "panel 'GPU power' A": "GPU series exist on NVIDIA hosts only",
     "annotation 'Alerts firing'": "nothing fires under this load",
     "panel 'Memory per model' B": "GPU footprints are measured on NVIDIA hosts with GPU_MEMORY_FRACTION only",
-    "panel 'Evictions and cold starts' A": "explicit mode evicts nothing (tests/protocol/test_on_demand.py: on-demand)",
-    "panel 'Evictions and cold starts' B": "explicit mode loads nothing on demand (tests/protocol/test_on_demand.py)",
+    "panel 'Evictions, cold starts and pre-loads' A": "explicit mode evicts nothing (test_on_demand.py: on-demand)",
+    "panel 'Evictions, cold starts and pre-loads' B": "explicit mode loads nothing on demand (test_on_demand.py)",
+    "panel 'Evictions, cold starts and pre-loads' C": "no pre-warming policy (tests/e2e/test_prewarm_live.py)",
 }
 # Queries with a model label that rightly leave some models out. Every other one shows every model.
 SOME_MODELS_ONLY = {

@@ -2,9 +2,9 @@
 
 The big models are ``y = x @ W`` with 16 MiB of weights (S, their file's size). Each holds at least
 S (its file is the floor of a footprint) and, measured, little more. The budgets below are told each
-reserves 2 S, the default for a model never loaded, so that what an unload happened to free does not
-change the plan between runs: a budget of 2.5 S then holds one of them at a time, and one of 3.9 S two,
-a third needing an eviction.
+reserves 2 S, the default for a model never loaded, so that the plans do not depend on what a load
+happened to measure: a budget of 2.5 S then holds one of them at a time until they are measured, and
+one of 3.9 S two, a third needing an eviction.
 """
 
 from __future__ import annotations
@@ -94,13 +94,13 @@ def test_a_model_larger_than_the_whole_budget_is_refused_outright() -> None:
         plan.room_for("x", 20 * MIB, [], may_evict=True)
 
 
-def test_a_version_never_measured_reserves_twice_its_files_then_what_it_was_seen_to_hold(tmp_path: Path) -> None:
+def test_a_version_never_measured_reserves_twice_its_files_then_what_it_was_last_seen_to_hold(tmp_path: Path) -> None:
     model = matmul_onnx(tmp_path / "m" / "1" / "model.onnx", features=256)
     plan = MemoryBudget("CPU", 100 * MIB, "MODEL_MEMORY_BUDGET_MB", rss_bytes)
     assert plan.estimate("m", 1, model) == 2 * model.stat().st_size
     plan.learn("m", 1, 5 * MIB)
-    plan.learn("m", 1, 3 * MIB)  # a smaller reading never lowers it
-    assert plan.estimate("m", 1, model) == 5 * MIB
+    plan.learn("m", 1, 3 * MIB)  # the latest reading: one noisy reading must not shut a model out for good
+    assert plan.estimate("m", 1, model) == 3 * MIB
 
 
 # -- footprints ----------------------------------------------------------------------------------
@@ -168,8 +168,8 @@ async def test_a_load_that_needs_room_evicts_the_idle_model_and_reports_it(
     evicted = manager.versions("a")[0]
     assert evicted.state is ModelState.UNAVAILABLE
     assert evicted.reason == "evicted to make room for model 'b'"
-    await manager.infer(request("a"))  # and back, on demand
-    assert loaded(manager) == {"a"}
+    await manager.infer(request("a"))  # and back, on demand: measured now, it may fit beside b
+    assert "a" in loaded(manager)
 
 
 async def test_the_least_recently_used_model_goes_first(tmp_path: Path, make_manager: Factory) -> None:
@@ -254,4 +254,4 @@ async def test_concurrent_requests_across_models_are_all_answered_within_the_bud
     order = ["a", "b", "c", "a", "c", "b", "b", "a", "c"] * 2
     answers = await asyncio.gather(*(manager.infer(request(m)) for m in order))
     assert [answer.model for answer in answers] == order
-    assert len(manager.ready()) == 1
+    assert sum(r.memory_bytes for r in manager.ready()) <= int(2.5 * file_size(big_models))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from modelserve.config import Settings
-from modelserve.models.memory import MIB, rss_bytes
+from modelserve.models.memory import MIB, release_freed_memory, rss_bytes
 from modelserve.observability.gpu import device_memory
 from modelserve.server.app import memory_budgets
 from tests.builders import matmul_onnx
@@ -91,6 +91,7 @@ def test_a_model_beyond_the_budget_is_507_with_what_to_do_and_others_still_serve
 def test_under_memory_pressure_idle_models_are_evicted_so_that_a_load_goes_through(repository: Path) -> None:
     # The server runs in this process: with a and b loaded (about 2 S more) it is above the limit, and
     # back under it once one of them is evicted.
+    release_freed_memory()  # as the server's loads will: RSS without this process's garbage
     soft = rss_bytes() / MIB + 1.5 * size_mb(repository)
     with serving(
         repository, model_control_mode="on-demand", load_models=["a", "b"], memory_soft_limit_mb=soft

@@ -5,9 +5,10 @@ GPU 0's memory in use for GPU_MEMORY_FRACTION. A model's footprint is what the m
 loaded, taken while no other load ran (loads queue behind one gate whenever a budget is set, so a
 reading is never another model's); the runtime's own estimate is the floor, since an allocator can
 reuse memory a load therefore does not show. It is refined at unload by what the meter fell by, which
-includes what inference grew (ONNX Runtime's arenas, say), and the larger of the two is the estimate
-the next load of that version reserves. A version never measured reserves twice its files' size:
-a runtime holds the weights plus the optimised copies it builds from them.
+includes what inference grew (ONNX Runtime's arenas, say) and leaves out what a runtime's first load in
+the process set up for good: that is what the next load of the version reserves. A version never
+measured reserves twice its files' size: a runtime holds the weights plus the optimised copies it
+builds from them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ class Holder:
         return not (self.pinned or self.busy)
 
 
+Order = Callable[[list[Holder]], list[Holder]]
+
+
+def least_recently_used(holders: list[Holder]) -> list[Holder]:
+    """The default eviction order: the model whose last request is oldest first."""
+    return sorted(holders, key=lambda h: h.last_used_ns)
+
+
 class MemoryBudget:
     """A limit on one kind of memory (``kind`` as the V2 statistics name it: CPU, GPU) and a meter for it."""
 
@@ -52,11 +61,19 @@ class MemoryBudget:
         return learned if learned is not None else UNMEASURED_FACTOR * _size_on_disk(files)
 
     def learn(self, name: str, version: int, held: int) -> None:
-        """Keep the larger of what the version was seen to hold, for its next load to reserve."""
-        self._learned[name, version] = max(held, self._learned.get((name, version), 0))
+        """What the version was last seen to hold, for its next load to reserve. The latest reading wins:
+        keeping the largest ever would let one noisy reading refuse the model for good."""
+        self._learned[name, version] = held
 
-    def room_for(self, name: str, need: int, holders: Sequence[Holder], *, may_evict: bool) -> list[Holder]:
-        """The models to evict, least recently used first, so that ``need`` more bytes fit.
+    def learned(self, name: str) -> int | None:
+        """What loading ``name`` reserves, all versions measured so far together; None before any was."""
+        sizes = [size for (model, _), size in self._learned.items() if model == name]
+        return sum(sizes) if sizes else None
+
+    def room_for(
+        self, name: str, need: int, holders: Sequence[Holder], *, may_evict: bool, order: Order | None = None
+    ) -> list[Holder]:
+        """The models to evict, least recently used first (or in ``order``), so that ``need`` more bytes fit.
 
         Raises InsufficientMemory when even evicting every idle unpinned model (or, when models may not
         be evicted, none) leaves too little, so that nothing is unloaded for a load that would fail anyway.
@@ -69,7 +86,7 @@ class MemoryBudget:
         free = self.limit_bytes - sum(h.held.get(self.kind, 0) for h in holders)
         chosen: list[Holder] = []
         candidates = [h for h in holders if h.evictable] if may_evict else []
-        for holder in sorted(candidates, key=lambda h: h.last_used_ns):
+        for holder in (order or least_recently_used)(candidates):
             if need <= free:
                 break
             chosen.append(holder)

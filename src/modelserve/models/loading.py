@@ -23,9 +23,9 @@ from opentelemetry.trace import Tracer
 from modelserve.batching.batcher import Batcher
 from modelserve.errors import InsufficientMemory, ModelLoadError, ModelNotFound, ModelserveError
 from modelserve.models.breaker import CircuitBreaker
-from modelserve.models.budget import Holder, MemoryBudget
+from modelserve.models.budget import Holder, MemoryBudget, Order, least_recently_used
 from modelserve.models.memory import MemoryWatchdog, Pressure, release_freed_memory, rss_bytes
-from modelserve.models.records import ManagerObserver, ModelState, ModelVersion, is_ready
+from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelState, ModelVersion, is_ready
 from modelserve.models.spec import BatchingDefaults, resolve
 from modelserve.models.warmup import warm_up
 from modelserve.repository.layout import ModelRepository, ModelSource
@@ -68,6 +68,7 @@ class ModelLoader:
         self._loads: dict[str, asyncio.Task[list[ModelVersion]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._gate = asyncio.Lock() if (self.budgets or evict) else None
+        self.advisor: LoadAdvisor | None = None  # a pre-warming policy, told of loads and evictions
         self._idle = asyncio.Event()  # set when a model's last request leaves: a load waiting for room looks again
         self._building = 0  # versions loading now
         self._builds = 0  # versions whose load has started, ever: a load ran alone when none started during it
@@ -153,6 +154,8 @@ class ModelLoader:
                         del versions[version]
             self._models[name] = dict(sorted(versions.items(), key=lambda item: item[0] or 0))
             await self._settle(name)
+            if self.advisor is not None and not failed:
+                self.advisor.loaded(name)
             if failed:
                 raise ModelLoadError("; ".join(failed))
             return [r for r in self._models[name].values() if r.state is ModelState.READY]
@@ -169,7 +172,7 @@ class ModelLoader:
 
     async def _load_version(self, source: ModelSource, record: ModelVersion) -> None:
         started = time.perf_counter()
-        before = {kind: meter() for kind, meter in self._meters.items()}
+        before = await asyncio.to_thread(self._settled_reading)
         alone, self._builds = self._building == 0, self._builds + 1
         builds, self._building = self._builds, self._building + 1
         try:
@@ -185,6 +188,12 @@ class ModelLoader:
         if self._observer is not None:
             ok = record.state is ModelState.READY
             self._observer.observe_load(source.name, time.perf_counter() - started, ok)
+
+    def _settled_reading(self) -> dict[str, int]:
+        """The meters once the heap's free pages are back with the kernel: otherwise a load reuses memory
+        freed earlier and seems smaller, and an unload returns that memory too and seems larger."""
+        release_freed_memory()
+        return {kind: meter() for kind, meter in self._meters.items()}
 
     def _measure(self, record: ModelVersion, runtime: Runtime, before: dict[str, int] | None) -> None:
         """Footprint by kind: what each meter rose by, the runtime's estimate as the host floor."""
@@ -283,7 +292,7 @@ class ModelLoader:
         chosen: list[Holder] = []
         for budget in self.budgets:
             need = sum(budget.estimate(source.name, v, source.files[v]) for v in versions)
-            evict = budget.room_for(source.name, need, holders, may_evict=self._evict)
+            evict = budget.room_for(source.name, need, holders, may_evict=self._evict, order=self._order())
             chosen += evict
             holders = [h for h in holders if h not in evict]
         return chosen
@@ -295,7 +304,7 @@ class ModelLoader:
             if budget.over_by(holders) <= 0:
                 continue
             try:
-                evict = budget.room_for(name, 0, holders, may_evict=self._evict)
+                evict = budget.room_for(name, 0, holders, may_evict=self._evict, order=self._order())
             except InsufficientMemory as exc:
                 log.warning("loaded models exceed %s: %s", budget.setting, exc.message)
                 continue
@@ -309,7 +318,7 @@ class ModelLoader:
             idle = [h for h in self._holders(loading) if h.evictable]
             if not idle:
                 return
-            victim = min(idle, key=lambda h: h.last_used_ns)
+            victim = (self._order() or least_recently_used)(idle)[0]
             await self._evict_model(victim.name, "memory_pressure", "process RSS above MEMORY_SOFT_LIMIT_MB")
 
     def _holders(self, loading: str | None) -> list[Holder]:
@@ -328,11 +337,29 @@ class ModelLoader:
             holders.append(Holder(name, held, last_used, any(r.pinned for r in records), busy))
         return holders
 
+    def _order(self) -> Order | None:
+        advisor = self.advisor
+        if advisor is None:
+            return None
+        return lambda holders: _reordered(holders, advisor.eviction_order([h.name for h in holders]))
+
+    async def evict(self, name: str, why: str) -> bool:
+        """Evict ``name`` at a pre-warming policy's request, if it is loaded, idle and not pinned."""
+        if self._gate is None:
+            return False
+        async with self._gate:
+            if not any(h.name == name and h.evictable for h in self._holders(None)):
+                return False
+            await self._evict_model(name, "prewarm", why)
+            return True
+
     async def _evict_model(self, name: str, reason: str, why: str) -> None:
         log.info("evicting model %s (%s): %s", name, reason, why)
         await self._unload(name, f"evicted {why}")
         if self._observer is not None:
             self._observer.observe_eviction(name, reason)
+        if self.advisor is not None and reason != "prewarm":
+            self.advisor.evicted(name)
 
     # -- unloading -----------------------------------------------------------------------------------
 
@@ -352,11 +379,16 @@ class ModelLoader:
             await record.batcher.close()
         runtime, record.runtime, record.batcher = record.runtime, None, None
         if runtime is not None:
-            before = {kind: meter() for kind, meter in self._meters.items()}
+            floor = runtime.memory_bytes()
+            before = await asyncio.to_thread(self._settled_reading)
             await asyncio.to_thread(_free, runtime)
             if self._building == 0 and record.version is not None:
+                # What unloading gave back is what the next load will take again: it includes what
+                # inference grew, and leaves out what the process's first load of a runtime set up for
+                # good (ONNX Runtime's environment, some 30 MiB), which the load's reading counted.
                 for budget in self.budgets:
-                    budget.learn(record.name, record.version, before[budget.kind] - budget.meter())
+                    freed = before[budget.kind] - budget.meter()
+                    budget.learn(record.name, record.version, max(freed, floor if budget.kind == "CPU" else 0))
         record.state, record.reason = ModelState.UNAVAILABLE, reason
         log.info("model %s version %s %s", record.name, record.version, reason)
 
@@ -370,6 +402,13 @@ class ModelLoader:
             return
         async with self._gate:
             yield
+
+
+def _reordered(holders: list[Holder], names: list[str]) -> list[Holder]:
+    """``holders`` in the order of ``names``; any the advisor left out go last, least recently used first."""
+    by_name = {h.name: h for h in holders}
+    ranked = [by_name.pop(n) for n in names if n in by_name]
+    return ranked + least_recently_used(list(by_name.values()))
 
 
 def _free(runtime: Runtime) -> None:

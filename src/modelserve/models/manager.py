@@ -171,6 +171,19 @@ class ModelManager(ModelLoader):
         """Every version (or model) whose last load failed, with the reason."""
         return self._in_state(ModelState.FAILED)
 
+    def holding(self) -> list[ModelVersion]:
+        """Every version that holds memory: loading, serving or being unloaded."""
+        return [
+            r
+            for versions in self._models.values()
+            for r in versions.values()
+            if r.runtime is not None or r.state is ModelState.LOADING
+        ]
+
+    async def prewarm(self, name: str) -> None:
+        """Load ``name`` ahead of its requests, as a pre-warming policy asks; no request waits on it."""
+        await self._shared_load(name)
+
     def _in_state(self, state: ModelState) -> list[ModelVersion]:
         return [r for versions in self._models.values() for r in versions.values() if r.state is state]
 
@@ -214,6 +227,7 @@ class ModelManager(ModelLoader):
         if breaker is not None:
             breaker.admit()
         started = record.last_used_ns = time.perf_counter_ns()
+        arrived_at = time.time() if self.advisor is not None else 0.0
         record.in_flight += 1
         self.in_flight += 1
         try:
@@ -243,6 +257,8 @@ class ModelManager(ModelLoader):
             self.in_flight -= 1
             if not record.in_flight:
                 self._idle.set()
+            if self.advisor is not None:  # once answered: a policy may then unload the model at once
+                self.advisor.arrived(request.model, arrived_at)
         if breaker is not None:
             breaker.succeeded()
         record.stats.record_request(True, time.perf_counter_ns() - started)

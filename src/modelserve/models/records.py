@@ -43,6 +43,20 @@ class ManagerObserver(Protocol):
     def observe_cold_start(self, model: str) -> None: ...
 
 
+class LoadAdvisor(Protocol):
+    """A pre-warming policy as the manager consults it: told of requests (once answered, with their
+    arrival time, wall clock), loads and evictions it did not order, and asked which idle models to
+    evict first when a load needs room."""
+
+    def arrived(self, model: str, at: float) -> None: ...
+
+    def loaded(self, model: str) -> None: ...
+
+    def evicted(self, model: str) -> None: ...
+
+    def eviction_order(self, candidates: list[str]) -> list[str]: ...
+
+
 @dataclass(eq=False)
 class ModelVersion:
     """One version of a model and everything that serves it. ``version`` is None when the model

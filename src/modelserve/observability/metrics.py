@@ -168,6 +168,12 @@ class Metrics:
             ["model", "reason"],
             registry=registry,
         )
+        self.prewarms = Counter(
+            "model_serving_prewarm_loads",
+            "Models loaded ahead of their requests by the pre-warming policy (PREWARM_POLICY).",
+            ["model"],
+            registry=registry,
+        )
         self.cold_starts = Counter(
             "model_serving_cold_starts",
             "Inference and metadata requests that arrived while their model was not READY (on-demand mode).",
@@ -256,6 +262,10 @@ class Metrics:
     def observe_eviction(self, model: str, reason: str) -> None:
         """Count a model unloaded to make room."""
         self.evictions.labels(model, reason).inc()
+
+    def observe_prewarm(self, model: str) -> None:
+        """Count a model the pre-warming policy loaded ahead of its requests."""
+        self.prewarms.labels(model).inc()
 
     def observe_cold_start(self, model: str) -> None:
         """Count a request that found its model not READY and waited for it to load."""

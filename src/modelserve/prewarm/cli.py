@@ -12,10 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from modelserve.prewarm.generators import FAMILIES, Shape, generate, held_out
-from modelserve.prewarm.histogram import HybridHistogramPolicy
-from modelserve.prewarm.lru import LRUPolicy
-from modelserve.prewarm.policy import ModelInfo, Policy
-from modelserve.prewarm.predictive import PredictivePolicy
+from modelserve.prewarm.live import POLICIES
+from modelserve.prewarm.policy import ModelInfo
 from modelserve.prewarm.simulator import Result, simulate
 from modelserve.prewarm.traces import (
     Trace,
@@ -26,8 +24,6 @@ from modelserve.prewarm.traces import (
     write_models,
     write_trace,
 )
-
-POLICIES: dict[str, type[Policy]] = {p.name: p for p in (LRUPolicy, HybridHistogramPolicy, PredictivePolicy)}
 
 app = typer.Typer(help="Replay traffic traces against pre-warming policies (docs/PREWARM.md).", no_args_is_help=True)
 err = Console(stderr=True)

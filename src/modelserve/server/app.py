@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelserve import __version__
-from modelserve.config import ModelControlMode, Settings
+from modelserve.config import ModelControlMode, PrewarmPolicy, Settings
 from modelserve.errors import ModelserveError
 from modelserve.history import from_settings as history_from_settings
 from modelserve.models.budget import MemoryBudget
@@ -32,6 +32,7 @@ from modelserve.observability.gpu import device_memory
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
+from modelserve.prewarm.live import POLICIES, LivePrewarmer
 from modelserve.protocol import debug, health, openapi, rest_v1, rest_v2
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     )
     startup = ["*"] if mode is ModelControlMode.NONE else settings.load_models
     required = tuple(name for name in startup if name != "*")
+    prewarmer = prewarmer_for(settings, manager, metrics)
     history = history_from_settings(settings)
     state = ServerState(
         settings=settings,
@@ -130,12 +132,14 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
             await loading
         sharing = asyncio.create_task(share_metrics()) if multiprocess_dir() else None
         shedding = asyncio.create_task(shed_memory()) if manager.on_demand and settings.memory_soft_limit_mb else None
+        prewarming = asyncio.create_task(prewarmer.run()) if prewarmer is not None else None
         try:
             yield
         finally:
             state.draining = True
-            if shedding is not None:
-                shedding.cancel()
+            for task in (shedding, prewarming):
+                if task is not None:
+                    task.cancel()
             if sharing is not None:
                 sharing.cancel()
                 mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
@@ -178,6 +182,16 @@ def create_app_from_env() -> FrontDoor:
 async def _error(_: Request, exc: Exception) -> Response:
     # Typed errors get their status from the protocol table; anything else is a logged 500.
     return error_response(exc)
+
+
+def prewarmer_for(settings: Settings, manager: ModelManager, metrics: Metrics) -> LivePrewarmer | None:
+    """The PREWARM_POLICY driving ``manager`` within its host memory budget, if one is set."""
+    if settings.prewarm_policy is PrewarmPolicy.NONE:
+        return None
+    budget = next(b for b in manager.budgets if b.kind == "CPU")  # the settings require it with a policy
+    policy = POLICIES[settings.prewarm_policy.value]()
+    log.info("pre-warming with the %s policy within %s", policy.name, budget.setting)
+    return LivePrewarmer(policy, manager, budget, on_prewarm=metrics.observe_prewarm)
 
 
 def memory_budgets(settings: Settings) -> list[MemoryBudget]:

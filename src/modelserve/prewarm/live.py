@@ -1,0 +1,168 @@
+"""A pre-warming policy driving the models of a running server (PREWARM_POLICY).
+
+The same :class:`~modelserve.prewarm.policy.Policy` objects the simulator replays traces against run
+here on the wall clock: the ModelManager tells this adapter of each request that reached its model,
+of loads that finished and of evictions made for loads on demand, and asks it which idle models to
+evict first; a timer ticks the policy. What the policy decides is carried out in the background:
+evictions first (a model busy, pinned or not READY is skipped), then pre-loads that fit the budget now.
+
+The view the policy reads is the manager's own: what a loaded model holds as measured at load, what an
+unloaded one's next load will reserve, and for a model never loaded yet the mean of those known (a
+policy needs some size to plan with; the first load corrects it). Load times are the last measured,
+warmup included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection
+
+from modelserve.errors import ModelserveError
+from modelserve.models.budget import MemoryBudget
+from modelserve.models.manager import ModelManager
+from modelserve.models.memory import MIB
+from modelserve.models.records import ModelState, ModelVersion
+from modelserve.prewarm.histogram import HybridHistogramPolicy
+from modelserve.prewarm.lru import LRUPolicy
+from modelserve.prewarm.policy import Decision, ModelInfo, Policy
+from modelserve.prewarm.predictive import PredictivePolicy
+
+log = logging.getLogger("modelserve.prewarm")
+
+POLICIES: dict[str, type[Policy]] = {p.name: p for p in (LRUPolicy, HybridHistogramPolicy, PredictivePolicy)}
+TICK_S = 1.0  # the longest a policy waits for its timer; sooner when a decision asks to be woken earlier
+UNKNOWN_LOAD_S = 1.0  # the load time assumed for a model before any load of it was measured
+ARRIVAL_RESOLUTION_S = 0.01  # requests of one model closer together than this reach the policy as one
+
+
+class LivePrewarmer:
+    """Runs ``policy`` against ``manager``'s models within ``budget`` (the host memory budget)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        manager: ModelManager,
+        budget: MemoryBudget,
+        on_prewarm: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy, self._manager, self._budget = policy, manager, budget
+        self._on_prewarm = on_prewarm
+        self._clock = clock  # wall-clock seconds: policies read the time of day from it
+        self._wake_at: float | None = None
+        self._woken = asyncio.Event()
+        self._work: set[asyncio.Task[None]] = set()
+        self._sizes: dict[str, float] = {}  # MiB, as last known: held now, or reserved for the next load
+        self._load_s: dict[str, float] = {}
+        self._told: dict[str, float] = {}  # when each model's last arrival was passed on
+        manager.advisor = self
+
+    # -- what the manager tells it -------------------------------------------------------------------
+
+    def arrived(self, model: str, at: float) -> None:
+        """A request for ``model`` that arrived ``at`` was answered: the policy sees it as the simulator's
+        requests, which take no time, so that it may unload the model at once.
+
+        Requests within ARRIVAL_RESOLUTION_S of the one last told are folded into it: ``predictive``
+        takes some 10 µs per arrival, a tenth of what a small model's request costs the server, and a
+        model asked for a hundred times a second is not one a policy would unload anyway."""
+        if at - self._told.get(model, -ARRIVAL_RESOLUTION_S) < ARRIVAL_RESOLUTION_S:
+            return
+        self._told[model] = at
+        self._follow(self.policy.on_arrival(model, at, self))
+
+    def loaded(self, model: str) -> None:
+        """``model`` turned READY, on demand or pre-loaded."""
+        records = [r for r in self._manager.versions(model) if r.state is ModelState.READY]
+        if records:
+            self._load_s[model] = max(r.load_seconds for r in records)
+        self._follow(self.policy.on_loaded(model, self._clock(), self))
+
+    def evicted(self, model: str) -> None:
+        """``model`` was evicted to make room for a load on demand."""
+        self._follow(self.policy.on_unloaded(model, self._clock(), self))
+
+    def eviction_order(self, candidates: list[str]) -> list[str]:
+        """Idle models, first to evict first, as the policy ranks them."""
+        return self.policy.eviction_order(self._clock(), self, candidates)
+
+    # -- the view the policy reads -------------------------------------------------------------------
+
+    @property
+    def budget_mb(self) -> float:
+        return self._budget.limit_bytes / MIB
+
+    @property
+    def used_mb(self) -> float:
+        return sum(self.info(model).size_mb for model in self.resident())
+
+    def info(self, model: str) -> ModelInfo:
+        held = sum(r.memory_bytes for r in self._versions(model) if r.runtime is not None)
+        size = held or self._budget.learned(model)
+        if size:
+            self._sizes[model] = size / MIB
+        known = self._sizes.values()
+        size_mb = self._sizes.get(model) or (sum(known) / len(known) if known else 1.0)
+        return ModelInfo(model, max(size_mb, 1e-3), self._load_s.get(model, UNKNOWN_LOAD_S))
+
+    def resident(self) -> Collection[str]:
+        return {r.name for r in self._manager.holding()}
+
+    def is_ready(self, model: str) -> bool:
+        return any(r.state is ModelState.READY for r in self._versions(model))
+
+    def is_loading(self, model: str) -> bool:
+        return any(r.state is ModelState.LOADING for r in self._versions(model))
+
+    def is_busy(self, model: str) -> bool:
+        return any(r.in_flight for r in self._versions(model))
+
+    def _versions(self, model: str) -> list[ModelVersion]:
+        try:
+            return list(self._manager.versions(model))
+        except ModelserveError:
+            return []
+
+    # -- carrying decisions out ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Tick the policy until cancelled: every TICK_S, or sooner when a decision asks to be woken."""
+        while True:
+            delay = TICK_S if self._wake_at is None else min(TICK_S, max(0.0, self._wake_at - self._clock()))
+            self._woken.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._woken.wait()
+            except TimeoutError:
+                pass
+            now = self._clock()
+            if self._wake_at is not None and self._wake_at <= now:
+                self._wake_at = None
+            self._follow(self.policy.tick(now, self))
+
+    def _follow(self, decision: Decision) -> None:
+        if decision.wake_at is not None and (self._wake_at is None or decision.wake_at < self._wake_at):
+            self._wake_at = decision.wake_at
+            self._woken.set()
+        if decision.load or decision.evict:
+            task = asyncio.get_running_loop().create_task(self._carry_out(decision))
+            self._work.add(task)
+            task.add_done_callback(self._work.discard)
+
+    async def _carry_out(self, decision: Decision) -> None:
+        log.debug("pre-warming decision: load %s, evict %s", decision.load, decision.evict)
+        for model in decision.evict:
+            await self._manager.evict(model, "the pre-warming policy expects no request for it soon")
+        for model in decision.load:
+            if model in self.resident() or self.used_mb + self.info(model).size_mb > self.budget_mb:
+                log.debug("pre-load of %s skipped: %.1f of %.1f MiB in use", model, self.used_mb, self.budget_mb)
+                continue
+            try:
+                await self._manager.prewarm(model)
+            except ModelserveError as exc:
+                log.info("pre-loading model %s failed: %s", model, exc.message)
+                continue
+            if self._on_prewarm is not None:
+                self._on_prewarm(model)
