@@ -197,7 +197,7 @@ class ModelLoader:
 
     def _measure(self, record: ModelVersion, runtime: Runtime, before: dict[str, int] | None) -> None:
         """Footprint by kind: what each meter rose by, the runtime's estimate as the host floor."""
-        floor = runtime.memory_bytes()
+        floor = record.weights_bytes = runtime.memory_bytes()
         if before is None:  # another load ran meanwhile: its memory would be counted too
             record.memory = {"CPU": floor}
         else:
@@ -379,7 +379,6 @@ class ModelLoader:
             await record.batcher.close()
         runtime, record.runtime, record.batcher = record.runtime, None, None
         if runtime is not None:
-            floor = runtime.memory_bytes()
             before = await asyncio.to_thread(self._settled_reading)
             await asyncio.to_thread(_free, runtime)
             if self._building == 0 and record.version is not None:
@@ -388,7 +387,8 @@ class ModelLoader:
                 # good (ONNX Runtime's environment, some 30 MiB), which the load's reading counted.
                 for budget in self.budgets:
                     freed = before[budget.kind] - budget.meter()
-                    budget.learn(record.name, record.version, max(freed, floor if budget.kind == "CPU" else 0))
+                    floor = record.weights_bytes if budget.kind == "CPU" else 0
+                    budget.learn(record.name, record.version, max(freed, floor))
         record.state, record.reason = ModelState.UNAVAILABLE, reason
         log.info("model %s version %s %s", record.name, record.version, reason)
 

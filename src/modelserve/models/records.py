@@ -71,6 +71,7 @@ class ModelVersion:
     batcher: Batcher | None = None
     stats: ModelStats = field(default_factory=ModelStats)
     memory: dict[str, int] = field(default_factory=dict)  # bytes held, by kind of memory: "CPU", "GPU"
+    weights_bytes: int = 0  # the runtime's own estimate at load: no footprint is smaller
     load_seconds: float = 0.0
     in_flight: int = 0  # requests inside: validated, queued or running
     breaker: CircuitBreaker | None = None  # None when CIRCUIT_BREAKER_FAILURES is 0

@@ -126,10 +126,10 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         Drain(state, settings.shutdown_grace_sec, in_flight).install()
         if history is not None:
             history.start()
-        grpc_server = await start_grpc(state, guard)
         loading = asyncio.create_task(load_initial_models())
-        if load_before_serving:
+        if load_before_serving:  # a worker sharing the ports takes no call, HTTP or gRPC, before its models load
             await loading
+        grpc_server = await start_grpc(state, guard)
         sharing = asyncio.create_task(share_metrics()) if multiprocess_dir() else None
         shedding = asyncio.create_task(shed_memory()) if manager.on_demand and settings.memory_soft_limit_mb else None
         prewarming = asyncio.create_task(prewarmer.run()) if prewarmer is not None else None
