@@ -10,7 +10,8 @@ After each request the policy plans the model's next need from the first signal 
    burst is due;
 3. otherwise a **keep-alive** from the model's own inter-arrival times (their 90th percentile, and never
    shorter than the gaps within its bursts), as hybrid-histogram does with its tail, a little shorter: memory
-   the policy does not hold idle is memory its pre-loads can use.
+   the policy does not hold idle is memory its pre-loads can use. While memory is roomy (under ``ROOMY`` of
+   the budget) the keep-alive stretches to the 99th percentile.
 
 Two more signals pre-load models that have no request yet: **co-occurrence** (when a model's burst starts,
 its followers are loaded in time for their usual lag, IceBreaker/SPES's "correlated" functions) and the
@@ -37,6 +38,7 @@ ADMIT_HORIZON = 120.0  # a pre-load is due within about this: it displaces model
 KEEP_QUANTILE = 0.9
 DEFAULT_KEEP_ALIVE = 600.0  # before a model has four inter-arrival times
 MAX_KEEP_ALIVE = 4 * 3600.0
+ROOMY = 0.9  # below this share of the budget in use, keep-alives stretch to the 99th percentile
 ACTIVE_SLOT = 1.0  # requests expected in a quarter hour for the time of day to pre-load a model
 SLOT_LEAD = 120.0  # time-of-day pre-loads start this long before their quarter hour
 
@@ -159,6 +161,10 @@ class PredictivePolicy(Policy):
         for model, action in self._timers.due(now):
             if action is Action.UNLOAD:
                 if view.is_ready(model) and model not in evict:
+                    later = self._stretch(model, now, view)
+                    if later is not None:
+                        self._timers.set(model, Action.UNLOAD, later)
+                        continue
                     evict.append(model)
                     self._expected.pop(model, None)
             elif not view.is_ready(model) and not view.is_loading(model):
@@ -167,6 +173,20 @@ class PredictivePolicy(Policy):
             self._prepare_slot(self._next_slot, now, view, load, evict)
             self._next_slot += SLOT_SECONDS
         return Decision(tuple(load), tuple(evict), self._wake_at())
+
+    def _stretch(self, model: str, now: float, view: CacheView) -> float | None:
+        """A later unload time for a model whose keep-alive ran out while memory is roomy, or None.
+
+        Memory nobody needs costs no cold start, so while it is less than ``ROOMY`` full a model without a
+        schedule stays to the 99th percentile of its inter-arrival times, as hybrid-histogram keeps it."""
+        history = self._history.get(model)
+        if history is None or history.schedule is not None or view.used_mb > ROOMY * view.budget_mb:
+            return None
+        tail = history.interval_quantile(0.99)
+        if tail is None:
+            return None
+        until = history.last + min(tail, MAX_KEEP_ALIVE) + SAFETY
+        return until if until > now else None
 
     def _prepare_slot(self, start: float, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
         """Pre-load models the time of day and week expects requests for in the quarter hour at ``start``."""
