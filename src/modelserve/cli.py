@@ -1,5 +1,5 @@
 """The ``modelserve`` command: ``serve`` runs the server; ``models``, ``profile`` and ``bench`` work on a
-running one."""
+running one; ``prewarm`` replays traffic traces against the pre-warming policies."""
 
 from __future__ import annotations
 
