@@ -52,6 +52,9 @@ def test_an_azure_row_of_the_wrong_width_names_its_line(tmp_path: Path) -> None:
     day.write_text(HEADER + "\no,a,f,http,1,2,3\n")
     with pytest.raises(TraceFormatError, match=r"line 2: expected 4 keys and 1440 minute counts, got 7 columns"):
         read_azure([day])
+    day.write_text(HEADER + "\n" + azure_row("o", "a", "f", {2: -1}) + "\n")
+    with pytest.raises(TraceFormatError, match="line 2: minute 2 must be a whole count >= 0, got '-1'"):
+        read_azure([day])
 
 
 def test_trace_and_models_files_round_trip(tmp_path: Path) -> None:
@@ -70,6 +73,7 @@ def test_trace_and_models_files_round_trip(tmp_path: Path) -> None:
         ("time,name\n1,a\n", "the first line must be the header timestamp,model"),
         ("timestamp,model\nsoon,a\n", "line 2: timestamp must be a number, got 'soon'"),
         ("timestamp,model\n", "has a header but no arrivals"),
+        ("timestamp,model\nnan,a\n", "line 2: timestamp must be a number, got 'nan'"),
     ],
 )
 def test_a_bad_trace_says_what_to_fix(tmp_path: Path, text: str, message: str) -> None:
