@@ -1,5 +1,6 @@
 """The ``modelserve`` command: ``serve`` runs the server; ``models``, ``profile``, ``warmup`` and ``bench``
-work on a running one; ``convert`` readies a model for it."""
+work on a running one; ``convert`` readies a model for it; ``prewarm`` replays traffic traces against
+the pre-warming policies."""
 
 from __future__ import annotations
 

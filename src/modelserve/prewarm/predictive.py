@@ -8,8 +8,10 @@ After each request the policy plans the model's next need from the first signal 
    (Shahrad et al.'s pre-warm window, but sized by the load time), or keep it if the gap is too short;
 2. **bursts on a schedule**: keep the model through the burst, then unload, and pre-load before the next
    burst is due;
-3. otherwise a **keep-alive** from the model's own inter-arrival times (their 95th percentile, shortened
-   when the time of day says requests come fast now), as hybrid-histogram does with its tail.
+3. otherwise a **keep-alive** from the model's own inter-arrival times (their 90th percentile, and never
+   shorter than the gaps within its bursts), as hybrid-histogram does with its tail, a little shorter: memory
+   the policy does not hold idle is memory its pre-loads can use. While memory is roomy (under ``ROOMY`` of
+   the budget) the keep-alive stretches to the 99th percentile.
 
 Two more signals pre-load models that have no request yet: **co-occurrence** (when a model's burst starts,
 its followers are loaded in time for their usual lag, IceBreaker/SPES's "correlated" functions) and the
@@ -31,10 +33,12 @@ from modelserve.prewarm.timers import Action, Timers
 
 SAFETY = 1.0  # seconds a pre-load finishes ahead of the earliest expected request
 MIN_GAP = 2.0  # unloading between two scheduled requests must free at least this long
-HORIZON = 600.0  # "soon", for the reuse chance that ranks evictions
-KEEP_QUANTILE = 0.95
+HORIZON = 600.0  # "soon", for the reuse chance that ranks evictions for a load on demand
+ADMIT_HORIZON = 120.0  # a pre-load is due within about this: it displaces models less likely to be used by then
+KEEP_QUANTILE = 0.9
 DEFAULT_KEEP_ALIVE = 600.0  # before a model has four inter-arrival times
 MAX_KEEP_ALIVE = 4 * 3600.0
+ROOMY = 0.9  # below this share of the budget in use, keep-alives stretch to the 99th percentile
 ACTIVE_SLOT = 1.0  # requests expected in a quarter hour for the time of day to pre-load a model
 SLOT_LEAD = 120.0  # time-of-day pre-loads start this long before their quarter hour
 
@@ -48,15 +52,17 @@ class PredictivePolicy(Policy):
         self._history: dict[str, ArrivalHistory] = {}
         self._followers = FollowerTable()
         self._timers = Timers()
-        self._expected: dict[str, float] = {}  # the next request a schedule or a leader announces
+        # The window in which a schedule or a leader announces the next request: (earliest, latest).
+        self._expected: dict[str, tuple[float, float]] = {}
         self._unload_when_ready: set[str] = set()
         self._next_slot: float | None = None  # the next quarter hour the time of day prepares for
         self._values: dict[str, float] = {}  # _value of each model at _values_at: one event ranks many times
         self._values_at = -math.inf
 
     def expected(self, model: str) -> float | None:
-        """When the next request of ``model`` is expected, if a schedule or a leader says so."""
-        return self._expected.get(model)
+        """When the next request of ``model`` is expected at the earliest, if a schedule or a leader says so."""
+        window = self._expected.get(model)
+        return window[0] if window else None
 
     def on_arrival(self, model: str, now: float, view: CacheView) -> Decision:
         history = self._history.get(model)
@@ -89,7 +95,7 @@ class PredictivePolicy(Policy):
         schedule = history.schedule
         if schedule is not None:
             due = now + schedule.period
-            self._expected[model] = due
+            self._expected[model] = (due - schedule.jitter, due + schedule.jitter + SAFETY)
             timers.set(model, Action.UNLOAD, due + schedule.jitter + SAFETY)
             preload = due - schedule.jitter - lead
             if preload - now > MIN_GAP:
@@ -101,7 +107,7 @@ class PredictivePolicy(Policy):
         bursts = history.burst_schedule
         if bursts is not None:
             due = history.last_activation + bursts.period
-            self._expected[model] = due
+            self._expected[model] = (due - bursts.jitter, due + bursts.jitter + SAFETY)
             burst_end = now + min(1.5 * history.burst_keep_alive() + SAFETY, ACTIVATION_GAP)
             preload = due - bursts.jitter - lead
             if preload - burst_end > MIN_GAP:
@@ -122,7 +128,7 @@ class PredictivePolicy(Policy):
             if view.is_ready(model) or view.is_loading(model) or model in load:
                 continue
             due = now + follower.lag_min
-            self._expected.setdefault(model, due)
+            self._expected[model] = (due, now + follower.lag_max + SAFETY)
             self._keep_until(model, now + follower.lag_max + SAFETY)
             start = due - view.info(model).load_seconds - SAFETY
             if start > now:
@@ -155,6 +161,10 @@ class PredictivePolicy(Policy):
         for model, action in self._timers.due(now):
             if action is Action.UNLOAD:
                 if view.is_ready(model) and model not in evict:
+                    later = self._stretch(model, now, view)
+                    if later is not None:
+                        self._timers.set(model, Action.UNLOAD, later)
+                        continue
                     evict.append(model)
                     self._expected.pop(model, None)
             elif not view.is_ready(model) and not view.is_loading(model):
@@ -163,6 +173,20 @@ class PredictivePolicy(Policy):
             self._prepare_slot(self._next_slot, now, view, load, evict)
             self._next_slot += SLOT_SECONDS
         return Decision(tuple(load), tuple(evict), self._wake_at())
+
+    def _stretch(self, model: str, now: float, view: CacheView) -> float | None:
+        """A later unload time for a model whose keep-alive ran out while memory is roomy, or None.
+
+        Memory nobody needs costs no cold start, so while it is less than ``ROOMY`` full a model without a
+        schedule stays to the 99th percentile of its inter-arrival times, as hybrid-histogram keeps it."""
+        history = self._history.get(model)
+        if history is None or history.schedule is not None or view.used_mb > ROOMY * view.budget_mb:
+            return None
+        tail = history.interval_quantile(0.99)
+        if tail is None:
+            return None
+        until = history.last + min(tail, MAX_KEEP_ALIVE) + SAFETY
+        return until if until > now else None
 
     def _prepare_slot(self, start: float, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
         """Pre-load models the time of day and week expects requests for in the quarter hour at ``start``."""
@@ -175,15 +199,22 @@ class PredictivePolicy(Policy):
             self._admit(model, now, view, load, evict)
 
     def _admit(self, model: str, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
-        """Add a pre-load of ``model`` to the decision, evicting only models worth less than it."""
-        worth = self._value(model, now, view, certain=True)
+        """Add a pre-load of ``model`` to the decision if the models it displaces are worth less together.
+
+        Victims go cheapest per MB first, and their worth is summed (requests expected within
+        ``ADMIT_HORIZON`` times load time): twenty small models likely to be used soon are not traded for
+        one large one."""
         need = view.info(model).size_mb + sum(view.info(m).size_mb for m in load)
         freed = sum(view.info(m).size_mb for m in evict)
-        cheaper = [
-            m for m in self.eviction_order(now, view, evictable(view)) if m not in evict and self._values[m] < worth
-        ]
-        victims = victims_for(view, need, cheaper, freed)
-        if victims is not None:
+        if view.used_mb - freed + need <= view.budget_mb:
+            load.append(model)
+            return
+        per_mb = {m: self._value(m, now, view, ADMIT_HORIZON) for m in evictable(view) if m not in evict}
+        victims = victims_for(view, need, sorted(per_mb, key=per_mb.__getitem__), freed)
+        if victims is None:
+            return
+        worth = self._value(model, now, view, ADMIT_HORIZON, certain=True) * view.info(model).size_mb
+        if sum(per_mb[m] * view.info(m).size_mb for m in victims) < worth:
             evict.extend(victims)
             load.append(model)
 
@@ -194,26 +225,26 @@ class PredictivePolicy(Policy):
         values = self._values
         for model in candidates:
             if model not in values:
-                values[model] = self._value(model, now, view)
+                values[model] = self._value(model, now, view, HORIZON)
         return sorted(candidates, key=values.__getitem__)
 
-    def _value(self, model: str, now: float, view: CacheView, *, certain: bool = False) -> float:
+    def _value(self, model: str, now: float, view: CacheView, horizon: float, *, certain: bool = False) -> float:
         """What keeping ``model`` is worth: the requests expected soon * what a load costs per MB.
 
-        Requests expected soon: the chance of any within ``HORIZON`` times how many come once they do (the
+        Requests expected soon: the chance of any within ``horizon`` times how many come once they do (the
         recent rate), or what the time of day expects, or one when a schedule or a leader announces it."""
         info = view.info(model)
         cost = (info.load_seconds + 0.1) / info.size_mb
         if certain:
             return cost
-        due = self._expected.get(model)
+        window = self._expected.get(model)
         history = self._history.get(model)
         if history is None:
             demand = 0.5
         else:
-            demand = history.chance_within(now, HORIZON) * max(1.0, history.recent_rate() * HORIZON)
-            demand = max(demand, history.expected_in(now, HORIZON))
-        if due is not None and now - SAFETY <= due <= now + HORIZON:
+            demand = history.chance_within(now, horizon) * max(1.0, history.recent_rate() * horizon)
+            demand = max(demand, history.expected_in(now, horizon))
+        if window is not None and window[0] - horizon <= now <= window[1]:
             demand = max(demand, 1.0)
         return (demand + 0.01) * cost
 

@@ -4,6 +4,7 @@ public Azure Functions 2019 trace (per-minute invocation counts per function).""
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,12 @@ def _rows(path: Path, header: Sequence[str]) -> Iterable[tuple[int, list[str]]]:
 
 def _number(path: Path, line: int, column: str, text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise TraceFormatError(f"{path} line {line}: {column} must be a number, got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise TraceFormatError(f"{path} line {line}: {column} must be a number, got {text!r}")
+    return value
 
 
 def read_trace(path: Path) -> Trace:
@@ -128,12 +132,11 @@ def read_azure(paths: Sequence[Path], *, by: str = "function", top: int | None =
             base = day * AZURE_MINUTES
             for minute, text in enumerate(row[len(_AZURE_KEYS) :]):
                 if text not in ("", "0"):
-                    try:
-                        minutes[base + minute] += int(text)
-                    except ValueError:
+                    if not text.isdigit():
                         raise TraceFormatError(
-                            f"{path} line {line}: minute {minute + 1} must be a whole count, got {text!r}"
-                        ) from None
+                            f"{path} line {line}: minute {minute + 1} must be a whole count >= 0, got {text!r}"
+                        )
+                    minutes[base + minute] += int(text)
     if top is not None:
         kept = sorted(counts, key=lambda name: -sum(counts[name]))[:top]
         counts = {name: counts[name] for name in kept}
