@@ -18,6 +18,8 @@ from modelserve.history.recorder import TrafficRecorder
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from modelserve.history.query import TrafficHistory
+
 log = logging.getLogger("modelserve.history")
 
 PURGE_EVERY_S = 3600.0
@@ -65,6 +67,14 @@ class HistoryFlusher:
 
             self._engine = open_engine(self.url)
         return self._engine
+
+    def reader(self) -> TrafficHistory:
+        """Queries on the history, its schema brought up to date first; blocks, so call it in a thread."""
+        from modelserve.history import store
+        from modelserve.history.query import TrafficHistory
+
+        store.migrate(self.engine)
+        return TrafficHistory(self.engine)
 
     def flush(self) -> bool:
         """Migrate if not yet done, then write everything recorded so far; whether it all got written."""

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Collection
 
 from modelserve.errors import ModelserveError
+from modelserve.history.query import TrafficHistory
 from modelserve.models.budget import MemoryBudget
 from modelserve.models.manager import ModelManager
 from modelserve.models.memory import MIB
@@ -35,6 +36,9 @@ POLICIES: dict[str, type[Policy]] = {p.name: p for p in (LRUPolicy, HybridHistog
 TICK_S = 1.0  # the longest a policy waits for its timer; sooner when a decision asks to be woken earlier
 UNKNOWN_LOAD_S = 1.0  # the load time assumed for a model before any load of it was measured
 ARRIVAL_RESOLUTION_S = 0.01  # requests of one model closer together than this reach the policy as one
+HISTORY_DAYS = 7.0  # how far back a starting server's policy learns from: a week has every weekly pattern
+ARRIVALS_PER_BUCKET = 4  # a bucket's requests replayed as this many arrivals at most
+DAY_S = 86_400
 
 
 class LivePrewarmer:
@@ -57,7 +61,6 @@ class LivePrewarmer:
         self._sizes: dict[str, float] = {}  # MiB, as last known: held now, or reserved for the next load
         self._load_s: dict[str, float] = {}
         self._told: dict[str, float] = {}  # when each model's last arrival was passed on
-        manager.advisor = self
 
     # -- what the manager tells it -------------------------------------------------------------------
 
@@ -125,10 +128,36 @@ class LivePrewarmer:
         except ModelserveError:
             return []
 
+    # -- learning from the traffic history -----------------------------------------------------------
+
+    def learn_from(self, history: TrafficHistory, step: int, until: float, days: float = HISTORY_DAYS) -> int:
+        """Replay the traffic history of the ``days`` before ``until`` into the policy, so that a server
+        that restarts pre-warms from what it saw before instead of from nothing; returns the arrivals told.
+
+        ``step`` is the history's bucket width (HISTORY_BUCKET_SEC). Each bucket's requests become at
+        most ARRIVALS_PER_BUCKET arrivals spread evenly over it, in time order across models, since
+        followers are learnt from the interleaving. What the policy decides meanwhile is dropped: it is
+        about the past. It reads the database and takes a while: run it in a thread before ``run``, with
+        the view of a server holding nothing.
+        """
+        past = _PastView(self.budget_mb)
+        events: list[tuple[float, str]] = []
+        for model, series in history.arrivals(until - days * DAY_S, until, step).items():
+            for index, count in enumerate(series.counts):
+                told = min(count, ARRIVALS_PER_BUCKET)
+                start = series.start + index * series.step
+                events.extend((start + (k + 0.5) * series.step / told, model) for k in range(told))
+        events.sort()
+        for at, model in events:
+            self.policy.on_arrival(model, at, past)
+        return len(events)
+
     # -- carrying decisions out ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Tick the policy until cancelled: every TICK_S, or sooner when a decision asks to be woken."""
+        """Tell the policy of the manager's events from now on, and tick it until cancelled: every
+        TICK_S, or sooner when a decision asks to be woken."""
+        self._manager.advisor = self
         while True:
             delay = TICK_S if self._wake_at is None else min(TICK_S, max(0.0, self._wake_at - self._clock()))
             self._woken.clear()
@@ -166,3 +195,25 @@ class LivePrewarmer:
                 continue
             if self._on_prewarm is not None:
                 self._on_prewarm(model)
+
+
+class _PastView:
+    """What the policy sees while it learns from the history: the budget, and nothing loaded."""
+
+    def __init__(self, budget_mb: float) -> None:
+        self.budget_mb, self.used_mb = budget_mb, 0.0
+
+    def info(self, model: str) -> ModelInfo:
+        return ModelInfo(model, 1.0, UNKNOWN_LOAD_S)
+
+    def resident(self) -> Collection[str]:
+        return ()
+
+    def is_ready(self, model: str) -> bool:
+        return False
+
+    def is_loading(self, model: str) -> bool:
+        return False
+
+    def is_busy(self, model: str) -> bool:
+        return False

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -117,6 +118,16 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
             await asyncio.sleep(SHED_INTERVAL_S)
             await manager.shed()
 
+    async def prewarm(prewarmer: LivePrewarmer) -> None:
+        if history is not None:  # the policy starts from last week's traffic, not from nothing
+            try:
+                step, now = settings.history_bucket_sec, time.time()
+                events = await asyncio.to_thread(lambda: prewarmer.learn_from(history.reader(), step, now))
+                log.info("pre-warming policy learnt from %d arrivals of the traffic history", events)
+            except Exception as exc:  # a database that cannot be read: the policy learns from live traffic only
+                log.warning("pre-warming starts without the traffic history: %s: %s", type(exc).__name__, exc)
+        await prewarmer.run()
+
     def in_flight() -> int:
         # HTTP requests at the door, and every inference inside a model (gRPC ones included).
         return door.in_flight + manager.in_flight
@@ -132,7 +143,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         grpc_server = await start_grpc(state, guard)
         sharing = asyncio.create_task(share_metrics()) if multiprocess_dir() else None
         shedding = asyncio.create_task(shed_memory()) if manager.on_demand and settings.memory_soft_limit_mb else None
-        prewarming = asyncio.create_task(prewarmer.run()) if prewarmer is not None else None
+        prewarming = asyncio.create_task(prewarm(prewarmer)) if prewarmer is not None else None
         try:
             yield
         finally:
