@@ -1,4 +1,4 @@
-"""Loading, unloading and evicting model versions, and the records of where each one stands.
+"""Loading and unloading model versions, and the records of where each one stands (eviction: eviction.py).
 
 Concurrent requests to load one model share a single load; load and unload of one model are
 serialised. Loading runs on its own threads, so a slow load never stalls inference. When a memory
@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import replace
 from functools import partial
 
 from opentelemetry.trace import Tracer
@@ -23,8 +22,9 @@ from opentelemetry.trace import Tracer
 from modelserve.batching.batcher import Batcher
 from modelserve.errors import InsufficientMemory, ModelLoadError, ModelNotFound, ModelserveError
 from modelserve.models.breaker import CircuitBreaker
-from modelserve.models.budget import Holder, MemoryBudget, Order, least_recently_used
-from modelserve.models.memory import MemoryWatchdog, Pressure, release_freed_memory, rss_bytes
+from modelserve.models.budget import MemoryBudget
+from modelserve.models.eviction import Eviction
+from modelserve.models.memory import MemoryWatchdog, release_freed_memory, rss_bytes
 from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelState, ModelVersion, is_ready
 from modelserve.models.spec import BatchingDefaults, resolve
 from modelserve.models.warmup import warm_up
@@ -34,7 +34,7 @@ from modelserve.runtimes.base import Runtime, runtime_class
 log = logging.getLogger("modelserve.models")
 
 
-class ModelLoader:
+class ModelLoader(Eviction):
     """Owns the records of every model version and the loads, unloads and evictions that change them."""
 
     def __init__(
@@ -95,12 +95,6 @@ class ModelLoader:
         """Unload every model, letting queued requests finish first."""
         for name in list(self._models):
             await self._unload(name)
-
-    async def shed(self) -> None:
-        """Evict idle models, least recently used first, while RSS is above MEMORY_SOFT_LIMIT_MB."""
-        if self._evict and self._gate is not None:
-            async with self._gate:
-                await self._relieve_pressure(None)
 
     # -- loading -------------------------------------------------------------------------------------
 
@@ -259,108 +253,6 @@ class ModelLoader:
         record.state = ModelState.READY
         log.info("model %s version %s ready in %.3f s", source.name, record.version, record.load_seconds)
 
-    # -- memory --------------------------------------------------------------------------------------
-
-    async def _make_room(self, source: ModelSource, versions: list[int], startup: bool) -> None:
-        """Refuse a load that would not fit, or evict idle models so that it does, before it starts."""
-        name = source.name
-        if not startup:
-            await self._relieve_pressure(name)
-            self.watchdog.check_load(name)
-        deadline = time.monotonic() + self._load_timeout_s
-        while True:
-            holders = self._holders(name)
-            try:
-                chosen = self._plan(source, versions, holders)
-                break
-            except InsufficientMemory:
-                # Models busy now will be idle once their requests are answered: wait for that (up to
-                # MODEL_LOAD_TIMEOUT) rather than refuse, unless not even their room would do.
-                left = deadline - time.monotonic()
-                if not self._evict or left <= 0:
-                    raise
-                self._plan(source, versions, [h if h.name == name else replace(h, busy=False) for h in holders])
-                self._idle.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        await self._idle.wait()
-        for holder in chosen:
-            await self._evict_model(holder.name, "budget", f"to make room for model '{name}'")
-
-    def _plan(self, source: ModelSource, versions: list[int], holders: list[Holder]) -> list[Holder]:
-        """The models to evict so that ``versions`` fit every budget; InsufficientMemory if none would do."""
-        chosen: list[Holder] = []
-        for budget in self.budgets:
-            need = sum(budget.estimate(source.name, v, source.files[v]) for v in versions)
-            evict = budget.room_for(source.name, need, holders, may_evict=self._evict, order=self._order())
-            chosen += evict
-            holders = [h for h in holders if h not in evict]
-        return chosen
-
-    async def _settle(self, name: str) -> None:
-        """After a load measured larger than it reserved, evict idle models until the budgets hold again."""
-        for budget in self.budgets:
-            holders = self._holders(name)
-            if budget.over_by(holders) <= 0:
-                continue
-            try:
-                evict = budget.room_for(name, 0, holders, may_evict=self._evict, order=self._order())
-            except InsufficientMemory as exc:
-                log.warning("loaded models exceed %s: %s", budget.setting, exc.message)
-                continue
-            for holder in evict:
-                await self._evict_model(holder.name, "budget", f"model '{name}' holds more than it was estimated to")
-
-    async def _relieve_pressure(self, loading: str | None) -> None:
-        if not self._evict:
-            return
-        while self.watchdog.pressure() >= Pressure.SOFT:
-            idle = [h for h in self._holders(loading) if h.evictable]
-            if not idle:
-                return
-            victim = (self._order() or least_recently_used)(idle)[0]
-            await self._evict_model(victim.name, "memory_pressure", "process RSS above MEMORY_SOFT_LIMIT_MB")
-
-    def _holders(self, loading: str | None) -> list[Holder]:
-        """Every model holding memory; the one being loaded is never a candidate for eviction."""
-        holders = []
-        for name, versions in self._models.items():
-            records = [r for r in versions.values() if r.runtime is not None]
-            if not records:
-                continue
-            held: dict[str, int] = {}
-            for record in records:
-                for kind, size in record.memory.items():
-                    held[kind] = held.get(kind, 0) + size
-            busy = name == loading or any(r.in_flight or r.state is not ModelState.READY for r in records)
-            last_used = max(r.last_used_ns for r in records)
-            holders.append(Holder(name, held, last_used, any(r.pinned for r in records), busy))
-        return holders
-
-    def _order(self) -> Order | None:
-        advisor = self.advisor
-        if advisor is None:
-            return None
-        return lambda holders: _reordered(holders, advisor.eviction_order([h.name for h in holders]))
-
-    async def evict(self, name: str, why: str) -> bool:
-        """Evict ``name`` at a pre-warming policy's request, if it is loaded, idle and not pinned."""
-        if self._gate is None:
-            return False
-        async with self._gate:
-            if not any(h.name == name and h.evictable for h in self._holders(None)):
-                return False
-            await self._evict_model(name, "prewarm", why)
-            return True
-
-    async def _evict_model(self, name: str, reason: str, why: str) -> None:
-        log.info("evicting model %s (%s): %s", name, reason, why)
-        await self._unload(name, f"evicted {why}")
-        if self._observer is not None:
-            self._observer.observe_eviction(name, reason)
-        if self.advisor is not None and reason != "prewarm":
-            self.advisor.evicted(name)
-
     # -- unloading -----------------------------------------------------------------------------------
 
     async def _unload(self, name: str, reason: str = "unloaded") -> None:
@@ -402,13 +294,6 @@ class ModelLoader:
             return
         async with self._gate:
             yield
-
-
-def _reordered(holders: list[Holder], names: list[str]) -> list[Holder]:
-    """``holders`` in the order of ``names``; any the advisor left out go last, least recently used first."""
-    by_name = {h.name: h for h in holders}
-    ranked = [by_name.pop(n) for n in names if n in by_name]
-    return ranked + least_recently_used(list(by_name.values()))
 
 
 def _free(runtime: Runtime) -> None:

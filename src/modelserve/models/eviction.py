@@ -1,0 +1,152 @@
+"""Making room for a load: which idle models to evict, under the memory budgets, the soft limit, or a
+pre-warming policy's order, and the eviction itself.
+
+A part of ModelLoader, apart because it is the one place that decides to unload a model nobody asked to
+unload. Callers hold the loader's gate, which serialises loads whenever eviction is possible, so two
+loads never evict for each other; a model is never evicted under its requests (``Holder.busy``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from modelserve.errors import InsufficientMemory
+from modelserve.models.budget import Holder, MemoryBudget, Order, least_recently_used
+from modelserve.models.memory import MemoryWatchdog, Pressure
+from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelState, ModelVersion
+from modelserve.repository.layout import ModelSource
+
+log = logging.getLogger("modelserve.models")
+
+
+class Eviction:
+    """The eviction half of ModelLoader; the attributes are the loader's."""
+
+    budgets: tuple[MemoryBudget, ...]
+    watchdog: MemoryWatchdog
+    advisor: LoadAdvisor | None
+    _models: dict[str, dict[int | None, ModelVersion]]
+    _evict: bool
+    _gate: asyncio.Lock | None
+    _idle: asyncio.Event
+    _load_timeout_s: float
+    _observer: ManagerObserver | None
+    _unload: Callable[..., Awaitable[None]]
+
+    async def shed(self) -> None:
+        """Evict idle models, least recently used first, while RSS is above MEMORY_SOFT_LIMIT_MB."""
+        if self._evict and self._gate is not None:
+            async with self._gate:
+                await self._relieve_pressure(None)
+
+    async def _make_room(self, source: ModelSource, versions: list[int], startup: bool) -> None:
+        """Refuse a load that would not fit, or evict idle models so that it does, before it starts."""
+        name = source.name
+        if not startup:
+            await self._relieve_pressure(name)
+            self.watchdog.check_load(name)
+        deadline = time.monotonic() + self._load_timeout_s
+        while True:
+            holders = self._holders(name)
+            try:
+                chosen = self._plan(source, versions, holders)
+                break
+            except InsufficientMemory:
+                # Models busy now will be idle once their requests are answered: wait for that (up to
+                # MODEL_LOAD_TIMEOUT) rather than refuse, unless not even their room would do.
+                left = deadline - time.monotonic()
+                if not self._evict or left <= 0:
+                    raise
+                self._plan(source, versions, [h if h.name == name else replace(h, busy=False) for h in holders])
+                self._idle.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._idle.wait()
+        for holder in chosen:
+            await self._evict_model(holder.name, "budget", f"to make room for model '{name}'")
+
+    def _plan(self, source: ModelSource, versions: list[int], holders: list[Holder]) -> list[Holder]:
+        """The models to evict so that ``versions`` fit every budget; InsufficientMemory if none would do."""
+        chosen: list[Holder] = []
+        for budget in self.budgets:
+            need = sum(budget.estimate(source.name, v, source.files[v]) for v in versions)
+            evict = budget.room_for(source.name, need, holders, may_evict=self._evict, order=self._order())
+            chosen += evict
+            holders = [h for h in holders if h not in evict]
+        return chosen
+
+    async def _settle(self, name: str) -> None:
+        """After a load measured larger than it reserved, evict idle models until the budgets hold again."""
+        for budget in self.budgets:
+            holders = self._holders(name)
+            if budget.over_by(holders) <= 0:
+                continue
+            try:
+                evict = budget.room_for(name, 0, holders, may_evict=self._evict, order=self._order())
+            except InsufficientMemory as exc:
+                log.warning("loaded models exceed %s: %s", budget.setting, exc.message)
+                continue
+            for holder in evict:
+                await self._evict_model(holder.name, "budget", f"model '{name}' holds more than it was estimated to")
+
+    async def _relieve_pressure(self, loading: str | None) -> None:
+        if not self._evict:
+            return
+        while self.watchdog.pressure() >= Pressure.SOFT:
+            idle = [h for h in self._holders(loading) if h.evictable]
+            if not idle:
+                return
+            victim = (self._order() or least_recently_used)(idle)[0]
+            await self._evict_model(victim.name, "memory_pressure", "process RSS above MEMORY_SOFT_LIMIT_MB")
+
+    def _holders(self, loading: str | None) -> list[Holder]:
+        """Every model holding memory; the one being loaded is never a candidate for eviction."""
+        holders = []
+        for name, versions in self._models.items():
+            records = [r for r in versions.values() if r.runtime is not None]
+            if not records:
+                continue
+            held: dict[str, int] = {}
+            for record in records:
+                for kind, size in record.memory.items():
+                    held[kind] = held.get(kind, 0) + size
+            busy = name == loading or any(r.in_flight or r.state is not ModelState.READY for r in records)
+            last_used = max(r.last_used_ns for r in records)
+            holders.append(Holder(name, held, last_used, any(r.pinned for r in records), busy))
+        return holders
+
+    def _order(self) -> Order | None:
+        advisor = self.advisor
+        if advisor is None:
+            return None
+        return lambda holders: _reordered(holders, advisor.eviction_order([h.name for h in holders]))
+
+    async def evict(self, name: str, why: str) -> bool:
+        """Evict ``name`` at a pre-warming policy's request, if it is loaded, idle and not pinned."""
+        if self._gate is None:
+            return False
+        async with self._gate:
+            if not any(h.name == name and h.evictable for h in self._holders(None)):
+                return False
+            await self._evict_model(name, "prewarm", why)
+            return True
+
+    async def _evict_model(self, name: str, reason: str, why: str) -> None:
+        log.info("evicting model %s (%s): %s", name, reason, why)
+        await self._unload(name, f"evicted {why}")
+        if self._observer is not None:
+            self._observer.observe_eviction(name, reason)
+        if self.advisor is not None and reason != "prewarm":
+            self.advisor.evicted(name)
+
+
+def _reordered(holders: list[Holder], names: list[str]) -> list[Holder]:
+    """``holders`` in the order of ``names``; any the advisor left out go last, least recently used first."""
+    by_name = {h.name: h for h in holders}
+    ranked = [by_name.pop(n) for n in names if n in by_name]
+    return ranked + least_recently_used(list(by_name.values()))
