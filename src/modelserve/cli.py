@@ -16,6 +16,7 @@ from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from modelserve.bench.warmup import error_of
 from modelserve.config import ModelControlMode, PrewarmPolicy, Settings, describe_error
 from modelserve.convert.cli import convert
 from modelserve.observability.logging import configure_logging
@@ -158,15 +159,6 @@ def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _error_of(response: httpx.Response) -> str:
-    """The server's ``error`` message, or the body as it came."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text
-    return str(body.get("error", body)) if isinstance(body, dict) else str(body)
-
-
 def _call(method: str, url: str, token: str | None) -> Any:
     try:
         response = httpx.request(method, url, headers=_auth(token), timeout=300)
@@ -174,7 +166,7 @@ def _call(method: str, url: str, token: str | None) -> Any:
         err.print(f"[red]cannot reach {url}: {exc}[/red]")
         raise typer.Exit(1) from None
     if response.status_code >= 400:
-        err.print(f"[red]{response.status_code}: {_error_of(response)}[/red]")
+        err.print(f"[red]{response.status_code}: {error_of(response)}[/red]")
         raise typer.Exit(1)
     try:
         return response.json() if response.content else {}
@@ -226,7 +218,7 @@ def profile(
         err.print(f"[red]cannot reach {url}: {exc}[/red]")
         raise typer.Exit(1) from None
     if response.status_code != 200:
-        err.print(f"[red]{response.status_code}: {_error_of(response)}[/red]")
+        err.print(f"[red]{response.status_code}: {error_of(response)}[/red]")
         raise typer.Exit(1)
     target.write_bytes(response.content)
     hint = " (open it at https://www.speedscope.app)" if fmt is ProfileFormat.speedscope else ""
@@ -258,7 +250,7 @@ def warmup(
         try:
             names = [n for item in models for n in item.split(",") if n] if models else ready_models(client)
         except httpx.HTTPStatusError as exc:
-            err.print(f"[red]{exc.response.status_code}: {_error_of(exc.response)}[/red]")
+            err.print(f"[red]{exc.response.status_code}: {error_of(exc.response)}[/red]")
             raise typer.Exit(1) from None
         results = [warm(client, name, count, batch) for name in names]
     table = Table("model", "requests", "first ms", "median ms", "error")
@@ -308,7 +300,7 @@ def bench(
     try:
         workload = Workload.from_server(url, model, batch, token=token)
     except httpx.HTTPStatusError as exc:
-        err.print(f"[red]{exc.response.status_code}: {_error_of(exc.response)}[/red]")
+        err.print(f"[red]{exc.response.status_code}: {error_of(exc.response)}[/red]")
         raise typer.Exit(1) from None
     except httpx.HTTPError as exc:
         err.print(f"[red]cannot reach {url}: {exc}[/red]")

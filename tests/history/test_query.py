@@ -10,18 +10,9 @@ import pytest
 from modelserve.history.flusher import HistoryFlusher
 from modelserve.history.query import ArrivalSeries, TrafficHistory
 from modelserve.history.recorder import NOT_READY, TrafficRecorder
+from tests.clock import Clock
 
 START = 5_556 * 180  # a multiple of every step the tests ask for
-
-
-class Clock:
-    """Wall-clock time the test sets."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -21,16 +21,7 @@ from modelserve.errors import (
 )
 from modelserve.history.recorder import RECENT_LIMIT, TrafficRecorder, outcome_of
 from modelserve.history.schema import LATENCY_BOUNDS, OUTCOMES
-
-
-class Clock:
-    """Wall-clock time the test sets."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 @pytest.mark.parametrize(

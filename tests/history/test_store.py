@@ -16,18 +16,9 @@ from modelserve.history import store
 from modelserve.history.flusher import HistoryFlusher
 from modelserve.history.recorder import TrafficRecorder
 from modelserve.history.schema import VERSION_TABLE, Base, TrafficBucket
+from tests.clock import Clock
 
 START = 16_667 * 60  # a bucket start, for recorders whose clock the test sets
-
-
-class Clock:
-    """Wall-clock time the test sets."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

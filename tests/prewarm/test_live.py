@@ -14,21 +14,12 @@ from modelserve.models.memory import MIB, rss_bytes
 from modelserve.prewarm.live import LivePrewarmer
 from modelserve.prewarm.predictive import PredictivePolicy
 from tests.builders import matmul_onnx
+from tests.clock import Clock
 from tests.models.conftest import Factory
 
 PERIOD_S = 600
 DAY_S = 86_400
 NOW = 1_796_256_000.0  # a whole day, in UTC
-
-
-class Clock:
-    """Wall-clock time the test sets."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def yesterday_every_ten_minutes(database_url: str) -> HistoryFlusher:

@@ -65,7 +65,7 @@ def warm(client: httpx.Client, model: str, count: int, batch: int = 1) -> Warmed
     try:
         workload = Workload.from_server(str(client.base_url).rstrip("/"), model, batch, token=_token(client))
     except httpx.HTTPStatusError as exc:
-        result.error = f"{exc.response.status_code}: {_error_of(exc.response)}"
+        result.error = f"{exc.response.status_code}: {error_of(exc.response)}"
         return result
     except ValueError as exc:  # inputs of a datatype the generator cannot make up
         result.error = str(exc)
@@ -80,7 +80,7 @@ def warm(client: httpx.Client, model: str, count: int, batch: int = 1) -> Warmed
         started = time.perf_counter()
         response = client.post(f"/v2/models/{model}/infer", content=body, headers=headers)
         if response.status_code != 200:
-            result.error = f"{response.status_code}: {_error_of(response)}"
+            result.error = f"{response.status_code}: {error_of(response)}"
             return result
         result.latencies_ms.append((time.perf_counter() - started) * 1000)
     return result
@@ -91,7 +91,8 @@ def _token(client: httpx.Client) -> str | None:
     return value.removeprefix("Bearer ") or None
 
 
-def _error_of(response: httpx.Response) -> str:
+def error_of(response: httpx.Response) -> str:
+    """The server's ``error`` message, or the body as it came."""
     try:
         body = response.json()
     except ValueError:
