@@ -41,6 +41,7 @@ MAX_KEEP_ALIVE = 4 * 3600.0
 ROOMY = 0.9  # below this share of the budget in use, keep-alives stretch to the 99th percentile
 CLUMPED = 4.0  # requests per burst from which a model's requests count as bursts, not single arrivals
 GAP_QUANTILE = 0.75  # a clumped model is kept through gaps between bursts up to this quantile of them
+ANNOUNCED = 0.75  # a follower whose leaders announce this share of its bursts is unloaded after each burst
 ACTIVE_SLOT = 1.0  # requests expected in a quarter hour for the time of day to pre-load a model
 SLOT_LEAD = 120.0  # time-of-day pre-loads start this long before their quarter hour
 
@@ -125,6 +126,9 @@ class PredictivePolicy(Policy):
             # Its inter-arrival times are mostly the gaps inside bursts: what decides a cold start is
             # whether the model outlives the gap before the next burst.
             keep = max(keep, history.activation_gap_quantile(GAP_QUANTILE) or 0.0)
+        if self._followers.announced_share(model, self._background_chance) >= ANNOUNCED:
+            # Its leader's next burst will load it in time: holding it until then is idle memory.
+            keep = 1.5 * history.burst_keep_alive()
         timers.set(model, Action.UNLOAD, now + min(keep, MAX_KEEP_ALIVE) + SAFETY)
         return False
 
