@@ -1,5 +1,6 @@
-"""predictive: a model on a schedule is loaded before its request by at least its load time, and a model
-that follows another is loaded when its leader is requested."""
+"""predictive: a model on a schedule is loaded before its request by at least its load time, a model
+that follows another is loaded when its leader is requested (and unloaded after its own request), and a
+bursty model is kept through the usual gap between its bursts."""
 
 from __future__ import annotations
 
@@ -38,3 +39,34 @@ def test_a_follower_is_loaded_when_its_leader_is_requested() -> None:
     # Every request for a is cold under both. b is cold until a has led it MIN_SUPPORT (3) times, then warm.
     assert ours.cold_starts <= 20 + 4
     assert hybrid.cold_starts >= 20 + 15
+
+
+def test_a_bursty_model_is_kept_through_the_usual_gap_between_its_bursts() -> None:
+    # Bursts of 10 requests about 5 s apart, 10 to 20 minutes between bursts, and memory for this model only
+    # (so no keep-alive stretches): within-burst gaps are 90 % of its inter-arrival times, and the 90th
+    # percentile of those alone would unload it seconds after each burst, leaving every burst cold.
+    rng = np.random.default_rng(11)
+    starts = np.cumsum(rng.uniform(600.0, 1200.0, 40))
+    arrivals = Trace.from_arrivals([(float(t), "b") for s in starts for t in s + np.cumsum(rng.exponential(5.0, 10))])
+    models = {"b": ModelInfo("b", 100.0, 1.0)}
+    ours = simulate(arrivals, models, 100, PredictivePolicy())
+    kept = simulate(arrivals, models, 100, LRUPolicy())
+    assert kept.cold_starts <= 2
+    # The first bursts are cold until three gaps are seen; after that only those beyond the 75th percentile.
+    assert ours.cold_starts <= 20
+    assert ours.idle_memory_mb_seconds < kept.idle_memory_mb_seconds
+
+
+def test_a_follower_its_leader_announces_is_unloaded_after_its_request() -> None:
+    # b (large) follows a by 30 s every time; a comes every 10 to 20 minutes, well within b's own
+    # keep-alive, so without its leader b would stay loaded throughout.
+    rng = np.random.default_rng(5)
+    starts = np.cumsum(rng.uniform(600.0, 1200.0, 40))
+    arrivals = Trace.from_arrivals([(float(t), "a") for t in starts] + [(float(t) + 30.0, "b") for t in starts])
+    models = {"a": ModelInfo("a", 10.0, 1.0), "b": ModelInfo("b", 1000.0, 10.0)}
+    ours = simulate(arrivals, models, 1010, PredictivePolicy())
+    kept = simulate(arrivals, models, 1010, LRUPolicy())
+    # a until it has four inter-arrival times (its default keep-alive is shorter than its gaps), and b until
+    # a has led it MIN_SUPPORT (3) times.
+    assert ours.cold_starts <= 5 + 4
+    assert ours.idle_memory_mb_seconds < 0.2 * kept.idle_memory_mb_seconds

@@ -36,6 +36,7 @@ class FollowerTable:
     def __init__(self) -> None:
         self._starts: dict[str, int] = {}
         self._pairs: dict[str, dict[str, _Pair]] = {}
+        self._leaders: dict[str, set[str]] = {}  # for each model, the models it was seen to follow
         self._recent: deque[tuple[float, str, set[str]]] = deque()  # open windows: (start, leader, seen)
 
     def observe(self, model: str, now: float, *, activation: bool) -> None:
@@ -46,7 +47,10 @@ class FollowerTable:
         for start, leader, seen in recent:
             if leader != model and model not in seen:
                 seen.add(model)
-                pair = self._pairs.setdefault(leader, {}).setdefault(model, _Pair())
+                pair = self._pairs.setdefault(leader, {}).get(model)
+                if pair is None:
+                    pair = self._pairs[leader][model] = _Pair()
+                    self._leaders.setdefault(model, set()).add(leader)
                 pair.count += 1
                 lag = now - start
                 pair.lag_min = min(pair.lag_min, lag)
@@ -67,3 +71,21 @@ class FollowerTable:
             for model, pair in self._pairs.get(leader, {}).items()
             if pair.count >= MIN_SUPPORT and pair.count >= starts * max(MIN_CONFIDENCE, MIN_LIFT * chance(model))
         ]
+
+    def announced_share(self, model: str, chance: Callable[[str], float]) -> float:
+        """The share of ``model``'s bursts that came after a burst of a leader it follows (see
+        :meth:`followers`): how often the leader's start already announces ``model``'s next burst."""
+        starts = self._starts.get(model, 0)
+        if starts == 0:
+            return 0.0
+        best = 0
+        for leader in self._leaders.get(model, ()):
+            pair = self._pairs[leader][model]
+            leads = self._starts.get(leader, 0)
+            if (
+                pair.count > best
+                and pair.count >= MIN_SUPPORT
+                and pair.count >= leads * max(MIN_CONFIDENCE, MIN_LIFT * chance(model))
+            ):
+                best = pair.count
+        return best / starts

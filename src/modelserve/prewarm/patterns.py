@@ -55,10 +55,14 @@ class ArrivalHistory:
         self.intervals: deque[float] = deque(maxlen=HISTORY)
         self._sorted: list[float] = []
         self.last_activation = first
+        self.activation_count = 1
         self.activations: deque[float] = deque(maxlen=ACTIVATION_HISTORY)
         self.burst_intervals: deque[float] = deque(maxlen=HISTORY)  # gaps shorter than ACTIVATION_GAP
         self.by_week_slot = [0] * WEEK_SLOTS
         self.by_day_slot = [0] * DAY_SLOTS
+        self.busy_week_slot = [0] * WEEK_SLOTS  # how many past weeks had a request in the slot
+        self.busy_day_slot = [0] * DAY_SLOTS
+        self._last_slot = -1
         self._count_slot(first)
         self._schedule: Schedule | None = None
         self._burst_schedule: Schedule | None = None
@@ -77,6 +81,7 @@ class ArrivalHistory:
         if gap < ACTIVATION_GAP:
             self.burst_intervals.append(gap)
             return False
+        self.activation_count += 1
         self.activations.append(now - self.last_activation)
         self.last_activation = now
         self._burst_schedule = regular(self.activations, 3)
@@ -86,6 +91,11 @@ class ArrivalHistory:
         slot = _week_slot(now)
         self.by_week_slot[slot] += 1
         self.by_day_slot[slot % DAY_SLOTS] += 1
+        absolute = int(now // SLOT_SECONDS)
+        if absolute != self._last_slot:
+            self._last_slot = absolute
+            self.busy_week_slot[slot] += 1
+            self.busy_day_slot[slot % DAY_SLOTS] += 1
 
     @property
     def schedule(self) -> Schedule | None:
@@ -100,6 +110,17 @@ class ArrivalHistory:
     def burst_keep_alive(self) -> float:
         """How long a burst's requests stay apart at most (the longest recent gap within bursts)."""
         return max(self.burst_intervals, default=0.0)
+
+    def activation_gap_quantile(self, q: float) -> float | None:
+        """The ``q`` quantile of recent gaps between burst starts, or None before three of them."""
+        if len(self.activations) < 3:
+            return None
+        gaps = sorted(self.activations)
+        return gaps[min(len(gaps) - 1, int(q * len(gaps)))]
+
+    def burst_size(self) -> float:
+        """Requests per burst, on average: how many requests one cold start stands for."""
+        return self.count / self.activation_count
 
     def recent_rate(self) -> float:
         """Requests per second over the recent inter-arrival times."""
@@ -118,6 +139,8 @@ class ArrivalHistory:
     def chance_within(self, now: float, horizon: float) -> float:
         """P(next request within ``horizon`` | none for ``now - last``), from recent inter-arrival times."""
         elapsed = now - self.last
+        if elapsed >= ACTIVATION_GAP and len(self.activations) >= 3:
+            return self._burst_chance(now, horizon)
         values = self._sorted
         if len(values) < 4:
             return 0.5 * math.exp(-elapsed / max(horizon, 1.0))
@@ -125,6 +148,29 @@ class ArrivalHistory:
         if longer == 0:
             return 0.0
         return (bisect_right(values, elapsed + horizon) - (len(values) - longer)) / longer
+
+    def busy_chance(self, start: float) -> float:
+        """The share of past weeks (or days, in the first two weeks) with a request in the slot at ``start``.
+
+        Unlike the mean count of :meth:`expected_in`, a model whose requests come in bursts at random times
+        scores low here: twenty requests in one day's slot are one busy slot, not twenty."""
+        slot = _week_slot(start)
+        span = max(start - self.first, 0.0)
+        if span >= 2 * WEEK:
+            seen, busy = math.floor(span / WEEK), self.busy_week_slot[slot]
+        else:
+            seen, busy = math.floor(span / DAY), self.busy_day_slot[slot % DAY_SLOTS]
+        return busy / seen if seen >= 1 else 0.0
+
+    def _burst_chance(self, now: float, horizon: float) -> float:
+        """P(the next burst starts within ``horizon``), once the last burst is over, from the gaps between
+        burst starts; the few gaps kept are pulled towards a memoryless gap of the same mean."""
+        since = now - self.last_activation
+        gaps = self.activations
+        longer = [g for g in gaps if g > since]
+        hits = sum(1 for g in longer if g <= since + horizon)
+        prior = 1.0 - math.exp(-horizon * len(gaps) / sum(gaps))
+        return (hits + prior) / (len(longer) + 1)
 
     def expected_in(self, start: float, seconds: float) -> float:
         """Requests expected in ``[start, start + seconds)`` from the time of week (or of day, in the first

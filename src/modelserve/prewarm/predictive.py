@@ -39,6 +39,9 @@ KEEP_QUANTILE = 0.9
 DEFAULT_KEEP_ALIVE = 600.0  # before a model has four inter-arrival times
 MAX_KEEP_ALIVE = 4 * 3600.0
 ROOMY = 0.9  # below this share of the budget in use, keep-alives stretch to the 99th percentile
+CLUMPED = 4.0  # requests per burst from which a model's requests count as bursts, not single arrivals
+GAP_QUANTILE = 0.75  # a clumped model is kept through gaps between bursts up to this quantile of them
+ANNOUNCED = 0.75  # a follower whose leaders announce this share of its bursts is unloaded after each burst
 ACTIVE_SLOT = 1.0  # requests expected in a quarter hour for the time of day to pre-load a model
 SLOT_LEAD = 120.0  # time-of-day pre-loads start this long before their quarter hour
 
@@ -119,6 +122,13 @@ class PredictivePolicy(Policy):
         keep = history.interval_quantile(KEEP_QUANTILE)
         keep = DEFAULT_KEEP_ALIVE if keep is None else keep
         keep = max(keep, 1.5 * history.burst_keep_alive())  # never unload in the middle of a burst
+        if history.burst_size() >= CLUMPED:
+            # Its inter-arrival times are mostly the gaps inside bursts: what decides a cold start is
+            # whether the model outlives the gap before the next burst.
+            keep = max(keep, history.activation_gap_quantile(GAP_QUANTILE) or 0.0)
+        if self._followers.announced_share(model, self._background_chance) >= ANNOUNCED:
+            # Its leader's next burst will load it in time: holding it until then is idle memory.
+            keep = 1.5 * history.burst_keep_alive()
         timers.set(model, Action.UNLOAD, now + min(keep, MAX_KEEP_ALIVE) + SAFETY)
         return False
 
@@ -232,7 +242,8 @@ class PredictivePolicy(Policy):
         """What keeping ``model`` is worth: the requests expected soon * what a load costs per MB.
 
         Requests expected soon: the chance of any within ``horizon`` times how many come once they do (the
-        recent rate), or what the time of day expects, or one when a schedule or a leader announces it."""
+        recent rate), or what the time of day expects, or one when a schedule or a leader announces it. For a
+        model whose requests come in bursts, a burst in progress counts its requests, a burst to come one."""
         info = view.info(model)
         cost = (info.load_seconds + 0.1) / info.size_mb
         if certain:
@@ -242,8 +253,15 @@ class PredictivePolicy(Policy):
         if history is None:
             demand = 0.5
         else:
-            demand = history.chance_within(now, horizon) * max(1.0, history.recent_rate() * horizon)
-            demand = max(demand, history.expected_in(now, horizon))
+            demand = history.chance_within(now, horizon)
+            if history.burst_size() < CLUMPED:
+                demand = max(demand * max(1.0, history.recent_rate() * horizon), history.expected_in(now, horizon))
+            else:
+                # Only a burst's first request can be cold: count bursts, not requests, and the time of
+                # day's chance of any request in this quarter hour, not its mean count.
+                if now - history.last < ACTIVATION_GAP:
+                    demand *= max(1.0, history.recent_rate() * horizon)
+                demand = max(demand, history.busy_chance(now))
         if window is not None and window[0] - horizon <= now <= window[1]:
             demand = max(demand, 1.0)
         return (demand + 0.01) * cost
