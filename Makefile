@@ -48,8 +48,8 @@ test: install tools
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks scripts
+	$(BIN)/ruff format --check src tests examples benchmarks scripts
 	$(BIN)/mypy
 
 # Speed against raw inference, the echo floor and MLServer (its own venv, built on first use); see docs/PERFORMANCE.md.
