@@ -53,22 +53,22 @@ class MemoryBudget:
     def __init__(self, kind: str, limit_bytes: int, setting: str, meter: Callable[[], int]) -> None:
         self.kind, self.limit_bytes, self.setting = kind, limit_bytes, setting
         self.meter = meter
-        self._learned: dict[tuple[str, int], int] = {}
+        self._learned: dict[str, dict[int, int]] = {}  # model -> version -> bytes
 
     def estimate(self, name: str, version: int, files: Path) -> int:
         """What loading this version will take: the last measurement of it, else twice its files."""
-        learned = self._learned.get((name, version))
+        learned = self._learned.get(name, {}).get(version)
         return learned if learned is not None else UNMEASURED_FACTOR * _size_on_disk(files)
 
     def learn(self, name: str, version: int, held: int) -> None:
         """What the version was last seen to hold, for its next load to reserve. The latest reading wins:
         keeping the largest ever would let one noisy reading refuse the model for good."""
-        self._learned[name, version] = held
+        self._learned.setdefault(name, {})[version] = held
 
     def learned(self, name: str) -> int | None:
         """What loading ``name`` reserves, all versions measured so far together; None before any was."""
-        sizes = [size for (model, _), size in self._learned.items() if model == name]
-        return sum(sizes) if sizes else None
+        sizes = self._learned.get(name)
+        return sum(sizes.values()) if sizes else None
 
     def room_for(
         self, name: str, need: int, holders: Sequence[Holder], *, may_evict: bool, order: Order | None = None

@@ -157,6 +157,11 @@ class ModelManager(ModelLoader):
             raise ModelNotFound(f"model '{name}' is not in the model repository")
         return list(versions.values())
 
+    def records(self, name: str) -> list[ModelVersion]:
+        """The versions of ``name`` the server has records of; none for a model it never loaded. Unlike
+        ``versions``, it never asks the repository, so policies may call it as often as they like."""
+        return list(self._models.get(name, {}).values())
+
     def serving(self, name: str, version: int | None = None) -> list[ModelVersion]:
         """The versions of a model serving now (or just ``version``, or why it does not serve)."""
         if version is not None:

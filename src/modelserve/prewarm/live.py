@@ -24,7 +24,7 @@ from modelserve.history.query import TrafficHistory
 from modelserve.models.budget import MemoryBudget
 from modelserve.models.manager import ModelManager
 from modelserve.models.memory import MIB
-from modelserve.models.records import ModelState, ModelVersion
+from modelserve.models.records import ModelState
 from modelserve.prewarm.histogram import HybridHistogramPolicy
 from modelserve.prewarm.lru import LRUPolicy
 from modelserve.prewarm.policy import Decision, ModelInfo, Policy
@@ -78,7 +78,7 @@ class LivePrewarmer:
 
     def loaded(self, model: str) -> None:
         """``model`` turned READY, on demand or pre-loaded."""
-        records = [r for r in self._manager.versions(model) if r.state is ModelState.READY]
+        records = [r for r in self._manager.records(model) if r.state is ModelState.READY]
         if records:
             self._load_s[model] = max(r.load_seconds for r in records)
         self._follow(self.policy.on_loaded(model, self._clock(), self))
@@ -102,7 +102,7 @@ class LivePrewarmer:
         return sum(self.info(model).size_mb for model in self.resident())
 
     def info(self, model: str) -> ModelInfo:
-        held = sum(r.memory_bytes for r in self._versions(model) if r.runtime is not None)
+        held = sum(r.memory_bytes for r in self._manager.records(model) if r.runtime is not None)
         size = held or self._budget.learned(model)
         if size:
             self._sizes[model] = size / MIB
@@ -114,19 +114,13 @@ class LivePrewarmer:
         return {r.name for r in self._manager.holding()}
 
     def is_ready(self, model: str) -> bool:
-        return any(r.state is ModelState.READY for r in self._versions(model))
+        return any(r.state is ModelState.READY for r in self._manager.records(model))
 
     def is_loading(self, model: str) -> bool:
-        return any(r.state is ModelState.LOADING for r in self._versions(model))
+        return any(r.state is ModelState.LOADING for r in self._manager.records(model))
 
     def is_busy(self, model: str) -> bool:
-        return any(r.in_flight for r in self._versions(model))
-
-    def _versions(self, model: str) -> list[ModelVersion]:
-        try:
-            return list(self._manager.versions(model))
-        except ModelserveError:
-            return []
+        return any(r.in_flight for r in self._manager.records(model))
 
     # -- learning from the traffic history -----------------------------------------------------------
 
