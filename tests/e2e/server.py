@@ -58,7 +58,10 @@ class RunningServer:
 def serve(
     repository: Path | str, log: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60.0
 ) -> Iterator[RunningServer]:
-    """Run `modelserve serve` until the block ends; fail with the server's output if it never gets ready."""
+    """Run `modelserve serve` until the block ends; fail with the server's output if it never gets ready.
+
+    Its MODEL_CACHE_DIR, and with it the traffic history's SQLite file, is beside ``log`` unless ``env``
+    says otherwise: a server that learns from its history must not learn from other tests' traffic."""
     port, grpc_port = free_port(), free_port()
     command = [
         *MODELSERVE,
@@ -73,7 +76,11 @@ def serve(
     ]
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MODEL_CACHE_DIR": str(log.parent / "cache"), **(env or {})},
+            start_new_session=True,
         )
     server = RunningServer(process, port, grpc_port, log)
     try:
