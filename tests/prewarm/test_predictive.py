@@ -1,6 +1,7 @@
 """predictive: a model on a schedule is loaded before its request by at least its load time, a model
 that follows another is loaded when its leader is requested (and unloaded after its own request), and a
-bursty model is kept through the usual gap between its bursts."""
+bursty model is kept through the usual gap between its bursts; models whose requests come at random stay
+resident by their rate per MB, leaving room for bursts."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import numpy as np
 
 from modelserve.prewarm.histogram import HybridHistogramPolicy
 from modelserve.prewarm.lru import LRUPolicy
+from modelserve.prewarm.patterns import ArrivalHistory
 from modelserve.prewarm.policy import ModelInfo
 from modelserve.prewarm.predictive import PredictivePolicy
+from modelserve.prewarm.residency import bursting_mb, choose
 from modelserve.prewarm.simulator import simulate
 from modelserve.prewarm.traces import Trace
 
@@ -70,3 +73,57 @@ def test_a_follower_its_leader_announces_is_unloaded_after_its_request() -> None
     # a has led it MIN_SUPPORT (3) times.
     assert ours.cold_starts <= 5 + 4
     assert ours.idle_memory_mb_seconds < 0.2 * kept.idle_memory_mb_seconds
+
+
+def test_models_with_the_most_requests_per_mb_stay_resident_through_others_loads() -> None:
+    # Three small models asked for every 5 minutes on average and three every 50, at random (Poisson):
+    # recency says nothing about the next request, so LRU lets each rare load evict a frequent model.
+    rng = np.random.default_rng(3)
+    arrivals = Trace.from_arrivals(
+        [
+            (float(t), name)
+            for name, gap in zip("abcxyz", [300.0] * 3 + [3000.0] * 3, strict=True)
+            for t in np.cumsum(rng.exponential(gap, int(4 * 86400 / gap)))
+        ]
+    )
+    models = {name: ModelInfo(name, 100.0, 5.0) for name in "abcxyz"}
+    predictive = PredictivePolicy()
+    ours = simulate(arrivals, models, 400, predictive)
+    lru = simulate(arrivals, models, 400, LRUPolicy())
+    rare = sum(1 for m in arrivals.models if m in "xyz")
+    assert set(predictive.resident()) == {"a", "b", "c"}
+    # Once the rates are known, only the rare models' requests are cold, and not all of them.
+    assert ours.cold_starts <= 0.8 * rare + 10
+    assert ours.cold_starts < 0.85 * lru.cold_starts
+
+
+def test_the_resident_set_leaves_room_for_bursts() -> None:
+    # A model that bursts for about a minute every ten holds its size a tenth of the time on average.
+    rng = np.random.default_rng(5)
+    history = ArrivalHistory(0.0)
+    for start in np.arange(0.0, 2 * 86400.0, 600.0):
+        for t in start + np.cumsum(rng.exponential(3.0, 20)):
+            history.add(float(t))
+    info = ModelInfo("b", 1000.0, 4.0)
+    held = bursting_mb([("b", history)], lambda _: info, 2 * 86400.0, clumped=4.0)
+    assert 60.0 < held < 200.0
+    assert bursting_mb([("b", history)], lambda _: info, 2 * 86400.0, clumped=50.0) == 0.0
+
+
+def test_the_resident_set_fills_its_capacity_densest_first_and_skips_rare_models() -> None:
+    histories = {}
+    for name, gap in (("often", 60.0), ("sometimes", 600.0), ("rarely", 20000.0)):
+        history = histories[name] = ArrivalHistory(0.0)
+        for t in np.arange(gap, 86400.0, gap):
+            history.add(float(t))
+    sizes = {"often": 300.0, "sometimes": 100.0, "rarely": 10.0}
+
+    def info(model: str) -> ModelInfo:
+        return ModelInfo(model, sizes[model], 1.0)
+
+    chosen = choose(histories.items(), info, 129600.0, capacity_mb=350.0, min_rate=1 / 14400)
+    assert list(chosen) == ["often"]  # 1/60 per s per 300 MB beats 1/600 per 100 MB; both do not fit
+    assert set(choose(histories.items(), info, 129600.0, capacity_mb=400.0, min_rate=1 / 14400)) == {
+        "often",
+        "sometimes",
+    }

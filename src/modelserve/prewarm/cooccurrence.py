@@ -36,7 +36,7 @@ class FollowerTable:
     def __init__(self) -> None:
         self._starts: dict[str, int] = {}
         self._pairs: dict[str, dict[str, _Pair]] = {}
-        self._leaders: dict[str, set[str]] = {}  # for each model, the models it was seen to follow
+        self._leaders: dict[str, list[str]] = {}  # for each model, the models it followed MIN_SUPPORT times
         self._recent: deque[tuple[float, str, set[str]]] = deque()  # open windows: (start, leader, seen)
 
     def observe(self, model: str, now: float, *, activation: bool) -> None:
@@ -50,8 +50,9 @@ class FollowerTable:
                 pair = self._pairs.setdefault(leader, {}).get(model)
                 if pair is None:
                     pair = self._pairs[leader][model] = _Pair()
-                    self._leaders.setdefault(model, set()).add(leader)
                 pair.count += 1
+                if pair.count == MIN_SUPPORT:
+                    self._leaders.setdefault(model, []).append(leader)
                 lag = now - start
                 pair.lag_min = min(pair.lag_min, lag)
                 pair.lag_max = max(pair.lag_max, lag)
@@ -79,13 +80,9 @@ class FollowerTable:
         if starts == 0:
             return 0.0
         best = 0
+        share = max(MIN_CONFIDENCE, MIN_LIFT * chance(model))
         for leader in self._leaders.get(model, ()):
-            pair = self._pairs[leader][model]
-            leads = self._starts.get(leader, 0)
-            if (
-                pair.count > best
-                and pair.count >= MIN_SUPPORT
-                and pair.count >= leads * max(MIN_CONFIDENCE, MIN_LIFT * chance(model))
-            ):
-                best = pair.count
+            count = self._pairs[leader][model].count
+            if count > best and count >= self._starts.get(leader, 0) * share:
+                best = count
         return best / starts

@@ -18,6 +18,8 @@ DAY_SLOTS = 96
 WEEK_SLOTS = 7 * DAY_SLOTS
 DAY = 86400.0
 WEEK = 7 * DAY
+TIME_OF_DAY_REACH = 2  # slots either side that count towards the time of day's rate of bursts
+SPAN_FLOOR = 3600.0  # a model seen for less than this is rated as if seen for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,8 @@ class ArrivalHistory:
         self.by_day_slot = [0] * DAY_SLOTS
         self.busy_week_slot = [0] * WEEK_SLOTS  # how many past weeks had a request in the slot
         self.busy_day_slot = [0] * DAY_SLOTS
+        self.activations_by_day_slot = [0] * DAY_SLOTS
+        self.activations_by_day_slot[_week_slot(first) % DAY_SLOTS] = 1
         self._last_slot = -1
         self._count_slot(first)
         self._schedule: Schedule | None = None
@@ -82,6 +86,7 @@ class ArrivalHistory:
             self.burst_intervals.append(gap)
             return False
         self.activation_count += 1
+        self.activations_by_day_slot[_week_slot(now) % DAY_SLOTS] += 1
         self.activations.append(now - self.last_activation)
         self.last_activation = now
         self._burst_schedule = regular(self.activations, 3)
@@ -117,6 +122,28 @@ class ArrivalHistory:
             return None
         gaps = sorted(self.activations)
         return gaps[min(len(gaps) - 1, int(q * len(gaps)))]
+
+    def activation_rate(self, now: float) -> float:
+        """Bursts started per second around this time of day: each is a cold start if the model is not kept.
+
+        The count in the slots within ``TIME_OF_DAY_REACH`` of ``now``'s, over the days seen, is pulled
+        towards the rate over all time by one day's worth of it, so a model seen for a day or two, or one
+        whose bursts come at any hour, ranks by its overall rate."""
+        span = max(now - self.first, SPAN_FLOOR)
+        overall = self.activation_count / span
+        days = math.floor(span / DAY)
+        if days < 1:
+            return overall
+        slot = _week_slot(now) % DAY_SLOTS
+        counts = self.activations_by_day_slot
+        near = sum(counts[(slot + k) % DAY_SLOTS] for k in range(-TIME_OF_DAY_REACH, TIME_OF_DAY_REACH + 1))
+        window = (2 * TIME_OF_DAY_REACH + 1) * SLOT_SECONDS
+        return (near + overall * window) / ((days + 1) * window)
+
+    def in_burst_rate(self) -> float:
+        """Requests per second within a burst, from the recent gaps inside bursts; 0 before any."""
+        gaps = self.burst_intervals
+        return len(gaps) / sum(gaps) if gaps and sum(gaps) > 0 else 0.0
 
     def burst_size(self) -> float:
         """Requests per burst, on average: how many requests one cold start stands for."""

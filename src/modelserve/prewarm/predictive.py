@@ -16,6 +16,9 @@ After each request the policy plans the model's next need from the first signal 
 Two more signals pre-load models that have no request yet: **co-occurrence** (when a model's burst starts,
 its followers are loaded in time for their usual lag, IceBreaker/SPES's "correlated" functions) and the
 **time of day and week** (before each quarter hour, models that usually get requests in it are loaded).
+Models whose requests no signal foresees are kept by their rate instead: every ``RESIDENT_EVERY`` seconds
+the **resident set** (``residency``) is chosen, the models with the most bursts per MB at this time of day,
+and loaded; loads on demand evict its members last.
 Under a budget, loads on demand evict the lowest ``P(request within HORIZON) * load_seconds / size_mb``
 first (FaaSCache's Greedy-Dual value with the reuse chance in place of frequency), and a pre-load evicts
 only models worth less than itself.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from modelserve.prewarm import residency
 from modelserve.prewarm.cooccurrence import WINDOW, FollowerTable
 from modelserve.prewarm.patterns import ACTIVATION_GAP, SLOT_SECONDS, ArrivalHistory
 from modelserve.prewarm.policy import NOTHING, CacheView, Decision, Policy, evictable, victims_for
@@ -44,6 +48,11 @@ GAP_QUANTILE = 0.75  # a clumped model is kept through gaps between bursts up to
 ANNOUNCED = 0.75  # a follower whose leaders announce this share of its bursts is unloaded after each burst
 ACTIVE_SLOT = 1.0  # requests expected in a quarter hour for the time of day to pre-load a model
 SLOT_LEAD = 120.0  # time-of-day pre-loads start this long before their quarter hour
+RESIDENT_EVERY = 120.0  # seconds between two choices of the resident set
+RESIDENT_SHARE = 0.8  # share of the budget the resident set may fill; the rest is for loads on demand
+BURST_PEAK = 2.0  # the resident set leaves this many times the memory bursts hold on average
+ANNOUNCED_EVERY = 600.0  # seconds for which whether a model's leaders announce it is taken as known
+RESIDENT_REACH = 4 * 3600.0  # a model whose bursts come further apart than this on average is not kept
 
 
 class PredictivePolicy(Policy):
@@ -61,11 +70,19 @@ class PredictivePolicy(Policy):
         self._next_slot: float | None = None  # the next quarter hour the time of day prepares for
         self._values: dict[str, float] = {}  # _value of each model at _values_at: one event ranks many times
         self._values_at = -math.inf
+        self._resident: dict[str, float] = {}  # the resident set, with each model's density
+        self._resident_at: float | None = None  # when the resident set is chosen next
+        self._announced_cache: dict[str, bool] = {}  # _announced, until _announced_until
+        self._announced_until = -math.inf
 
     def expected(self, model: str) -> float | None:
         """When the next request of ``model`` is expected at the earliest, if a schedule or a leader says so."""
         window = self._expected.get(model)
         return window[0] if window else None
+
+    def resident(self) -> list[str]:
+        """The resident set as last chosen, densest first: models kept loaded whether or not one is due."""
+        return sorted(self._resident, key=self._resident.__getitem__, reverse=True)
 
     def on_arrival(self, model: str, now: float, view: CacheView) -> Decision:
         history = self._history.get(model)
@@ -88,6 +105,7 @@ class PredictivePolicy(Policy):
             self._prepare_followers(model, now, view, load, evict)
         if self._next_slot is None:
             self._next_slot = (math.floor(now / SLOT_SECONDS) + 1) * SLOT_SECONDS
+            self._resident_at = now + RESIDENT_EVERY
         return Decision(tuple(load), tuple(evict), self._wake_at())
 
     def _plan(self, model: str, history: ArrivalHistory, now: float, view: CacheView) -> bool:
@@ -126,7 +144,7 @@ class PredictivePolicy(Policy):
             # Its inter-arrival times are mostly the gaps inside bursts: what decides a cold start is
             # whether the model outlives the gap before the next burst.
             keep = max(keep, history.activation_gap_quantile(GAP_QUANTILE) or 0.0)
-        if self._followers.announced_share(model, self._background_chance) >= ANNOUNCED:
+        if self._announced(model):
             # Its leader's next burst will load it in time: holding it until then is idle memory.
             keep = 1.5 * history.burst_keep_alive()
         timers.set(model, Action.UNLOAD, now + min(keep, MAX_KEEP_ALIVE) + SAFETY)
@@ -170,7 +188,9 @@ class PredictivePolicy(Policy):
         evict: list[str] = []
         for model, action in self._timers.due(now):
             if action is Action.UNLOAD:
-                if view.is_ready(model) and model not in evict:
+                if model in self._resident:
+                    self._timers.set(model, Action.UNLOAD, now + RESIDENT_EVERY)
+                elif view.is_ready(model) and model not in evict:
                     later = self._stretch(model, now, view)
                     if later is not None:
                         self._timers.set(model, Action.UNLOAD, later)
@@ -182,7 +202,75 @@ class PredictivePolicy(Policy):
         if self._next_slot is not None and now >= self._next_slot - SLOT_LEAD:
             self._prepare_slot(self._next_slot, now, view, load, evict)
             self._next_slot += SLOT_SECONDS
+        if self._resident_at is not None and now >= self._resident_at:
+            self._refresh_resident(now, view, load, evict)
+            self._resident_at = now + RESIDENT_EVERY
         return Decision(tuple(load), tuple(evict), self._wake_at())
+
+    def _refresh_resident(self, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
+        """Choose the resident set again and load its members that are not loaded, densest first."""
+        if now >= self._announced_until:
+            self._announced_cache.clear()
+            self._announced_until = now + ANNOUNCED_EVERY
+        unplanned = [(m, h) for m, h in self._history.items() if self._unplanned(m, h)]
+        capacity = (
+            RESIDENT_SHARE * view.budget_mb
+            - BURST_PEAK * residency.bursting_mb(unplanned, view.info, now, CLUMPED)
+            - self._scheduled_mb(view)
+        )
+        self._resident = residency.choose(unplanned, view.info, now, capacity, 1.0 / RESIDENT_REACH)
+        for model in sorted(self._resident, key=self._resident.__getitem__, reverse=True):
+            if view.is_ready(model) or view.is_loading(model) or model in load:
+                continue
+            need = view.info(model).size_mb + sum(view.info(m).size_mb for m in load)
+            freed = sum(view.info(m).size_mb for m in evict)
+            order = sorted(
+                (m for m in evictable(view) if m not in evict and self._displaceable(m, now)),
+                key=lambda m: self._value(m, now, view, HORIZON),
+            )
+            victims = victims_for(view, need, order, freed)
+            if victims is not None:
+                evict.extend(victims)
+                load.append(model)
+                self._keep_until(model, now + RESIDENT_EVERY)
+
+    def _scheduled_mb(self, view: CacheView) -> float:
+        """The memory models on a schedule hold on average: loading, then waiting out their jitter."""
+        total = 0.0
+        for model, history in self._history.items():
+            schedule = history.schedule or history.burst_schedule
+            if schedule is not None:
+                info = view.info(model)
+                held = info.load_seconds + 2 * schedule.jitter + SAFETY
+                total += info.size_mb * min(held / schedule.period, 1.0)
+        return total
+
+    def _unplanned(self, model: str, history: ArrivalHistory) -> bool:
+        """True when nothing loads ``model`` ahead of its requests: no schedule, no leader that announces it."""
+        if history.schedule is not None or history.burst_schedule is not None:
+            return False
+        return not self._announced(model)
+
+    def _announced(self, model: str) -> bool:
+        """True when ``model``'s leaders announce at least ``ANNOUNCED`` of its bursts.
+
+        Remembered for up to ``ANNOUNCED_EVERY``: the share moves slowly, and reading it is a pass over every
+        model seen to precede this one often enough, which on busy traces is most of them."""
+        known = self._announced_cache.get(model)
+        if known is None:
+            share = self._followers.announced_share(model, self._background_chance)
+            known = self._announced_cache[model] = share >= ANNOUNCED
+        return known
+
+    def _displaceable(self, model: str, now: float) -> bool:
+        """True when the resident set may evict ``model``: not a member, not mid-burst, nothing announced."""
+        if model in self._resident:
+            return False
+        history = self._history.get(model)
+        if history is not None and now - history.last < ACTIVATION_GAP:
+            return False
+        window = self._expected.get(model)
+        return window is None or not (window[0] - ADMIT_HORIZON <= now <= window[1])
 
     def _stretch(self, model: str, now: float, view: CacheView) -> float | None:
         """A later unload time for a model whose keep-alive ran out while memory is roomy, or None.
@@ -236,7 +324,8 @@ class PredictivePolicy(Policy):
         for model in candidates:
             if model not in values:
                 values[model] = self._value(model, now, view, HORIZON)
-        return sorted(candidates, key=values.__getitem__)
+        resident = self._resident
+        return sorted(candidates, key=lambda m: (m in resident, values[m]))
 
     def _value(self, model: str, now: float, view: CacheView, horizon: float, *, certain: bool = False) -> float:
         """What keeping ``model`` is worth: the requests expected soon * what a load costs per MB.
@@ -269,6 +358,4 @@ class PredictivePolicy(Policy):
     def _wake_at(self) -> float | None:
         timer = self._timers.next_at()
         slot = None if self._next_slot is None else self._next_slot - SLOT_LEAD
-        if timer is None or slot is None:
-            return timer if slot is None else slot
-        return min(timer, slot)
+        return min((t for t in (timer, slot, self._resident_at) if t is not None), default=None)

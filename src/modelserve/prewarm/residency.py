@@ -1,0 +1,65 @@
+"""The resident set: the models worth keeping loaded whether or not a request is due.
+
+A model whose next burst cannot be foreseen (it starts at random, as Poisson arrivals do) is cold at that
+burst unless it happens to be loaded. What keeps the most such bursts warm under a budget is not recency,
+which says little about a memoryless process, but each model's rate of bursts per MB: a knapsack filled by
+that density, as the static optimum for independent references (the A0 policy of Aho, Denning and Ullman)
+fills a cache by probability. The rate is read at the time of day, so a model busy in the morning holds
+memory in the morning only. Models a schedule or a leader loads in time need no place here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from modelserve.prewarm.patterns import ArrivalHistory
+from modelserve.prewarm.policy import ModelInfo
+
+
+def density(history: ArrivalHistory, info: ModelInfo, now: float) -> float:
+    """Cold starts per second per MB that not keeping the model would cost around ``now``.
+
+    A missed burst costs its first request and those that arrive while the model loads."""
+    during_load = min(info.load_seconds * history.in_burst_rate(), max(history.burst_size() - 1.0, 0.0))
+    return history.activation_rate(now) * (1.0 + during_load) / info.size_mb
+
+
+def bursting_mb(
+    histories: Iterable[tuple[str, ArrivalHistory]], info: Callable[[str], ModelInfo], now: float, clumped: float
+) -> float:
+    """The memory the bursts of models with ``clumped`` requests per burst or more hold on average: what
+    their loads on demand need beside the resident set.
+
+    Too little of it and a burst's load evicts a model in the middle of its own burst, which is then cold
+    again at its next request: the thrash that makes a static split worse than LRU for bursty traffic."""
+    total = 0.0
+    for model, history in histories:
+        rate = history.in_burst_rate()
+        if rate > 0.0 and history.burst_size() >= clumped:
+            model_info = info(model)
+            busy = history.activation_rate(now) * (history.burst_size() / rate + model_info.load_seconds)
+            total += model_info.size_mb * min(busy, 1.0)
+    return total
+
+
+def choose(
+    histories: Iterable[tuple[str, ArrivalHistory]],
+    info: Callable[[str], ModelInfo],
+    now: float,
+    capacity_mb: float,
+    min_rate: float,
+) -> dict[str, float]:
+    """The densest models that fit in ``capacity_mb`` together, with their densities.
+
+    A model whose bursts come less often than ``min_rate`` is left out however small it is: holding it
+    until its next burst costs more idle memory than a keep-alive would ever spend."""
+    frequent = ((m, h) for m, h in histories if h.activation_rate(now) >= min_rate)
+    ranked = sorted(((density(h, info(m), now), m) for m, h in frequent), reverse=True)
+    chosen: dict[str, float] = {}
+    room = capacity_mb
+    for value, model in ranked:
+        size = info(model).size_mb
+        if value > 0.0 and size <= room:
+            chosen[model] = value
+            room -= size
+    return chosen
