@@ -87,6 +87,7 @@ def test_static_int8_calibrates_on_the_data_given(tmp_path: Path) -> None:
     assert error < 0.1
     assert top1 >= 0.85
     assert report["samples"] == 16  # measured on the calibration rows, not on noise
+    assert report["advice"] == []
 
     np.savez(data, image=np.zeros((4, 3, 16, 16)))
     output = convert(*CNN, "--repository", str(tmp_path), "--precision", "int8", "--calibration-data", str(data),
@@ -96,6 +97,15 @@ def test_static_int8_calibrates_on_the_data_given(tmp_path: Path) -> None:
     output = convert(*CNN, "--repository", str(tmp_path), "--precision", "int8",
                      "--calibration-data", str(tmp_path / "wrong.npy"), code=1)  # fmt: skip
     assert "'input' has shape [4, 3, 8, 8]; expected [samples, 3, 16, 16]" in output
+
+
+def test_dynamic_int8_of_a_convolutional_network_points_to_static_int8(tmp_path: Path) -> None:
+    report = convert(*CNN, "--repository", str(tmp_path), "--precision", "int8")
+    [advice] = report["advice"]
+    measured = float(advice.removeprefix("dynamic INT8 of a convolutional network ran at ").split("x FP32")[0])
+    assert abs(measured - report["speedup"]) <= 0.01
+    assert "--calibration-data" in advice
+    assert convert(*MLP, "--repository", str(tmp_path), "--precision", "int8")["advice"] == []
 
 
 def test_an_error_beyond_the_tolerance_is_refused_unless_forced(tmp_path: Path) -> None:

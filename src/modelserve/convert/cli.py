@@ -158,6 +158,8 @@ def _print(report: dict[str, object], as_json: bool) -> None:
         f"batch {report['speed_batch']}: {report['converted_ms']:.3f} ms vs FP32 ONNX {report['baseline_ms']:.3f} ms "
         f"(speed-up {report['speedup']}x)"
     )
+    for advice in report["advice"] or []:  # type: ignore[attr-defined]
+        console.print(f"[yellow]advice:[/yellow] {escape(advice)}")
     for path in report["written"] or []:  # type: ignore[attr-defined]
         console.print(f"wrote {path}")
 

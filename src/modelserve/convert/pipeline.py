@@ -11,13 +11,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
+
 from modelserve.convert import optimize as optimizer
 from modelserve.convert import precision as lower
 from modelserve.convert import tensorrt
 from modelserve.convert.export import export_onnx
 from modelserve.convert.output import Destination, config_text, write
 from modelserve.convert.precision import Precision
-from modelserve.convert.report import Report, compare, median_ms
+from modelserve.convert.report import Report, advise, compare, median_ms
 from modelserve.convert.source import Arrays, ConversionError, OnnxSession, Source, sample_inputs
 from modelserve.repository.config import Platform
 from modelserve.runtimes.onnx import _spec
@@ -77,6 +79,8 @@ def convert(source: Source, options: Options, destination: Destination, step: St
             reference = OnnxSession(baseline)
             report.baseline_ms = median_ms(lambda: reference.run_named(speed), options.speed_runs)
             report.converted_ms = median_ms(lambda: session.run_named(speed), options.speed_runs)
+        operators = {node.op_type for node in onnx.load(str(baseline), load_external_data=False).graph.node}
+        report.advice = advise(options.precision.value, calibration is not None, operators, report.speedup)
         tolerance = options.tolerance if options.tolerance is not None else DEFAULT_TOLERANCE[options.precision]
         if report.max_abs_error > tolerance and not options.force:
             raise RefusedError(report, tolerance)

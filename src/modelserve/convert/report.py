@@ -42,6 +42,7 @@ class Report:
     converted_ms: float = 0.0
     speed_batch: int = 1
     written: list[str] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)  # what would likely convert better, and why
 
     @property
     def max_abs_error(self) -> float:
@@ -83,3 +84,24 @@ def median_ms(call: Callable[[], object], runs: int, warmup: int = 3) -> float:
         call()
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
+
+
+def advise(precision: str, calibrated: bool, operators: set[str], speedup: float) -> list[str]:
+    """What to try instead when the choice made is known to be slow on this kind of model.
+
+    Dynamic INT8 quantises every activation at run time and runs convolutions as ConvInteger, which
+    ONNX Runtime's CPU kernels do slower than FP32 convolutions (ResNet-18: 0.23x, docs/PERFORMANCE.md);
+    FP16 has few CPU kernels, so it runs as FP32 between casts there."""
+    advice = []
+    if precision == "int8" and not calibrated and "Conv" in operators:
+        advice.append(
+            f"dynamic INT8 of a convolutional network ran at {speedup:.2f}x FP32 here: convolutions become "
+            "ConvInteger with activations quantised on every call; static INT8 (--calibration-data with a few "
+            "hundred real inputs) keeps them fused and is usually faster (ResNet-18: 2.4x)"
+        )
+    if precision == "fp16" and speedup < 1.0:
+        advice.append(
+            f"FP16 ran at {speedup:.2f}x FP32 here: ONNX Runtime has few FP16 kernels for the CPU, so it pays on "
+            "a GPU (CUDA or --engine tensorrt), or to halve the file; on a CPU try --precision int8"
+        )
+    return advice
