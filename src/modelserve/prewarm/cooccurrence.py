@@ -67,10 +67,11 @@ class FollowerTable:
         requested all the time follows every leader by chance, so a follower must do it ``MIN_LIFT`` times as
         often as chance alone would."""
         starts = self._starts.get(leader, 0)
+        floor = max(MIN_SUPPORT, starts * MIN_CONFIDENCE)  # checked first: ``chance`` costs more than a compare
         return [
             Follower(model, pair.count / starts, pair.lag_min, pair.lag_max)
             for model, pair in self._pairs.get(leader, {}).items()
-            if pair.count >= MIN_SUPPORT and pair.count >= starts * max(MIN_CONFIDENCE, MIN_LIFT * chance(model))
+            if pair.count >= floor and pair.count >= starts * MIN_LIFT * chance(model)
         ]
 
     def announced_share(self, model: str, chance: Callable[[str], float]) -> float:
