@@ -31,6 +31,17 @@ def test_a_scheduled_model_is_ready_before_each_request_and_unloaded_in_between(
     assert predictive.expected("p") == 300.0 * 30
 
 
+def test_a_scheduled_model_is_ready_again_after_a_skipped_tick() -> None:
+    # Every 300 s, loading takes 100 s, and ticks 12, 20 and 21 never come: a job that did not run.
+    skipped = {12, 20, 21}
+    models = {"p": ModelInfo("p", 100.0, 100.0)}
+    arrivals = Trace.from_arrivals([(300.0 * i, "p") for i in range(30) if i not in skipped])
+    ours = simulate(arrivals, models, 1000, PredictivePolicy())
+    assert ours.cold_starts == 1  # the first request only: each tick after a silence was loaded in time
+    # ... and in between it was unloaded: about 200 s of each 300 s, skipped ticks included.
+    assert ours.idle_memory_mb_seconds < 0.5 * 100.0 * 300.0 * 29
+
+
 def test_a_follower_is_loaded_when_its_leader_is_requested() -> None:
     # b follows a by 30 s; a comes at random, more than 4 hours apart, so no keep-alive spans the gap.
     rng = np.random.default_rng(7)

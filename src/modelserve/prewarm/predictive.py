@@ -37,6 +37,7 @@ from modelserve.prewarm.timers import Action, Timers
 
 SAFETY = 1.0  # seconds a pre-load finishes ahead of the earliest expected request
 MIN_GAP = 2.0  # unloading between two scheduled requests must free at least this long
+MAX_SKIPPED = 2  # ticks of a schedule that may pass without a request before it is no longer expected
 HORIZON = 600.0  # "soon", for the reuse chance that ranks evictions for a load on demand
 ADMIT_HORIZON = 120.0  # a pre-load is due within about this: it displaces models less likely to be used by then
 KEEP_QUANTILE = 0.9
@@ -186,10 +187,15 @@ class PredictivePolicy(Policy):
     def tick(self, now: float, view: CacheView) -> Decision:
         load: list[str] = []
         evict: list[str] = []
-        for model, action in self._timers.due(now):
+        for model, action in self._timers.due(now):  # each sets timers only after ``now``
             if action is Action.UNLOAD:
                 if model in self._resident:
                     self._timers.set(model, Action.UNLOAD, now + RESIDENT_EVERY)
+                    continue
+                keep = self._after_silence(model, now, view)
+                if keep is not None:
+                    if not keep and view.is_ready(model) and model not in evict:
+                        evict.append(model)
                 elif view.is_ready(model) and model not in evict:
                     later = self._stretch(model, now, view)
                     if later is not None:
@@ -271,6 +277,27 @@ class PredictivePolicy(Policy):
             return False
         window = self._expected.get(model)
         return window is None or not (window[0] - ADMIT_HORIZON <= now <= window[1])
+
+    def _after_silence(self, model: str, now: float, view: CacheView) -> bool | None:
+        """Plan a scheduled model's next request one period on when the one due did not come; None when
+        no schedule applies, else whether to keep the model loaded until then.
+
+        A schedule skips a tick now and then (a job that did not run); unloading for good at the first
+        silence would make the next tick cold. Up to ``MAX_SKIPPED`` ticks in a row are waited out."""
+        history = self._history.get(model)
+        window = self._expected.get(model)
+        if history is None or window is None or (schedule := history.schedule) is None:
+            return None
+        due = window[0] + schedule.jitter + schedule.period
+        if due - history.last > (MAX_SKIPPED + 1) * schedule.period + schedule.jitter or due + schedule.jitter < now:
+            return None  # silent too long, or the window is one a later keep-alive outlived
+        self._expected[model] = (due - schedule.jitter, due + schedule.jitter + SAFETY)
+        self._timers.set(model, Action.UNLOAD, due + schedule.jitter + SAFETY)
+        preload = due - schedule.jitter - view.info(model).load_seconds - SAFETY
+        if preload - now > MIN_GAP:
+            self._timers.set(model, Action.LOAD, preload)
+            return False
+        return True
 
     def _stretch(self, model: str, now: float, view: CacheView) -> float | None:
         """A later unload time for a model whose keep-alive ran out while memory is roomy, or None.
