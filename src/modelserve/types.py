@@ -5,7 +5,9 @@ Protocols decode into these and encode out of them; nothing here knows of HTTP o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,31 @@ DATATYPE_TO_NUMPY: dict[str, np.dtype[Any]] = {
     "BYTES": np.dtype(np.object_),
 }
 _NUMPY_TO_DATATYPE = {dtype: name for name, dtype in DATATYPE_TO_NUMPY.items()}
+
+
+def read_input_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray[Any, Any]]:
+    """One array per input name from ``path``: an .npz keyed by input name, or an .npy for a single input.
+
+    Shared by warmup files and calibration data, which users write by hand with ``np.save``/``np.savez``;
+    a ValueError says what to fix (a file numpy cannot read, one array for several inputs, a missing name).
+    """
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            arrays = {name: loaded for name in names[:1]}
+            single = True
+        else:
+            with loaded:
+                arrays = {name: loaded[name] for name in loaded.files}
+            single = False
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if single and len(names) != 1:
+        raise ValueError(f"{path} holds one array but the model has {len(names)} inputs; use an .npz")
+    for name in names:
+        if name not in arrays:
+            raise ValueError(f"{path} has no array named '{name}' (it has {', '.join(arrays) or 'none'})")
+    return {name: arrays[name] for name in names}
 
 
 def numpy_dtype(datatype: str) -> np.dtype[Any]:

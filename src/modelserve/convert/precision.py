@@ -15,10 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from modelserve.convert.source import Arrays, ConversionError, Source
-from modelserve.types import numpy_dtype
+from modelserve.types import numpy_dtype, read_input_arrays
 
 
 class Precision(StrEnum):
@@ -72,20 +70,11 @@ def read_calibration(path: Path, source: Source) -> Arrays:
     if path.suffix not in (".npz", ".npy"):
         raise ConversionError(f"--calibration-data {path} must be an .npz (one array per input) or an .npy")
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConversionError(f"cannot read --calibration-data {path}: {exc}") from None
-    if isinstance(loaded, np.ndarray):
-        if len(source.inputs) != 1:
-            raise ConversionError(f"{path} holds one array but the model has {len(source.inputs)} inputs; use an .npz")
-        arrays = {source.inputs[0].name: loaded}
-    else:
-        with loaded:
-            arrays = {name: loaded[name] for name in loaded.files}
+        arrays = read_input_arrays(path, [spec.name for spec in source.inputs])
+    except ValueError as exc:
+        raise ConversionError(f"--calibration-data: {exc}") from None
     data: Arrays = {}
     for spec in source.inputs:
-        if spec.name not in arrays:
-            raise ConversionError(f"{path} has no array named '{spec.name}' (it has {', '.join(arrays) or 'none'})")
         array = arrays[spec.name]
         if array.shape[1:] != spec.shape[1:]:
             raise ConversionError(

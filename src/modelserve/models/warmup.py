@@ -22,7 +22,7 @@ from modelserve.errors import InvalidInput
 from modelserve.models.spec import ModelSpec
 from modelserve.repository.config import Warmup, WarmupInputs
 from modelserve.runtimes.base import Runtime
-from modelserve.types import TensorSpec, numpy_dtype
+from modelserve.types import TensorSpec, numpy_dtype, read_input_arrays
 
 log = logging.getLogger("modelserve.models")
 
@@ -114,20 +114,11 @@ def _generated(
 
 def _from_file(spec: ModelSpec, path: Path, batch_size: int) -> Arrays:
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            if len(spec.inputs) != 1:
-                raise WarmupError(f"{path} holds one array but the model has {len(spec.inputs)} inputs; use an .npz")
-            arrays = {spec.inputs[0].name: loaded}
-        else:
-            with loaded:
-                arrays = {name: loaded[name] for name in loaded.files}
-    except (OSError, ValueError) as exc:
-        raise WarmupError(f"cannot read {path}: {exc}") from None
+        arrays = read_input_arrays(path, [tensor.name for tensor in spec.inputs])
+    except ValueError as exc:
+        raise WarmupError(str(exc)) from None
     inputs = {}
     for tensor in spec.inputs:
-        if tensor.name not in arrays:
-            raise WarmupError(f"{path} has no array named '{tensor.name}' (it has {', '.join(arrays) or 'none'})")
         array = arrays[tensor.name]
         dtype = numpy_dtype(tensor.datatype)
         if tensor.datatype != "BYTES" and np.can_cast(array.dtype, dtype, "same_kind"):
