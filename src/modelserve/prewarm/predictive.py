@@ -225,16 +225,18 @@ class PredictivePolicy(Policy):
             - self._scheduled_mb(view)
         )
         self._resident = residency.choose(unplanned, view.info, now, capacity, 1.0 / RESIDENT_REACH)
+        order: list[str] | None = None  # what members may displace, cheapest first; ranked once, if needed
         for model in sorted(self._resident, key=self._resident.__getitem__, reverse=True):
             if view.is_ready(model) or view.is_loading(model) or model in load:
                 continue
+            if order is None:
+                order = sorted(
+                    (m for m in evictable(view) if self._displaceable(m, now)),
+                    key=lambda m: self._value(m, now, view, HORIZON),
+                )
             need = view.info(model).size_mb + sum(view.info(m).size_mb for m in load)
             freed = sum(view.info(m).size_mb for m in evict)
-            order = sorted(
-                (m for m in evictable(view) if m not in evict and self._displaceable(m, now)),
-                key=lambda m: self._value(m, now, view, HORIZON),
-            )
-            victims = victims_for(view, need, order, freed)
+            victims = victims_for(view, need, (m for m in order if m not in evict), freed)
             if victims is not None:
                 evict.extend(victims)
                 load.append(model)

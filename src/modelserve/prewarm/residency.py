@@ -16,12 +16,12 @@ from modelserve.prewarm.patterns import ArrivalHistory
 from modelserve.prewarm.policy import ModelInfo
 
 
-def density(history: ArrivalHistory, info: ModelInfo, now: float) -> float:
-    """Cold starts per second per MB that not keeping the model would cost around ``now``.
+def density(history: ArrivalHistory, info: ModelInfo, bursts_per_second: float) -> float:
+    """Cold starts per second per MB that not keeping the model would cost, at ``bursts_per_second``.
 
     A missed burst costs its first request and those that arrive while the model loads."""
     during_load = min(info.load_seconds * history.in_burst_rate(), max(history.burst_size() - 1.0, 0.0))
-    return history.activation_rate(now) * (1.0 + during_load) / info.size_mb
+    return bursts_per_second * (1.0 + during_load) / info.size_mb
 
 
 def bursting_mb(
@@ -53,8 +53,8 @@ def choose(
 
     A model whose bursts come less often than ``min_rate`` is left out however small it is: holding it
     until its next burst costs more idle memory than a keep-alive would ever spend."""
-    frequent = ((m, h) for m, h in histories if h.activation_rate(now) >= min_rate)
-    ranked = sorted(((density(h, info(m), now), m) for m, h in frequent), reverse=True)
+    rates = ((m, h, h.activation_rate(now)) for m, h in histories)
+    ranked = sorted(((density(h, info(m), rate), m) for m, h, rate in rates if rate >= min_rate), reverse=True)
     chosen: dict[str, float] = {}
     room = capacity_mb
     for value, model in ranked:
