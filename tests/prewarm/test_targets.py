@@ -6,15 +6,22 @@ from modelserve.prewarm.generators import Shape, generate, held_out
 from modelserve.prewarm.histogram import HybridHistogramPolicy
 from modelserve.prewarm.lru import LRUPolicy
 from modelserve.prewarm.predictive import PredictivePolicy
-from modelserve.prewarm.simulator import simulate
+from modelserve.prewarm.simulator import Result, simulate
+
+Results = tuple[Result, Result, Result]
+
+
+def replay(family: str, models: int, days: int) -> Results:
+    """lru, hybrid-histogram and predictive on a held-out ``family`` trace (seed 5), budget a quarter of it."""
+    trace, catalogue = generate(family, seed=5, models=models, days=days, shape=held_out(Shape()))
+    budget = 0.25 * sum(m.size_mb for m in catalogue.values())
+    policies = (LRUPolicy(), HybridHistogramPolicy(), PredictivePolicy())
+    lru, hybrid, ours = (simulate(trace, catalogue, budget, policy) for policy in policies)
+    return lru, hybrid, ours
 
 
 def test_predictive_beats_lru_and_hybrid_histogram_on_a_held_out_periodic_family() -> None:
-    trace, models = generate("periodic", seed=5, models=30, days=2, shape=held_out(Shape()))
-    budget = 0.25 * sum(m.size_mb for m in models.values())
-    lru = simulate(trace, models, budget, LRUPolicy())
-    hybrid = simulate(trace, models, budget, HybridHistogramPolicy())
-    ours = simulate(trace, models, budget, PredictivePolicy())
+    lru, hybrid, ours = replay("periodic", models=30, days=2)
     assert ours.cold_start_rate <= 0.5 * lru.cold_start_rate
     assert ours.cold_start_rate < hybrid.cold_start_rate
     assert ours.idle_memory_mb_seconds <= hybrid.idle_memory_mb_seconds
@@ -23,22 +30,14 @@ def test_predictive_beats_lru_and_hybrid_histogram_on_a_held_out_periodic_family
 def test_predictive_keeps_the_busiest_models_of_the_hour_on_a_held_out_diurnal_family() -> None:
     # Random requests at a rate that follows the day: nothing foresees one, so what counts is which models
     # the budget holds at each hour. lru holds the last used; the resident set the most requested per MB.
-    trace, models = generate("diurnal", seed=5, models=50, days=3, shape=held_out(Shape()))
-    budget = 0.25 * sum(m.size_mb for m in models.values())
-    lru = simulate(trace, models, budget, LRUPolicy())
-    hybrid = simulate(trace, models, budget, HybridHistogramPolicy())
-    ours = simulate(trace, models, budget, PredictivePolicy())
+    lru, hybrid, ours = replay("diurnal", models=50, days=3)
     assert ours.cold_start_rate <= 0.75 * lru.cold_start_rate
     assert ours.cold_start_rate < 0.8 * hybrid.cold_start_rate
     assert ours.idle_memory_mb_seconds <= hybrid.idle_memory_mb_seconds
 
 
 def test_predictive_holds_daily_models_around_their_hour_on_a_held_out_rare_family() -> None:
-    trace, models = generate("rare", seed=5, models=100, days=4, shape=held_out(Shape()))
-    budget = 0.25 * sum(m.size_mb for m in models.values())
-    lru = simulate(trace, models, budget, LRUPolicy())
-    hybrid = simulate(trace, models, budget, HybridHistogramPolicy())
-    ours = simulate(trace, models, budget, PredictivePolicy())
+    lru, hybrid, ours = replay("rare", models=100, days=4)
     assert ours.cold_start_rate <= 0.8 * lru.cold_start_rate
     assert ours.cold_start_rate < hybrid.cold_start_rate
     assert ours.idle_memory_mb_seconds <= 0.9 * hybrid.idle_memory_mb_seconds
