@@ -86,3 +86,25 @@ def test_a_model_larger_than_the_budget_is_refused_with_its_name() -> None:
 def test_a_trace_naming_an_unknown_model_is_refused() -> None:
     with pytest.raises(ValueError, match="lacks: c"):
         simulate(trace((0, "c")), MODELS, 100, LRUPolicy())
+
+
+class LateWaker(LRUPolicy):
+    """Asks, on its first request, to be woken at a time already past; then ticks once a minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks: list[float] = []
+
+    def on_arrival(self, model: str, now: float, view: CacheView) -> Decision:
+        super().on_arrival(model, now, view)
+        return Decision(wake_at=now - 10.0) if not self.ticks else Decision()
+
+    def tick(self, now: float, view: CacheView) -> Decision:
+        self.ticks.append(now)
+        return Decision(wake_at=now if len(self.ticks) == 1 else now + 60.0)
+
+
+def test_a_wake_up_asked_for_a_time_past_comes_at_once_and_a_tick_asking_again_waits_a_second() -> None:
+    policy = LateWaker()
+    simulate(Trace.from_arrivals([(100.0, "a"), (400.0, "a")]), {"a": ModelInfo("a", 10.0, 1.0)}, 100.0, policy)
+    assert policy.ticks[:3] == [100.0, 101.0, 161.0]
