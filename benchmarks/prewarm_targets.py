@@ -6,6 +6,10 @@ Each family is generated as ``modelserve prewarm generate FAMILY --seed N [--hel
 replayed with a budget of a quarter of its models' total size, as ``modelserve prewarm simulate ...
 --policy all`` replays it; the output is the Markdown table the document quotes. Families replay in
 parallel processes, since one replay under ``predictive`` takes up to a minute.
+
+Each family ends with the row ``bound``: the cold starts no policy can expect to go below on it
+(``modelserve.prewarm.bound``, with hybrid-histogram's idle memory-time as the cap), so that a target
+out of reach shows as such.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import argparse
 from concurrent.futures import ProcessPoolExecutor
 
-from modelserve.prewarm.generators import FAMILIES, Shape, generate, held_out
+from modelserve.prewarm.bound import Bound, cold_start_bound
+from modelserve.prewarm.generators import DAY, FAMILIES, Shape, generate, held_out, unforeseeable
 from modelserve.prewarm.live import POLICIES
 from modelserve.prewarm.simulator import Result, simulate
 
@@ -22,13 +27,21 @@ HEADER = (
     "| p50 / p99 delay s | targets |\n|---|---|---|---|---|---|---|---|---|---|---|"
 )
 GB_HOURS = 3.6e6  # MB·s in a GB·h, as `modelserve prewarm simulate` prints it
+DAYS = 7.0  # `modelserve prewarm generate`'s default
 
 
-def replay(family: str, seed: int, shifted: bool) -> tuple[float, list[Result]]:
-    """The budget and each policy's result on one family."""
-    trace, models = generate(family, seed=seed, shape=held_out(Shape()) if shifted else None)
+Replay = tuple[float, list[Result], Bound]
+
+
+def replay(family: str, seed: int, shifted: bool) -> Replay:
+    """The budget, each policy's result on one family, and the bound."""
+    shape = held_out(Shape()) if shifted else None
+    trace, models = generate(family, seed=seed, days=DAYS, shape=shape)
     budget = round(sum(m.size_mb for m in models.values()) / 4)
-    return budget, [simulate(trace, models, budget, policy()) for policy in POLICIES.values()]
+    results = [simulate(trace, models, budget, policy()) for policy in POLICIES.values()]
+    hybrid = next(r for r in results if r.policy == "hybrid-histogram")
+    truths = unforeseeable(family, seed=seed, days=DAYS, shape=shape)
+    return budget, results, cold_start_bound(truths, models, budget, DAYS * DAY, hybrid.idle_memory_mb_seconds)
 
 
 def targets(ours: Result, lru: Result, hybrid: Result) -> str:
@@ -41,8 +54,8 @@ def targets(ours: Result, lru: Result, hybrid: Result) -> str:
     return ", ".join(f"{label} {'✓' if met else '✗'}" for label, met in marks)
 
 
-def rows(family: str, budget: float, results: list[Result]) -> list[str]:
-    """One table row per policy; the targets on ``predictive``'s row."""
+def rows(family: str, budget: float, results: list[Result], bound: Bound) -> list[str]:
+    """One table row per policy, the targets on ``predictive``'s row, then the bound's."""
     by_name = {r.policy: r for r in results}
     lru = by_name["lru"]
     out = []
@@ -55,6 +68,11 @@ def rows(family: str, budget: float, results: list[Result]) -> list[str]:
             f"| {r.idle_memory_mb_seconds / GB_HOURS:.0f} | {r.memory_mb_seconds / GB_HOURS:.0f} | {r.loads} "
             f"| {r.cold_start_delay_p50_s:.1f} / {r.cold_start_delay_p99_s:.1f} | {mark} |"
         )
+    floor = bound.cold_starts
+    out.append(
+        f"| | bound | | {floor:.0f} | {floor / lru.requests:.4f} | {floor / lru.cold_starts:.2f} "
+        f"| | | | | {'0.5x lru out of reach' if floor > 0.5 * lru.cold_starts else ''} |"
+    )
     return out
 
 
@@ -72,11 +90,11 @@ def main() -> None:
         futures = [pool.submit(replay, f, args.seed, args.held_out) for f in args.families]
         replays = [future.result() for future in futures]
     print(HEADER)
-    for family, (budget, results) in zip(args.families, replays, strict=True):
-        print("\n".join(rows(family, budget, results)))
+    for family, (budget, results, bound) in zip(args.families, replays, strict=True):
+        print("\n".join(rows(family, budget, results, bound)))
     flag = " --held-out" if args.held_out else ""
     print("\n```bash")
-    for family, (budget, _) in zip(args.families, replays, strict=True):
+    for family, (budget, _, _) in zip(args.families, replays, strict=True):
         out = f"runs/seed-{args.seed}/{family}"
         print(f"modelserve prewarm generate {family} --seed {args.seed}{flag} --out {out}")
         print(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
@@ -37,30 +38,53 @@ class Shape:
     peak_to_trough: float = 8.0  # diurnal: rate at the peak hour over the quietest
 
 
+Rate = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Unforeseeable:
+    """The part of a model's arrivals no policy can see coming: starts of activity at random (a Poisson
+    process of ``rate(t)`` per second), each followed by ``burst - 1`` more requests on average, ``spacing``
+    seconds apart on average. ``modelserve.prewarm.bound`` turns these into the fewest cold starts any policy
+    can expect."""
+
+    rate: Rate
+    burst: float = 1.0
+    spacing: float = 5.0
+
+
 Arrivals = list[np.ndarray]
-Kind = Callable[[np.random.Generator, int, float, Shape], Arrivals]
+Truths = list[Unforeseeable | None]  # per model, in the order of its arrivals; None: all of it foreseeable
+Kind = Callable[[np.random.Generator, int, float, Shape], tuple[Arrivals, Truths]]
+BURST_SPACING = 5.0  # bursty: mean seconds between two requests of a burst
 
 
-def _periodic(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> Arrivals:
+def _constant(rate: float, t: np.ndarray) -> np.ndarray:
+    return np.full(np.shape(t), rate)
+
+
+def _periodic(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> tuple[Arrivals, Truths]:
     out = []
     for period in np.exp(rng.uniform(np.log(60.0), np.log(4 * 3600.0), count)):
         ticks = np.arange(rng.uniform(0, period), seconds, period)
         ticks = ticks + rng.normal(0.0, shape.jitter * period, ticks.size)
         out.append(ticks[rng.random(ticks.size) >= shape.skip])
-    return out
+    return out, [None] * count
 
 
 def _bursts(rng: np.random.Generator, starts: np.ndarray, size: float) -> np.ndarray:
-    parts = [start + np.cumsum(rng.exponential(5.0, rng.geometric(1 / size))) for start in starts]
+    parts = [start + np.cumsum(rng.exponential(BURST_SPACING, rng.geometric(1 / size))) for start in starts]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def _bursty(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> Arrivals:
+def _bursty(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> tuple[Arrivals, Truths]:
     out = []
+    truths: Truths = []
     for gap in np.exp(rng.uniform(np.log(600.0), np.log(6 * 3600.0), count)):
         starts = np.cumsum(rng.exponential(gap, int(seconds / gap * 2) + 10))
         out.append(_bursts(rng, starts[starts < seconds], shape.burst_size))
-    return out
+        truths.append(Unforeseeable(partial(_constant, 1 / gap), shape.burst_size, BURST_SPACING))
+    return out, truths
 
 
 def _poisson(
@@ -72,8 +96,9 @@ def _poisson(
     return times[rng.random(times.size) * peak < rate(times)]
 
 
-def _diurnal(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> Arrivals:
+def _diurnal(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> tuple[Arrivals, Truths]:
     out = []
+    truths: Truths = []
     ratio = shape.peak_to_trough
     for mean_gap, peak_hour in zip(
         np.exp(rng.uniform(np.log(60.0), np.log(3600.0), count)), rng.uniform(0, 24, count), strict=True
@@ -86,11 +111,13 @@ def _diurnal(rng: np.random.Generator, count: int, seconds: float, shape: Shape)
             return peak * (1 / ratio + (1 - 1 / ratio) * daily**2) * weekend
 
         out.append(_poisson(rng, rate, peak, seconds))
-    return out
+        truths.append(Unforeseeable(rate))
+    return out, truths
 
 
-def _chained(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> Arrivals:
+def _chained(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> tuple[Arrivals, Truths]:
     out: Arrivals = []
+    truths: Truths = []
     low, high = shape.chain_lag
     while len(out) < count:
         length = min(int(rng.integers(2, 5)), count - len(out))
@@ -98,23 +125,29 @@ def _chained(rng: np.random.Generator, count: int, seconds: float, shape: Shape)
         times = np.cumsum(rng.exponential(gap, int(seconds / gap * 2) + 10))
         times = times[times < seconds]
         out.append(times)
+        truths.append(Unforeseeable(partial(_constant, 1 / gap)))
         for _ in range(length - 1):
             times = times[rng.random(times.size) < shape.follow]
             times = times + rng.uniform(low, high, times.size)
             out.append(times)
-    return out
+            truths.append(None)  # its leader announces it
+    return out, truths
 
 
-def _rare(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> Arrivals:
+def _rare(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> tuple[Arrivals, Truths]:
     out = []
+    truths: Truths = []
     days = int(np.ceil(seconds / DAY))
     for index in range(count):
         if index % 2 == 0:
             daily = rng.uniform(0, DAY) + DAY * np.arange(days) + rng.normal(0, 600.0, days)
             out.append(daily[rng.random(days) >= shape.skip])
+            truths.append(None)
         else:
-            out.append(np.cumsum(rng.exponential(rng.uniform(0.5, 2.0) * DAY, days * 4 + 10)))
-    return out
+            gap = rng.uniform(0.5, 2.0) * DAY
+            out.append(np.cumsum(rng.exponential(gap, days * 4 + 10)))
+            truths.append(Unforeseeable(partial(_constant, 1 / gap)))
+    return out, truths
 
 
 KINDS: dict[str, Kind] = {
@@ -141,18 +174,35 @@ def generate(
     family: str, *, seed: int, models: int = 100, days: float = 7.0, shape: Shape | None = None
 ) -> tuple[Trace, dict[str, ModelInfo]]:
     """A trace of ``family`` and its models; the same arguments always give the same result."""
+    trace, infos, _ = _draw(family, seed, models, days, shape or Shape())
+    return trace, infos
+
+
+def unforeseeable(
+    family: str, *, seed: int, models: int = 100, days: float = 7.0, shape: Shape | None = None
+) -> dict[str, Unforeseeable]:
+    """What of :func:`generate`'s trace for the same arguments no policy can foresee, per model; models
+    missing are wholly foreseeable (on a schedule, or announced by a leader)."""
+    return _draw(family, seed, models, days, shape or Shape())[2]
+
+
+def _draw(
+    family: str, seed: int, models: int, days: float, shape: Shape
+) -> tuple[Trace, dict[str, ModelInfo], dict[str, Unforeseeable]]:
     if family not in FAMILIES:
         raise ValueError(f"unknown trace family {family!r}; choose from {', '.join(FAMILIES)}")
     if models < 1 or days <= 0:
         raise ValueError("a trace needs at least one model and a positive number of days")
     rng = np.random.default_rng(seed)
     seconds = days * DAY
-    shape = shape or Shape()
     kinds = list(KINDS) if family == "mixed" else [family]
     arrivals: Arrivals = []
+    truths: Truths = []
     for index, kind in enumerate(kinds):
         share = models // len(kinds) + (1 if index < models % len(kinds) else 0)
-        arrivals.extend(KINDS[kind](rng, share, seconds, shape))
+        drawn, truth = KINDS[kind](rng, share, seconds, shape)
+        arrivals.extend(drawn)
+        truths.extend(truth)
     infos = catalogue(rng, models)
     names = list(infos)
     pairs = [
@@ -160,7 +210,8 @@ def generate(
         for i, times in enumerate(arrivals)
         for t in np.sort(times[(times >= 0) & (times < seconds)])
     ]
-    return Trace.from_arrivals(pairs), infos
+    known = {names[i]: truth for i, truth in enumerate(truths) if truth is not None}
+    return Trace.from_arrivals(pairs), infos, known
 
 
 def held_out(shape: Shape) -> Shape:
