@@ -6,13 +6,14 @@ resident by their rate per MB, leaving room for bursts."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from modelserve.prewarm.histogram import HybridHistogramPolicy
 from modelserve.prewarm.lru import LRUPolicy
 from modelserve.prewarm.patterns import ArrivalHistory
 from modelserve.prewarm.policy import ModelInfo
 from modelserve.prewarm.predictive import PredictivePolicy
-from modelserve.prewarm.residency import bursting_mb, choose
+from modelserve.prewarm.residency import bursting_mb, choose, keep_alive_mb
 from modelserve.prewarm.simulator import simulate
 from modelserve.prewarm.traces import Trace
 
@@ -138,3 +139,52 @@ def test_the_resident_set_fills_its_capacity_densest_first_and_skips_rare_models
         "often",
         "sometimes",
     }
+
+
+def test_sparse_models_keep_alive_memory_goes_to_the_smallest_of_them() -> None:
+    # Six models asked for at random about every 8 hours: three of 50 MB and three of 500 MB. A keep-alive
+    # after each request would hold all six alike; the same memory holds the small ones for good.
+    rng = np.random.default_rng(9)
+    names = ["s1", "s2", "s3", "l1", "l2", "l3"]
+    arrivals = Trace.from_arrivals(
+        [(float(t), name) for name in names for t in np.cumsum(rng.exponential(8 * 3600.0, 40)) if t < 10 * 86400.0]
+    )
+    models = {name: ModelInfo(name, 50.0 if name[0] == "s" else 500.0, 5.0) for name in names}
+    predictive = PredictivePolicy()
+    ours = simulate(arrivals, models, 1000, predictive)
+    hybrid = simulate(arrivals, models, 1000, HybridHistogramPolicy())
+    assert set(predictive.resident()) == {"s1", "s2", "s3"}
+    assert ours.cold_starts < hybrid.cold_starts
+    assert ours.idle_memory_mb_seconds < hybrid.idle_memory_mb_seconds
+
+
+def test_keep_alive_mb_is_the_share_of_time_a_keep_alive_holds_a_memoryless_model() -> None:
+    rng = np.random.default_rng(4)
+    gaps = rng.exponential(8 * 3600.0, 20000)
+    held = np.minimum(gaps, 4 * 3600.0).sum() / gaps.sum()
+    history = ArrivalHistory(0.0)
+    formula = keep_alive_mb([("m", history, 1 / (8 * 3600.0))], lambda m: ModelInfo(m, 100.0, 1.0), 4 * 3600.0)
+    assert formula == pytest.approx(100.0 * held, rel=0.02)
+
+
+def test_a_model_whose_keep_alive_ends_while_it_loads_is_unloaded_once_ready() -> None:
+    # One large model asked for at random about twice a day, with no room to keep it: after each request
+    # it should be unloaded as soon as its load ends, not held until something needs the memory.
+    rng = np.random.default_rng(2)
+    times = np.cumsum(rng.exponential(43200.0, 20))
+    arrivals = Trace.from_arrivals([(float(t), "r") for t in times])
+    models = {"r": ModelInfo("r", 1000.0, 30.0)}
+    ours = simulate(arrivals, models, 1000, PredictivePolicy())
+    span = float(times[-1] - times[0])
+    assert ours.idle_memory_mb_seconds < 0.1 * 1000.0 * span
+
+
+def test_a_daily_models_hour_is_read_across_the_neighbouring_quarter_hours() -> None:
+    # 10:01 on day one. On day two the quarter hours from 09:45 to 10:30 expect it, not only 10:00's.
+    history = ArrivalHistory(36060.0)
+    day = 86400.0
+    assert history.expected_in(day + 36900.0, 900.0) == 0.0  # 10:15: its own slot's count says nothing
+    for start in (35100.0, 36000.0, 36900.0):
+        assert history.daily_near(day + start) == 1.0
+    assert history.daily_near(day + 37800.0) == 0.0
+    assert history.daily_near(36900.0) == 0.0  # no day seen yet

@@ -37,7 +37,9 @@ def test_predictive_keeps_the_busiest_models_of_the_hour_on_a_held_out_diurnal_f
 
 
 def test_predictive_holds_daily_models_around_their_hour_on_a_held_out_rare_family() -> None:
+    # Daily models are loaded around their hour; the memory keep-alives would spend on the random ones holds
+    # the densest of them instead.
     lru, hybrid, ours = replay("rare", models=100, days=4)
-    assert ours.cold_start_rate <= 0.8 * lru.cold_start_rate
+    assert ours.cold_start_rate <= 0.65 * lru.cold_start_rate
     assert ours.cold_start_rate < hybrid.cold_start_rate
-    assert ours.idle_memory_mb_seconds <= 0.9 * hybrid.idle_memory_mb_seconds
+    assert ours.idle_memory_mb_seconds <= hybrid.idle_memory_mb_seconds

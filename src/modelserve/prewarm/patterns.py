@@ -214,6 +214,17 @@ class ArrivalHistory:
             return 0.0
         return count / seen * seconds / SLOT_SECONDS
 
+    def daily_near(self, start: float) -> float:
+        """Requests a day in the slot at ``start`` and its two neighbours, over the days seen.
+
+        A day counts as seen from the slot before the first request's, a day on: that is when its
+        neighbours are prepared, and :meth:`expected_in` would not count that day until a slot later."""
+        days = math.floor(max(start + 2 * SLOT_SECONDS - self.first, 0.0) / DAY)
+        if days < 1:
+            return 0.0
+        slot = _week_slot(start) % DAY_SLOTS
+        return sum(self.by_day_slot[(slot + k) % DAY_SLOTS] for k in (-1, 0, 1)) / days
+
 
 def _week_slot(now: float) -> int:
     return int((now % WEEK) // SLOT_SECONDS)

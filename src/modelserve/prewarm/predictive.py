@@ -18,7 +18,10 @@ its followers are loaded in time for their usual lag, IceBreaker/SPES's "correla
 **time of day and week** (before each quarter hour, models that usually get requests in it are loaded).
 Models whose requests no signal foresees are kept by their rate instead: every ``RESIDENT_EVERY`` seconds
 the **resident set** (``residency``) is chosen, the models with the most bursts per MB at this time of day,
-and loaded; loads on demand evict its members last.
+and loaded; loads on demand evict its members last. Models whose bursts come hours or days apart are
+**sparse**: instead of a keep-alive each, the memory those keep-alives would hold goes to the densest of
+them (``_sparse_members``), and a model of a request or two a day is pre-loaded around the hour of its
+last one.
 Under a budget, loads on demand evict the lowest ``P(request within HORIZON) * load_seconds / size_mb``
 first (FaaSCache's Greedy-Dual value with the reuse chance in place of frequency), and a pre-load evicts
 only models worth less than itself.
@@ -31,7 +34,7 @@ from collections.abc import Sequence
 
 from modelserve.prewarm import residency
 from modelserve.prewarm.cooccurrence import WINDOW, FollowerTable
-from modelserve.prewarm.patterns import ACTIVATION_GAP, SLOT_SECONDS, ArrivalHistory
+from modelserve.prewarm.patterns import ACTIVATION_GAP, DAY, SLOT_SECONDS, SPAN_FLOOR, ArrivalHistory
 from modelserve.prewarm.policy import NOTHING, CacheView, Decision, Policy, evictable, victims_for
 from modelserve.prewarm.timers import Action, Timers
 
@@ -53,7 +56,10 @@ RESIDENT_EVERY = 120.0  # seconds between two choices of the resident set
 RESIDENT_SHARE = 0.8  # share of the budget the resident set may fill; the rest is for loads on demand
 BURST_PEAK = 2.0  # the resident set leaves this many times the memory bursts hold on average
 ANNOUNCED_EVERY = 600.0  # seconds for which whether a model's leaders announce it is taken as known
-RESIDENT_REACH = 4 * 3600.0  # a model whose bursts come further apart than this on average is not kept
+RESIDENT_REACH = 4 * 3600.0  # a model whose bursts come further apart than this on average is "sparse"
+SPARSE_SHARE = 0.5  # sparse members may hold this share of what MAX_KEEP_ALIVE keep-alives would hold
+SPARSE_PRIOR = 86400.0  # sparse rates count from the first request seen, plus this: one sighting is no rate
+SPARSE_DAILY = 2.0  # requests a day up to which a model's time of day is read across neighbouring slots
 
 
 class PredictivePolicy(Policy):
@@ -75,6 +81,8 @@ class PredictivePolicy(Policy):
         self._resident_at: float | None = None  # when the resident set is chosen next
         self._announced_cache: dict[str, bool] = {}  # _announced, until _announced_until
         self._announced_until = -math.inf
+        self._origin = math.inf  # the first request seen: sparse rates count from there
+        self._sparse: set[str] = set()  # models rated sparse at the last choice of the resident set
 
     def expected(self, model: str) -> float | None:
         """When the next request of ``model`` is expected at the earliest, if a schedule or a leader says so."""
@@ -86,6 +94,7 @@ class PredictivePolicy(Policy):
         return sorted(self._resident, key=self._resident.__getitem__, reverse=True)
 
     def on_arrival(self, model: str, now: float, view: CacheView) -> Decision:
+        self._origin = min(self._origin, now)
         history = self._history.get(model)
         if history is None:
             history = self._history[model] = ArrivalHistory(now)
@@ -145,6 +154,9 @@ class PredictivePolicy(Policy):
             # Its inter-arrival times are mostly the gaps inside bursts: what decides a cold start is
             # whether the model outlives the gap before the next burst.
             keep = max(keep, history.activation_gap_quantile(GAP_QUANTILE) or 0.0)
+        if model in self._sparse and model not in self._resident:
+            # Its keep-alive's memory went to the densest sparse models (``_sparse_members``).
+            keep = 1.5 * history.burst_keep_alive()
         if self._announced(model):
             # Its leader's next burst will load it in time: holding it until then is idle memory.
             keep = 1.5 * history.burst_keep_alive()
@@ -196,6 +208,8 @@ class PredictivePolicy(Policy):
                 if keep is not None:
                     if not keep and view.is_ready(model) and model not in evict:
                         evict.append(model)
+                elif view.is_loading(model):
+                    self._unload_when_ready.add(model)  # a short keep-alive ran out before the load did
                 elif view.is_ready(model) and model not in evict:
                     later = self._stretch(model, now, view)
                     if later is not None:
@@ -224,7 +238,9 @@ class PredictivePolicy(Policy):
             - BURST_PEAK * residency.bursting_mb(unplanned, view.info, now, CLUMPED)
             - self._scheduled_mb(view)
         )
-        self._resident = residency.choose(unplanned, view.info, now, capacity, 1.0 / RESIDENT_REACH)
+        resident = residency.choose(unplanned, view.info, now, capacity, 1.0 / RESIDENT_REACH)
+        room = capacity - sum(view.info(m).size_mb for m in resident)
+        self._resident = resident | self._sparse_members(unplanned, resident, now, room, view)
         order: list[str] | None = None  # what members may displace, cheapest first; ranked once, if needed
         for model in sorted(self._resident, key=self._resident.__getitem__, reverse=True):
             if view.is_ready(model) or view.is_loading(model) or model in load:
@@ -241,6 +257,27 @@ class PredictivePolicy(Policy):
                 evict.extend(victims)
                 load.append(model)
                 self._keep_until(model, now + RESIDENT_EVERY)
+
+    def _sparse_members(
+        self,
+        unplanned: list[tuple[str, ArrivalHistory]],
+        resident: dict[str, float],
+        now: float,
+        room: float,
+        view: CacheView,
+    ) -> dict[str, float]:
+        """The sparse models to keep loaded: bursts further apart than ``RESIDENT_REACH``, at random.
+
+        A keep-alive after each burst spends memory on every such model alike and catches few of their
+        bursts; the same memory held by the densest of them catches more (``residency.keep_alive_mb``).
+        They get ``SPARSE_SHARE`` of what ``MAX_KEEP_ALIVE`` keep-alives (hybrid-histogram's fallback) would
+        hold, and the others no keep-alive past their burst."""
+        span = max(now - self._origin, SPAN_FLOOR) + SPARSE_PRIOR
+        rated = [(m, h, h.activation_count / span) for m, h in unplanned if m not in resident]
+        sparse = [(m, h, rate) for m, h, rate in rated if rate < 1.0 / RESIDENT_REACH]
+        self._sparse = {m for m, _, _ in sparse}
+        held = residency.keep_alive_mb(sparse, view.info, MAX_KEEP_ALIVE)
+        return residency.fill(sparse, view.info, min(room, SPARSE_SHARE * held))
 
     def _scheduled_mb(self, view: CacheView) -> float:
         """The memory models on a schedule hold on average: loading, then waiting out their jitter."""
@@ -320,10 +357,23 @@ class PredictivePolicy(Policy):
         for model, history in self._history.items():
             if view.is_ready(model) or view.is_loading(model) or model in load:
                 continue
-            if history.schedule is not None or history.expected_in(start, SLOT_SECONDS) < ACTIVE_SLOT:
+            if history.schedule is not None:
                 continue  # a schedule already plans this model's loads
+            if history.expected_in(start, SLOT_SECONDS) < ACTIVE_SLOT and not self._daily_near(history, start):
+                continue
             self._keep_until(model, start + SLOT_SECONDS)
             self._admit(model, now, view, load, evict)
+
+    @staticmethod
+    def _daily_near(history: ArrivalHistory, start: float) -> bool:
+        """True when a model of a request or two a day had one near this time of day, in a neighbouring slot.
+
+        A daily job's hour moves by more than a quarter hour from one day to the next: one day's request cannot
+        say which slot the next falls in, so the slots either side of it are prepared too. Models busier
+        than ``SPARSE_DAILY`` a day are left to the slot's own count: for them the wider window would cost
+        memory all day."""
+        days = max(start - history.first, DAY) / DAY
+        return history.count <= SPARSE_DAILY * days and history.daily_near(start) >= ACTIVE_SLOT
 
     def _admit(self, model: str, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
         """Add a pre-load of ``model`` to the decision if the models it displaces are worth less together.

@@ -10,6 +10,7 @@ memory in the morning only. Models a schedule or a leader loads in time need no 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 from modelserve.prewarm.patterns import ArrivalHistory
@@ -54,7 +55,14 @@ def choose(
     A model whose bursts come less often than ``min_rate`` is left out however small it is: holding it
     until its next burst costs more idle memory than a keep-alive would ever spend."""
     rates = ((m, h, h.activation_rate(now)) for m, h in histories)
-    ranked = sorted(((density(h, info(m), rate), m) for m, h, rate in rates if rate >= min_rate), reverse=True)
+    return fill(((m, h, rate) for m, h, rate in rates if rate >= min_rate), info, capacity_mb)
+
+
+def fill(
+    rated: Iterable[tuple[str, ArrivalHistory, float]], info: Callable[[str], ModelInfo], capacity_mb: float
+) -> dict[str, float]:
+    """The densest of ``(model, history, bursts per second)`` that fit in ``capacity_mb``, with densities."""
+    ranked = sorted(((density(h, info(m), rate), m) for m, h, rate in rated), reverse=True)
     chosen: dict[str, float] = {}
     room = capacity_mb
     for value, model in ranked:
@@ -63,3 +71,15 @@ def choose(
             chosen[model] = value
             room -= size
     return chosen
+
+
+def keep_alive_mb(
+    rated: Iterable[tuple[str, ArrivalHistory, float]], info: Callable[[str], ModelInfo], keep: float
+) -> float:
+    """What a keep-alive of ``keep`` seconds after each burst holds of these models on average.
+
+    Bursts starting at random at rate ``r`` leave a gap longer than ``keep`` with chance ``exp(-r keep)``,
+    so the keep-alive holds a model ``1 - exp(-r keep)`` of the time, and keeps warm that same share of its
+    bursts: for memoryless arrivals, memory-time buys the same share of any model's bursts. Spent on the
+    densest models instead of on every one, the same memory keeps more bursts warm."""
+    return sum(info(m).size_mb * (1.0 - math.exp(-rate * keep)) for m, _, rate in rated)
