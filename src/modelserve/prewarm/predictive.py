@@ -57,7 +57,7 @@ RESIDENT_SHARE = 0.8  # share of the budget the resident set may fill; the rest 
 BURST_PEAK = 2.0  # the resident set leaves this many times the memory bursts hold on average
 ANNOUNCED_EVERY = 600.0  # seconds for which whether a model's leaders announce it is taken as known
 RESIDENT_REACH = 4 * 3600.0  # a model whose bursts come further apart than this on average is "sparse"
-SPARSE_SHARE = 0.5  # sparse members may hold this share of what MAX_KEEP_ALIVE keep-alives would hold
+SPARSE_KEEP = 8 * 3600.0  # sparse members may hold what keep-alives this long would hold for all of them
 SPARSE_PRIOR = 86400.0  # sparse rates count from the first request seen, plus this: one sighting is no rate
 SPARSE_DAILY = 2.0  # requests a day up to which a model's time of day is read across neighbouring slots
 
@@ -238,9 +238,14 @@ class PredictivePolicy(Policy):
             - BURST_PEAK * residency.bursting_mb(unplanned, view.info, now, CLUMPED)
             - self._scheduled_mb(view)
         )
-        resident = residency.choose(unplanned, view.info, now, capacity, 1.0 / RESIDENT_REACH)
+        span = max(now - self._origin, SPAN_FLOOR)
+        frequent: list[tuple[str, ArrivalHistory]] = []
+        sparse: list[tuple[str, ArrivalHistory]] = []
+        for model, history in unplanned:
+            (frequent if history.activation_count / span >= 1.0 / RESIDENT_REACH else sparse).append((model, history))
+        resident = residency.choose(frequent, view.info, now, capacity)
         room = capacity - sum(view.info(m).size_mb for m in resident)
-        self._resident = resident | self._sparse_members(unplanned, resident, now, room, view)
+        self._resident = resident | self._sparse_members(sparse, now, room, view)
         order: list[str] | None = None  # what members may displace, cheapest first; ranked once, if needed
         for model in sorted(self._resident, key=self._resident.__getitem__, reverse=True):
             if view.is_ready(model) or view.is_loading(model) or model in load:
@@ -259,25 +264,19 @@ class PredictivePolicy(Policy):
                 self._keep_until(model, now + RESIDENT_EVERY)
 
     def _sparse_members(
-        self,
-        unplanned: list[tuple[str, ArrivalHistory]],
-        resident: dict[str, float],
-        now: float,
-        room: float,
-        view: CacheView,
+        self, sparse: list[tuple[str, ArrivalHistory]], now: float, room: float, view: CacheView
     ) -> dict[str, float]:
-        """The sparse models to keep loaded: bursts further apart than ``RESIDENT_REACH``, at random.
+        """The sparse models to keep loaded, within ``room``: those whose bursts come at random, hours apart.
 
         A keep-alive after each burst spends memory on every such model alike and catches few of their
         bursts; the same memory held by the densest of them catches more (``residency.keep_alive_mb``).
-        They get ``SPARSE_SHARE`` of what ``MAX_KEEP_ALIVE`` keep-alives (hybrid-histogram's fallback) would
-        hold, and the others no keep-alive past their burst."""
+        They may hold what ``SPARSE_KEEP`` keep-alives would, and the others get no keep-alive past their
+        burst."""
         span = max(now - self._origin, SPAN_FLOOR) + SPARSE_PRIOR
-        rated = [(m, h, h.activation_count / span) for m, h in unplanned if m not in resident]
-        sparse = [(m, h, rate) for m, h, rate in rated if rate < 1.0 / RESIDENT_REACH]
-        self._sparse = {m for m, _, _ in sparse}
-        held = residency.keep_alive_mb(sparse, view.info, MAX_KEEP_ALIVE)
-        return residency.fill(sparse, view.info, min(room, SPARSE_SHARE * held))
+        rated = [(m, h, h.activation_count / span) for m, h in sparse]
+        self._sparse = {m for m, _ in sparse}
+        held = residency.keep_alive_mb(rated, view.info, SPARSE_KEEP)
+        return residency.fill(rated, view.info, min(room, held))
 
     def _scheduled_mb(self, view: CacheView) -> float:
         """The memory models on a schedule hold on average: loading, then waiting out their jitter."""
@@ -353,16 +352,19 @@ class PredictivePolicy(Policy):
         return until if until > now else None
 
     def _prepare_slot(self, start: float, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
-        """Pre-load models the time of day and week expects requests for in the quarter hour at ``start``."""
+        """Pre-load models the time of day and week expects requests for in the quarter hour at ``start``, and
+        keep those already loaded through it."""
         for model, history in self._history.items():
-            if view.is_ready(model) or view.is_loading(model) or model in load:
-                continue
-            if history.schedule is not None:
+            if model in load or history.schedule is not None:
                 continue  # a schedule already plans this model's loads
             if history.expected_in(start, SLOT_SECONDS) < ACTIVE_SLOT and not self._daily_near(history, start):
                 continue
+            loaded = view.is_ready(model) or view.is_loading(model)
+            if loaded and self._timers.at(model, Action.UNLOAD) is None:
+                continue  # nothing unloads it: a resident member, or an unload pending its load
             self._keep_until(model, start + SLOT_SECONDS)
-            self._admit(model, now, view, load, evict)
+            if not loaded:
+                self._admit(model, now, view, load, evict)
 
     @staticmethod
     def _daily_near(history: ArrivalHistory, start: float) -> bool:

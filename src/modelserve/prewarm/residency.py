@@ -44,18 +44,11 @@ def bursting_mb(
 
 
 def choose(
-    histories: Iterable[tuple[str, ArrivalHistory]],
-    info: Callable[[str], ModelInfo],
-    now: float,
-    capacity_mb: float,
-    min_rate: float,
+    histories: Iterable[tuple[str, ArrivalHistory]], info: Callable[[str], ModelInfo], now: float, capacity_mb: float
 ) -> dict[str, float]:
-    """The densest models that fit in ``capacity_mb`` together, with their densities.
-
-    A model whose bursts come less often than ``min_rate`` is left out however small it is: holding it
-    until its next burst costs more idle memory than a keep-alive would ever spend."""
-    rates = ((m, h, h.activation_rate(now)) for m, h in histories)
-    return fill(((m, h, rate) for m, h, rate in rates if rate >= min_rate), info, capacity_mb)
+    """The densest models that fit in ``capacity_mb`` together, with their densities, by their bursts per
+    second around this time of day."""
+    return fill(((m, h, h.activation_rate(now)) for m, h in histories), info, capacity_mb)
 
 
 def fill(
