@@ -5,8 +5,9 @@
 Each conversion runs `modelserve convert <fp32 model.onnx> --output ... --json` ``--runs`` times; the
 table shows the medians of its report: speed-up of a batch-1 call in ONNX Runtime on this machine
 against the FP32 ONNX model, max abs error and top-1 agreement against the FP32 model on the sample
-inputs (random normal; for static INT8, the 64 random calibration samples themselves). ResNet-18 has
-random weights from a fixed seed (benchmarks/models.py); the MLP is examples/build_models.py's.
+inputs (random normal; for static INT8, the last 16 of its 64 random calibration samples, which
+`modelserve convert` keeps out of calibration). ResNet-18 has random weights from a fixed seed
+(benchmarks/models.py); the MLP is examples/build_models.py's.
 """
 
 from __future__ import annotations

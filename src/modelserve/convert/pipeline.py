@@ -44,6 +44,7 @@ class Options:
 
 
 DEFAULT_TOLERANCE = {Precision.FP32: 1e-4, Precision.FP16: 1e-2, Precision.INT8: 1e-1}
+HELD_OUT = 4  # one --calibration-data row in this many is kept out of calibration to measure accuracy on
 
 
 def convert(source: Source, options: Options, destination: Destination, step: Step) -> Report:
@@ -52,7 +53,8 @@ def convert(source: Source, options: Options, destination: Destination, step: St
         raise ConversionError(f"--engine tensorrt needs {lacking}; leave it out to convert to ONNX")
     if options.engine == "tensorrt" and options.precision is Precision.INT8 and options.calibration is None:
         raise ConversionError("INT8 TensorRT engines need --calibration-data: TensorRT takes static scales only")
-    calibration = lower.read_calibration(options.calibration, source) if options.calibration else None
+    given = lower.read_calibration(options.calibration, source) if options.calibration else None
+    calibration, held_out = _hold_out(given, options.samples) if given is not None else (None, None)
     report = Report(source.description, options.precision.value, options.optimization_level, options.samples)
     with tempfile.TemporaryDirectory(prefix="modelserve-convert-") as scratch:
         work = Path(scratch)
@@ -70,7 +72,9 @@ def convert(source: Source, options: Options, destination: Destination, step: St
         session = OnnxSession(final)
         batched = all(_spec(i).shape[:1] == (-1,) for i in session.session.get_inputs())
         with step("accuracy against the source"):
-            samples = _samples(source, calibration, options.samples if batched else source.inputs[0].shape[0])
+            samples, report.accuracy_on = _samples(
+                source, given, held_out, options.samples if batched else source.inputs[0].shape[0], batched
+            )
             report.samples = len(next(iter(samples.values())))
             report.outputs = compare(source.run(samples), session.run_named(samples))
         with step("speed against FP32 ONNX"):
@@ -125,7 +129,24 @@ def _lower(model: Path, work: Path, options: Options, calibration: Arrays | None
     return model
 
 
-def _samples(source: Source, calibration: Arrays | None, rows: int) -> Arrays:
-    if calibration is not None:  # real data says more than noise; for a static model, it is in-sample
-        return {name: array[:rows] for name, array in calibration.items()}
-    return sample_inputs(source, rows, seed=0)
+def _hold_out(given: Arrays, rows: int) -> tuple[Arrays, Arrays | None]:
+    """The rows to calibrate on and those kept out of calibration to measure accuracy on: the last one in
+    ``HELD_OUT``, at most ``rows``. Accuracy measured on the rows that set the scales flatters static INT8:
+    real traffic is not the calibration set. Under ``HELD_OUT`` rows, nothing is kept out."""
+    count = len(next(iter(given.values())))
+    held = min(rows, count // HELD_OUT)
+    if held == 0:
+        return given, None
+    return {n: a[: count - held] for n, a in given.items()}, {n: a[count - held :] for n, a in given.items()}
+
+
+def _samples(
+    source: Source, given: Arrays | None, held_out: Arrays | None, rows: int, batched: bool
+) -> tuple[Arrays, str]:
+    """The accuracy samples and what they are. Real data says more than noise; a model without a batch axis
+    takes exactly ``rows``, which only the calibration rows themselves may supply."""
+    if held_out is not None and batched:
+        return held_out, "calibration rows held out of calibration"
+    if given is not None:
+        return {name: array[:rows] for name, array in given.items()}, "the calibration rows (in-sample)"
+    return sample_inputs(source, rows, seed=0), "random inputs"

@@ -38,6 +38,7 @@ class Report:
     optimization_level: int
     samples: int
     outputs: list[OutputAccuracy] = field(default_factory=list)
+    accuracy_on: str = "random inputs"  # or calibration rows: held out of calibration, or in-sample
     baseline_ms: float = 0.0
     converted_ms: float = 0.0
     speed_batch: int = 1
