@@ -186,9 +186,14 @@ def test_a_daily_models_hour_is_read_across_the_neighbouring_quarter_hours() -> 
     day = 86400.0
     assert history.expected_in(day + 36900.0, 900.0) == 0.0  # 10:15: its own slot's count says nothing
     for start in (35100.0, 36000.0, 36900.0):
-        assert history.daily_near(day + start) == 1.0
-    assert history.daily_near(day + 37800.0) == 0.0
-    assert history.daily_near(36900.0) == 0.0  # no day seen yet
+        assert history.daily_near(day + start, per_day=2.0)
+    assert not history.daily_near(day + 37800.0, per_day=2.0)
+    assert not history.daily_near(36900.0, per_day=2.0)  # no day seen yet
+    busy = ArrivalHistory(36060.0)
+    for minute in range(1, 5):  # five requests that hour: too busy for a window wider than its slot
+        busy.add(36060.0 + minute * 60.0)
+    assert not busy.daily_near(day + 36000.0, per_day=2.0)
+    assert busy.daily_near(day + 36000.0, per_day=5.0)
 
 
 @pytest.mark.parametrize(

@@ -230,16 +230,22 @@ class ArrivalHistory:
             return 0.0
         return count / seen * seconds / SLOT_SECONDS
 
-    def daily_near(self, start: float) -> float:
-        """Requests a day in the slot at ``start`` and its two neighbours, over the days seen.
+    def daily_near(self, start: float, per_day: float) -> bool:
+        """True when a model of at most ``per_day`` requests a day had, on average, one a day in the slot at
+        ``start`` or a neighbouring one.
 
-        A day counts as seen from the slot before the first request's, a day on: that is when its
-        neighbours are prepared, and :meth:`expected_in` would not count that day until a slot later."""
+        A daily job's hour moves by more than a quarter hour from one day to the next: one day's request cannot
+        say which slot the next falls in, so the slots either side of it count too. Busier models are left to
+        the slot's own count (:meth:`expected_in`): for them the wider window would cost memory all day. A day
+        counts as seen from the slot before the first request's, a day on: that is when its neighbours are
+        prepared, and :meth:`expected_in` would not count that day until a slot later."""
+        if self.count > per_day * max(start - self.first, DAY) / DAY:
+            return False
         days = math.floor(max(start + 2 * SLOT_SECONDS - self.first, 0.0) / DAY)
         if days < 1:
-            return 0.0
+            return False
         slot = _week_slot(start) % DAY_SLOTS
-        return sum(self.by_day_slot[(slot + k) % DAY_SLOTS] for k in (-1, 0, 1)) / days
+        return sum(self.by_day_slot[(slot + k) % DAY_SLOTS] for k in (-1, 0, 1)) >= days
 
 
 def _week_slot(now: float) -> int:

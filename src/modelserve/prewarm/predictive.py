@@ -20,7 +20,7 @@ Models whose requests no signal foresees are kept by their rate instead: every `
 the **resident set** (``residency``) is chosen, the models with the most bursts per MB at this time of day,
 and loaded; loads on demand evict its members last. Models whose bursts come hours or days apart are
 **sparse**: instead of a keep-alive each, the memory those keep-alives would hold goes to the densest of
-them (``_sparse_members``), and a model of a request or two a day is pre-loaded around the hour of its
+them (``residency.sparse_members``), and a model of a request or two a day is pre-loaded around the hour of its
 last one.
 Under a budget, loads on demand evict the lowest ``P(request within HORIZON) * load_seconds / size_mb``
 first (FaaSCache's Greedy-Dual value with the reuse chance in place of frequency), and a pre-load evicts
@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 from modelserve.prewarm import residency
 from modelserve.prewarm.cooccurrence import WINDOW, FollowerTable
-from modelserve.prewarm.patterns import ACTIVATION_GAP, DAY, SLOT_SECONDS, SPAN_FLOOR, ArrivalHistory
+from modelserve.prewarm.patterns import ACTIVATION_GAP, SLOT_SECONDS, SPAN_FLOOR, ArrivalHistory
 from modelserve.prewarm.policy import NOTHING, CacheView, Decision, Policy, evictable, victims_for
 from modelserve.prewarm.timers import Action, Timers
 
@@ -155,7 +155,7 @@ class PredictivePolicy(Policy):
             # whether the model outlives the gap before the next burst.
             keep = max(keep, history.activation_gap_quantile(GAP_QUANTILE) or 0.0)
         if model in self._sparse and model not in self._resident:
-            # Its keep-alive's memory went to the densest sparse models (``_sparse_members``).
+            # Its keep-alive's memory went to the densest sparse models (``_refresh_resident``).
             keep = 1.5 * history.burst_keep_alive()
         if self._announced(model):
             # Its leader's next burst will load it in time: holding it until then is idle memory.
@@ -236,7 +236,7 @@ class PredictivePolicy(Policy):
         capacity = (
             RESIDENT_SHARE * view.budget_mb
             - BURST_PEAK * residency.bursting_mb(unplanned, view.info, now, CLUMPED)
-            - self._scheduled_mb(view)
+            - residency.scheduled_mb(self._history.items(), view.info, SAFETY)
         )
         span = max(now - self._origin, SPAN_FLOOR)
         frequent: list[tuple[str, ArrivalHistory]] = []
@@ -245,7 +245,11 @@ class PredictivePolicy(Policy):
             (frequent if history.activation_count / span >= 1.0 / RESIDENT_REACH else sparse).append((model, history))
         resident = residency.choose(frequent, view.info, now, capacity)
         room = capacity - sum(view.info(m).size_mb for m in resident)
-        self._resident = resident | self._sparse_members(sparse, now, room, view)
+        # Sparse models get no keep-alive past their burst (``_plan``): their keep-alives' memory holds the
+        # densest of them instead.
+        self._sparse = {m for m, _ in sparse}
+        sparse_span = span + SPARSE_PRIOR
+        self._resident = resident | residency.sparse_members(sparse, view.info, sparse_span, SPARSE_KEEP, room)
         order: list[str] | None = None  # what members may displace, cheapest first; ranked once, if needed
         for model in sorted(self._resident, key=self._resident.__getitem__, reverse=True):
             if view.is_ready(model) or view.is_loading(model) or model in load:
@@ -262,32 +266,6 @@ class PredictivePolicy(Policy):
                 evict.extend(victims)
                 load.append(model)
                 self._keep_until(model, now + RESIDENT_EVERY)
-
-    def _sparse_members(
-        self, sparse: list[tuple[str, ArrivalHistory]], now: float, room: float, view: CacheView
-    ) -> dict[str, float]:
-        """The sparse models to keep loaded, within ``room``: those whose bursts come at random, hours apart.
-
-        A keep-alive after each burst spends memory on every such model alike and catches few of their
-        bursts; the same memory held by the densest of them catches more (``residency.keep_alive_mb``).
-        They may hold what ``SPARSE_KEEP`` keep-alives would, and the others get no keep-alive past their
-        burst."""
-        span = max(now - self._origin, SPAN_FLOOR) + SPARSE_PRIOR
-        rated = [(m, h, h.activation_count / span) for m, h in sparse]
-        self._sparse = {m for m, _ in sparse}
-        held = residency.keep_alive_mb(rated, view.info, SPARSE_KEEP)
-        return residency.fill(rated, view.info, min(room, held))
-
-    def _scheduled_mb(self, view: CacheView) -> float:
-        """The memory models on a schedule hold on average: loading, then waiting out their jitter."""
-        total = 0.0
-        for model, history in self._history.items():
-            schedule = history.schedule or history.burst_schedule
-            if schedule is not None:
-                info = view.info(model)
-                held = info.load_seconds + 2 * schedule.jitter + SAFETY
-                total += info.size_mb * min(held / schedule.period, 1.0)
-        return total
 
     def _unplanned(self, model: str, history: ArrivalHistory) -> bool:
         """True when nothing loads ``model`` ahead of its requests: no schedule, no leader that announces it."""
@@ -357,7 +335,7 @@ class PredictivePolicy(Policy):
         for model, history in self._history.items():
             if model in load or history.schedule is not None:
                 continue  # a schedule already plans this model's loads
-            if history.expected_in(start, SLOT_SECONDS) < ACTIVE_SLOT and not self._daily_near(history, start):
+            if history.expected_in(start, SLOT_SECONDS) < ACTIVE_SLOT and not history.daily_near(start, SPARSE_DAILY):
                 continue
             loaded = view.is_ready(model) or view.is_loading(model)
             if loaded and self._timers.at(model, Action.UNLOAD) is None:
@@ -365,17 +343,6 @@ class PredictivePolicy(Policy):
             self._keep_until(model, start + SLOT_SECONDS)
             if not loaded:
                 self._admit(model, now, view, load, evict)
-
-    @staticmethod
-    def _daily_near(history: ArrivalHistory, start: float) -> bool:
-        """True when a model of a request or two a day had one near this time of day, in a neighbouring slot.
-
-        A daily job's hour moves by more than a quarter hour from one day to the next: one day's request cannot
-        say which slot the next falls in, so the slots either side of it are prepared too. Models busier
-        than ``SPARSE_DAILY`` a day are left to the slot's own count: for them the wider window would cost
-        memory all day."""
-        days = max(start - history.first, DAY) / DAY
-        return history.count <= SPARSE_DAILY * days and history.daily_near(start) >= ACTIVE_SLOT
 
     def _admit(self, model: str, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
         """Add a pre-load of ``model`` to the decision if the models it displaces are worth less together.

@@ -76,3 +76,30 @@ def keep_alive_mb(
     bursts: for memoryless arrivals, memory-time buys the same share of any model's bursts. Spent on the
     densest models instead of on every one, the same memory keeps more bursts warm."""
     return sum(info(m).size_mb * (1.0 - math.exp(-rate * keep)) for m, _, rate in rated)
+
+
+def sparse_members(
+    sparse: Iterable[tuple[str, ArrivalHistory]],
+    info: Callable[[str], ModelInfo],
+    span: float,
+    keep: float,
+    room_mb: float,
+) -> dict[str, float]:
+    """The models of ``sparse`` to keep loaded: the densest, in what keep-alives of ``keep`` seconds would
+    hold of them all (:func:`keep_alive_mb`), and at most ``room_mb``; rates are bursts over ``span``."""
+    rated = [(m, h, h.activation_count / span) for m, h in sparse]
+    return fill(rated, info, min(room_mb, keep_alive_mb(rated, info, keep)))
+
+
+def scheduled_mb(
+    histories: Iterable[tuple[str, ArrivalHistory]], info: Callable[[str], ModelInfo], lead: float
+) -> float:
+    """The memory models on a schedule hold on average: loading, then waiting out their jitter and ``lead``."""
+    total = 0.0
+    for model, history in histories:
+        schedule = history.schedule or history.burst_schedule
+        if schedule is not None:
+            model_info = info(model)
+            held = model_info.load_seconds + 2 * schedule.jitter + lead
+            total += model_info.size_mb * min(held / schedule.period, 1.0)
+    return total
