@@ -150,9 +150,7 @@ class ArrivalHistory:
         days = math.floor(span / DAY)
         if days < 1:
             return overall
-        slot = _week_slot(now) % DAY_SLOTS
-        counts = self.activations_by_day_slot
-        near = sum(counts[(slot + k) % DAY_SLOTS] for k in range(-TIME_OF_DAY_REACH, TIME_OF_DAY_REACH + 1))
+        near = _near(self.activations_by_day_slot, now, TIME_OF_DAY_REACH)
         window = (2 * TIME_OF_DAY_REACH + 1) * SLOT_SECONDS
         return (near + overall * window) / ((days + 1) * window)
 
@@ -244,8 +242,13 @@ class ArrivalHistory:
         days = math.floor(max(start + 2 * SLOT_SECONDS - self.first, 0.0) / DAY)
         if days < 1:
             return False
-        slot = _week_slot(start) % DAY_SLOTS
-        return sum(self.by_day_slot[(slot + k) % DAY_SLOTS] for k in (-1, 0, 1)) >= days
+        return _near(self.by_day_slot, start, 1) >= days
+
+
+def _near(by_day_slot: list[int], now: float, reach: int) -> int:
+    """The count in ``now``'s slot of the day and the ``reach`` slots either side of it."""
+    slot = _week_slot(now) % DAY_SLOTS
+    return sum(by_day_slot[(slot + k) % DAY_SLOTS] for k in range(-reach, reach + 1))
 
 
 def _week_slot(now: float) -> int:

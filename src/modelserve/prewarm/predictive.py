@@ -20,7 +20,7 @@ Models whose requests no signal foresees are kept by their rate instead: every `
 the **resident set** (``residency``) is chosen, the models with the most bursts per MB at this time of day,
 and loaded; loads on demand evict its members last. Models whose bursts come hours or days apart are
 **sparse**: instead of a keep-alive each, the memory those keep-alives would hold goes to the densest of
-them (``residency.sparse_members``), and a model of a request or two a day is pre-loaded around the hour of its
+them (``residency.members``), and a model of a request or two a day is pre-loaded around the hour of its
 last one.
 Under a budget, loads on demand evict the lowest ``P(request within HORIZON) * load_seconds / size_mb``
 first (FaaSCache's Greedy-Dual value with the reuse chance in place of frequency), and a pre-load evicts
@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 from modelserve.prewarm import residency
 from modelserve.prewarm.cooccurrence import WINDOW, FollowerTable
-from modelserve.prewarm.patterns import ACTIVATION_GAP, SLOT_SECONDS, SPAN_FLOOR, ArrivalHistory
+from modelserve.prewarm.patterns import ACTIVATION_GAP, SLOT_SECONDS, ArrivalHistory
 from modelserve.prewarm.policy import NOTHING, CacheView, Decision, Policy, evictable, victims_for
 from modelserve.prewarm.timers import Action, Timers
 
@@ -56,9 +56,6 @@ RESIDENT_EVERY = 120.0  # seconds between two choices of the resident set
 RESIDENT_SHARE = 0.8  # share of the budget the resident set may fill; the rest is for loads on demand
 BURST_PEAK = 2.0  # the resident set leaves this many times the memory bursts hold on average
 ANNOUNCED_EVERY = 600.0  # seconds for which whether a model's leaders announce it is taken as known
-RESIDENT_REACH = 4 * 3600.0  # a model whose bursts come further apart than this on average is "sparse"
-SPARSE_KEEP = 8 * 3600.0  # sparse members may hold what keep-alives this long would hold for all of them
-SPARSE_PRIOR = 86400.0  # sparse rates count from the first request seen, plus this: one sighting is no rate
 SPARSE_DAILY = 2.0  # requests a day up to which a model's time of day is read across neighbouring slots
 
 
@@ -154,11 +151,9 @@ class PredictivePolicy(Policy):
             # Its inter-arrival times are mostly the gaps inside bursts: what decides a cold start is
             # whether the model outlives the gap before the next burst.
             keep = max(keep, history.activation_gap_quantile(GAP_QUANTILE) or 0.0)
-        if model in self._sparse and model not in self._resident:
-            # Its keep-alive's memory went to the densest sparse models (``_refresh_resident``).
-            keep = 1.5 * history.burst_keep_alive()
-        if self._announced(model):
-            # Its leader's next burst will load it in time: holding it until then is idle memory.
+        if (model in self._sparse and model not in self._resident) or self._announced(model):
+            # Its keep-alive's memory went to the densest sparse models (``residency.members``), or its
+            # leader's next burst will load it in time: either way, holding it until then is idle memory.
             keep = 1.5 * history.burst_keep_alive()
         timers.set(model, Action.UNLOAD, now + min(keep, MAX_KEEP_ALIVE) + SAFETY)
         return False
@@ -238,18 +233,7 @@ class PredictivePolicy(Policy):
             - BURST_PEAK * residency.bursting_mb(unplanned, view.info, now, CLUMPED)
             - residency.scheduled_mb(self._history.items(), view.info, SAFETY)
         )
-        span = max(now - self._origin, SPAN_FLOOR)
-        frequent: list[tuple[str, ArrivalHistory]] = []
-        sparse: list[tuple[str, ArrivalHistory]] = []
-        for model, history in unplanned:
-            (frequent if history.activation_count / span >= 1.0 / RESIDENT_REACH else sparse).append((model, history))
-        resident = residency.choose(frequent, view.info, now, capacity)
-        room = capacity - sum(view.info(m).size_mb for m in resident)
-        # Sparse models get no keep-alive past their burst (``_plan``): their keep-alives' memory holds the
-        # densest of them instead.
-        self._sparse = {m for m, _ in sparse}
-        sparse_span = span + SPARSE_PRIOR
-        self._resident = resident | residency.sparse_members(sparse, view.info, sparse_span, SPARSE_KEEP, room)
+        self._resident, self._sparse = residency.members(unplanned, view.info, now, now - self._origin, capacity)
         order: list[str] | None = None  # what members may displace, cheapest first; ranked once, if needed
         for model in sorted(self._resident, key=self._resident.__getitem__, reverse=True):
             if view.is_ready(model) or view.is_loading(model) or model in load:

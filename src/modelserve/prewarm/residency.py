@@ -5,7 +5,8 @@ burst unless it happens to be loaded. What keeps the most such bursts warm under
 which says little about a memoryless process, but each model's rate of bursts per MB: a knapsack filled by
 that density, as the static optimum for independent references (the A0 policy of Aho, Denning and Ullman)
 fills a cache by probability. The rate is read at the time of day, so a model busy in the morning holds
-memory in the morning only. Models a schedule or a leader loads in time need no place here.
+memory in the morning only. Models a schedule or a leader loads in time need no place here; models whose
+bursts come hours apart share a smaller room of their own (:func:`members`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from modelserve.prewarm.patterns import ArrivalHistory
+from modelserve.prewarm.patterns import SPAN_FLOOR, ArrivalHistory
 from modelserve.prewarm.policy import ModelInfo
+
+RESIDENT_REACH = 4 * 3600.0  # a model whose bursts come further apart than this on average is "sparse"
+SPARSE_KEEP = 8 * 3600.0  # sparse members may hold what keep-alives this long would hold for all of them
+SPARSE_PRIOR = 86400.0  # sparse rates count from the first request seen, plus this: one sighting is no rate
 
 
 def density(history: ArrivalHistory, info: ModelInfo, bursts_per_second: float) -> float:
@@ -78,17 +83,30 @@ def keep_alive_mb(
     return sum(info(m).size_mb * (1.0 - math.exp(-rate * keep)) for m, _, rate in rated)
 
 
-def sparse_members(
-    sparse: Iterable[tuple[str, ArrivalHistory]],
+def members(
+    unplanned: Iterable[tuple[str, ArrivalHistory]],
     info: Callable[[str], ModelInfo],
-    span: float,
-    keep: float,
-    room_mb: float,
-) -> dict[str, float]:
-    """The models of ``sparse`` to keep loaded: the densest, in what keep-alives of ``keep`` seconds would
-    hold of them all (:func:`keep_alive_mb`), and at most ``room_mb``; rates are bursts over ``span``."""
-    rated = [(m, h, h.activation_count / span) for m, h in sparse]
-    return fill(rated, info, min(room_mb, keep_alive_mb(rated, info, keep)))
+    now: float,
+    watched: float,
+    capacity_mb: float,
+) -> tuple[dict[str, float], set[str]]:
+    """The resident set within ``capacity_mb``, with densities, and the sparse models, for a policy that has
+    watched requests for ``watched`` seconds.
+
+    A model of at least one burst per ``RESIDENT_REACH`` over that time competes by its rate at this time of
+    day (:func:`choose`). The others are sparse: they get no keep-alive past their burst, and the room left
+    holds the densest of them, as much as ``SPARSE_KEEP`` keep-alives would hold of them all
+    (:func:`keep_alive_mb`), rated from the first request seen plus ``SPARSE_PRIOR``."""
+    span = max(watched, SPAN_FLOOR)
+    frequent: list[tuple[str, ArrivalHistory]] = []
+    sparse: list[tuple[str, ArrivalHistory]] = []
+    for model, history in unplanned:
+        (frequent if history.activation_count / span >= 1.0 / RESIDENT_REACH else sparse).append((model, history))
+    resident = choose(frequent, info, now, capacity_mb)
+    room = capacity_mb - sum(info(m).size_mb for m in resident)
+    rated = [(m, h, h.activation_count / (span + SPARSE_PRIOR)) for m, h in sparse]
+    resident |= fill(rated, info, min(room, keep_alive_mb(rated, info, SPARSE_KEEP)))
+    return resident, {m for m, _ in sparse}
 
 
 def scheduled_mb(
