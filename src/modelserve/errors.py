@@ -22,6 +22,8 @@ decides what HTTP or gRPC says. The tree::
     └── OutOfMemory          the runtime ran out of memory on a batch, and on its halves: retry later
 """
 
+from __future__ import annotations
+
 
 class ModelserveError(Exception):
     """Base of every error the server answers with a message meant for the caller."""
@@ -33,6 +35,13 @@ class ModelserveError(Exception):
 
 class ModelNotFound(ModelserveError):
     """The model, or the requested version of it, does not exist in the repository."""
+
+    @classmethod
+    def unknown(cls, name: str, version: int | str | None = None, detail: str = "") -> ModelNotFound:
+        """The error in Triton's words, which clients match on (``Request for unknown model: 'NAME' is not
+        found``), followed by ``detail``: where the server looked, or what it serves instead."""
+        which = f"'{name}'" if version is None else f"'{name}' version {version}"
+        return cls(f"Request for unknown model: {which} is not found" + (f"; {detail}" if detail else ""))
 
 
 class ModelNotReady(ModelserveError):

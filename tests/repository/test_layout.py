@@ -164,7 +164,10 @@ def test_missing_model_is_not_found(tmp_path: Path, name: str) -> None:
     scale_onnx(tmp_path / "escape" / "1" / "model.onnx")  # a model outside the repository
     with pytest.raises(ModelNotFound) as caught:
         ModelRepository(root).source(name)
-    assert f"model '{name}' is not in the model repository {root}" in str(caught.value)
+    assert (
+        str(caught.value)
+        == f"Request for unknown model: '{name}' is not found; it is not in the model repository {root}"
+    )
 
 
 def test_no_version_folders_names_the_folder(tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ class ModelManager(ModelLoader):
                 "unloading models at runtime is disabled; start the server with --model-control-mode explicit"
             )
         if name not in self._models and not self._in_repository(name):
-            raise ModelNotFound(f"model '{name}' is not in the model repository")
+            raise ModelNotFound.unknown(name, detail="it is not in the model repository")
         await self._unload(name)
 
     # -- lookups -------------------------------------------------------------------------------------
@@ -105,12 +105,12 @@ class ModelManager(ModelLoader):
         if not versions:
             if self._in_repository(name):
                 raise ModelNotReady(f"model '{name}' is not loaded; {how_to_load(name)}")
-            raise ModelNotFound(f"model '{name}' is not in the model repository")
+            raise ModelNotFound.unknown(name, detail="it is not in the model repository")
         if version is not None:
             record = versions.get(version)
             if record is None:
                 served = ", ".join(str(v) for v in versions if v is not None) or "none"
-                raise ModelNotFound(f"model '{name}' has no version {version} loaded; versions served: {served}")
+                raise ModelNotFound.unknown(name, version, f"versions served: {served}")
             if record.state is not ModelState.READY:
                 raise ModelNotReady(not_ready(record))
             return record
@@ -154,7 +154,7 @@ class ModelManager(ModelLoader):
         if versions is None:
             if self._in_repository(name):
                 return []
-            raise ModelNotFound(f"model '{name}' is not in the model repository")
+            raise ModelNotFound.unknown(name, detail="it is not in the model repository")
         return list(versions.values())
 
     def records(self, name: str) -> list[ModelVersion]:

@@ -56,7 +56,7 @@ class ModelRepository:
         """Everything the repository says about one model, or a ModelLoadError naming what is wrong."""
         directory = self.root / name
         if not VALID_NAME.match(name) or not directory.is_dir():
-            raise ModelNotFound(f"model '{name}' is not in the model repository {self.root}")
+            raise ModelNotFound.unknown(name, detail=f"it is not in the model repository {self.root}")
         config_path = directory / "config.yaml"
         config = ModelConfig.from_file(config_path) if config_path.exists() else ModelConfig()
         if config.name is not None and config.name != name:

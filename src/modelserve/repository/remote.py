@@ -73,7 +73,7 @@ class MirroredRepository(ModelRepository):
     def source(self, name: str) -> ModelSource:
         self.fs.invalidate_cache()
         if not self.contains(name):
-            raise ModelNotFound(f"model '{name}' is not in the model repository {self.url}")
+            raise ModelNotFound.unknown(name, detail=f"it is not in the model repository {self.url}")
         self.mirror(name)
         return super().source(name)
 
