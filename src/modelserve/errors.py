@@ -6,7 +6,8 @@ decides what HTTP or gRPC says. The tree::
     ModelserveError
     ├── ModelNotFound        the name or version is not in the repository
     ├── ModelNotReady        known, but not loaded (or still loading, or failed)
-    │   └── CircuitOpen      loaded, but its runtime failed request after request: refused for a while
+    │   ├── CircuitOpen      loaded, but its runtime failed request after request: refused for a while
+    │   └── StoreUnavailable the model repository's store (S3, a network disk) does not answer now
     ├── InvalidInput         the request is malformed: shape, datatype, missing tensor, bad JSON
     ├── Unauthenticated      no credentials, or credentials the server does not accept
     ├── Forbidden            valid credentials without the scope the endpoint needs
@@ -50,6 +51,10 @@ class ModelNotReady(ModelserveError):
 
 class CircuitOpen(ModelNotReady):
     """The model's circuit breaker is open after repeated runtime failures; retry after its cool-down."""
+
+
+class StoreUnavailable(ModelNotReady):
+    """The model repository could not be read (a store outage, a timeout): the request was fine, retry."""
 
 
 class InvalidInput(ModelserveError):
