@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from modelserve.config import EndpointGroup, ModelControlMode, Settings, describe_error
+from tests.server.credentials import API_KEYS, rsa_key, write_jwks, write_public_key
 
 
 @pytest.fixture(autouse=True)
@@ -248,6 +252,26 @@ def test_an_empty_key_file_setting_means_none(monkeypatch: pytest.MonkeyPatch) -
     assert settings.jwt_public_key_file is None
     assert settings.jwt_jwks_file is None
     assert not settings.auth_enabled
+
+
+def test_the_settings_check_credentials_without_importing_the_server_layer(tmp_path: Path) -> None:
+    """Settings sit below the server: reading them, credentials checked and all, imports no server module."""
+    environment = {
+        "API_KEYS": API_KEYS,
+        "JWT_PUBLIC_KEY_FILE": str(write_public_key(tmp_path, rsa_key("signer"))),
+        "JWT_JWKS_FILE": str(write_jwks(tmp_path, {"one": rsa_key("signer")})),
+    }
+    script = (
+        "import sys\n"
+        "from modelserve.config import Settings\n"
+        "assert Settings().auth_enabled\n"
+        "print(sorted(m for m in sys.modules if m.startswith('modelserve.server')))\n"
+    )
+    result = subprocess.run(  # the environment is clean of our variables: see clean_environment
+        [sys.executable, "-c", script], env={**os.environ, **environment}, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 # -- traffic history ---------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelserve.credentials import load_jwks, load_public_key, parse_api_keys
+
 
 class ModelControlMode(StrEnum):
     """How models get loaded: Triton's names, so its users know them."""
@@ -286,13 +288,10 @@ class Settings(BaseSettings):
         return value
 
     # The checks below load what the server will load, so a bad key stops startup, not the first request.
-    # modelserve.server.auth is imported here, not at the top: it imports this module, and PyJWT.
 
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, value: SecretStr) -> SecretStr:
-        from modelserve.server.auth import parse_api_keys
-
         parse_api_keys(value.get_secret_value())
         return value
 
@@ -346,8 +345,6 @@ class Settings(BaseSettings):
     @field_validator("jwt_public_key_file")
     @classmethod
     def _check_public_key(cls, value: Path | None) -> Path | None:
-        from modelserve.server.auth import load_public_key
-
         if value is not None:
             load_public_key(value)
         return value
@@ -355,8 +352,6 @@ class Settings(BaseSettings):
     @field_validator("jwt_jwks_file")
     @classmethod
     def _check_jwks(cls, value: Path | None) -> Path | None:
-        from modelserve.server.auth import load_jwks
-
         if value is not None:
             load_jwks(value)
         return value
