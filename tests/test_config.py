@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import uvicorn.config
 from pydantic import ValidationError
 
 from modelserve.config import EndpointGroup, ModelControlMode, Settings, describe_error
@@ -73,6 +74,30 @@ def test_environment_names(
 
 @pytest.mark.parametrize(
     ("value", "expected"),
+    [
+        ("INFO", "info"),
+        ("DEBUG", "debug"),
+        ("Warning", "warning"),
+        ("WARN", "warning"),
+        ("warn", "warning"),
+        ("error", "error"),
+        ("Error", "error"),
+        ("CRITICAL", "critical"),
+        ("FATAL", "critical"),
+    ],
+)
+def test_log_level_takes_pythons_level_names_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("LOG_LEVEL", value)
+    level = Settings().log_level
+    assert level == expected
+    assert level in uvicorn.config.LOG_LEVELS  # uvicorn takes only its own lower-case names
+    assert Settings.from_options(log_level=value).log_level == expected  # --log-level too
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
     [("a,b c", ["a", "b", "c"]), ("mlp", ["mlp"]), ("*", ["*"]), (" iris , simple ", ["iris", "simple"]), ("", [])],
 )
 def test_load_models_is_split_on_commas_and_spaces(
@@ -113,7 +138,8 @@ def test_keyword_arguments_override_the_environment(monkeypatch: pytest.MonkeyPa
         ("MAX_INPUT_SIZE_MB", "-5", "greater than 0"),
         ("UVICORN_WORKERS", "0", "greater than or equal to 1"),
         ("MODEL_CONTROL_MODE", "poll", "'none', 'explicit' or 'on-demand'"),
-        ("LOG_LEVEL", "loud", "pattern"),
+        ("LOG_LEVEL", "loud", "not a log level; use one of critical, error, warning, info, debug"),
+        ("LOG_LEVEL", "notset", "not a log level"),
         ("HTTP_PORT", "70000", "less than or equal to 65535"),
     ],
 )

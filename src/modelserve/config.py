@@ -7,6 +7,7 @@ runbooks use another (``UVICORN_WORKERS``). Command-line options override the en
 
 from __future__ import annotations
 
+import logging
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -46,6 +47,12 @@ class EndpointGroup(StrEnum):
 # Never echoed in an error message: describe_error says which is wrong, not what it holds.
 SECRETS = frozenset({"api_keys", "jwt_secret", "database_url"})
 
+# Python's level names but NOTSET (which logs everything), lower-cased, each with the name it stands for:
+# WARN and FATAL are the standard library's aliases of WARNING and CRITICAL.
+_LEVEL_NUMBERS = logging.getLevelNamesMapping()
+LOG_LEVELS = {name.lower(): logging.getLevelName(number).lower() for name, number in _LEVEL_NUMBERS.items() if number}
+_LEVEL_NAMES = ", ".join(sorted(set(LOG_LEVELS.values()), key=lambda name: -_LEVEL_NUMBERS[name.upper()]))
+
 # Back-ends the traffic history runs on, tested both; a DATABASE_URL naming another is refused at startup.
 DATABASE_BACKENDS = ("sqlite", "postgresql")
 
@@ -78,7 +85,7 @@ class Settings(BaseSettings):
         description="HTTP worker processes sharing the port; each loads its own models.",
     )
     log_level: str = Field(
-        "info", pattern="^(critical|error|warning|info|debug)$", description="Log level of the server."
+        "info", description="Log level of the server: critical, error, warning, info or debug, in any case."
     )
     log_format: str = Field(
         "json", pattern="^(json|console)$", description="json: one JSON object per line; console: for a terminal."
@@ -270,6 +277,17 @@ class Settings(BaseSettings):
         """The environment variable that sets ``field``."""
         alias = cls.model_fields[field].validation_alias
         return alias if isinstance(alias, str) else field.upper()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: object) -> object:
+        """Take LOG_LEVEL as Python's logging and most deployments write it (INFO, Warning, WARN), and keep
+        the lower-case name its aliases stand for, which uvicorn requires."""
+        if not isinstance(value, str):
+            return value
+        if (level := LOG_LEVELS.get(value.strip().lower())) is None:
+            raise ValueError(f"not a log level; use one of {_LEVEL_NAMES} (any case; warn and fatal are aliases)")
+        return level
 
     @field_validator("load_models", mode="before")
     @classmethod
