@@ -1,17 +1,23 @@
-"""The TensorRT backend where it can be tested without a GPU: its error messages and a missing package."""
+"""The TensorRT backend: its error messages and a missing package anywhere; its instances on a GPU host."""
 
 from __future__ import annotations
 
 import importlib.util
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from modelserve.convert.precision import Precision
+from modelserve.convert.source import InputSpec
+from modelserve.convert.tensorrt import build_engine, missing
 from modelserve.errors import ModelLoadError
 from modelserve.repository.config import ModelConfig, Platform
 from modelserve.runtimes.base import runtime_class
 from modelserve.runtimes.tensorrt import TensorRTRuntime, explain_deserialize_failure, rebuild_command
+from tests.builders import scale_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = Path("/models/resnet/1/model.plan")
@@ -107,3 +113,33 @@ def test_engine_without_the_tensorrt_package(tmp_path: Path, filename: str) -> N
     assert message.endswith("missing: tensorrt")
     assert "pip install 'modelserve[gpu,torch]'" in message
     assert runtime.memory_bytes() == 0
+
+
+@pytest.mark.skipif(bool(missing()), reason=f"needs a GPU host: this one lacks {missing() or 'nothing'}")
+def test_instances_run_side_by_side_each_on_its_own_context(tmp_path: Path) -> None:
+    """Two instances, two threads calling at once with different batch sizes: with one shared context a
+    call could run with the other's shapes or buffers; each answer must be its own input doubled."""
+    onnx_path = scale_onnx(tmp_path / "scale.onnx", factor=2.0, features=64)
+    engine = tmp_path / "scaled" / "1" / "model.plan"
+    engine.parent.mkdir(parents=True)
+    inputs = [InputSpec("x", "FP32", (8, 64))]
+    build_engine(onnx_path, engine, inputs, precision=Precision.FP32, level=0, max_batch_size=16)
+    runtime = TensorRTRuntime(engine, ModelConfig(platform=Platform.TENSORRT, instance_count=2))
+    runtime.load()
+    try:
+        # Every execution context holds activation memory of its own: two instances, twice the engine's.
+        assert runtime.memory_bytes() == 2 * runtime.engine.device_memory_size + engine.stat().st_size
+
+        def calls(batch: int) -> list[bool]:
+            rng = np.random.default_rng(batch)
+            answers = []
+            for _ in range(200):
+                x = rng.standard_normal((batch, 64)).astype(np.float32)
+                answers.append(bool(np.array_equal(runtime.infer({"x": x})["y"], x * 2)))
+            return answers
+
+        with ThreadPoolExecutor(2) as threads:
+            results = list(threads.map(calls, [1, 16]))
+        assert all(all(answers) for answers in results)
+    finally:
+        runtime.unload()
