@@ -1,7 +1,10 @@
-"""The errors the core raises, free of any web framework.
+"""The errors the core raises, free of any web framework, and what each one means to every consumer.
 
-Protocols map them to status codes in one table each (``protocol/errors.py``), so the core never
-decides what HTTP or gRPC says. The tree::
+Each error type is classified once, in ``CLASSIFICATION`` at the end of this module: its HTTP status,
+its gRPC code, how the traffic history counts it, the reason the rejection metric gives, whether the
+model name the caller sent may label metrics, and whether it counts against the model's circuit breaker.
+The protocols, the metrics, the history, the breaker and the logs all read that one table (``classify``),
+so no consumer can disagree with another about what an error is. The tree::
 
     ModelserveError
     ├── ModelNotFound        the name or version is not in the repository
@@ -24,6 +27,9 @@ decides what HTTP or gRPC says. The tree::
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
 
 
 class ModelserveError(Exception):
@@ -119,3 +125,71 @@ class InferenceFailed(ModelserveError):
 
 class OutOfMemory(ModelserveError):
     """The runtime could not allocate memory for a batch, even split in two; a retry may find it free."""
+
+
+class Outcome(StrEnum):
+    """How a request ended, as the traffic history counts it: one column each, in this order."""
+
+    OK = "ok"
+    NOT_READY = "not_ready"  # the model was not loaded, loading or refused by its breaker: a cold start
+    REJECTED = "rejected"  # refused by a limit: a full queue, draining, size, credentials
+    INVALID = "invalid"
+    TIMED_OUT = "timed_out"  # a deadline passed or the caller stopped waiting, either way
+    FAILED = "failed"  # any other error, including the server's own bugs
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What an error means, decided once per error type and read by every consumer."""
+
+    http_status: int
+    grpc_code: str  # the name of a ``grpc.StatusCode``: this module imports no web or RPC framework
+    outcome: Outcome
+    rejection: str | None = None  # ``model_serving_rejected_requests``' reason: refused before running
+    trusted_name: bool = True  # False: the caller is not trusted, so the model it named labels nothing
+    model_at_fault: bool = False  # the model failed, not the request: counts against its circuit breaker
+
+
+CLASSIFICATION: dict[type[ModelserveError], Classification] = {
+    ModelNotFound: Classification(404, "NOT_FOUND", Outcome.REJECTED, "model_not_found"),
+    # Never 400: the request was fine, the model is not.
+    ModelNotReady: Classification(503, "UNAVAILABLE", Outcome.NOT_READY, "model_not_ready"),
+    CircuitOpen: Classification(503, "UNAVAILABLE", Outcome.NOT_READY, "circuit_open"),
+    StoreUnavailable: Classification(503, "UNAVAILABLE", Outcome.NOT_READY, "store_unavailable"),
+    InvalidInput: Classification(400, "INVALID_ARGUMENT", Outcome.INVALID, "invalid_input"),
+    Unauthenticated: Classification(401, "UNAUTHENTICATED", Outcome.REJECTED, "unauthenticated", trusted_name=False),
+    Forbidden: Classification(403, "PERMISSION_DENIED", Outcome.REJECTED, "forbidden", trusted_name=False),
+    PayloadTooLarge: Classification(413, "RESOURCE_EXHAUSTED", Outcome.REJECTED, "too_large"),
+    Overloaded: Classification(429, "RESOURCE_EXHAUSTED", Outcome.REJECTED, "queue_full"),
+    DeadlineExceeded: Classification(504, "DEADLINE_EXCEEDED", Outcome.TIMED_OUT, "deadline_exceeded"),
+    ShuttingDown: Classification(503, "UNAVAILABLE", Outcome.REJECTED, "shutting_down"),
+    # nginx's "client closed request": no one reads it, the logs and metrics do.
+    ClientDisconnected: Classification(499, "CANCELLED", Outcome.TIMED_OUT),
+    # 400 as Triton answers load/unload outside explicit mode, and a failed load: the model's files are at fault.
+    ModelControlDisabled: Classification(400, "FAILED_PRECONDITION", Outcome.FAILED),
+    ModelLoadError: Classification(400, "INVALID_ARGUMENT", Outcome.FAILED),
+    InferenceFailed: Classification(500, "INTERNAL", Outcome.FAILED, model_at_fault=True),
+    # WebDAV's Insufficient Storage: the server cannot hold what was asked.
+    InsufficientMemory: Classification(507, "RESOURCE_EXHAUSTED", Outcome.FAILED),
+    # The request was fine and may succeed when memory frees: retryable, not 500.
+    OutOfMemory: Classification(503, "UNAVAILABLE", Outcome.FAILED),
+}
+# Anything that is not a ModelserveError is the server's bug.
+SERVER_BUG = Classification(500, "INTERNAL", Outcome.FAILED)
+_CLASSIFIED: dict[type[BaseException], Classification] = {}
+
+
+def classify(error: BaseException) -> Classification:
+    """The classification of ``error``: its own type's row, else its nearest parent's, else a server bug."""
+    kind = type(error)
+    if (found := _CLASSIFIED.get(kind)) is None:
+        found = next((CLASSIFICATION[c] for c in kind.__mro__ if c in CLASSIFICATION), SERVER_BUG)
+        _CLASSIFIED[kind] = found
+    return found
+
+
+def public_message(error: BaseException) -> str:
+    """What the caller and the access log are told: our message, or only the type of a server bug."""
+    if isinstance(error, ModelserveError):
+        return error.message
+    return f"internal server error ({type(error).__name__}); the server log has the details"

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from modelserve.errors import Outcome
 from modelserve.history.flusher import HistoryFlusher
 from modelserve.history.query import ArrivalSeries, TrafficHistory
-from modelserve.history.recorder import NOT_READY, TrafficRecorder
+from modelserve.history.recorder import TrafficRecorder
 from tests.clock import Clock
 
 START = 5_556 * 180  # a multiple of every step the tests ask for
@@ -30,7 +31,7 @@ def history(database_url: str) -> Iterator[TrafficHistory]:
         for _ in range(count):
             recorder.record(model, version, 0.002)
     clock.now = START + 3 * 60 + 5  # the 2 s request arrived 2 s before it was answered: minute 3 still
-    recorder.record("iris", "1", 2.0, outcome=NOT_READY)
+    recorder.record("iris", "1", 2.0, outcome=Outcome.NOT_READY)
     recorder.record("iris", "1", 0.0005)
     flusher = HistoryFlusher(recorder, database_url, interval_s=3600, retention_s=0)
     assert flusher.flush()

@@ -12,6 +12,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, func, inspect, select
 
 from modelserve.db import open_engine
+from modelserve.errors import Outcome
 from modelserve.history import store
 from modelserve.history.flusher import HistoryFlusher
 from modelserve.history.recorder import TrafficRecorder
@@ -77,7 +78,7 @@ def test_a_flush_writes_every_bucket_in_one_batch_and_later_flushes_add_up(datab
     flusher = HistoryFlusher(recorder, database_url, interval_s=3600, retention_s=0)
     for _ in range(5):
         recorder.record("mlp", "1", 0.002)
-    recorder.record("mlp", "1", 0.5, outcome=1)
+    recorder.record("mlp", "1", 0.5, outcome=Outcome.NOT_READY)
     recorder.record("iris", "1", 0.0005)
     clock.now += 60
     recorder.record("mlp", "1", 0.002)
@@ -146,7 +147,7 @@ def test_closing_writes_what_was_recorded_since_the_last_flush(database_url: str
     flusher.start()  # its first write is an hour away: only closing can write these
     for _ in range(250):
         recorder.record("mlp", "1", 0.002)
-    recorder.record("iris", "1", 0.002, outcome=5)
+    recorder.record("iris", "1", 0.002, outcome=Outcome.FAILED)
     flusher.close()
     engine = open_engine(database_url)
     written = {r.model: (r.requests, r.failed) for r in rows(engine)}

@@ -16,48 +16,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from modelserve.errors import (
-    ClientDisconnected,
-    DeadlineExceeded,
-    Forbidden,
-    InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
-    Overloaded,
-    PayloadTooLarge,
-    ShuttingDown,
-    Unauthenticated,
-)
+from modelserve.errors import Outcome, classify
 from modelserve.history.schema import LATENCY_BOUNDS, OUTCOMES
 
-OK, NOT_READY, REJECTED, INVALID, TIMED_OUT, FAILED = range(len(OUTCOMES))
 _FIRST_LATENCY = len(OUTCOMES)
 # Raw arrival times kept per model for policies that need inter-arrival times finer than a bucket:
 # the last RECENT_LIMIT arrivals, of which those within RECENT_WINDOW_S are answered.
 RECENT_WINDOW_S = 600.0
 RECENT_LIMIT = 2048
 
-# First match wins: CircuitOpen is a ModelNotReady. Not recorded at all: requests for models that do not
-# exist and refused credentials, whose model names callers choose freely and would grow the table.
-_UNRECORDED = (ModelNotFound, Unauthenticated, Forbidden)
-_OUTCOME_OF: tuple[tuple[tuple[type[Exception], ...], int], ...] = (
-    ((ModelNotReady,), NOT_READY),
-    ((Overloaded, ShuttingDown, PayloadTooLarge), REJECTED),
-    ((InvalidInput,), INVALID),
-    ((DeadlineExceeded, ClientDisconnected), TIMED_OUT),  # the caller stopped waiting, either way
-)
-
-
-def outcome_of(error: Exception | None) -> int | None:
-    """The index in ``OUTCOMES`` of a request that ended with ``error``; None for one not to record."""
-    if error is None:
-        return OK
-    if isinstance(error, _UNRECORDED):
-        return None
-    for kind, outcome in _OUTCOME_OF:
-        if isinstance(error, kind):
-            return outcome
-    return FAILED
+_COLUMN = {outcome: column for column, outcome in enumerate(Outcome)}  # the outcome's count in Bucket.counts
 
 
 @dataclass(slots=True)
@@ -87,13 +55,14 @@ class TrafficRecorder:
         self._pending: dict[BucketKey, Bucket] = {}
         self._recent: dict[str, deque[float]] = {}
 
-    def record_request(self, model: str, version: str, latency_s: float, error: Exception | None) -> None:
-        """Count one answered request that ended with ``error`` (None: success), if it is one to keep."""
-        outcome = outcome_of(error)
-        if outcome is not None:
-            self.record(model, version, latency_s, outcome)
+    def record_request(self, model: str, version: str, latency_s: float, error: BaseException | None) -> None:
+        """Count one answered request that ended with ``error`` (None: success), as its error is classified.
 
-    def record(self, model: str, version: str, latency_s: float, outcome: int = OK) -> None:
+        ``model`` must be one the server knows (``ServerState.finish_request`` sees to it): a name a
+        caller made up would grow the table without bound."""
+        self.record(model, version, latency_s, Outcome.OK if error is None else classify(error).outcome)
+
+    def record(self, model: str, version: str, latency_s: float, outcome: Outcome = Outcome.OK) -> None:
         """Count one request that arrived ``latency_s`` ago and ended with ``outcome``."""
         arrival = self._clock() - latency_s
         key = (model, version, int(arrival // self.bucket_s) * self.bucket_s)
@@ -103,7 +72,7 @@ class TrafficRecorder:
             if bucket is None:
                 bucket = self._pending[key] = Bucket()
             counts = bucket.counts
-            counts[outcome] += 1
+            counts[_COLUMN[outcome]] += 1
             counts[histogram_column] += 1
             bucket.latency_sum_s += latency_s
             recent = self._recent.get(model)

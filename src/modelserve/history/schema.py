@@ -12,14 +12,17 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Float, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from modelserve.errors import Outcome
+
 TABLE = "traffic_buckets"
 # Alembic's revision table for these migrations, named for them: other stores may share the database,
 # each with its own migrations.
 VERSION_TABLE = "traffic_history_version"
 
-# How a request ended, in the order the recorder counts them. not_ready is demand that found the model
-# unloaded, loading or its breaker open: the cold starts a pre-warming policy exists to avoid.
-OUTCOMES = ("ok", "not_ready", "rejected", "invalid", "timed_out", "failed")
+# How a request ended, in the order the recorder counts them (errors.py classifies each error as one).
+# not_ready is demand that found the model unloaded, loading or its breaker open: the cold starts a
+# pre-warming policy exists to avoid.
+OUTCOMES = tuple(outcome.value for outcome in Outcome)
 
 # Upper bounds (s) of the latency histogram's columns; the last column counts the slower rest. Steps of
 # about 3x: coarse, but it separates a warm answer from a load, a queue and a timeout.

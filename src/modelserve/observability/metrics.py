@@ -26,18 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from modelserve.errors import (
-    CircuitOpen,
-    DeadlineExceeded,
-    Forbidden,
-    InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
-    Overloaded,
-    PayloadTooLarge,
-    ShuttingDown,
-    Unauthenticated,
-)
+from modelserve.errors import classify
 from modelserve.observability.gpu import GpuCollector
 
 if TYPE_CHECKING:
@@ -48,21 +37,6 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-
-# Refused before running, by the cheapest check that caught it; the label values of rejected_requests.
-REJECTIONS: tuple[tuple[type[Exception], str], ...] = (
-    (Unauthenticated, "unauthenticated"),
-    (Forbidden, "forbidden"),
-    (PayloadTooLarge, "too_large"),
-    (ModelNotFound, "model_not_found"),
-    (CircuitOpen, "circuit_open"),  # before ModelNotReady, its parent: the first match names the reason
-    (ModelNotReady, "model_not_ready"),
-    (InvalidInput, "invalid_input"),
-    (Overloaded, "queue_full"),
-    (DeadlineExceeded, "deadline_exceeded"),
-    (ShuttingDown, "shutting_down"),
-)
-
 
 def multiprocess_dir() -> str | None:
     """Where worker processes share their values, when they do."""
@@ -219,11 +193,9 @@ class Metrics:
     ) -> None:
         """Count one answered request and its latency; ``code`` is an HTTP status or a gRPC code name.
 
-        A request for a model that does not exist, or refused by authentication, is counted under
-        ``model="unknown"``, so that clients cannot grow the label set without bound.
+        ``model`` is a label the server chose (``ServerState.finish_request``: ``unknown`` for a model it
+        does not know), never a name a caller sent unchecked, so that clients cannot grow the label set.
         """
-        if isinstance(error, ModelNotFound | Unauthenticated | Forbidden):
-            model = "unknown"
         key = (model, version, protocol, code)
         if (children := self._request_children.get(key)) is None:
             children = (
@@ -233,12 +205,12 @@ class Metrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
-        if error is not None and (reason := rejection_reason(error)) is not None:
+        if error is not None and (reason := classify(error).rejection) is not None:
             self.rejected.labels(model, reason).inc()
 
     def observe_refusal(self, error: Exception) -> None:
         """Count a request other than inference refused before its handler ran (``model=""``)."""
-        if (reason := rejection_reason(error)) is not None:
+        if (reason := classify(error).rejection) is not None:
             self.rejected.labels("", reason).inc()
 
     def observe_batch(self, model: str, samples: int, compute_s: float, queued_s: Iterable[float]) -> None:
@@ -306,11 +278,3 @@ class Metrics:
 def request_status(code: int | str) -> str:
     """The seeds' ``status`` of an answered request: ``success`` for HTTP 200 or gRPC OK, else ``error``."""
     return "success" if code in (200, "OK") else "error"
-
-
-def rejection_reason(error: Exception) -> str | None:
-    """The ``reason`` label of a request refused without running, or None for other failures."""
-    for kind, reason in REJECTIONS:
-        if isinstance(error, kind):
-            return reason
-    return None

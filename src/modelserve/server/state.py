@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from modelserve.config import Settings
+from modelserve.errors import classify
 from modelserve.history.recorder import TrafficRecorder
 from modelserve.models.manager import ModelManager
 from modelserve.observability.logging import AccessLog
@@ -13,6 +14,9 @@ from modelserve.observability.metrics import Metrics
 from modelserve.observability.profiling import Profiler
 from modelserve.observability.tracing import Tracing, finish_span
 from modelserve.protocol.shared_memory import SharedMemoryRegistry
+
+# The metrics' label of a request for a model the server does not know (docs/METRICS.md).
+UNKNOWN_MODEL = "unknown"
 
 
 @dataclass(eq=False)
@@ -46,9 +50,16 @@ class ServerState:
         error: Exception | None = None,
     ) -> None:
         """Account for one answered inference request: metrics, its span's outcome, its access log line,
-        the traffic history."""
-        self.metrics.observe_request(model, version, protocol, code, seconds, error)
-        if self.history is not None:
+        the traffic history.
+
+        ``model`` is the name the caller sent. Metrics and the history are keyed by it only when the
+        server knows that model and the caller's credentials were accepted; otherwise metrics count the
+        request under ``model="unknown"`` and the history leaves it out, so that callers cannot grow the
+        label set or the table without bound. The access log and the span keep the name as sent.
+        """
+        known = error is None or (classify(error).trusted_name and self.manager.knows(model))
+        self.metrics.observe_request(model if known else UNKNOWN_MODEL, version, protocol, code, seconds, error)
+        if self.history is not None and known:
             self.history.record_request(model, version, seconds, error)
         if self.tracing.enabled:
             finish_span(model, version, code, error)
