@@ -8,11 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelserve.errors import CircuitOpen, InferenceFailed, InvalidInput
-from modelserve.models.breaker import BreakerState
+from modelserve.errors import (
+    CircuitOpen,
+    ClientDisconnected,
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    OutOfMemory,
+    Overloaded,
+)
+from modelserve.models.breaker import BreakerState, CircuitBreaker
 from modelserve.models.manager import ModelManager
 from modelserve.types import InferenceRequest
 from tests.builders import odd_batch_fails_onnx, write_config
+from tests.clock import Clock
 from tests.models.conftest import Factory
 from tests.protocol.serving import serving
 
@@ -80,6 +89,56 @@ async def test_bad_input_and_successes_in_between_do_not_open_it(manager: ModelM
     breaker = manager.get("odd").breaker
     assert breaker is not None
     assert breaker.state is BreakerState.CLOSED
+
+
+async def test_a_trial_ending_in_bad_input_leaves_the_next_request_to_be_the_trial(manager: ModelManager) -> None:
+    for _ in range(3):
+        with pytest.raises(InferenceFailed):
+            await manager.infer(failing(1))
+    await asyncio.sleep(COOLDOWN_S + 0.05)
+    with pytest.raises(InvalidInput):  # the trial: refused before it ran, so it says nothing of the model
+        await manager.infer(InferenceRequest("odd", {"x": np.ones((2, 4), np.float32)}))
+    response = await manager.infer(failing(2))  # not "a trial request is running", forever
+    assert response.outputs["y"].shape == (2, 3)
+    breaker = manager.get("odd").breaker
+    assert breaker is not None
+    assert breaker.state is BreakerState.CLOSED
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        InvalidInput("bad shape"),
+        DeadlineExceeded("late"),
+        Overloaded("full"),
+        OutOfMemory("no memory"),
+        ClientDisconnected("gone"),
+        asyncio.CancelledError(),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_every_outcome_of_a_trial_ends_the_half_open_state(outcome: BaseException) -> None:
+    clock = Clock(100.0)
+    breaker = CircuitBreaker("m", failures=1, cooldown_s=30.0, clock=clock)
+    breaker.failed("boom")
+    clock.now += 30.0
+    assert breaker.admit() is True  # the trial
+    breaker.finished(outcome, trial=True)
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.admit() is True  # at once: the next request is the next trial
+    breaker.finished(None, trial=True)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_an_inconclusive_request_admitted_before_the_trial_leaves_the_trial_running() -> None:
+    clock = Clock(100.0)
+    breaker = CircuitBreaker("m", failures=1, cooldown_s=30.0, clock=clock)
+    breaker.failed("boom")
+    clock.now += 30.0
+    assert breaker.admit() is True
+    breaker.finished(InvalidInput("an older request's bad input"), trial=False)
+    with pytest.raises(CircuitOpen, match="a trial request is running"):
+        breaker.admit()
 
 
 def test_over_http_an_open_breaker_is_503_with_the_reason_and_other_models_keep_serving(

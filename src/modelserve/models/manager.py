@@ -17,7 +17,6 @@ from opentelemetry.trace import Tracer
 
 from modelserve.errors import (
     DeadlineExceeded,
-    InferenceFailed,
     InvalidInput,
     ModelControlDisabled,
     ModelLoadError,
@@ -157,6 +156,11 @@ class ModelManager(ModelLoader):
             raise ModelNotFound.unknown(name, detail="it is not in the model repository")
         return list(versions.values())
 
+    def knows(self, name: str) -> bool:
+        """Whether the server holds records of ``name`` (serving, loading, failed or unloaded): a name
+        it may label metrics with. Never asks the repository, so it is cheap on any path."""
+        return name in self._models
+
     def records(self, name: str) -> list[ModelVersion]:
         """The versions of ``name`` the server has records of; none for a model it never loaded. Unlike
         ``versions``, it never asks the repository, so policies may call it as often as they like."""
@@ -229,8 +233,8 @@ class ModelManager(ModelLoader):
                 f"the server holds {self.in_flight} inference requests (MAX_INFLIGHT_REQUESTS); retry later"
             )
         breaker = record.breaker
-        if breaker is not None:
-            breaker.admit()
+        trial = breaker.admit() if breaker is not None else False
+        outcome: BaseException | None = None
         started = record.last_used_ns = time.perf_counter_ns()
         arrived_at = time.time() if self.advisor is not None else 0.0
         record.in_flight += 1
@@ -254,18 +258,20 @@ class ModelManager(ModelLoader):
                 ) from None
         except ModelserveError as exc:
             record.stats.record_request(False, time.perf_counter_ns() - started)
-            if breaker is not None and isinstance(exc, InferenceFailed):
-                breaker.failed(exc.message)
+            outcome = exc
+            raise
+        except BaseException as exc:  # a server bug, or the caller's task cancelled
+            outcome = exc
             raise
         finally:
+            if breaker is not None:
+                breaker.finished(outcome, trial)
             record.in_flight -= 1
             self.in_flight -= 1
             if not record.in_flight:
                 self._idle.set()
             if self.advisor is not None:  # once answered: a policy may then unload the model at once
                 self.advisor.arrived(request.model, arrived_at)
-        if breaker is not None:
-            breaker.succeeded()
         record.stats.record_request(True, time.perf_counter_ns() - started)
         return InferenceResponse(request.model, spec.version, {n: outputs[n] for n in wanted}, request.id)
 
