@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import Executor
 from pathlib import Path
@@ -45,11 +46,15 @@ async def warm_up(
     if warmup is None:
         return ""
     started = time.perf_counter()
-    running = asyncio.get_running_loop().run_in_executor(executor, _run, runtime, spec, warmup, model_file)
+    stop = threading.Event()
+    running = asyncio.get_running_loop().run_in_executor(executor, _run, runtime, spec, warmup, model_file, stop)
     try:
         await asyncio.wait_for(asyncio.shield(running), timeout_s)
     except TimeoutError:
-        running.add_done_callback(lambda _: runtime.unload())  # the thread cannot be stopped
+        # The call under way cannot be interrupted; none after it starts, and the runtime is freed only
+        # once it has returned, never under it. Until then the inference pool's thread stays busy.
+        stop.set()
+        running.add_done_callback(lambda _: runtime.unload())
         return f"{model_file}: warmup did not finish within {timeout_s:g} s (MODEL_LOAD_TIMEOUT)"
     except WarmupError as exc:
         runtime.unload()
@@ -74,10 +79,12 @@ def warmup_inputs(spec: ModelSpec, warmup: Warmup, batch_size: int, model_folder
     return inputs
 
 
-def _run(runtime: Runtime, spec: ModelSpec, warmup: Warmup, model_file: Path) -> None:
+def _run(runtime: Runtime, spec: ModelSpec, warmup: Warmup, model_file: Path, stop: threading.Event) -> None:
     for batch_size in _batch_sizes(spec, warmup):
         inputs = warmup_inputs(spec, warmup, batch_size, model_file.parent.parent)
         for _ in range(warmup.count):
+            if stop.is_set():  # the load gave up waiting: the version will not serve
+                return
             try:
                 runtime.infer(inputs)
             except Exception as exc:  # whatever the backend raises for inputs it cannot run
