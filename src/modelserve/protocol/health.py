@@ -8,6 +8,7 @@ draining, every model named at startup serving). Each says why when it answers 5
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter
@@ -78,11 +79,17 @@ def router(state: ServerState) -> APIRouter:
     async def ready() -> Response:
         return _probe("ready", state.not_ready())
 
+    exposing = asyncio.Lock()  # one scrape at a time reads NVML: a hung driver holds one thread, not one per scrape
+
     @api.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
+        # The manager's records belong to the loop: read them here. The exposition reads NVML and the
+        # worker processes' files, either of which can stall, so it runs in a thread.
         state.metrics.refresh(manager.ready())
         state.metrics.observe_memory(*manager.watchdog.reading())
-        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE)
+        async with exposing:
+            text = await asyncio.to_thread(state.metrics.exposition)
+        return Response(text, media_type=CONTENT_TYPE)
 
     return api
 
