@@ -17,7 +17,7 @@ from modelserve.errors import InvalidInput
 from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import Endpoint, hang_up, json_body, json_response, read_body
-from modelserve.protocol.v2_codec import decode_request, decompress, encode_response, parse_version
+from modelserve.protocol.v2_codec import decode_request, decompress_body, encode_response, parse_version
 from modelserve.protocol.v2_documents import (
     EXTENSIONS,
     model_config,
@@ -52,7 +52,8 @@ def infer_endpoint(state: ServerState) -> Endpoint:
                 # An unknown or unready model is refused (or, on demand, loaded) before the body is read.
                 await manager.obtain(model, version_number)
                 body = await read_body(request, state.settings.max_input_bytes)
-                body = decompress(body, request.headers.get("content-encoding"), state.settings.max_input_bytes)
+                encoding = request.headers.get("content-encoding")
+                body = await decompress_body(body, encoding, state.settings.max_input_bytes)
                 infer_request, form = decode_request(
                     body,
                     _header_length(request.headers.get("inference-header-content-length")),
