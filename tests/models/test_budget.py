@@ -165,7 +165,7 @@ async def test_a_load_that_needs_room_evicts_the_idle_model_and_reports_it(
     await manager.infer(request("b"))
     assert loaded(manager) == {"b"}
     assert recorder.evictions == [("a", "budget")]
-    evicted = manager.versions("a")[0]
+    evicted = manager.records("a")[0]
     assert evicted.state is ModelState.UNAVAILABLE
     assert evicted.reason == "evicted to make room for model 'b'"
     await manager.infer(request("a"))  # and back, on demand: measured now, it may fit beside b

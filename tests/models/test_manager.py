@@ -285,7 +285,7 @@ async def test_a_model_in_the_repository_but_not_loaded_is_not_ready_and_says_ho
     with pytest.raises(ModelNotReady, match="model 'iris' is not loaded; load it with POST") as refused:
         await manager.infer(InferenceRequest("iris", {"input": reference_inputs()["iris"]}))
     assert "/v2/repository/models/iris/load" in refused.value.message
-    assert manager.versions("iris") == []
+    assert await manager.versions("iris") == []
 
 
 async def test_an_unknown_version_is_not_found_and_the_served_versions_are_listed(
@@ -324,8 +324,8 @@ async def test_the_version_policy_picks_the_versions_served(
     manager = make_manager(tmp_path)
     await manager.start(["scaled"])
 
-    assert [v.version for v in manager.versions("scaled")] == served
-    assert all(v.state is ModelState.READY for v in manager.versions("scaled"))
+    assert [v.version for v in await manager.versions("scaled")] == served
+    assert all(v.state is ModelState.READY for v in await manager.versions("scaled"))
     for version in served:
         assert await factor_of(manager, version) == version
     assert await factor_of(manager) == max(served), "a request naming no version goes to the newest"
@@ -358,7 +358,7 @@ async def test_a_reload_keeps_loaded_versions_that_stay_selected(make_manager: F
     scaled_versions(tmp_path, (1, 2), config="version_policy: all\n")
     manager = make_manager(tmp_path)
     await manager.start(["scaled"])
-    before = {v.version: v for v in manager.versions("scaled")}
+    before = {v.version: v for v in manager.records("scaled")}
 
     scaled_versions(tmp_path, (3,))
     served = await manager.load("scaled")
@@ -378,7 +378,7 @@ async def test_concurrent_loads_of_one_model_share_a_single_load(
 
     loads = [asyncio.create_task(manager.load("gated")) for _ in range(5)]
     await gate.loading()
-    [loading] = manager.versions("gated")
+    [loading] = manager.records("gated")
     assert loading.state is ModelState.LOADING
     gate.opened.set()
     results = await asyncio.gather(*loads)
@@ -409,7 +409,7 @@ async def test_concurrent_loads_of_a_failing_model_share_a_single_attempt(
     assert all(isinstance(error, ModelLoadError) for error in errors)
     assert all(error is errors[0] for error in errors)
     assert "str has no predict method" in str(errors[0])
-    [record] = manager.versions("gated")
+    [record] = manager.records("gated")
     assert record.state is ModelState.FAILED
 
 
@@ -487,7 +487,7 @@ async def test_without_model_control_load_and_unload_are_refused(make_manager: F
         await manager.unload("simple")
     # The startup load still happened, and the refused calls changed nothing.
     assert [r.name for r in manager.ready()] == ["simple"]
-    assert manager.versions("mlp") == []
+    assert await manager.versions("mlp") == []
 
 
 # -- failures ----------------------------------------------------------------------------------------
@@ -574,7 +574,7 @@ async def test_a_failed_reload_of_a_new_version_keeps_the_ready_version_serving(
     with pytest.raises(ModelLoadError, match=f"{corrupt}: not a loadable ONNX model"):
         await manager.load("scaled")
 
-    states_now = {v.version: v.state for v in manager.versions("scaled")}
+    states_now = {v.version: v.state for v in manager.records("scaled")}
     assert states_now.get(2) is ModelState.FAILED
     assert manager.get("scaled") is record, "the version that served before the reload must keep serving"
     assert record.state is ModelState.READY
@@ -590,7 +590,7 @@ async def test_a_load_that_outlasts_model_load_timeout_fails(
     # The load is held until after the timeout, so the timeout fires whatever the clock does.
     await manager.start(["gated", "simple"])
 
-    [record] = manager.versions("gated")
+    [record] = manager.records("gated")
     assert record.state is ModelState.FAILED
     assert str(example_repository / "gated" / "1" / "model.joblib") in record.reason
     assert "did not load within 0.05 s (MODEL_LOAD_TIMEOUT)" in record.reason

@@ -53,7 +53,7 @@ async def make_manager(executor: ThreadPoolExecutor) -> AsyncIterator[Factory]:
 async def _load_failure(manager: ModelManager, name: str) -> str:
     with pytest.raises(ModelLoadError):
         await manager.load(name)
-    (record,) = manager.versions(name)
+    (record,) = await manager.versions(name)
     assert record.state is ModelState.FAILED
     return record.reason
 

@@ -1,9 +1,10 @@
 """Making room for a load: which idle models to evict, under the memory budgets, the soft limit, or a
 pre-warming policy's order, and the eviction itself.
 
-A part of ModelLoader, apart because it is the one place that decides to unload a model nobody asked to
-unload. Callers hold the loader's gate, which serialises loads whenever eviction is possible, so two
-loads never evict for each other; a model is never evicted under its requests (``Holder.busy``).
+Apart from the loader because it is the one place that decides to unload a model nobody asked to
+unload. It owns the gate loads queue behind whenever eviction is possible, so two loads never evict
+for each other, and a model is never evicted under its requests (``Holder.busy``). It reads the
+records, and unloads through the function it is given: the loader's.
 """
 
 from __future__ import annotations
@@ -12,45 +13,73 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from modelserve.errors import InsufficientMemory
 from modelserve.models.budget import Holder, MemoryBudget, Order, least_recently_used
 from modelserve.models.memory import MemoryWatchdog, Pressure
-from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelState, ModelVersion
+from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelRecords, ModelState
 from modelserve.repository.layout import ModelSource
 
 log = logging.getLogger("modelserve.models")
 
+Unload = Callable[[str, str], Awaitable[None]]  # (model, reason): unload every version of a model
+
 
 class Eviction:
-    """The eviction half of ModelLoader; the attributes are the loader's."""
+    """Decides which idle models go to make room, and unloads them with ``unload``."""
 
-    budgets: tuple[MemoryBudget, ...]
-    watchdog: MemoryWatchdog
-    advisor: LoadAdvisor | None
-    _models: dict[str, dict[int | None, ModelVersion]]
-    _evict: bool
-    _gate: asyncio.Lock | None
-    _idle: asyncio.Event
-    _load_timeout_s: float
-    _observer: ManagerObserver | None
-    _unload: Callable[..., Awaitable[None]]
+    def __init__(
+        self,
+        records: ModelRecords,
+        unload: Unload,
+        *,
+        budgets: Sequence[MemoryBudget],
+        watchdog: MemoryWatchdog,
+        may_evict: bool,
+        wait_s: float,
+        observer: ManagerObserver | None = None,
+    ) -> None:
+        self._records = records
+        self._unload = unload
+        self.budgets = tuple(budgets)
+        self.watchdog = watchdog
+        self._may_evict = may_evict
+        self._wait_s = wait_s  # how long a load waits for busy models to go idle (MODEL_LOAD_TIMEOUT)
+        self._observer = observer
+        self.advisor: LoadAdvisor | None = None  # a pre-warming policy's order, when one runs
+        # A footprint measured while another model loads would be partly that model's: loads queue here.
+        self._gate = asyncio.Lock() if (self.budgets or may_evict) else None
+        self._idle = asyncio.Event()  # set when a model's last request leaves: a load waiting for room looks again
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the gate (when there is one): loads and evictions inside it run one at a time."""
+        if self._gate is None:
+            yield
+            return
+        async with self._gate:
+            yield
+
+    def model_idle(self) -> None:
+        """A model's last request has left: a load waiting for room may find it now."""
+        self._idle.set()
 
     async def shed(self) -> None:
         """Evict idle models, least recently used first, while RSS is above MEMORY_SOFT_LIMIT_MB."""
-        if self._evict and self._gate is not None:
+        if self._may_evict and self._gate is not None:
             async with self._gate:
                 await self._relieve_pressure(None)
 
-    async def _make_room(self, source: ModelSource, versions: list[int], startup: bool) -> None:
-        """Refuse a load that would not fit, or evict idle models so that it does, before it starts."""
+    async def make_room(self, source: ModelSource, versions: list[int], startup: bool) -> None:
+        """Refuse a load that would not fit, or evict idle models so that it does, before it starts.
+        The caller holds the gate (``exclusive``)."""
         name = source.name
         if not startup:
             await self._relieve_pressure(name)
             self.watchdog.check_load(name)
-        deadline = time.monotonic() + self._load_timeout_s
+        deadline = time.monotonic() + self._wait_s
         while True:
             holders = self._holders(name)
             try:
@@ -60,7 +89,7 @@ class Eviction:
                 # Models busy now will be idle once their requests are answered: wait for that (up to
                 # MODEL_LOAD_TIMEOUT) rather than refuse, unless not even their room would do.
                 left = deadline - time.monotonic()
-                if not self._evict or left <= 0:
+                if not self._may_evict or left <= 0:
                     raise
                 self._plan(source, versions, [h if h.name == name else replace(h, busy=False) for h in holders])
                 self._idle.clear()
@@ -75,19 +104,20 @@ class Eviction:
         chosen: list[Holder] = []
         for budget in self.budgets:
             need = sum(budget.estimate(source.name, v, source.files[v]) for v in versions)
-            evict = budget.room_for(source.name, need, holders, may_evict=self._evict, order=self._order())
+            evict = budget.room_for(source.name, need, holders, may_evict=self._may_evict, order=self._order())
             chosen += evict
             holders = [h for h in holders if h not in evict]
         return chosen
 
-    async def _settle(self, name: str) -> None:
-        """After a load measured larger than it reserved, evict idle models until the budgets hold again."""
+    async def settle(self, name: str) -> None:
+        """After a load measured larger than it reserved, evict idle models until the budgets hold again.
+        The caller holds the gate."""
         for budget in self.budgets:
             holders = self._holders(name)
             if budget.over_by(holders) <= 0:
                 continue
             try:
-                evict = budget.room_for(name, 0, holders, may_evict=self._evict, order=self._order())
+                evict = budget.room_for(name, 0, holders, may_evict=self._may_evict, order=self._order())
             except InsufficientMemory as exc:
                 log.warning("loaded models exceed %s: %s", budget.setting, exc.message)
                 continue
@@ -95,7 +125,7 @@ class Eviction:
                 await self._evict_model(holder.name, "budget", f"model '{name}' holds more than it was estimated to")
 
     async def _relieve_pressure(self, loading: str | None) -> None:
-        if not self._evict:
+        if not self._may_evict:
             return
         while self.watchdog.pressure() >= Pressure.SOFT:
             idle = [h for h in self._holders(loading) if h.evictable]
@@ -107,10 +137,7 @@ class Eviction:
     def _holders(self, loading: str | None) -> list[Holder]:
         """Every model holding memory; the one being loaded is never a candidate for eviction."""
         holders = []
-        for name, versions in self._models.items():
-            records = [r for r in versions.values() if r.runtime is not None]
-            if not records:
-                continue
+        for name, records in self._records.loaded().items():
             held: dict[str, int] = {}
             for record in records:
                 for kind, size in record.memory.items():

@@ -1,19 +1,19 @@
-"""Loading and unloading model versions, and the records of where each one stands (eviction: eviction.py).
+"""Loading and unloading model versions, and the records of where each one stands.
 
 Concurrent requests to load one model share a single load; load and unload of one model are
-serialised. Loading runs on its own threads, so a slow load never stalls inference. When a memory
-budget is set or models may be evicted, loads also queue behind one gate: a footprint measured while
-another model loads would be partly that model's, and two loads evicting for each other would each
-hold the lock the other needs. Locks are always taken gate first, then the model's own.
+serialised. Loading runs on its own threads, so a slow load never stalls inference. Whenever a memory
+budget is set or models may be evicted, loads also queue behind eviction's gate (``Eviction.exclusive``):
+a footprint measured while another model loads would be partly that model's, and two loads evicting
+for each other would each hold the lock the other needs. Locks are always taken gate first, then the
+model's own. The loader asks eviction for room before a load and to settle the budgets after it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
 
@@ -22,10 +22,9 @@ from opentelemetry.trace import Tracer
 from modelserve.batching.batcher import Batcher
 from modelserve.errors import InsufficientMemory, ModelLoadError, ModelNotFound, ModelserveError
 from modelserve.models.breaker import CircuitBreaker
-from modelserve.models.budget import MemoryBudget
 from modelserve.models.eviction import Eviction
-from modelserve.models.memory import MemoryWatchdog, release_freed_memory, rss_bytes
-from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelState, ModelVersion, is_ready
+from modelserve.models.memory import release_freed_memory, rss_bytes
+from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelRecords, ModelState, ModelVersion, is_ready
 from modelserve.models.spec import BatchingDefaults, resolve
 from modelserve.models.warmup import warm_up
 from modelserve.repository.layout import ModelRepository, ModelSource
@@ -34,42 +33,38 @@ from modelserve.runtimes.base import Runtime, runtime_class
 log = logging.getLogger("modelserve.models")
 
 
-class ModelLoader(Eviction):
-    """Owns the records of every model version and the loads, unloads and evictions that change them."""
+class ModelLoader:
+    """Owns the loads, unloads and version records of every model; eviction makes room for its loads."""
 
     def __init__(
         self,
         repository: ModelRepository,
         executor: Executor,
+        records: ModelRecords,
+        eviction: Eviction,
         *,
         defaults: BatchingDefaults,
         load_timeout_s: float,
-        evict: bool = False,
-        budgets: Sequence[MemoryBudget] = (),
         breaker_failures: int = 0,
         breaker_cooldown_s: float = 30.0,
-        watchdog: MemoryWatchdog | None = None,
         observer: ManagerObserver | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self.repository = repository
         self._executor = executor
+        self._records = records
+        self._eviction = eviction
         self._defaults = defaults
         self._load_timeout_s = load_timeout_s
-        self._evict = evict
-        self.budgets = tuple(budgets)
-        self._meters: dict[str, Callable[[], int]] = {"CPU": rss_bytes} | {b.kind: b.meter for b in budgets}
+        self._budgets = eviction.budgets
+        self._meters: dict[str, Callable[[], int]] = {"CPU": rss_bytes} | {b.kind: b.meter for b in self._budgets}
         self._breaker_failures = breaker_failures
         self._breaker_cooldown_s = breaker_cooldown_s
-        self.watchdog = watchdog or MemoryWatchdog()
         self._observer = observer
         self._tracer = tracer
-        self._models: dict[str, dict[int | None, ModelVersion]] = {}
         self._loads: dict[str, asyncio.Task[list[ModelVersion]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._gate = asyncio.Lock() if (self.budgets or evict) else None
-        self.advisor: LoadAdvisor | None = None  # a pre-warming policy, told of loads and evictions
-        self._idle = asyncio.Event()  # set when a model's last request leaves: a load waiting for room looks again
+        self.advisor: LoadAdvisor | None = None  # a pre-warming policy, told of the loads it did not order
         self._building = 0  # versions loading now
         self._builds = 0  # versions whose load has started, ever: a load ran alone when none started during it
 
@@ -80,11 +75,11 @@ class ModelLoader(Eviction):
         await asyncio.to_thread(self.repository.check)
         if "*" in names:
             names = await asyncio.to_thread(self.repository.names)
-        loads = (self._shared_load(n, startup=True) for n in names)
+        loads = (self.load(n, startup=True) for n in names)
         results = await asyncio.gather(*loads, return_exceptions=True)
         for name, result in zip(names, results, strict=True):
             if isinstance(result, ModelNotFound):
-                self._models[name] = {None: ModelVersion(name, None, ModelState.FAILED, result.message)}
+                self._records.replace(name, {None: ModelVersion(name, None, ModelState.FAILED, result.message)})
                 log.error("cannot load %s at startup: %s", name, result.message)
             elif isinstance(result, InsufficientMemory):
                 log.error("cannot load %s at startup: %s", name, result.message)
@@ -93,12 +88,12 @@ class ModelLoader(Eviction):
 
     async def close(self) -> None:
         """Unload every model, letting queued requests finish first."""
-        for name in list(self._models):
-            await self._unload(name)
+        for name in self._records.names():
+            await self.unload(name)
 
     # -- loading -------------------------------------------------------------------------------------
 
-    async def _shared_load(self, name: str, *, startup: bool = False) -> list[ModelVersion]:
+    async def load(self, name: str, *, startup: bool = False) -> list[ModelVersion]:
         """One load of ``name`` however many callers ask; ``startup`` loads (the operator's LOAD_MODELS)
         are not held to MEMORY_SOFT_LIMIT_MB, which guards against what arrives at runtime."""
         task = self._loads.get(name)
@@ -110,8 +105,8 @@ class ModelLoader(Eviction):
         return await asyncio.shield(task)
 
     async def _load(self, name: str, startup: bool) -> list[ModelVersion]:
-        async with self._exclusive(), self._lock(name):
-            versions = self._models.setdefault(name, {})
+        async with self._eviction.exclusive(), self._lock(name):
+            versions = self._records.setdefault(name)
             try:
                 source = await asyncio.to_thread(self._read_source, name)
             except ModelLoadError as exc:
@@ -124,16 +119,16 @@ class ModelLoader(Eviction):
                 raise
             except ModelNotFound:
                 if not versions:
-                    del self._models[name]
+                    self._records.forget(name)
                 raise
             wanted = source.selected_versions()
             todo = [v for v in wanted if not is_ready(versions.get(v))]
             try:
                 if todo:
-                    await self._make_room(source, todo, startup)
+                    await self._eviction.make_room(source, todo, startup)
             except InsufficientMemory:
                 if not versions:
-                    del self._models[name]
+                    self._records.forget(name)
                 raise
             versions.pop(None, None)
             fresh = [ModelVersion(name, v, ModelState.LOADING) for v in todo]
@@ -146,13 +141,13 @@ class ModelLoader(Eviction):
                     if version not in wanted:
                         await self._retire(record)
                         del versions[version]
-            self._models[name] = dict(sorted(versions.items(), key=lambda item: item[0] or 0))
-            await self._settle(name)
+            self._records.replace(name, versions)
+            await self._eviction.settle(name)
             if self.advisor is not None and not failed:
                 self.advisor.loaded(name)
             if failed:
                 raise ModelLoadError("; ".join(failed))
-            return [r for r in self._models[name].values() if r.state is ModelState.READY]
+            return [r for r in versions.values() if r.state is ModelState.READY]
 
     def _read_source(self, name: str) -> ModelSource:
         try:
@@ -198,7 +193,7 @@ class ModelLoader(Eviction):
             record.memory = {kind: max(0, meter() - before[kind]) for kind, meter in self._meters.items()}
             record.memory["CPU"] = max(record.memory["CPU"], floor)
         assert record.version is not None
-        for budget in self.budgets:
+        for budget in self._budgets:
             budget.learn(record.name, record.version, record.memory.get(budget.kind, 0))
 
     async def _build_version(self, source: ModelSource, record: ModelVersion) -> None:
@@ -255,13 +250,14 @@ class ModelLoader(Eviction):
 
     # -- unloading -----------------------------------------------------------------------------------
 
-    async def _unload(self, name: str, reason: str = "unloaded") -> None:
+    async def unload(self, name: str, reason: str = "unloaded") -> None:
+        """Stop serving every version of ``name``, after its queued requests finish."""
         async with self._lock(name):
-            versions = self._models.get(name, {})
+            versions = self._records.of(name) or {}
             for record in versions.values():
                 await self._retire(record, reason)
             # Retired versions stay listed as UNAVAILABLE "unloaded", as Triton's index shows them.
-            self._models[name] = {v: r for v, r in versions.items() if v is not None}
+            self._records.replace(name, {v: r for v, r in versions.items() if v is not None})
 
     async def _retire(self, record: ModelVersion, reason: str = "unloaded") -> None:
         if record.state is not ModelState.READY:
@@ -277,7 +273,7 @@ class ModelLoader(Eviction):
                 # What unloading gave back is what the next load will take again: it includes what
                 # inference grew, and leaves out what the process's first load of a runtime set up for
                 # good (ONNX Runtime's environment, some 30 MiB), which the load's reading counted.
-                for budget in self.budgets:
+                for budget in self._budgets:
                     freed = before[budget.kind] - budget.meter()
                     floor = record.weights_bytes if budget.kind == "CPU" else 0
                     budget.learn(record.name, record.version, max(freed, floor))
@@ -286,14 +282,6 @@ class ModelLoader(Eviction):
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
-
-    @contextlib.asynccontextmanager
-    async def _exclusive(self) -> AsyncIterator[None]:
-        if self._gate is None:
-            yield
-            return
-        async with self._gate:
-            yield
 
 
 def _free(runtime: Runtime) -> None:

@@ -1,8 +1,12 @@
 """The ModelManager: the models the server knows of, and the requests it routes to them.
 
-Loading, unloading and eviction live in ModelLoader, which it extends; here are the lookups the
-protocols make, on-demand loading, admission (in-flight bound, circuit breaker, deadlines) and the
-request's trip through its model's batcher.
+It composes three collaborators over one table of records (``ModelRecords``): the loader (loads,
+unloads, footprints), eviction (room for a load: budgets, soft limit, a pre-warming policy's order)
+and itself: the lookups the protocols make, on-demand loading, admission (in-flight bound, circuit
+breaker, deadlines) and the request's trip through its model's batcher.
+
+Lookups answer from the records; only a name the server has no records of is looked up in the
+repository, on a worker thread, since on S3 that is a network round trip.
 """
 
 from __future__ import annotations
@@ -26,9 +30,18 @@ from modelserve.errors import (
     Overloaded,
 )
 from modelserve.models.budget import MemoryBudget
+from modelserve.models.eviction import Eviction
 from modelserve.models.loading import ModelLoader
 from modelserve.models.memory import MemoryWatchdog
-from modelserve.models.records import ManagerObserver, ModelState, ModelVersion, how_to_load, not_ready
+from modelserve.models.records import (
+    LoadAdvisor,
+    ManagerObserver,
+    ModelRecords,
+    ModelState,
+    ModelVersion,
+    how_to_load,
+    not_ready,
+)
 from modelserve.models.spec import BatchingDefaults
 from modelserve.repository.layout import ModelRepository
 from modelserve.types import InferenceRequest, InferenceResponse
@@ -36,7 +49,11 @@ from modelserve.types import InferenceRequest, InferenceResponse
 log = logging.getLogger("modelserve.models")
 
 
-class ModelManager(ModelLoader):
+class Unrecorded(ModelNotFound):
+    """``get`` found no records of the name: whether the repository holds it is ``find``'s to ask."""
+
+
+class ModelManager:
     """Loads models at the operator's request (or a request's, on demand) and routes requests to them."""
 
     def __init__(
@@ -57,24 +74,73 @@ class ModelManager(ModelLoader):
         observer: ManagerObserver | None = None,
         tracer: Tracer | None = None,
     ) -> None:
-        super().__init__(
+        self.repository = repository
+        self._records = ModelRecords()
+        self._eviction = Eviction(
+            self._records,
+            self._unload,
+            budgets=budgets,
+            watchdog=watchdog or MemoryWatchdog(),
+            may_evict=on_demand,
+            wait_s=load_timeout_s,
+            observer=observer,
+        )
+        self._loader = ModelLoader(
             repository,
             executor,
+            self._records,
+            self._eviction,
             defaults=defaults,
             load_timeout_s=load_timeout_s,
-            evict=on_demand,
-            budgets=budgets,
             breaker_failures=breaker_failures,
             breaker_cooldown_s=breaker_cooldown_s,
-            watchdog=watchdog,
             observer=observer,
             tracer=tracer,
         )
+        self.budgets = self._eviction.budgets
+        self.watchdog = self._eviction.watchdog
+        self._observer = observer
+        self._breaker_cooldown_s = breaker_cooldown_s
         self._request_timeout_s = request_timeout_s
         self._control_enabled = control_enabled or on_demand
         self.on_demand = on_demand
         self._max_in_flight = max_in_flight
         self.in_flight = 0  # inference requests inside any model
+        self._advisor: LoadAdvisor | None = None
+
+    @property
+    def advisor(self) -> LoadAdvisor | None:
+        """The pre-warming policy consulted on loads, evictions and requests, if one runs."""
+        return self._advisor
+
+    @advisor.setter
+    def advisor(self, advisor: LoadAdvisor | None) -> None:
+        self._advisor = self._loader.advisor = self._eviction.advisor = advisor
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self, names: list[str]) -> None:
+        """Load the models named (``*`` for all) at startup; failures are recorded, never fatal."""
+        await self._loader.start(names)
+
+    async def close(self) -> None:
+        """Unload every model, letting queued requests finish first."""
+        await self._loader.close()
+
+    async def shed(self) -> None:
+        """Evict idle models, least recently used first, while RSS is above MEMORY_SOFT_LIMIT_MB."""
+        await self._eviction.shed()
+
+    async def evict(self, name: str, why: str) -> bool:
+        """Evict ``name`` at a pre-warming policy's request, if it is loaded, idle and not pinned."""
+        return await self._eviction.evict(name, why)
+
+    async def prewarm(self, name: str) -> None:
+        """Load ``name`` ahead of its requests, as a pre-warming policy asks; no request waits on it."""
+        await self._loader.load(name)
+
+    async def _unload(self, name: str, reason: str) -> None:
+        await self._loader.unload(name, reason)
 
     # -- control -------------------------------------------------------------------------------------
 
@@ -84,7 +150,7 @@ class ModelManager(ModelLoader):
             raise ModelControlDisabled(
                 "loading models at runtime is disabled; start the server with --model-control-mode explicit"
             )
-        return await self._shared_load(name)
+        return await self._loader.load(name)
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of a model, after its queued requests finish."""
@@ -92,19 +158,18 @@ class ModelManager(ModelLoader):
             raise ModelControlDisabled(
                 "unloading models at runtime is disabled; start the server with --model-control-mode explicit"
             )
-        if name not in self._models and not self._in_repository(name):
+        if name not in self._records and not await self._in_repository(name):
             raise ModelNotFound.unknown(name, detail="it is not in the model repository")
-        await self._unload(name)
+        await self._loader.unload(name)
 
     # -- lookups -------------------------------------------------------------------------------------
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
-        """The READY version asked for (the newest if none is named), or why there is none."""
-        versions = self._models.get(name)
+        """The READY version asked for (the newest if none is named), or why there is none, from the
+        records alone: a name with none raises ``Unrecorded``, which ``find`` takes to the repository."""
+        versions = self._records.of(name)
         if not versions:
-            if self._in_repository(name):
-                raise ModelNotReady(f"model '{name}' is not loaded; {how_to_load(name)}")
-            raise ModelNotFound.unknown(name, detail="it is not in the model repository")
+            raise Unrecorded.unknown(name, detail="the server has no records of it")
         if version is not None:
             record = versions.get(version)
             if record is None:
@@ -118,6 +183,20 @@ class ModelManager(ModelLoader):
             raise ModelNotReady(not_ready(next(reversed(versions.values()))))
         return ready[-1]
 
+    async def find(self, name: str, version: int | None = None) -> ModelVersion:
+        """The READY version asked for, or why there is none; a name the server has no records of is
+        looked up in the repository (off the event loop): not loaded, or not found."""
+        try:
+            return self.get(name, version)
+        except Unrecorded:
+            raise await self._absent(name) from None
+
+    async def _absent(self, name: str) -> ModelserveError:
+        """Why a model with no records does not serve: not loaded, or not in the repository."""
+        if await self._in_repository(name):
+            return ModelNotReady(f"model '{name}' is not loaded; {how_to_load(name)}")
+        return ModelNotFound.unknown(name, detail="it is not in the model repository")
+
     async def obtain(self, name: str, version: int | None = None) -> ModelVersion:
         """The READY version asked for, loading the model first in on-demand mode when it is not.
 
@@ -126,13 +205,13 @@ class ModelManager(ModelLoader):
         breaker's cool-down, so that a broken file is not reloaded by every request for it.
         """
         try:
-            return self.get(name, version)
+            return await self.find(name, version)
         except ModelNotReady:
             if not self.on_demand:
                 raise
         if self._observer is not None:
             self._observer.observe_cold_start(name)
-        versions = self._models.get(name, {})
+        versions = self._records.of(name) or {}
         failed = [r for r in versions.values() if r.state is ModelState.FAILED]
         if failed and len(failed) == len(versions):
             waited = time.monotonic() - max(r.failed_at for r in failed)
@@ -142,71 +221,59 @@ class ModelManager(ModelLoader):
                     "tries to load it again"
                 )
         try:
-            await self._shared_load(name)
+            await self._loader.load(name)
         except ModelLoadError as exc:
             raise ModelNotReady(f"model '{name}' failed to load on demand: {exc.message}") from exc
         return self.get(name, version)
 
-    def versions(self, name: str) -> list[ModelVersion]:
+    def knows(self, name: str) -> bool:
+        """Whether the server holds records of ``name`` (serving, loading, failed or unloaded): a name
+        it may label metrics with. Never asks the repository, so it is cheap on any path."""
+        return name in self._records
+
+    async def versions(self, name: str) -> list[ModelVersion]:
         """Every version of a model the server knows of, loaded or not."""
-        versions = self._models.get(name)
+        versions = self._records.of(name)
         if versions is None:
-            if self._in_repository(name):
+            if await self._in_repository(name):
                 return []
             raise ModelNotFound.unknown(name, detail="it is not in the model repository")
         return list(versions.values())
 
-    def knows(self, name: str) -> bool:
-        """Whether the server holds records of ``name`` (serving, loading, failed or unloaded): a name
-        it may label metrics with. Never asks the repository, so it is cheap on any path."""
-        return name in self._models
-
     def records(self, name: str) -> list[ModelVersion]:
         """The versions of ``name`` the server has records of; none for a model it never loaded. Unlike
         ``versions``, it never asks the repository, so policies may call it as often as they like."""
-        return list(self._models.get(name, {}).values())
+        return list((self._records.of(name) or {}).values())
 
-    def serving(self, name: str, version: int | None = None) -> list[ModelVersion]:
+    async def serving(self, name: str, version: int | None = None) -> list[ModelVersion]:
         """The versions of a model serving now (or just ``version``, or why it does not serve)."""
         if version is not None:
-            return [self.get(name, version)]
-        return [r for r in self.versions(name) if r.state is ModelState.READY]
+            return [await self.find(name, version)]
+        return [r for r in await self.versions(name) if r.state is ModelState.READY]
 
     def ready(self) -> list[ModelVersion]:
         """Every version that is serving now."""
-        return self._in_state(ModelState.READY)
+        return self._records.in_state(ModelState.READY)
 
     def failed(self) -> list[ModelVersion]:
         """Every version (or model) whose last load failed, with the reason."""
-        return self._in_state(ModelState.FAILED)
+        return self._records.in_state(ModelState.FAILED)
 
     def holding(self) -> list[ModelVersion]:
         """Every version that holds memory: loading, serving or being unloaded."""
-        return [
-            r
-            for versions in self._models.values()
-            for r in versions.values()
-            if r.runtime is not None or r.state is ModelState.LOADING
-        ]
-
-    async def prewarm(self, name: str) -> None:
-        """Load ``name`` ahead of its requests, as a pre-warming policy asks; no request waits on it."""
-        await self._shared_load(name)
-
-    def _in_state(self, state: ModelState) -> list[ModelVersion]:
-        return [r for versions in self._models.values() for r in versions.values() if r.state is state]
+        return [r for r in self._records.all() if r.runtime is not None or r.state is ModelState.LOADING]
 
     async def index(self) -> list[ModelVersion]:
         """Every model in the repository or in memory, with its state; never-loaded ones as UNAVAILABLE."""
-        names = set(await asyncio.to_thread(self.repository.names)) | set(self._models)
+        names = set(await asyncio.to_thread(self.repository.names)) | set(self._records.names())
         entries: list[ModelVersion] = []
         for name in sorted(names):
-            versions = self._models.get(name)
+            versions = self._records.of(name)
             entries.extend(versions.values() if versions else [ModelVersion(name, None, ModelState.UNAVAILABLE)])
         return entries
 
-    def _in_repository(self, name: str) -> bool:
-        return self.repository.contains(name)
+    async def _in_repository(self, name: str) -> bool:
+        return await asyncio.to_thread(self.repository.contains, name)
 
     # -- serving -------------------------------------------------------------------------------------
 
@@ -223,7 +290,7 @@ class ModelManager(ModelLoader):
         """
         try:
             record = self.get(request.model, request.version)
-        except ModelNotReady:  # evicted between the protocol's lookup and now, or never looked up
+        except (ModelNotReady, Unrecorded):  # evicted since the protocol's lookup, or never looked up
             record = await self.obtain(request.model, request.version)
         spec, batcher = record.spec, record.batcher
         assert spec is not None
@@ -269,7 +336,7 @@ class ModelManager(ModelLoader):
             record.in_flight -= 1
             self.in_flight -= 1
             if not record.in_flight:
-                self._idle.set()
+                self._eviction.model_idle()
             if self.advisor is not None:  # once answered: a policy may then unload the model at once
                 self.advisor.arrived(request.model, arrived_at)
         record.stats.record_request(True, time.perf_counter_ns() - started)

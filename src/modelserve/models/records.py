@@ -109,3 +109,57 @@ def not_ready(record: ModelVersion) -> str:
         detail = f" ({record.reason})" if record.reason not in ("", "unloaded") else ""
         return f"{which} is not loaded{detail}; {how_to_load(record.name)}"
     return f"{which} is {record.state.lower()}"
+
+
+Versions = dict[int | None, ModelVersion]
+
+
+class ModelRecords:
+    """Every model version the server has records of, by name, then by version.
+
+    The loader writes it; the manager, eviction and the metrics read it. Names enter only through a
+    load of a model the repository holds (or one the operator named at startup), so its size is
+    bounded by the repository, never by what callers send.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[str, Versions] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def names(self) -> list[str]:
+        """The names with records, in the order they were first loaded."""
+        return list(self._models)
+
+    def of(self, name: str) -> Versions | None:
+        """The versions of ``name`` by number (None: a model that failed before its versions were read)."""
+        return self._models.get(name)
+
+    def setdefault(self, name: str) -> Versions:
+        """The versions of ``name``, an empty table first if it has none."""
+        return self._models.setdefault(name, {})
+
+    def replace(self, name: str, versions: Versions) -> None:
+        """Set the versions of ``name``, in version order."""
+        self._models[name] = dict(sorted(versions.items(), key=lambda item: item[0] or 0))
+
+    def forget(self, name: str) -> None:
+        """Drop ``name``: a model the repository turned out not to hold."""
+        self._models.pop(name, None)
+
+    def all(self) -> list[ModelVersion]:
+        """Every version of every model."""
+        return [record for versions in self._models.values() for record in versions.values()]
+
+    def in_state(self, state: ModelState) -> list[ModelVersion]:
+        """Every version in ``state``."""
+        return [record for record in self.all() if record.state is state]
+
+    def loaded(self) -> dict[str, list[ModelVersion]]:
+        """The versions holding a runtime, by model: what eviction may choose from."""
+        held: dict[str, list[ModelVersion]] = {}
+        for name, versions in self._models.items():
+            if records := [r for r in versions.values() if r.runtime is not None]:
+                held[name] = records
+        return held

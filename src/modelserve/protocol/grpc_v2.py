@@ -79,7 +79,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     @_rpc
     async def ModelReady(self, request: Any, context: Any) -> service_pb2.ModelReadyResponse:
         try:
-            self.manager.get(request.name, parse_version(request.version))
+            await self.manager.find(request.name, parse_version(request.version))
         except ModelNotReady:
             return service_pb2.ModelReadyResponse(ready=False)
         return service_pb2.ModelReadyResponse(ready=True)
@@ -91,7 +91,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     @_rpc
     async def ModelMetadata(self, request: Any, context: Any) -> service_pb2.ModelMetadataResponse:
         record = await self.manager.obtain(request.name, parse_version(request.version))
-        document = model_metadata(request.name, self.manager.versions(request.name), record)
+        document = model_metadata(request.name, await self.manager.versions(request.name), record)
         return ParseDict(document, service_pb2.ModelMetadataResponse())
 
     @_rpc
@@ -102,7 +102,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     @_rpc
     async def ModelStatistics(self, request: Any, context: Any) -> service_pb2.ModelStatisticsResponse:
         if request.name:
-            records = self.manager.serving(request.name, parse_version(request.version))
+            records = await self.manager.serving(request.name, parse_version(request.version))
         else:
             records = self.manager.ready()
         return ParseDict(model_statistics(records), service_pb2.ModelStatisticsResponse())

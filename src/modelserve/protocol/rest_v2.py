@@ -139,7 +139,7 @@ def router(state: ServerState) -> APIRouter:
         responses=model_errors,
     )
     async def statistics(model: str, version: str | None = None) -> Response:
-        return json_response(model_statistics(manager.serving(model, parse_version(version))))
+        return json_response(model_statistics(await manager.serving(model, parse_version(version))))
 
     metadata_responses = openapi.responses(openapi.ModelMetadata, 400, 404, 503, 507)
 
@@ -147,7 +147,7 @@ def router(state: ServerState) -> APIRouter:
     @api.get("/v2/models/{model}/versions/{version}", summary="Model version metadata", responses=metadata_responses)
     async def metadata(model: str, version: str | None = None) -> Response:
         record = await manager.obtain(model, parse_version(version))
-        return json_response(model_metadata(model, manager.versions(model), record))
+        return json_response(model_metadata(model, await manager.versions(model), record))
 
     ready_responses = openapi.responses(openapi.ModelReady, 400, 404, 503)
 
@@ -162,7 +162,7 @@ def router(state: ServerState) -> APIRouter:
         responses=ready_responses,
     )
     async def model_ready(model: str, version: str | None = None) -> Response:
-        manager.get(model, parse_version(version))
+        await manager.find(model, parse_version(version))
         return json_response({"name": model, "ready": True})
 
     @api.get(
