@@ -243,6 +243,12 @@ class Settings(BaseSettings):
     history_retention_days: float = Field(
         35.0, ge=0, description="Traffic-history buckets older than this many days are deleted (0: kept forever)."
     )
+    history_max_pending_buckets: int = Field(
+        60_000,
+        ge=1,
+        description="Traffic-history buckets kept in memory while the database cannot be written; older ones are "
+        "dropped.",
+    )
 
     @property
     def history_database_url(self) -> str:

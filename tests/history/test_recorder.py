@@ -76,7 +76,7 @@ def test_take_empties_and_give_back_adds_up() -> None:
     taken = recorder.take()
     assert recorder.pending() == 0
     recorder.record("mlp", "1", 0.002)
-    recorder.give_back(taken)
+    assert recorder.give_back(taken, keep=1) == {}
     (bucket,) = recorder.take().values()
     assert bucket.counts[OUTCOMES.index("ok")] == 4
     assert bucket.latency_sum_s == pytest.approx(0.008)

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from modelserve.config import Settings
 from modelserve.history.flusher import HistoryFlusher
 from modelserve.history.recorder import TrafficRecorder
@@ -15,8 +17,9 @@ __all__ = ["HistoryFlusher", "TrafficRecorder", "from_settings"]
 DAY_S = 86_400
 
 
-def from_settings(settings: Settings) -> HistoryFlusher | None:
-    """The history a server with ``settings`` keeps; None when TRAFFIC_HISTORY is off."""
+def from_settings(settings: Settings, on_dropped: Callable[[int], None] | None = None) -> HistoryFlusher | None:
+    """The history a server with ``settings`` keeps; None when TRAFFIC_HISTORY is off. ``on_dropped``
+    counts the buckets dropped while the database is down (``Metrics.observe_history_dropped``)."""
     if not settings.traffic_history:
         return None
     return HistoryFlusher(
@@ -24,4 +27,6 @@ def from_settings(settings: Settings) -> HistoryFlusher | None:
         settings.history_database_url,
         settings.history_flush_interval_sec,
         settings.history_retention_days * DAY_S,
+        max_pending_buckets=settings.history_max_pending_buckets,
+        on_dropped=on_dropped,
     )

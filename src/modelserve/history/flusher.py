@@ -3,7 +3,8 @@
 Every HISTORY_FLUSH_INTERVAL_SEC it takes what the recorder holds and writes it in one transaction,
 and once more when the server stops, so nothing accepted is lost on a clean shutdown. The database
 may be down: the schema migration is retried each interval, a batch that fails goes back to the
-recorder for the next write, and serving never waits for any of it.
+recorder for the next write, and serving never waits for any of it. Memory does not grow with the
+outage: beyond HISTORY_MAX_PENDING_BUCKETS waiting, the oldest buckets are dropped, counted and logged.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from modelserve.history.recorder import TrafficRecorder
+from modelserve.history.recorder import Bucket, BucketKey, TrafficRecorder
+from modelserve.history.schema import OUTCOMES
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -25,18 +28,30 @@ log = logging.getLogger("modelserve.history")
 PURGE_EVERY_S = 3600.0
 # How long stopping waits for the last write: less than the pod's grace period, whatever the database does.
 CLOSE_TIMEOUT_S = 15.0
+# HISTORY_MAX_PENDING_BUCKETS' default: 100 models with traffic every minute for ten hours, about 26 MB.
+MAX_PENDING_BUCKETS = 60_000
 
 
 class HistoryFlusher:
     """Owns the history's engine and the thread that writes to it."""
 
     def __init__(
-        self, recorder: TrafficRecorder, url: str, interval_s: float, retention_s: float, *, name: str = "history"
+        self,
+        recorder: TrafficRecorder,
+        url: str,
+        interval_s: float,
+        retention_s: float,
+        *,
+        max_pending_buckets: int = MAX_PENDING_BUCKETS,
+        on_dropped: Callable[[int], None] | None = None,
+        name: str = "history",
     ) -> None:
         self.recorder = recorder
         self.url = url
         self.interval_s = interval_s
         self.retention_s = retention_s  # 0: kept forever
+        self.max_pending_buckets = max_pending_buckets
+        self._on_dropped = on_dropped  # told how many buckets each failed write dropped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._engine: Engine | None = None
@@ -94,20 +109,41 @@ class HistoryFlusher:
                 if deleted:
                     log.info("traffic history: deleted %d bucket(s) older than the retention", deleted)
         except Exception as exc:  # a database error of any kind: keep the buckets, say so once per outage
-            self.recorder.give_back(buckets)
+            dropped = self.recorder.give_back(buckets, self.max_pending_buckets)
             if not self._failing:
                 log.error("traffic history: cannot write to %s: %s; retrying", shown(self.url), _first_line(exc))
             self._failing = True
+            if dropped:
+                self._dropped(dropped)
             return False
         if self._failing:
             log.info("traffic history: writing to %s again", shown(self.url))
         self._failing = False
         return True
 
+    def _dropped(self, dropped: dict[BucketKey, Bucket]) -> None:
+        requests = sum(sum(bucket.counts[: len(OUTCOMES)]) for bucket in dropped.values())
+        oldest, newest = min(key[2] for key in dropped), max(key[2] for key in dropped)
+        log.warning(
+            "traffic history: dropped %d bucket(s) (%d request(s), %s to %s UTC) waiting for the database, "
+            "beyond HISTORY_MAX_PENDING_BUCKETS (%d)",
+            len(dropped),
+            requests,
+            _utc(oldest),
+            _utc(newest + self.recorder.bucket_s),
+            self.max_pending_buckets,
+        )
+        if self._on_dropped is not None:
+            self._on_dropped(len(dropped))
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.flush()
         self.flush()
+
+
+def _utc(epoch_s: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch_s))
 
 
 def _first_line(error: Exception) -> str:

@@ -8,6 +8,7 @@ writes pays nothing to import it.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 import time
@@ -86,14 +87,25 @@ class TrafficRecorder:
             taken, self._pending = self._pending, {}
         return taken
 
-    def give_back(self, buckets: dict[BucketKey, Bucket]) -> None:
-        """Return buckets that could not be written, to go with the next take."""
+    def give_back(self, buckets: dict[BucketKey, Bucket], keep: int) -> dict[BucketKey, Bucket]:
+        """Return buckets that could not be written, to go with the next take: the newest ``keep`` of them.
+
+        The older ones are dropped, and returned to say what was lost: while the database is down,
+        memory holds at most ``keep`` buckets plus those recorded since the last take.
+        """
+        # Chosen and copied before the lock is taken: requests being recorded wait only for the merge of
+        # what was recorded since the take, not for the whole backlog.
+        oldest = heapq.nsmallest(len(buckets) - keep, buckets, key=lambda k: k[2]) if len(buckets) > keep else []
+        dropped = {key: buckets[key] for key in oldest}
+        kept = {key: bucket for key, bucket in buckets.items() if key not in dropped}
         with self._lock:
-            for key, bucket in buckets.items():
-                if (pending := self._pending.get(key)) is None:
-                    self._pending[key] = bucket
+            fresh, self._pending = self._pending, kept
+            for key, bucket in fresh.items():
+                if (pending := kept.get(key)) is None:
+                    kept[key] = bucket
                 else:
                     pending.add(bucket)
+        return dropped
 
     def pending(self) -> int:
         """How many buckets wait to be written."""

@@ -167,6 +167,15 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemax",
         )
+
+        # Traffic history: what a database outage cost it.
+        self.history_dropped = Counter(
+            "model_serving_history_dropped_buckets",
+            "Traffic-history buckets dropped unwritten: the oldest beyond HISTORY_MAX_PENDING_BUCKETS while "
+            "the database could not be written.",
+            registry=registry,
+        )
+
         self._shown: set[tuple[str, str]] = set()
         # Labelled children, looked up once per label set: prometheus-client's labels() costs about a
         # microsecond, five times a request, as much as a small model's share of the batch.
@@ -263,6 +272,10 @@ class Metrics:
         """Set the process's resident memory and where it stands against the limits."""
         self.memory_rss.set(rss)
         self.memory_pressure.set(pressure)
+
+    def observe_history_dropped(self, buckets: int) -> None:
+        """Count traffic-history buckets dropped while the database could not be written."""
+        self.history_dropped.inc(buckets)
 
     def exposition(self) -> bytes:
         """The text a scrape receives: this process's registry, or every worker's values combined."""
