@@ -1,5 +1,8 @@
 """GPU metrics through NVML (the ``nvidia-ml-py`` package, in the ``gpu`` extra), read at scrape time.
 
+NVML calls block, for as long as the driver takes to answer, so ``collect`` runs in the scrape's thread
+(``GET /metrics`` runs the exposition with ``asyncio.to_thread``), never on the event loop.
+
 On a machine with no NVIDIA GPU, no driver or no ``nvidia-ml-py``, the collector exports nothing: the
 series are absent, rather than zero, so the GPU alert rules neither fire nor resolve on CPU hosts.
 """
