@@ -124,7 +124,8 @@ def _run(settings: Settings) -> None:
         "log_level": settings.log_level,
         "log_config": None,  # uvicorn's loggers go through configure_logging's pipeline
         "access_log": False,  # modelserve writes its own access lines (ACCESS_LOG_SAMPLE_RATE)
-        # Requests have drained by the time uvicorn shuts down (server/lifecycle.py); this bounds the rest.
+        # Requests have drained by the time uvicorn shuts down; server/lifecycle.py then lowers this bound
+        # on uvicorn's own wait to what is left of the grace.
         "timeout_graceful_shutdown": settings.shutdown_grace_sec,
     }
     if settings.workers == 1:
