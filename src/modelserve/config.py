@@ -153,6 +153,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Inference requests the process holds at once, all models together; more get 429 (0: no limit).",
     )
+    grpc_stream_max_inflight: int = Field(
+        64,
+        ge=1,
+        le=65536,
+        description="Requests one gRPC stream (ModelStreamInfer) may have inside the server at once; the "
+        "stream is read no further until their answers are sent.",
+    )
     circuit_breaker_failures: int = Field(
         5,
         ge=0,

@@ -134,38 +134,60 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:
-        """Requests on one stream run concurrently; each answer (or error) carries its request's id."""
-        answers: asyncio.Queue[service_pb2.ModelStreamInferResponse | None] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
+        """Requests on one stream run concurrently, and are answered in the order they came (each answer,
+        or error, carries its request's id), as Triton answers a stream to a model that is not decoupled.
+
+        At most GRPC_STREAM_MAX_INFLIGHT requests are inside the server at once, from being read until
+        gRPC has taken their answer to send; at the bound the stream is not read further. A client that
+        never reads its answers then fills gRPC's flow-control windows, and its sends wait, instead of
+        the server holding every request and answer it was sent.
+        """
+        room = asyncio.Semaphore(self.state.settings.grpc_stream_max_inflight)
+        answers: asyncio.Queue[asyncio.Task[service_pb2.ModelStreamInferResponse] | None] = asyncio.Queue()
         carrier = _metadata(context) if self.tracing.enabled else None
-
-        async def answer(message: Any) -> None:
-            try:
-                with self.tracing.request(f"{_SERVICE}/ModelStreamInfer", carrier, _ATTRIBUTES):
-                    reply = service_pb2.ModelStreamInferResponse(infer_response=await self._infer(message, None))
-            except ModelserveError as exc:
-                reply = _stream_error(message, exc.message)
-            except Exception as exc:
-                log.exception("unhandled error in ModelStreamInfer")
-                reply = _stream_error(message, f"internal server error ({type(exc).__name__})")
-            await answers.put(reply)
-
-        async def read() -> None:
-            async for message in requests:
-                task = asyncio.create_task(answer(message))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            if running:
-                await asyncio.wait(set(running))
-            await answers.put(None)
-
-        reader = asyncio.create_task(read())
+        reader = asyncio.create_task(self._read_stream(requests, room, answers, carrier))
+        answer: asyncio.Task[service_pb2.ModelStreamInferResponse] | None = None
         try:
-            while (reply := await answers.get()) is not None:
-                yield reply
+            while (answer := await answers.get()) is not None:
+                yield await answer
+                room.release()
+            await reader  # a stream that failed to read ends with its error
         finally:
-            for task in (reader, *running):
-                task.cancel()
+            reader.cancel()
+            while answer is not None:
+                answer.cancel()
+                answer = answers.get_nowait() if not answers.empty() else None
+
+    async def _read_stream(
+        self,
+        requests: AsyncIterator[Any],
+        room: asyncio.Semaphore,
+        answers: asyncio.Queue[asyncio.Task[service_pb2.ModelStreamInferResponse] | None],
+        carrier: dict[str, Any] | None,
+    ) -> None:
+        """Start each request of a stream once it has room, queueing its answer in request order."""
+        try:
+            while True:
+                await room.acquire()
+                try:
+                    message = await anext(requests)
+                except StopAsyncIteration:
+                    return
+                answers.put_nowait(asyncio.create_task(self._stream_answer(message, carrier)))
+        finally:
+            answers.put_nowait(None)
+
+    async def _stream_answer(
+        self, message: Any, carrier: dict[str, Any] | None
+    ) -> service_pb2.ModelStreamInferResponse:
+        try:
+            with self.tracing.request(f"{_SERVICE}/ModelStreamInfer", carrier, _ATTRIBUTES):
+                return service_pb2.ModelStreamInferResponse(infer_response=await self._infer(message, None))
+        except ModelserveError as exc:
+            return _stream_error(message, exc.message)
+        except Exception as exc:
+            log.exception("unhandled error in ModelStreamInfer")
+            return _stream_error(message, f"internal server error ({type(exc).__name__})")
 
     async def _infer(self, message: Any, deadline_s: float | None) -> service_pb2.ModelInferResponse:
         started = time.perf_counter()
