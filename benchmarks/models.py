@@ -33,12 +33,13 @@ def repository_for(model: str) -> Path:
         return EXAMPLES
     target = BENCH_REPOSITORY / "resnet18" / "1" / "model.onnx"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _export_resnet18(target)
+        export_resnet18(target)
     return BENCH_REPOSITORY
 
 
-def _export_resnet18(path: Path) -> None:
+def export_resnet18(path: Path) -> None:
+    """ResNet-18 (FP32, batch x 3 x 224 x 224 → batch x 1000, random weights from a fixed seed) as ONNX at
+    ``path``; tests/models/test_budget_footprint.py uses it too."""
     import torch
     from torch import nn
 
@@ -77,6 +78,7 @@ def _export_resnet18(path: Path) -> None:
         nn.Flatten(),
         nn.Linear(512, 1000),
     ).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

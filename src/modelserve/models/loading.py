@@ -26,7 +26,7 @@ from modelserve.models.eviction import Eviction
 from modelserve.models.memory import release_freed_memory, rss_bytes
 from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelRecords, ModelState, ModelVersion, is_ready
 from modelserve.models.spec import BatchingDefaults, resolve
-from modelserve.models.warmup import warm_up
+from modelserve.models.warmup import first_run, warm_up
 from modelserve.repository.layout import ModelRepository, ModelSource
 from modelserve.runtimes.base import Runtime, runtime_class
 
@@ -224,6 +224,8 @@ class ModelLoader:
         if failure := await warm_up(runtime, spec, warmup, model_file, self._load_timeout_s, self._executor):
             record.fail(failure)  # warm_up has unloaded the runtime
             return
+        if warmup is None and self._budgets:  # the footprint must include what a first request allocates
+            await first_run(runtime, spec, model_file, self._load_timeout_s, self._executor)
         observe = partial(self._observer.observe_batch, source.name) if self._observer else None
         record.batcher = Batcher(
             f"{source.name}:{record.version}",
