@@ -61,7 +61,9 @@ def serve(
     """Run `modelserve serve` until the block ends; fail with the server's output if it never gets ready.
 
     Its MODEL_CACHE_DIR, and with it the traffic history's SQLite file, is beside ``log`` unless ``env``
-    says otherwise: a server that learns from its history must not learn from other tests' traffic."""
+    says otherwise: a server that learns from its history must not learn from other tests' traffic.
+    SHUTDOWN_GRACE_SEC is 1 s unless ``env`` or ``args`` set it: a drain keeps listening for up to 5 s
+    after SIGTERM even when idle, and dozens of servers stop in a run."""
     port, grpc_port = free_port(), free_port()
     command = [
         *MODELSERVE,
@@ -79,7 +81,7 @@ def serve(
             command,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "MODEL_CACHE_DIR": str(log.parent / "cache"), **(env or {})},
+            env={**os.environ, "MODEL_CACHE_DIR": str(log.parent / "cache"), "SHUTDOWN_GRACE_SEC": "1", **(env or {})},
             start_new_session=True,
         )
     server = RunningServer(process, port, grpc_port, log)

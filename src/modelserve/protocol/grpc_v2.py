@@ -192,6 +192,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     async def _infer(self, message: Any, deadline_s: float | None) -> service_pb2.ModelInferResponse:
         started = time.perf_counter()
         label = message.model_name
+        self.state.grpc_in_flight += 1  # a drain waits for it, also while its model loads on demand
         try:
             if self.state.draining:  # a stream opened before SIGTERM takes no new requests either
                 raise ShuttingDown("server is shutting down; retry the request on another replica")
@@ -204,9 +205,10 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             with self.tracing.span("encode"):
                 reply = encode_infer_response(result, placements, shared_memory)
         except Exception as exc:
-            code = grpc_status(exc).name if isinstance(exc, ModelserveError) else "INTERNAL"
-            self.state.finish_request(label, "", "grpc", code, time.perf_counter() - started, exc)
+            self.state.finish_request(label, "", "grpc", grpc_status(exc).name, time.perf_counter() - started, exc)
             raise
+        finally:
+            self.state.grpc_in_flight -= 1
         self.state.finish_request(label, str(result.version), "grpc", "OK", time.perf_counter() - started)
         return reply
 

@@ -82,7 +82,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     startup = ["*"] if mode is ModelControlMode.NONE else settings.load_models
     required = tuple(name for name in startup if name != "*")
     prewarmer = prewarmer_for(settings, manager, metrics)
-    history = history_from_settings(settings)
+    history = history_from_settings(settings, on_dropped=metrics.observe_history_dropped)
     state = ServerState(
         settings=settings,
         manager=manager,
@@ -129,8 +129,9 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         await prewarmer.run()
 
     def in_flight() -> int:
-        # HTTP requests at the door, and every inference inside a model (gRPC ones included).
-        return door.in_flight + manager.in_flight
+        # HTTP requests at the door and gRPC inference requests, from their arrival (a model loading on
+        # demand included) to their answer.
+        return door.in_flight + state.grpc_in_flight
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -155,7 +156,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
                 sharing.cancel()
                 mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
             if grpc_server is not None:
-                await grpc_server.stop(grace=5)
+                # The drain has waited for the requests in hand; a second is for their answers to leave.
+                await grpc_server.stop(grace=1)
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await manager.close()

@@ -33,6 +33,7 @@ class ServerState:
     ready: bool = False  # startup loading has finished
     startup_error: str = ""
     draining: bool = False
+    grpc_in_flight: int = 0  # gRPC inference requests received and not yet answered: a drain waits for them
     required: tuple[str, ...] = ()  # models named at startup: readiness needs each of them serving
     history: TrafficRecorder | None = None  # None: TRAFFIC_HISTORY off
     access_log: AccessLog = field(init=False)
