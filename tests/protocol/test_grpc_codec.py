@@ -129,6 +129,17 @@ def test_raw_contents_must_match_inputs_and_shapes() -> None:
         decode_infer_request(twice)
 
 
+def test_typed_contents_beside_raw_contents_are_refused_in_tritons_words() -> None:
+    """grpc_explicit_int_content_client, one of Triton's examples, expects exactly this refusal."""
+    message = request(("INPUT0", "INT32", [1, 2]), ("INPUT1", "INT32", [1, 2]))
+    message.model_name = "simple"
+    message.raw_input_contents.append(np.zeros(2, np.int32).tobytes())
+    message.inputs[0].contents.int_contents.extend([1, 2])
+    expected = "contents field must not be specified when using raw_input_contents for 'INPUT0' for model 'simple'"
+    with pytest.raises(InvalidInput, match=re.escape(expected)):
+        decode_infer_request(message)
+
+
 def test_response_carries_raw_outputs() -> None:
     outputs = {"y": np.arange(6, dtype=np.float32).reshape(2, 3), "t": np.array([b"ok", b""], dtype=object)}
     message = encode_infer_response(InferenceResponse("m", 4, outputs, "id-9"))

@@ -46,6 +46,13 @@ def decode_infer_request(
         raise InvalidInput("the request has no inputs")
     placements = {t.name: Placement.from_parameters(_parameters(t), t.name) for t in message.inputs}
     raw = list(message.raw_input_contents)
+    for tensor in message.inputs if raw else ():
+        if tensor.HasField("contents"):
+            # Triton's words, which its clients and examples match on.
+            raise InvalidInput(
+                f"contents field must not be specified when using raw_input_contents for '{tensor.name}' "
+                f"for model '{message.model_name}'; send every input's data in one of the two"
+            )
     carried = [t for t in message.inputs if placements[t.name] is None]
     if raw and len(raw) != len(carried):
         raise InvalidInput(
