@@ -178,10 +178,12 @@ def test_client_deadline_is_honoured(client: grpcclient.InferenceServerClient) -
 
 
 def test_shared_memory_rpcs_answer_clearly(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    """CUDA shared memory is answered as by Triton without GPU support: no region, and none can be added."""
+    assert stub.CudaSharedMemoryStatus(service_pb2.CudaSharedMemoryStatusRequest()).regions == {}
     with pytest.raises(grpc.RpcError) as caught:
-        stub.CudaSharedMemoryStatus(service_pb2.CudaSharedMemoryStatusRequest())
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "CUDA shared memory is not supported on this server" in caught.value.details()
+        stub.CudaSharedMemoryRegister(service_pb2.CudaSharedMemoryRegisterRequest(name="gpu0", byte_size=64))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "register the region as system shared memory" in caught.value.details()
 
 
 def test_streaming(client: grpcclient.InferenceServerClient) -> None:

@@ -6,12 +6,12 @@ creates POSIX regions, registers them, and sends inputs and receives outputs thr
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -133,7 +133,11 @@ def test_refusals_are_clear_and_harmless(client: Any, protocol: str, regions: di
     np.testing.assert_array_equal(client.infer("simple", plain).as_numpy("OUTPUT0"), 2 * a)
 
 
-def test_cuda_shared_memory_is_refused_plainly(server: RunningServer) -> None:
-    answer = httpx.post(f"{server.url}/v2/cudasharedmemory/region/gpu0/register", json={})
-    assert answer.status_code == 501
-    assert answer.json()["error"] == "CUDA shared memory is not supported on this server"
+def test_cuda_shared_memory_answers_as_triton_without_a_gpu(client: Any, protocol: str) -> None:
+    """Triton's shm examples unregister every CUDA region first: that succeeds, and only registering is refused."""
+    client.unregister_cuda_shared_memory()
+    status = client.get_cuda_shared_memory_status(**({"as_json": True} if protocol == "grpc" else {}))
+    assert status == ([] if protocol == "http" else {})
+    with pytest.raises(InferenceServerException, match="system shared memory") as refused:
+        client.register_cuda_shared_memory("gpu0", base64.b64encode(b"handle"), 0, SIZE)
+    assert refused.value.status() == ("400" if protocol == "http" else "StatusCode.INVALID_ARGUMENT")

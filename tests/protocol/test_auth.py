@@ -130,7 +130,7 @@ ADMIN_ROUTES = [
     ("POST", "/v1/models/mlp/load?model_format=tensorrt", 400),
     ("POST", "/v1/models/nonexistent/unload", 404),
     ("GET", "/v2/systemsharedmemory/status", 200),
-    ("GET", "/v2/cudasharedmemory/status", 501),
+    ("GET", "/v2/cudasharedmemory/status", 200),
     ("GET", "/debug/profile?seconds=120", 400),
 ]
 INFER_ROUTES = [

@@ -21,6 +21,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelserve import __version__
 from modelserve.errors import InvalidInput, ModelNotReady, ModelserveError, ShuttingDown
+from modelserve.protocol.cuda_shared_memory import CudaSharedMemory
 from modelserve.protocol.errors import grpc_status
 from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response, output_placements
 from modelserve.protocol.v2_codec import parse_version
@@ -67,6 +68,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         self.state = state
         self.manager = state.manager
         self.tracing = state.tracing
+        self.cuda = CudaSharedMemory.probe()
 
     @_rpc
     async def ServerLive(self, request: Any, context: Any) -> service_pb2.ServerLiveResponse:
@@ -233,14 +235,23 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         self.state.shared_memory.unregister(request.name)
         return service_pb2.SystemSharedMemoryUnregisterResponse()
 
-    async def CudaSharedMemoryStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _unsupported(context, "CUDA shared memory")
+    @_rpc
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> service_pb2.CudaSharedMemoryStatusResponse:
+        regions = {r["name"]: r for r in self.cuda.status(request.name)}
+        return ParseDict({"regions": regions}, service_pb2.CudaSharedMemoryStatusResponse())
 
-    async def CudaSharedMemoryRegister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _unsupported(context, "CUDA shared memory")
+    @_rpc
+    async def CudaSharedMemoryRegister(
+        self, request: Any, context: Any
+    ) -> service_pb2.CudaSharedMemoryRegisterResponse:
+        self.cuda.register(request.name)
 
-    async def CudaSharedMemoryUnregister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _unsupported(context, "CUDA shared memory")
+    @_rpc
+    async def CudaSharedMemoryUnregister(
+        self, request: Any, context: Any
+    ) -> service_pb2.CudaSharedMemoryUnregisterResponse:
+        self.cuda.unregister(request.name)
+        return service_pb2.CudaSharedMemoryUnregisterResponse()
 
     async def TraceSetting(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await _unsupported(context, "trace settings")

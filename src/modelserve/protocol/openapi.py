@@ -210,6 +210,28 @@ class RegionStatus(TypedDict):
     byte_size: int
 
 
+class CudaRegionRegistration(TypedDict):
+    """What Triton's clients send to register a CUDA region: a cudaIpcMemHandle_t, base64-encoded."""
+
+    raw_handle: dict[str, str]
+    device_id: Dimension
+    byte_size: Annotated[int, Field(ge=1)]
+
+
+class CudaRegionStatus(TypedDict):
+    """A registered CUDA shared-memory region, as Triton lists one."""
+
+    name: str
+    device_id: int
+    byte_size: int
+
+
+CudaRegions = Annotated[
+    list[CudaRegionStatus],
+    Field(max_length=0, description="Always empty: no CUDA shared-memory region can be registered here."),
+]
+
+
 class Health(TypedDict):
     """starting or draining (503), healthy, or degraded when a model failed to load (200)."""
 

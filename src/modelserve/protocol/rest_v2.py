@@ -15,6 +15,7 @@ from starlette.responses import Response
 from modelserve import __version__
 from modelserve.errors import InvalidInput
 from modelserve.protocol import openapi
+from modelserve.protocol.cuda_shared_memory import CudaSharedMemory
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import Endpoint, hang_up, json_body, json_response, read_body
 from modelserve.protocol.v2_codec import decode_request, decompress_body, encode_response, parse_version
@@ -263,28 +264,51 @@ def router(state: ServerState) -> APIRouter:
         state.shared_memory.unregister(region)
         return Response(status_code=200)
 
-    async def cuda_shared_memory() -> Response:
-        return json_response({"error": "CUDA shared memory is not supported on this server"}, 501)
+    cuda = CudaSharedMemory.probe()
 
-    async def cuda_shared_memory_region(region: str) -> Response:
-        return await cuda_shared_memory()
+    @api.get(
+        "/v2/cudasharedmemory/status",
+        summary="Every registered CUDA shared-memory region: none, as Triton without GPU support answers",
+        responses=openapi.responses(openapi.CudaRegions, 400),
+    )
+    @api.get(
+        "/v2/cudasharedmemory/region/{region}/status",
+        summary="One CUDA shared-memory region: none is ever registered, so 400 as for an unknown system region",
+        responses=openapi.errors(400),
+    )
+    async def cuda_shared_memory_status(region: str | None = None) -> Response:
+        return json_response(cuda.status(region))
 
-    for method, path in (
-        ("GET", "/v2/cudasharedmemory/status"),
-        ("GET", "/v2/cudasharedmemory/region/{region}/status"),
-        ("POST", "/v2/cudasharedmemory/region/{region}/register"),
-        ("POST", "/v2/cudasharedmemory/unregister"),
-        ("POST", "/v2/cudasharedmemory/region/{region}/unregister"),
-    ):
-        # Triton's clients know these routes; the document says they always answer 501.
-        api.add_api_route(
-            path,
-            cuda_shared_memory_region if "{region}" in path else cuda_shared_memory,
-            methods=[method],
-            status_code=501,
-            summary="CUDA shared memory: not supported",
-            responses=openapi.errors(501),
-        )
+    @api.post(
+        "/v2/cudasharedmemory/region/{region}/register",
+        summary="Register a CUDA shared-memory region: refused (400), this server has no GPU path for it",
+        response_class=Response,
+        responses={
+            400: {
+                "model": openapi.Error,
+                "description": "Always: the message says why, and to use system shared memory",
+            }
+        },
+        openapi_extra=openapi.request_body(
+            openapi.schema_of(openapi.CudaRegionRegistration), "What Triton's clients send; refused whatever it holds."
+        ),
+    )
+    async def cuda_shared_memory_register(region: str) -> Response:
+        cuda.register(region)
+
+    @api.post(
+        "/v2/cudasharedmemory/unregister",
+        summary="Unregister every CUDA shared-memory region: none is ever registered, so nothing to do",
+        response_class=Response,
+    )
+    @api.post(
+        "/v2/cudasharedmemory/region/{region}/unregister",
+        summary="Unregister one CUDA shared-memory region: none is ever registered, so nothing to do",
+        response_class=Response,
+    )
+    async def cuda_shared_memory_unregister(region: str | None = None) -> Response:
+        cuda.unregister(region)
+        return Response(status_code=200)
 
     return api
 
