@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aioclient
 from tritonclient.utils import InferenceServerException
@@ -128,13 +129,28 @@ def test_errors_surface_as_client_exceptions(client: httpclient.InferenceServerC
     with pytest.raises(InferenceServerException, match="max_batch_size") as too_big:
         client.infer("simple", [tensor("INPUT0", a, True), tensor("INPUT1", a, True)])
     assert too_big.value.status() == "400"
-    with pytest.raises(InferenceServerException, match="not in the model repository") as unknown:
-        client.get_model_metadata("resnet50")
-    assert unknown.value.status() == "404"
     wrong = np.zeros((1, 16), dtype=np.float32)
     with pytest.raises(InferenceServerException, match=r"INPUT0.*FP32.*INT32"):
         client.infer("simple", [tensor("INPUT0", wrong, False), tensor("INPUT1", wrong.astype(np.int32), False)])
     assert client.is_model_ready("simple")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_an_unknown_model_is_refused_in_tritons_words(triton: RunningServer, protocol: str) -> None:
+    """Triton's examples and client code match on the start of this message: it must arrive unchanged."""
+    module: Any = httpclient if protocol == "http" else grpcclient
+    a = np.zeros((1, 16), dtype=np.int32)
+    inputs = [module.InferInput(name, [1, 16], "INT32") for name in ("INPUT0", "INPUT1")]
+    for item in inputs:
+        item.set_data_from_numpy(a)
+    with module.InferenceServerClient(triton.address if protocol == "http" else triton.grpc_address) as client:
+        with pytest.raises(InferenceServerException) as metadata:
+            client.get_model_metadata("resnet50")
+        with pytest.raises(InferenceServerException) as inference:
+            client.infer("resnet50", inputs)
+    for refused in (metadata.value, inference.value):
+        assert refused.message().startswith("Request for unknown model: 'resnet50' is not found")
+        assert refused.status() == ("404" if protocol == "http" else "StatusCode.NOT_FOUND")
 
 
 def test_statistics_count_inferences(client: httpclient.InferenceServerClient) -> None:
