@@ -52,7 +52,7 @@ def test_inference_routes_document_their_body_and_answers(document: dict[str, An
 
     content = operation["requestBody"]["content"]
     assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{body}"}
-    assert set(operation["responses"]) == {"200", "400", "404", "413", "429", "500", "503", "504", "507"}
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "413", "429", "500", "503", "504", "507"}
     path_parameters = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
     assert path_parameters == set(re.findall(r"{(\w+)}", path))
     if path.startswith("/v2"):
@@ -82,6 +82,21 @@ def test_errors_are_documented_as_the_server_answers_them(document: dict[str, An
                 if status in responses:
                     assert responses[status]["content"]["application/json"]["schema"] == error
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_every_operation_documents_the_refusals_of_authentication(document: dict[str, Any]) -> None:
+    """Authentication is a server setting, so every operation may be refused when it is on, and none needs
+    credentials when it is off: the bearer scheme is optional."""
+    schemes = document["components"]["securitySchemes"]
+    assert list(schemes) == ["bearer"]
+    assert (schemes["bearer"]["type"], schemes["bearer"]["scheme"]) == ("http", "bearer")
+    for item in document["paths"].values():
+        for operation in item.values():
+            assert operation["security"] == [{}, {"bearer": []}]
+            for status in ("401", "403"):
+                refusal = operation["responses"][status]
+                assert refusal["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+                assert "WWW-Authenticate" in refusal["headers"]
 
 
 def test_every_reference_resolves(document: dict[str, Any]) -> None:

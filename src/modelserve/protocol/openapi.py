@@ -283,6 +283,29 @@ _DESCRIPTIONS = {
 }
 
 
+# Authentication is a server setting, not a property of a route: any route may answer these when it is on,
+# except the open ones (AUTH_OPEN_ENDPOINTS), which the document cannot know.
+BEARER = "bearer"
+_BEARER = "An API key (API_KEYS) or a JWT (JWT_*), when authentication is on; without it, nothing to send."
+_CHALLENGE = {
+    "WWW-Authenticate": {"description": "RFC 6750's challenge: why, and the scope needed", "schema": {"type": "string"}}
+}
+_REFUSALS = {
+    str(status): {
+        "description": description,
+        "headers": _CHALLENGE,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+    }
+    for status, description in (
+        (401, "Authentication is on and the request sends no credentials, or ones the server does not accept"),
+        (
+            403,
+            "The credentials are valid but lack the scope the route needs (admin for control, shared memory, /debug)",
+        ),
+    )
+}
+
+
 def errors(*statuses: int) -> Responses:
     """The ``responses`` of a route that refuses with these statuses, each with an ``{"error": ...}`` body."""
     return {status: {"model": Error, "description": _DESCRIPTIONS[status]} for status in statuses}
@@ -345,16 +368,20 @@ def _binary(description: str) -> dict[str, Any]:
 
 
 def document(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document of ``app``, with the inference request bodies and without the 422s it never sends."""
+    """FastAPI's document of ``app``, with the inference request bodies, the bearer credentials and their
+    refusals (401, 403) of a server with authentication on, and without the 422s it never sends."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     _, definitions = TypeAdapter.json_schemas(
         [(model, "validation", TypeAdapter(model)) for model in REQUEST_BODIES], ref_template=_REF
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(definitions["$defs"])
+    schema["components"]["securitySchemes"] = {BEARER: {"type": "http", "scheme": "bearer", "description": _BEARER}}
     for path in schema["paths"].values():
         for operation in path.values():
             operation["responses"].pop("422", None)
+            operation["responses"].update(_REFUSALS)
+            operation["security"] = [{}, {BEARER: []}]  # credentials only when authentication is on
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     return schema
