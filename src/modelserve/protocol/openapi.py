@@ -276,7 +276,6 @@ _DESCRIPTIONS = {
     413: "The body is larger than the server accepts",
     429: "The model's queue is full; retry after Retry-After seconds",
     500: "The model raised while running",
-    501: "Not supported by this server",
     503: "The model is known but cannot serve now (not loaded, loading or failed); the message says why",
     504: "The request did not finish within REQUEST_TIMEOUT_SEC",
     507: "The model cannot be loaded for lack of memory (budget or soft limit); the message names what holds it",
