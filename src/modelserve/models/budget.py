@@ -3,8 +3,9 @@
 A budget watches one kind of memory through a meter: the process's RSS for MODEL_MEMORY_BUDGET_MB,
 GPU 0's memory in use for GPU_MEMORY_FRACTION. A model's footprint is what the meter rose by while it
 loaded and ran once (its configured warmup, else one batch of zeros: a runtime allocates its working
-memory on its first run, ONNX Runtime's arena for one), taken while no other load ran (loads queue behind one gate whenever a budget is set, so a
-reading is never another model's); the runtime's own estimate is the floor, since an allocator can
+memory on its first run, ONNX Runtime's arena for one), taken while no other load ran (loads queue
+behind one gate whenever a budget is set, so a reading is never another model's); the runtime's own
+estimate is the floor, since an allocator can
 reuse memory a load therefore does not show. It is refined at unload by what the meter fell by, which
 includes what inference grew (ONNX Runtime's arenas, say) and leaves out what a runtime's first load in
 the process set up for good: that is what the next load of the version reserves. A version never

@@ -38,6 +38,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+
 def multiprocess_dir() -> str | None:
     """Where worker processes share their values, when they do."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None

@@ -21,9 +21,9 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelserve import __version__
 from modelserve.errors import InvalidInput, ModelNotReady, ModelserveError, ShuttingDown
-from modelserve.protocol.cuda_shared_memory import CudaSharedMemory
 from modelserve.protocol.errors import grpc_status
 from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response, output_placements
+from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.protocol.v2_codec import parse_version
 from modelserve.protocol.v2_documents import (
     EXTENSIONS,
@@ -64,11 +64,12 @@ def _rpc(method: Handler[Reply]) -> Handler[Reply]:
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """Every RPC of GRPCInferenceService over one server's state."""
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, shared_memory: SharedMemory) -> None:
         self.state = state
         self.manager = state.manager
         self.tracing = state.tracing
-        self.cuda = CudaSharedMemory.probe()
+        self.shared_memory = shared_memory.system
+        self.cuda = shared_memory.cuda
 
     @_rpc
     async def ServerLive(self, request: Any, context: Any) -> service_pb2.ServerLiveResponse:
@@ -200,7 +201,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
                 raise ShuttingDown("server is shutting down; retry the request on another replica")
             with self.tracing.span("admission"):
                 await self.manager.obtain(label, parse_version(message.model_version))  # refuse before decoding
-                shared_memory = self.state.shared_memory
+                shared_memory = self.shared_memory
                 request = decode_infer_request(message, shared_memory)
                 placements = output_placements(message, shared_memory)
             result = await self.manager.infer(request, deadline_s)
@@ -218,21 +219,21 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     async def SystemSharedMemoryStatus(
         self, request: Any, context: Any
     ) -> service_pb2.SystemSharedMemoryStatusResponse:
-        regions = {r["name"]: r for r in self.state.shared_memory.status(request.name)}
+        regions = {r["name"]: r for r in self.shared_memory.status(request.name)}
         return ParseDict({"regions": regions}, service_pb2.SystemSharedMemoryStatusResponse())
 
     @_rpc
     async def SystemSharedMemoryRegister(
         self, request: Any, context: Any
     ) -> service_pb2.SystemSharedMemoryRegisterResponse:
-        self.state.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        self.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
         return service_pb2.SystemSharedMemoryRegisterResponse()
 
     @_rpc
     async def SystemSharedMemoryUnregister(
         self, request: Any, context: Any
     ) -> service_pb2.SystemSharedMemoryUnregisterResponse:
-        self.state.shared_memory.unregister(request.name)
+        self.shared_memory.unregister(request.name)
         return service_pb2.SystemSharedMemoryUnregisterResponse()
 
     @_rpc

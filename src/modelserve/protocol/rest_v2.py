@@ -15,9 +15,9 @@ from starlette.responses import Response
 from modelserve import __version__
 from modelserve.errors import InvalidInput
 from modelserve.protocol import openapi
-from modelserve.protocol.cuda_shared_memory import CudaSharedMemory
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import Endpoint, hang_up, json_body, json_response, read_body
+from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.protocol.v2_codec import decode_request, decompress_body, encode_response, parse_version
 from modelserve.protocol.v2_documents import (
     EXTENSIONS,
@@ -31,7 +31,7 @@ from modelserve.server.state import ServerState
 _CONTROL_BODY_LIMIT = 1024 * 1024
 
 
-def infer_endpoint(state: ServerState) -> Endpoint:
+def infer_endpoint(state: ServerState, shared_memory: SharedMemory) -> Endpoint:
     """``POST /v2/models/{model}[/versions/{version}]/infer``: the hot path, with no pydantic on tensors.
     It answers every error itself, so the ASGI front door can call it without FastAPI around it."""
     manager, tracing = state.manager, state.tracing
@@ -60,11 +60,11 @@ def infer_endpoint(state: ServerState) -> Endpoint:
                     _header_length(request.headers.get("inference-header-content-length")),
                     model,
                     version_number,
-                    state.shared_memory,
+                    shared_memory.system,
                 )
             result = await manager.infer(infer_request, gone=hang_up(request))
             with tracing.span("encode"):
-                payload, header_length = encode_response(result, form, state.shared_memory)
+                payload, header_length = encode_response(result, form, shared_memory.system)
         except Exception as exc:
             response = error_response(exc)
             elapsed = time.perf_counter() - started
@@ -79,14 +79,14 @@ def infer_endpoint(state: ServerState) -> Endpoint:
     return infer
 
 
-def router(state: ServerState) -> APIRouter:
-    """Every V2 route, bound to one server's state."""
+def router(state: ServerState, shared_memory: SharedMemory) -> APIRouter:
+    """Every V2 route, bound to one server's state and shared-memory regions."""
     manager = state.manager
     api = APIRouter(tags=["Open Inference Protocol (V2)"])
     model_errors = openapi.errors(400, 404, 503, 507)  # 507: an on-demand load that does not fit
     control_errors = openapi.errors(400, 404, 413, 507)
 
-    infer = infer_endpoint(state)
+    infer = infer_endpoint(state, shared_memory)
     for path in ("/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"):
         # Documentation only: the front door answers these before FastAPI routes anything.
         api.add_api_route(
@@ -234,7 +234,7 @@ def router(state: ServerState) -> APIRouter:
         responses=openapi.responses(list[openapi.RegionStatus], 400),
     )
     async def shared_memory_status(region: str | None = None) -> Response:
-        return json_response(state.shared_memory.status(region))
+        return json_response(shared_memory.system.status(region))
 
     @api.post(
         "/v2/systemsharedmemory/region/{region}/register",
@@ -247,7 +247,7 @@ def router(state: ServerState) -> APIRouter:
         body = await json_body(request, _CONTROL_BODY_LIMIT)
         if not isinstance(body, dict):
             raise InvalidInput('send {"key": "/name", "offset": 0, "byte_size": N}')
-        state.shared_memory.register(region, body.get("key", ""), body.get("offset", 0), body.get("byte_size", 0))
+        shared_memory.system.register(region, body.get("key", ""), body.get("offset", 0), body.get("byte_size", 0))
         return Response(status_code=200)
 
     @api.post(
@@ -261,10 +261,10 @@ def router(state: ServerState) -> APIRouter:
         response_class=Response,
     )
     async def shared_memory_unregister(region: str | None = None) -> Response:
-        state.shared_memory.unregister(region)
+        shared_memory.system.unregister(region)
         return Response(status_code=200)
 
-    cuda = CudaSharedMemory.probe()
+    cuda = shared_memory.cuda
 
     @api.get(
         "/v2/cudasharedmemory/status",

@@ -11,12 +11,13 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import numpy as np
 
 from modelserve.errors import InvalidInput
+from modelserve.protocol.cuda_shared_memory import CudaSharedMemory
 from modelserve.protocol.raw import from_raw, to_raw
 
 SHM_ROOT = "/dev/shm"
@@ -155,3 +156,12 @@ class SharedMemoryRegistry:
 
 def _whole(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass(eq=False)
+class SharedMemory:
+    """Triton's two shared-memory extensions as one server answers them, over HTTP and gRPC alike:
+    built once by the composition root and handed to both protocols."""
+
+    system: SharedMemoryRegistry = field(default_factory=lambda: SharedMemoryRegistry())
+    cuda: CudaSharedMemory = field(default_factory=CudaSharedMemory.probe)

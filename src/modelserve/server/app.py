@@ -37,6 +37,7 @@ from modelserve.prewarm.live import POLICIES, LivePrewarmer
 from modelserve.protocol import debug, health, openapi, rest_v1, rest_v2
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import json_response
+from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.repository.remote import open_repository
 from modelserve.server.asgi import FrontDoor
 from modelserve.server.auth import Guard
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         required=required,
         history=history.recorder if history else None,
     )
+    shared_memory = SharedMemory()  # the protocols share the regions clients register
     guard = Guard.from_settings(settings)
     if guard is not None:
         log.info("authentication on: %s", guard.summary())
@@ -141,7 +143,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         loading = asyncio.create_task(load_initial_models())
         if load_before_serving:  # a worker sharing the ports takes no call, HTTP or gRPC, before its models load
             await loading
-        grpc_server = await start_grpc(state, guard)
+        grpc_server = await start_grpc(state, shared_memory, guard)
         sharing = asyncio.create_task(share_metrics()) if multiprocess_dir() else None
         shedding = asyncio.create_task(shed_memory()) if manager.on_demand and settings.memory_soft_limit_mb else None
         prewarming = asyncio.create_task(prewarm(prewarmer)) if prewarmer is not None else None
@@ -172,7 +174,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         description="Open Inference Protocol (KServe V2) and the runbooks' /v1 API.",
         lifespan=lifespan,
     )
-    app.include_router(rest_v2.router(state))
+    app.include_router(rest_v2.router(state, shared_memory))
     app.include_router(rest_v1.router(state))
     app.include_router(health.router(state))
     app.include_router(debug.router(state.profiler))
@@ -181,7 +183,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _error)
-    door = FrontDoor(app, rest_v2.infer_endpoint(state), rest_v1.predict_endpoint(state), state, guard)
+    infer = rest_v2.infer_endpoint(state, shared_memory)
+    door = FrontDoor(app, infer, rest_v1.predict_endpoint(state), state, guard)
     return door
 
 

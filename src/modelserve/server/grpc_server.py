@@ -13,6 +13,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from modelserve.errors import Forbidden, Unauthenticated
 from modelserve.protocol.errors import grpc_status
 from modelserve.protocol.grpc_v2 import InferenceService
+from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.server.auth import Guard
 from modelserve.server.state import ServerState
 
@@ -21,7 +22,9 @@ _SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 _INFERENCE = frozenset(f"/{_SERVICE.full_name}/{name}" for name in ("ModelInfer", "ModelStreamInfer"))
 
 
-async def start_grpc(state: ServerState, guard: Guard | None = None) -> grpc.aio.Server | None:
+async def start_grpc(
+    state: ServerState, shared_memory: SharedMemory, guard: Guard | None = None
+) -> grpc.aio.Server | None:
     """Listen for gRPC on GRPC_PORT (none when it is 0), with the server's size limit, keepalive, and
     the credentials check when authentication is on."""
     settings = state.settings
@@ -39,7 +42,7 @@ async def start_grpc(state: ServerState, guard: Guard | None = None) -> grpc.aio
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ],
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state, shared_memory), server)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         server.add_insecure_port(address)

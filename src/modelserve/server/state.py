@@ -13,7 +13,6 @@ from modelserve.observability.logging import AccessLog
 from modelserve.observability.metrics import Metrics
 from modelserve.observability.profiling import Profiler
 from modelserve.observability.tracing import Tracing, finish_span
-from modelserve.protocol.shared_memory import SharedMemoryRegistry
 
 # The metrics' label of a request for a model the server does not know (docs/METRICS.md).
 UNKNOWN_MODEL = "unknown"
@@ -27,7 +26,6 @@ class ServerState:
     manager: ModelManager
     metrics: Metrics
     tracing: Tracing = field(default_factory=Tracing)
-    shared_memory: SharedMemoryRegistry = field(default_factory=SharedMemoryRegistry)
     profiler: Profiler = field(default_factory=Profiler)
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False  # startup loading has finished
