@@ -18,6 +18,8 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 STATUS = re.compile(r"Response `(\d{3})`")
 # Values that differ between runs are compared by type only.
 VARIABLE = {"latency_ms", "load_time_seconds", "uptime_seconds", "last_inference", "ns", "byte_size"}
+# A request's trace id is new each time: compared by its form, 32 hex digits.
+IDENTIFIERS = {"trace_id": re.compile("[0-9a-f]{32}")}
 
 
 @dataclass
@@ -61,6 +63,8 @@ def matches(expected: Any, actual: Any, where: str = "$") -> None:
         for key, value in expected.items():
             if key in VARIABLE:
                 assert isinstance(actual[key], int | float), f"{where}.{key}: not a number: {actual[key]!r}"
+            elif key in IDENTIFIERS:
+                assert IDENTIFIERS[key].fullmatch(str(actual[key])), f"{where}.{key}: not an id: {actual[key]!r}"
             else:
                 matches(value, actual[key], f"{where}.{key}")
     elif isinstance(expected, list):

@@ -156,7 +156,7 @@ def test_the_endpoint_refuses_bad_arguments_saying_which(
     with serving(built_repository) as client:
         response = client.get("/debug/profile", params=params)
         assert response.status_code == 400
-        assert response.json() == {"error": message}
+        assert response.json() == {"error": message, "trace_id": response.headers["x-trace-id"]}
 
 
 def test_a_second_profile_while_one_records_is_a_conflict(built_repository: Path) -> None:

@@ -1,11 +1,14 @@
 """Traces in-process, through OpenTelemetry's in-memory exporter: the spans of a request, a caller's
-``traceparent`` continued, parent-based sampling, errors, the batch span's links and ``trace_id`` in logs."""
+``traceparent`` continued, parent-based sampling, errors, the batch span's links, and the trace and
+span ids every request has for its log lines and its error answer, traced or not."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +24,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from modelserve.batching.batcher import Batcher
 from modelserve.models.stats import ModelStats
 from modelserve.observability.logging import configure_logging
-from modelserve.observability.tracing import Tracing, otlp_exporter, tracer_provider
+from modelserve.observability.tracing import Tracing, begin_request, otlp_exporter, request_ids, tracer_provider
 from tests.protocol.serving import serving
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -180,7 +183,82 @@ def test_a_log_line_written_inside_a_traced_request_carries_its_trace_id(
         logging.getLogger().handlers.clear()
     inside, outside = (json.loads(line) for line in capsys.readouterr().err.splitlines())
     assert inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert inside["span_id"] == format(span.get_span_context().span_id, "016x")
     assert "trace_id" not in outside
+    assert "span_id" not in outside
+
+
+def _ids_of(traceparent: str | None) -> tuple[int, int] | None:
+    """The ids ``begin_request`` gives a request, set in a context of its own as each request has."""
+
+    def begin() -> tuple[int, int] | None:
+        begin_request(traceparent)
+        return request_ids()
+
+    return contextvars.copy_context().run(begin)
+
+
+@pytest.mark.parametrize("flags", ["00", "01"])
+def test_a_request_takes_its_callers_trace_id_sampled_or_not(flags: str) -> None:
+    ids = _ids_of(f"00-{TRACE_ID}-{PARENT_ID}-{flags}")
+    assert ids is not None
+    assert format(ids[0], "032x") == TRACE_ID
+    assert ids[1] not in (0, int(PARENT_ID, 16))  # the request's own span, a child of the caller's
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        None,
+        "",
+        "garbage",
+        f"ff-{TRACE_ID}-{PARENT_ID}-01",  # version ff is invalid
+        f"00-{'0' * 32}-{PARENT_ID}-01",  # an all-zero trace id is invalid
+        f"00-{TRACE_ID}-{'0' * 16}-01",  # so is an all-zero parent id
+        f"00-{TRACE_ID.upper()}-{PARENT_ID}-01",  # W3C ids are lower-case
+        f"00-{TRACE_ID[:-1]}-{PARENT_ID}-01",
+    ],
+)
+def test_a_request_without_a_valid_traceparent_gets_a_random_trace_id(traceparent: str | None) -> None:
+    first, second = _ids_of(traceparent), _ids_of(traceparent)
+    assert first is not None
+    assert second is not None
+    assert 0 < first[0] < 2**128
+    assert 0 < first[1] < 2**64
+    assert format(first[0], "032x") != TRACE_ID
+    assert first[0] != second[0]
+    assert first[1] != second[1]
+
+
+def _json_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_a_requests_log_line_and_error_answer_name_one_trace_id(
+    built_repository: Path, exporter: InMemorySpanExporter, capsys: pytest.CaptureFixture[str], rate: float
+) -> None:
+    """Untraced (rate 0) or traced, with no traceparent: the same ids in the access line and the answer,
+    and a traced request's are its span's."""
+    configure_logging("info", "json")
+    try:
+        with serving(built_repository, tracing=tracing_to(exporter, rate)) as client:
+            capsys.readouterr()
+            refused = client.post("/v2/models/simple/infer", json={"inputs": SIMPLE["inputs"][:1]})
+    finally:
+        logging.getLogger().handlers.clear()
+
+    assert refused.status_code == 400
+    [access] = [line for line in _json_lines(capsys) if line["logger"] == "modelserve.access"]
+    assert refused.json()["trace_id"] == refused.headers["x-trace-id"] == access["trace_id"]
+    assert re.fullmatch("[0-9a-f]{32}", str(access["trace_id"]))
+    assert re.fullmatch("[0-9a-f]{16}", str(access["span_id"]))
+    spans = [span for span in exporter.get_finished_spans() if span.name == "POST /v2/models/{model}/infer"]
+    if rate == 0:
+        assert spans == []  # no span for a request that is not traced
+    else:
+        [server] = spans
+        assert (access["trace_id"], access["span_id"]) == (hex_trace(server), format(span_id(server), "016x"))
 
 
 @pytest.fixture

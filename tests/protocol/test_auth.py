@@ -78,7 +78,7 @@ def test_a_request_without_bearer_credentials_is_401_with_the_bare_challenge(
     for method, path in (("POST", INFER), ("POST", "/v1/predict"), ("GET", "/v2/models/mlp"), ("GET", "/v2")):
         response = client.request(method, path, content=MLP_BODY, headers=headers)
         assert response.status_code == 401, path
-        assert response.json() == {"error": message}
+        assert response.json() == {"error": message, "trace_id": response.headers["x-trace-id"]}
         assert response.headers["www-authenticate"] == REALM
 
 
@@ -114,7 +114,10 @@ def test_a_bad_credential_is_401_invalid_token_saying_what_is_wrong(
 def test_an_hs256_token_is_refused_by_a_server_with_only_an_rsa_key(rsa_client: TestClient) -> None:
     response = rsa_client.post(INFER, content=MLP_BODY, headers=bearer(token(SECRET)))
     assert response.status_code == 401
-    assert response.json() == {"error": "token algorithm is not accepted; this server verifies RS256 tokens"}
+    assert response.json() == {
+        "error": "token algorithm is not accepted; this server verifies RS256 tokens",
+        "trace_id": response.headers["x-trace-id"],
+    }
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
     unsigned = rsa_client.post(INFER, content=MLP_BODY, headers=bearer(token(None)))
     assert unsigned.status_code == 401
@@ -153,7 +156,10 @@ def test_infer_credentials_on_an_admin_endpoint_are_403(
     for credential in (INFER_KEY, signed(scope="infer")):
         response = client.request(method, path, headers=bearer(credential))
         assert response.status_code == 403
-        assert response.json() == {"error": "this endpoint needs the 'admin' scope; the credentials sent have: infer"}
+        assert response.json() == {
+            "error": "this endpoint needs the 'admin' scope; the credentials sent have: infer",
+            "trace_id": response.headers["x-trace-id"],
+        }
         assert response.headers["www-authenticate"] == f'{REALM}, error="insufficient_scope", scope="admin"'
 
 
@@ -185,7 +191,10 @@ def test_v1_predict_with_credentials(client: TestClient) -> None:
 def test_a_token_without_a_known_scope_is_403_even_for_inference(client: TestClient) -> None:
     response = client.post(INFER, content=MLP_BODY, headers=bearer(signed(scope="openid profile")))
     assert response.status_code == 403
-    assert response.json() == {"error": "this endpoint needs the 'infer' scope; the credentials sent have: none"}
+    assert response.json() == {
+        "error": "this endpoint needs the 'infer' scope; the credentials sent have: none",
+        "trace_id": response.headers["x-trace-id"],
+    }
     assert response.headers["www-authenticate"] == f'{REALM}, error="insufficient_scope", scope="infer"'
 
 

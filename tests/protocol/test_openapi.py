@@ -116,4 +116,4 @@ def test_validation_failures_answer_400_as_documented(client: TestClient, docume
     response = client.post("/v1/models/mlp/load?model_format=caffe")
 
     assert response.status_code == 400
-    assert list(response.json()) == ["error"]
+    assert list(response.json()) == ["error", "trace_id"]

@@ -1,5 +1,5 @@
-"""Refusals over HTTP: each answers the right status with ``{"error": ...}`` saying what to fix, and
-the server keeps serving good requests afterwards."""
+"""Refusals over HTTP: each answers the right status with ``{"error": ..., "trace_id": ...}`` saying what
+to fix, and the server keeps serving good requests afterwards."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def _refused(response: httpx.Response, status: int, *fragments: str) -> str:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    assert list(body) == ["error"]
+    assert list(body) == ["error", "trace_id"]
+    assert body["trace_id"] == response.headers["x-trace-id"]  # the id the request's log lines carry
     message: str = body["error"]
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} missing from {message!r}"

@@ -2,9 +2,12 @@
 and Python warnings, rendered as one JSON object per line (``LOG_FORMAT=json``, what the runbooks grep
 with jq) or for a terminal (``console``).
 
-Every JSON line has ``timestamp`` (ISO-8601, UTC), ``level``, ``logger`` and ``message``, the
-``trace_id`` of the request it was written for when that request is traced, the fields of its event
-(``model``, ``latency_ms``, ``status``...) and ``exception`` when one is attached.
+Every JSON line has ``timestamp`` (ISO-8601, UTC), ``level``, ``logger`` and ``message``, the fields
+of its event (``model``, ``latency_ms``, ``status``...) and ``exception`` when one is attached. A line
+written for a request, any request, traced or not, has its ``trace_id`` (32 hex digits) and
+``span_id`` (16): the caller's trace id when it sent a ``traceparent``, else one made up for the
+request (observability/tracing.py). An error answer names the same ``trace_id`` (protocol/errors.py),
+so ``grep <trace_id>`` finds every line of the request a caller complains about.
 The access log writes one line per answered inference request, thinned by ``ACCESS_LOG_SAMPLE_RATE``.
 """
 
@@ -23,7 +26,7 @@ from structlog.typing import Processor
 
 from modelserve.errors import ModelserveError
 from modelserve.observability.metrics import request_status
-from modelserve.observability.tracing import current_trace_id
+from modelserve.observability.tracing import hex_ids, request_ids
 
 ACCESS_LOGGER = "modelserve.access"
 
@@ -33,8 +36,10 @@ def _dumps(document: Any, **_: Any) -> str:
 
 
 def _add_trace_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    if (trace_id := current_trace_id()) is not None:
+    if (ids := request_ids()) is not None:
+        trace_id, span_id = hex_ids(ids)
         event.setdefault("trace_id", trace_id)
+        event.setdefault("span_id", span_id)
     return event
 
 
@@ -121,8 +126,8 @@ class AccessLog:
         if self._json is None:
             self._log.info("inference request", **fields)
             return
-        if (trace_id := current_trace_id()) is not None:
-            fields["trace_id"] = trace_id
+        if (ids := request_ids()) is not None:
+            fields["trace_id"], fields["span_id"] = hex_ids(ids)
         fields.update(
             message="inference request",
             level="info",

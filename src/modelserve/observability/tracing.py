@@ -8,15 +8,23 @@ request leads to the batch it waited for, and that batch to every request that s
 Tracing is on only when ``TRACE_SAMPLE_RATE`` > 0 and an OTLP endpoint is set in OpenTelemetry's
 standard environment; the exporter reads the rest of that environment itself (headers, timeout,
 certificates). When it is off, and for every request it does not trace, each hook below is a shared
-no-op context: no span, no header parsed.
+no-op context: no span.
+
+Every request has a trace id and a span id all the same, for its log lines and its error answer:
+``begin_request`` gives it the caller's trace id when a ``traceparent`` came (sampled or not) or a
+new random one, and a random span id, in a context variable. It costs two random numbers, and a
+regular expression when a ``traceparent`` came; the hexadecimal text is made only for a line or an
+answer that is written. A traced request's ids are its span's.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +45,14 @@ PROTOCOLS = ("grpc", "http/protobuf")
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _OFF: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+
+# Names a request's trace id in an error answer: the HTTP header, and (lower-cased) the gRPC trailing metadata key.
+TRACE_ID_HEADER = "X-Trace-Id"
+# W3C's traceparent: version (not ff), trace id, parent id (not zero), flags; lower-case hex only.
+_TRACEPARENT = re.compile(r"[ \t]*(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(?:-.*)?[ \t]*")
+# The (trace id, span id) of the request being handled; None outside of one.
+_REQUEST_IDS: ContextVar[tuple[int, int] | None] = ContextVar("modelserve_request_ids", default=None)
+_random_bits = random.getrandbits
 
 
 def otlp_protocol(environ: Mapping[str, str]) -> str | None:
@@ -115,7 +131,10 @@ class Tracing:
                 return _OFF
         elif random.random() >= self._rate:
             return _OFF
-        return self.tracer.start_as_current_span(name, parent, SpanKind.SERVER, attributes=attributes)
+        span = self.tracer.start_span(name, parent, SpanKind.SERVER, attributes=attributes)
+        context = span.get_span_context()
+        _REQUEST_IDS.set((context.trace_id, context.span_id))  # still the request's once the span has ended
+        return trace.use_span(span, end_on_exit=True)
 
     def span(self, name: str) -> AbstractContextManager[Span]:
         """A child of the current span, one stage of a request; nothing when the request is not traced."""
@@ -169,7 +188,30 @@ def _fail(span: Span, error: BaseException) -> None:
         span.record_exception(error)
 
 
-def current_trace_id() -> str | None:
-    """The current trace's id as 32 hex digits (what Jaeger searches by), or None outside a trace."""
+def begin_request(traceparent: str | None) -> None:
+    """Give the request being handled its ids: the trace id of its caller's ``traceparent`` when it sent a
+    valid one, else a random one, and a random span id. Its protocol's entry calls this first; a request
+    that ``Tracing.request`` then traces takes its span's ids instead."""
+    caller = _TRACEPARENT.fullmatch(traceparent) if traceparent else None
+    trace_id = int(caller[1], 16) if caller is not None else 0
+    # Zero is W3C's invalid id, from a caller or, once in 2**128 draws, from chance.
+    _REQUEST_IDS.set((trace_id or _random_bits(128) or 1, _random_bits(64) or 1))
+
+
+def request_ids() -> tuple[int, int] | None:
+    """The (trace id, span id) of the request being handled, else of the current span, else None."""
+    if (ids := _REQUEST_IDS.get()) is not None:
+        return ids
     context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
+    return (context.trace_id, context.span_id) if context.is_valid else None
+
+
+def current_trace_id() -> str | None:
+    """The current request's trace id as 32 hex digits (what Jaeger searches by), or None outside one."""
+    ids = request_ids()
+    return format(ids[0], "032x") if ids is not None else None
+
+
+def hex_ids(ids: tuple[int, int]) -> tuple[str, str]:
+    """A (trace id, span id) pair as log lines and answers write them: 32 and 16 hex digits."""
+    return format(ids[0], "032x"), format(ids[1], "016x")

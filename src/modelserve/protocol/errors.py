@@ -1,17 +1,21 @@
-"""Core errors as HTTP responses and gRPC codes, with the status and code ``modelserve.errors`` classifies them as."""
+"""Core errors as HTTP responses and gRPC codes, with the status and code ``modelserve.errors`` classifies them as,
+each naming the request's trace id, which its log lines carry."""
 
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 import grpc
 import orjson
 from starlette.responses import Response
 
 from modelserve.errors import Forbidden, ModelserveError, Unauthenticated, classify, public_message
+from modelserve.observability.tracing import TRACE_ID_HEADER, current_trace_id
 
 log = logging.getLogger("modelserve.http")
 REALM = 'Bearer realm="modelserve"'
+GRPC_TRACE_ID_KEY = TRACE_ID_HEADER.lower()  # gRPC metadata keys are lower-case
 
 
 def http_status(error: BaseException) -> int:
@@ -28,14 +32,33 @@ _GRPC_CODES = {code.name: code for code in grpc.StatusCode}
 
 
 def error_response(error: Exception) -> Response:
-    """``{"error": "..."}`` with the status the error maps to; server bugs are logged and 500."""
+    """``{"error": "...", "trace_id": "..."}`` with the status the error maps to; server bugs are logged
+    and 500. The request's trace id is in the ``X-Trace-Id`` header too, for a caller that reads no body:
+    it finds the request's log lines."""
     if not isinstance(error, ModelserveError):
         log.exception("unhandled error", exc_info=error)
-    status, message = http_status(error), public_message(error)
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    status = http_status(error)
+    headers = {"Retry-After": "1"} if status in (429, 503) else {}
     if isinstance(error, Unauthenticated | Forbidden):
         headers = {"WWW-Authenticate": challenge(error)}
-    return Response(orjson.dumps({"error": message}), status, headers, media_type="application/json")
+    return error_json(public_message(error), status, headers)
+
+
+def error_json(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    """An error answer, ``{"error": message, "trace_id": ...}``, the trace id in ``X-Trace-Id`` too."""
+    body = {"error": message}
+    headers = headers or {}
+    if (trace_id := current_trace_id()) is not None:
+        body["trace_id"] = headers[TRACE_ID_HEADER] = trace_id
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End a gRPC call with ``code`` and ``message``, and the request's trace id in the trailing metadata
+    (``x-trace-id``), as HTTP names it in a header."""
+    trace_id = current_trace_id()
+    await context.abort(code, message, trailing_metadata=((GRPC_TRACE_ID_KEY, trace_id),) if trace_id else ())
+    raise AssertionError("context.abort returned")  # it always raises
 
 
 def challenge(error: Unauthenticated | Forbidden) -> str:

@@ -21,7 +21,8 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelserve import __version__
 from modelserve.errors import InvalidInput, ModelNotReady, ModelserveError, ShuttingDown
-from modelserve.protocol.errors import grpc_status
+from modelserve.observability.tracing import begin_request, current_trace_id
+from modelserve.protocol.errors import abort, grpc_status
 from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response, output_placements
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.protocol.v2_codec import parse_version
@@ -47,16 +48,16 @@ def _rpc(method: Handler[Reply]) -> Handler[Reply]:
 
     @functools.wraps(method)
     async def guarded(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Reply:
+        begin_request(_traceparent(context))  # the call's trace id, for its log lines and its error
         try:
             if self.state.draining and method.__name__ not in _PROBES:
                 raise ShuttingDown("server is shutting down; retry the request on another replica")
             return await method(self, request, context)
         except ModelserveError as exc:
-            await context.abort(grpc_status(exc), exc.message)
+            await abort(context, grpc_status(exc), exc.message)
         except Exception as exc:
             log.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal server error ({type(exc).__name__})")
-        raise AssertionError("context.abort returned")  # abort always raises
+            await abort(context, grpc.StatusCode.INTERNAL, f"internal server error ({type(exc).__name__})")
 
     return guarded
 
@@ -147,7 +148,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         """
         room = asyncio.Semaphore(self.state.settings.grpc_stream_max_inflight)
         answers: asyncio.Queue[asyncio.Task[service_pb2.ModelStreamInferResponse] | None] = asyncio.Queue()
-        carrier = _metadata(context) if self.tracing.enabled else None
+        carrier = _metadata(context)  # its traceparent gives every request of the stream its trace id
         reader = asyncio.create_task(self._read_stream(requests, room, answers, carrier))
         answer: asyncio.Task[service_pb2.ModelStreamInferResponse] | None = None
         try:
@@ -183,6 +184,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     async def _stream_answer(
         self, message: Any, carrier: dict[str, Any] | None
     ) -> service_pb2.ModelStreamInferResponse:
+        begin_request(carrier.get("traceparent") if carrier else None)
         try:
             with self.tracing.request(f"{_SERVICE}/ModelStreamInfer", carrier, _ATTRIBUTES):
                 return service_pb2.ModelStreamInferResponse(infer_response=await self._infer(message, None))
@@ -266,11 +268,21 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, Any]:
     return dict(context.invocation_metadata() or ())
 
 
+def _traceparent(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            return value if isinstance(value, str) else None
+    return None
+
+
 def _stream_error(message: Any, text: str) -> service_pb2.ModelStreamInferResponse:
-    # The failed request's id and model go back with the error so the client can tell which failed.
+    # The failed request's id and model go back with the error so the client can tell which failed, and
+    # its trace id (a stream's error is no call's end, so it has no trailing metadata) to find its log lines.
     echo = service_pb2.ModelInferResponse(model_name=message.model_name, id=message.id)
+    if (trace_id := current_trace_id()) is not None:
+        echo.parameters["trace_id"].string_param = trace_id
     return service_pb2.ModelStreamInferResponse(error_message=text, infer_response=echo)
 
 
 async def _unsupported(context: grpc.aio.ServicerContext, what: str) -> None:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported on this server")
+    await abort(context, grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported on this server")

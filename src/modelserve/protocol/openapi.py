@@ -55,6 +55,9 @@ class Error(TypedDict):
     """Every refusal: what went wrong and what to fix."""
 
     error: str
+    trace_id: Annotated[
+        str, Field(description="The request's trace id, also in the X-Trace-Id header: its log lines carry it.")
+    ]
 
 
 class InputParameters(TypedDict, total=False):

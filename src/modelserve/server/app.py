@@ -35,8 +35,7 @@ from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
 from modelserve.prewarm.live import POLICIES, LivePrewarmer
 from modelserve.protocol import debug, health, openapi, rest_v1, rest_v2
-from modelserve.protocol.errors import error_response
-from modelserve.protocol.http import json_response
+from modelserve.protocol.errors import error_json, error_response
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.repository.remote import open_repository
 from modelserve.server.asgi import FrontDoor
@@ -236,7 +235,7 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e['loc'] if p not in ('path', 'query', 'body'))}: {e['msg']}" for e in exc.errors()
     )
-    return json_response({"error": problems}, 400)
+    return error_json(problems, 400)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -246,6 +245,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         detail = f"no route {request.method} {request.url.path}; see /docs for the API"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    response = json_response({"error": detail}, exc.status_code)
-    response.headers.update(exc.headers or {})  # a 405 must say which methods are allowed
-    return response
+    return error_json(str(detail), exc.status_code, dict(exc.headers or {}))  # a 405 must say which methods are allowed

@@ -10,6 +10,9 @@ and FastAPI's alike, and a refused request costs one header lookup.
 
 The door also counts the HTTP requests inside, which a drain waits for, and while the server drains
 it answers every request but the probes and metrics with 503, so no new work starts.
+
+Every request gets its trace id here, first (``begin_request``), so its log lines and its error
+answer name one, whichever route answers it: the hot ones, FastAPI's, or the door itself.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelserve.errors import Forbidden, ShuttingDown, Unauthenticated
+from modelserve.observability.tracing import begin_request
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import Endpoint
 from modelserve.server import auth
@@ -60,6 +64,7 @@ class FrontDoor:
             self.in_flight -= 1
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        begin_request(_header(scope, b"traceparent"))
         if self._state.draining and not _DURING_DRAIN.match(scope["path"]):
             response = error_response(ShuttingDown("server is shutting down; retry the request on another replica"))
             response.headers["Connection"] = "close"
@@ -108,7 +113,11 @@ class FrontDoor:
 
 
 def _authorization(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
+    return _header(scope, b"authorization")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
             return bytes(value).decode("latin-1")
     return None

@@ -11,7 +11,8 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelserve.errors import Forbidden, Unauthenticated
-from modelserve.protocol.errors import grpc_status
+from modelserve.observability.tracing import begin_request
+from modelserve.protocol.errors import abort, grpc_status
 from modelserve.protocol.grpc_v2 import InferenceService
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.server.auth import Guard
@@ -74,8 +75,10 @@ class Authentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if needed is None:
             return await continuation(details)
         try:
-            self._guard.check(_authorization(details.invocation_metadata), needed)
+            self._guard.check(_metadata_value(details.invocation_metadata, "authorization"), needed)
         except (Unauthenticated, Forbidden) as exc:
+            # The handler that would give the call its trace id never runs: the refusal's line and error need one.
+            begin_request(_metadata_value(details.invocation_metadata, "traceparent"))
             return self._refusal(method, exc, await continuation(details), started)
         return await continuation(details)
 
@@ -89,7 +92,7 @@ class Authentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self._state.metrics.observe_refusal(error)
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-            await context.abort(code, error.message)
+            await abort(context, code, error.message)
 
         # The refusal takes the call's shape; its message is never deserialised.
         if handler is not None and handler.request_streaming and handler.response_streaming:
@@ -101,8 +104,8 @@ class Authentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return grpc.unary_unary_rpc_method_handler(refuse)
 
 
-def _authorization(metadata: Any) -> str | None:
+def _metadata_value(metadata: Any, name: str) -> str | None:
     for key, value in metadata or ():
-        if key == "authorization":
+        if key == name:
             return value if isinstance(value, str) else None
     return None
