@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from modelserve.errors import ModelLoadError, ModelNotFound
+from modelserve.errors import ModelLoadError, ModelNotFound, StoreUnavailable
 from modelserve.repository.config import Platform, VersionPolicy
 from modelserve.repository.layout import ModelRepository
 from tests.builders import scale_onnx, write_config
@@ -234,3 +235,20 @@ def test_check_on_an_existing_root(built_repository: Path) -> None:
     repository = ModelRepository(built_repository)
     repository.check()
     assert repository.root == built_repository
+
+
+def test_a_repository_folder_that_is_gone_is_unavailable_not_empty(tmp_path: Path) -> None:
+    """A network disk that is unmounted, or a volume that went away: the store is down, not the model absent."""
+    root = tmp_path / "mounted"
+    scale_onnx(root / "double" / "1" / "model.onnx", factor=2.0)
+    repository = ModelRepository(root)
+    repository.check()
+    assert repository.contains("double")
+    shutil.rmtree(root)
+
+    for ask in (lambda: repository.contains("double"), repository.names, lambda: repository.source("double")):
+        with pytest.raises(StoreUnavailable) as caught:
+            ask()
+        assert f"model repository {root} is unavailable" in caught.value.message
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        repository.check()

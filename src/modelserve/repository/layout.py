@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelserve.errors import ModelLoadError, ModelNotFound
+from modelserve.errors import ModelLoadError, ModelNotFound, StoreUnavailable
 from modelserve.repository.config import ModelConfig, Platform
 
 # One folder name: at most 255 characters, the longest a file system takes (a longer name asked of
@@ -34,48 +36,89 @@ class ModelSource:
 
 
 class ModelRepository:
-    """A folder of models; re-read on every call so that models added at runtime can be loaded."""
+    """A folder of models; re-read on every call so that models added at runtime can be loaded.
+
+    A folder that cannot be read (a network disk that does not answer, a volume that went away)
+    raises StoreUnavailable, a 503 to retry: the request was fine, and the model may well exist.
+    """
+
+    # What reading the store raises when the store, not the model, is at fault.
+    store_errors: tuple[type[Exception], ...] = (OSError,)
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @property
+    def location(self) -> str:
+        """The repository as the operator named it, for messages."""
+        return str(self.root)
+
+    @contextmanager
+    def asking(self, doing: str) -> Iterator[None]:
+        """Turn the store's failure to answer, while ``doing``, into StoreUnavailable naming the store."""
+        try:
+            yield
+        except self.store_errors as exc:
+            raise StoreUnavailable(
+                f"model repository {self.location} is unavailable ({doing}): {type(exc).__name__}: {exc}"
+            ) from exc
+
     def check(self) -> None:
         """Fail early, with the path, when the repository itself is missing."""
-        if not self.root.is_dir():
-            raise ModelLoadError(f"model repository {self.root} does not exist or is not a directory")
+        with self.asking("opening the repository"):
+            found = self.root.is_dir()
+        if not found:
+            raise ModelLoadError(f"model repository {self.location} does not exist or is not a directory")
 
     def names(self) -> list[str]:
         """Every model folder, sorted; hidden folders and stray files are not models."""
-        return sorted(entry.name for entry in self.root.iterdir() if entry.is_dir() and VALID_NAME.match(entry.name))
+        with self.asking("listing its models"):
+            return sorted(
+                entry.name for entry in self.root.iterdir() if entry.is_dir() and VALID_NAME.match(entry.name)
+            )
 
     def contains(self, name: str) -> bool:
-        """Whether the repository has a model of this name, loaded or not."""
-        return bool(VALID_NAME.match(name)) and (self.root / name).is_dir()
+        """Whether the repository has a model of this name, loaded or not. Blocks on the file system
+        (call it off the event loop); raises StoreUnavailable when the repository cannot be read."""
+        if not VALID_NAME.match(name):
+            return False
+        with self.asking(f"looking for model '{name}'"):
+            found = (self.root / name).is_dir()
+            # A missing model is a 404; a missing repository (an unmounted disk) is the store's outage.
+            present = found or self.root.is_dir()
+        if not present:
+            raise StoreUnavailable(
+                f"model repository {self.location} is unavailable (looking for model '{name}'): its folder is gone"
+            )
+        return found
 
     def source(self, name: str) -> ModelSource:
         """Everything the repository says about one model, or a ModelLoadError naming what is wrong."""
-        directory = self.root / name
-        if not VALID_NAME.match(name) or not directory.is_dir():
-            raise ModelNotFound.unknown(name, detail=f"it is not in the model repository {self.root}")
-        config_path = directory / "config.yaml"
-        config = ModelConfig.from_file(config_path) if config_path.exists() else ModelConfig()
-        if config.name is not None and config.name != name:
-            raise ModelLoadError(
-                f"{config_path}: name '{config.name}' differs from its folder '{name}'; make them equal"
-            )
-        versions = sorted(
-            int(entry.name)
-            for entry in directory.iterdir()
-            if entry.is_dir() and entry.name.isdigit() and str(int(entry.name)) == entry.name and int(entry.name) > 0
+        if not self.contains(name):
+            raise ModelNotFound.unknown(name, detail=f"it is not in the model repository {self.location}")
+        with self.asking(f"reading model '{name}'"):
+            return read_source(name, self.root / name)
+
+
+def read_source(name: str, directory: Path) -> ModelSource:
+    """One model folder's config, versions and model files, or a ModelLoadError naming what is wrong."""
+    config_path = directory / "config.yaml"
+    config = ModelConfig.from_file(config_path) if config_path.exists() else ModelConfig()
+    if config.name is not None and config.name != name:
+        raise ModelLoadError(f"{config_path}: name '{config.name}' differs from its folder '{name}'; make them equal")
+    versions = sorted(
+        int(entry.name)
+        for entry in directory.iterdir()
+        if entry.is_dir() and entry.name.isdigit() and str(int(entry.name)) == entry.name and int(entry.name) > 0
+    )
+    if not versions:
+        raise ModelLoadError(
+            f"{directory}: no version folders; put the model in {directory}/1/"
+            f"({' | '.join(f for p in Platform for f in p.filenames)})"
         )
-        if not versions:
-            raise ModelLoadError(
-                f"{directory}: no version folders; put the model in {directory}/1/"
-                f"({' | '.join(f for p in Platform for f in p.filenames)})"
-            )
-        platform = config.platform or _detect_platform(directory / str(versions[-1]))
-        files = {v: _model_file(directory / str(v), platform) for v in versions}
-        return ModelSource(name=name, directory=directory, config=config, platform=platform, files=files)
+    platform = config.platform or _detect_platform(directory / str(versions[-1]))
+    files = {v: _model_file(directory / str(v), platform) for v in versions}
+    return ModelSource(name=name, directory=directory, config=config, platform=platform, files=files)
 
 
 def _detect_platform(version_dir: Path) -> Platform:
