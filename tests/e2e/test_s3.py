@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,35 +11,15 @@ import pytest
 import s3fs
 
 from tests.builders import scale_onnx
-from tests.e2e.server import RunningServer, free_port, serve
-
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+from tests.e2e.server import RunningServer, serve
+from tests.s3 import CREDENTIALS, running_s3
 
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server on a free loopback port, for as long as the module runs."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=sink, stderr=sink
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"moto server exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"moto server not up in 30 s: {log.read_text()}"
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
+    with running_s3(tmp_path_factory.mktemp("moto") / "moto.log") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +66,18 @@ def test_a_file_that_differs_from_its_published_checksum_never_loads(
     server: RunningServer, bucket: s3fs.S3FileSystem
 ) -> None:
     model = bucket.cat_file("models/repo/simple/1/model.onnx")
-    bucket.pipe_file("models/repo/simple/SHA256SUMS", f"{'f' * 64}  1/model.onnx\n".encode())
+    config = bucket.cat_file("models/repo/simple/config.yaml")
+    listed = f"{hashlib.sha256(config).hexdigest()}  config.yaml\n"
+    bucket.pipe_file("models/repo/simple/SHA256SUMS", f"{listed}{'f' * 64}  1/model.onnx\n".encode())
     refused = httpx.post(f"{server.url}/v2/repository/models/simple/load")
     assert refused.status_code == 400
     assert "differs from SHA256SUMS" in refused.json()["error"]
     assert httpx.get(f"{server.url}/v2/models/simple/ready").status_code == 503
     bucket.pipe_file("models/repo/simple/SHA256SUMS", f"{hashlib.sha256(model).hexdigest()}  1/model.onnx\n".encode())
+    refused = httpx.post(f"{server.url}/v2/repository/models/simple/load")
+    assert refused.status_code == 400
+    assert "config.yaml is not in SHA256SUMS" in refused.json()["error"]
+    published = f"{listed}{hashlib.sha256(model).hexdigest()}  1/model.onnx\n"
+    bucket.pipe_file("models/repo/simple/SHA256SUMS", published.encode())
     assert httpx.post(f"{server.url}/v2/repository/models/simple/load").status_code == 200
     assert httpx.get(f"{server.url}/v2/models/simple/ready").status_code == 200

@@ -5,8 +5,13 @@ Each model folder is mirrored when it is loaded, so a model added to the bucket 
 loaded without a restart, and a version removed from the bucket disappears from the mirror. Every
 file is hashed (sha256) as it arrives and recorded in the mirror's manifest; before loading, the
 local copies are hashed again and re-fetched if they no longer match, so a corrupted cache never
-loads. Where a model folder carries a ``SHA256SUMS`` file (``sha256sum``'s format), each file must
-match it, which catches a copy that differs from what was published.
+loads. Where a model folder carries a ``SHA256SUMS`` file (``sha256sum``'s format), it must list
+every other file of the folder, and each must match it: a copy that differs from what was
+published, or a file added without being published, never loads.
+
+Object stores take any characters in a key, ``..`` and ``//`` included, and s3fs lists keys as
+stored; a key whose copy would land anywhere but inside its model's folder is refused before
+anything is written.
 
 Credentials and endpoints come from the store's own configuration: AWS variables for S3, and
 fsspec's ``FSSPEC_S3_ENDPOINT_URL``-style variables for S3-compatible stores such as MinIO.
@@ -78,17 +83,36 @@ class MirroredRepository(ModelRepository):
         return super().source(name)
 
     def mirror(self, name: str) -> Path:
-        """Bring the local copy of one model folder up to date with the store, verifying every file."""
+        """Bring the local copy of one model folder up to date with the store, verifying every file.
+
+        Every key is checked, and every file is checked against SHA256SUMS' list, before anything is
+        written, so a refused model leaves the mirror as it was.
+        """
         remote_dir = f"{self.base}/{name}"
         local_dir = self.root / name
+        listing = self.fs.find(remote_dir, detail=True)
+        remote: dict[str, tuple[str, dict[str, Any]]] = {}  # relative path -> (key, listing entry)
+        for key, info in listing.items():
+            relative = key.removeprefix(f"{remote_dir}/")
+            if key.endswith("/") and not info.get("size"):
+                continue  # an empty `folder/` object, as consoles create: a folder, not a file
+            refusal = _refusal(relative, local_dir) if key.startswith(f"{remote_dir}/") else "it is outside the folder"
+            if refusal is not None:
+                raise ModelLoadError(
+                    f"{self.url}/{name}: refused the object '{key}': {refusal}; rename or remove it in the store"
+                )
+            remote[relative] = (key, info)
+        published = self._checksums(remote[CHECKSUMS][0]) if CHECKSUMS in remote else None
+        if published is not None:
+            unlisted = sorted(relative for relative in remote if relative != CHECKSUMS and relative not in published)
+            if unlisted:
+                raise ModelLoadError(
+                    f"{self.url}/{name}: {', '.join(unlisted)} {'is' if len(unlisted) == 1 else 'are'} not in "
+                    f"{CHECKSUMS}; a model that publishes {CHECKSUMS} must list every other file of its folder"
+                )
         local_dir.mkdir(parents=True, exist_ok=True)
-        remote = {
-            PurePosixPath(path).relative_to(remote_dir).as_posix(): info
-            for path, info in self.fs.find(remote_dir, detail=True).items()
-        }
-        published = self._checksums(remote_dir) if CHECKSUMS in remote else {}
-        manifest = _read_manifest(local_dir)
-        for relative, info in sorted(remote.items()):
+        manifest = {k: v for k, v in _read_manifest(local_dir).items() if _refusal(k, local_dir) is None}
+        for relative, (key, info) in sorted(remote.items()):
             if relative == CHECKSUMS:
                 continue
             stamp = _stamp(info)
@@ -97,9 +121,9 @@ class MirroredRepository(ModelRepository):
             if known and known["stamp"] == stamp and target.is_file() and _sha256(target) == known["sha256"]:
                 digest = known["sha256"]
             else:
-                digest = self._fetch(f"{remote_dir}/{relative}", target)
+                digest = self._fetch(key, target)
                 manifest[relative] = {"sha256": digest, "stamp": stamp}
-            expected = published.get(relative)
+            expected = (published or {}).get(relative)
             if expected is not None and expected != digest:
                 target.unlink(missing_ok=True)
                 manifest.pop(relative, None)
@@ -115,28 +139,40 @@ class MirroredRepository(ModelRepository):
         _write_manifest(local_dir, manifest)
         return local_dir
 
-    def _fetch(self, remote_path: str, target: Path) -> str:
+    def _fetch(self, key: str, target: Path) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         digest = hashlib.sha256()
         try:
-            with self.fs.open(remote_path, "rb") as source, partial.open("wb") as sink:
+            with self.fs.open(key, "rb") as source, partial.open("wb") as sink:
                 while chunk := source.read(_CHUNK):
                     digest.update(chunk)
                     sink.write(chunk)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise ModelLoadError(f"{self.url}: cannot copy {remote_path}: {exc}") from exc
+            raise ModelLoadError(f"{self.url}: cannot copy {key}: {exc}") from exc
         os.replace(partial, target)
         return digest.hexdigest()
 
-    def _checksums(self, remote_dir: str) -> dict[str, str]:
+    def _checksums(self, key: str) -> dict[str, str]:
         sums = {}
-        for line in self.fs.cat_file(f"{remote_dir}/{CHECKSUMS}").decode().splitlines():
+        for line in self.fs.cat_file(key).decode(errors="replace").splitlines():
             if line.strip():
                 digest, _, path = line.strip().partition(" ")
                 sums[path.lstrip(" *").removeprefix("./")] = digest.lower()
         return sums
+
+
+def _refusal(relative: str, local_dir: Path) -> str | None:
+    """Why a file at ``relative`` (a key's path below its model folder) cannot be mirrored, if it cannot."""
+    parts = relative.split("/")
+    if "" in parts:
+        return "an empty path component (an absolute path, or '//') has no place in the model's folder"
+    if "." in parts or ".." in parts:
+        return "'.' and '..' would place its copy elsewhere than its path in the model's folder says"
+    if not (local_dir / relative).resolve().is_relative_to(local_dir.resolve()):
+        return f"its copy would resolve outside the model's folder {local_dir}"
+    return None
 
 
 def _stamp(info: dict[str, Any]) -> str:
