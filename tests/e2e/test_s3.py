@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -81,3 +83,33 @@ def test_a_file_that_differs_from_its_published_checksum_never_loads(
     bucket.pipe_file("models/repo/simple/SHA256SUMS", published.encode())
     assert httpx.post(f"{server.url}/v2/repository/models/simple/load").status_code == 200
     assert httpx.get(f"{server.url}/v2/models/simple/ready").status_code == 200
+
+
+def test_a_store_that_stops_answering_is_a_503_and_loaded_models_keep_serving(
+    built_repository: Path, tmp_path: Path
+) -> None:
+    with ExitStack() as store:
+        endpoint = store.enter_context(running_s3(tmp_path / "moto.log"))
+        fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=endpoint)
+        fs.mkdir("models")
+        fs.put(str(built_repository / "mlp"), "models/repo/mlp", recursive=True)
+        env = {
+            **CREDENTIALS,
+            "FSSPEC_S3_ENDPOINT_URL": endpoint,
+            "FSSPEC_S3_CONFIG_KWARGS": json.dumps({"connect_timeout": 1, "read_timeout": 1}),
+            "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        }
+        args = ("--model-control-mode", "explicit", "--load-model", "mlp")
+        with serve("s3://models/repo", tmp_path / "server.log", *args, env=env) as server:
+            store.close()  # the store goes down under a running server
+
+            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+            for answer in (
+                httpx.post(f"{server.url}/v2/models/never-seen/infer", json=body, timeout=30),
+                httpx.post(f"{server.url}/v2/repository/index", timeout=30),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert "model repository s3://models/repo is unavailable" in answer.json()["error"]
+            served = httpx.post(f"{server.url}/v1/predict", json={"model": "mlp", "inputs": [[0.0] * 16]})
+            assert served.status_code == 200
+            assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200

@@ -1,11 +1,15 @@
 """A repository on S3 (moto's server mode, reached through s3fs as in production): keys that would
-escape the mirror, and SHA256SUMS that must list every file."""
+escape the mirror, SHA256SUMS that must list every file, and stores that do not answer."""
 
 from __future__ import annotations
 
 import hashlib
+import http.server
 import itertools
 import json
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +18,20 @@ import boto3
 import fsspec
 import pytest
 
-from modelserve.errors import ModelLoadError
-from modelserve.repository.remote import MANIFEST, MirroredRepository
+from modelserve.errors import ModelLoadError, ModelNotFound, StoreUnavailable
+from modelserve.repository.remote import ANSWER_TTL_S, MANIFEST, MirroredRepository
 from tests.builders import scale_onnx
+from tests.clock import Clock
+from tests.e2e.server import free_port
 from tests.s3 import running_s3
 
 BUCKET = "models"
 _prefixes = itertools.count()
+
+# The longest a lookup may take against a store that does not answer, with the 1 s timeouts the tests
+# set: three attempts and their back-off, with room for a loaded machine. Without bounds, s3fs's and
+# botocore's retries multiply to minutes.
+OUTAGE_BOUND_S = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +166,177 @@ def test_a_file_missing_from_published_checksums_is_refused(store: Store, tmp_pa
     store.put("m/SHA256SUMS", f"{sha256(model)}  1/model.onnx\n{sha256(extra)}  ./{unlisted}\n".encode())
     repository.source("m")
     assert (repository.root / "m" / unlisted).read_bytes() == extra
+
+
+# -- contains: answers kept for a while ------------------------------------------------------------------
+
+
+def test_answers_are_kept_for_a_few_seconds_and_loads_always_ask_afresh(store: Store, tmp_path: Path) -> None:
+    clock = Clock(1000.0)
+    repository = MirroredRepository(store.url, tmp_path / "cache", clock=clock)
+    assert not repository.contains("late")
+    assert not repository.contains("later")
+    store.put_model("late", tmp_path)
+    store.put_model("later", tmp_path)
+
+    assert not repository.contains("late"), "the answer of a moment ago stands: no round trip to the store"
+    assert repository.source("late").files[1].is_file(), "a load asks the store afresh"
+    assert repository.contains("late")
+
+    clock.now += ANSWER_TTL_S
+    assert repository.contains("later"), "after ANSWER_TTL_S the store is asked again"
+    with pytest.raises(ModelNotFound, match="absent"):
+        repository.source("absent")
+
+
+# -- stores that do not answer -----------------------------------------------------------------------------
+
+
+class Unanswering:
+    """A TCP endpoint that accepts connections and never answers: a hung store, or a black hole behind
+    a load balancer. Counts connections, each an attempt by the client."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.connections.append(connection)
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread, which close alone does not
+        self.listener.close()
+        self.thread.join(timeout=10)
+        for connection in self.connections:
+            connection.close()
+
+
+class Failing(http.server.ThreadingHTTPServer):
+    """An S3 endpoint that answers every request 503 ServiceUnavailable, as S3 does under an outage."""
+
+    daemon_threads = True
+    MESSAGE = "the store is down for maintenance"
+
+    def __init__(self) -> None:
+        self.requests = 0
+        super().__init__(("127.0.0.1", 0), _FailingHandler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=10)
+
+
+class _FailingHandler(http.server.BaseHTTPRequestHandler):
+    server: Failing
+
+    def _answer(self) -> None:
+        self.server.requests += 1
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code>'
+            f"<Message>{Failing.MESSAGE}</Message></Error>"
+        ).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def unanswering() -> Iterator[Unanswering]:
+    store = Unanswering()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def failing() -> Iterator[Failing]:
+    store = Failing()
+    yield store
+    store.close()
+
+
+def assert_unavailable(ask: Callable[[], object], url: str, failure: str) -> None:
+    """``ask`` raises StoreUnavailable naming the store and the failure, within OUTAGE_BOUND_S."""
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        ask()
+    took = time.monotonic() - started
+    assert took < OUTAGE_BOUND_S, f"an outage held the call for {took:.0f} s"
+    assert url in caught.value.message
+    assert failure in caught.value.message
+
+
+def every_question(repository: MirroredRepository) -> list[Callable[[], object]]:
+    """Each way the server asks the repository whether a model exists; ``contains`` last, for its
+    answer is kept."""
+    return [repository.check, repository.names, lambda: repository.source("m"), lambda: repository.contains("m")]
+
+
+def test_a_stopped_store_is_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with running_s3(tmp_path / "moto.log") as own:
+        boto3.client("s3", endpoint_url=own, **_boto_credentials()).create_bucket(Bucket=BUCKET)
+        configure_s3(monkeypatch, own, connect_timeout=1, read_timeout=1)
+        store = Store(own)
+        store.put_model("m", tmp_path)
+        clock = Clock(1000.0)
+        repository = MirroredRepository(store.url, tmp_path / "cache", clock=clock)
+        repository.check()
+        assert repository.source("m").files[1].is_file()
+    clock.now += ANSWER_TTL_S
+
+    for ask in every_question(repository):
+        assert_unavailable(ask, store.url, "Could not connect")
+
+
+def test_an_endpoint_on_a_closed_port_is_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    configure_s3(monkeypatch, url, connect_timeout=1, read_timeout=1)
+    repository = MirroredRepository(f"s3://{BUCKET}/repo", tmp_path / "cache")
+    for ask in every_question(repository):
+        assert_unavailable(ask, f"s3://{BUCKET}/repo", "Could not connect")
+
+
+def test_a_store_that_never_answers_times_out_and_the_outage_is_remembered(
+    unanswering: Unanswering, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    configure_s3(monkeypatch, unanswering.url, connect_timeout=1, read_timeout=1)
+    repository = MirroredRepository(f"s3://{BUCKET}/repo", tmp_path / "cache")
+    assert_unavailable(lambda: repository.contains("m"), f"s3://{BUCKET}/repo", "timeout")
+    assert len(unanswering.connections) == 3, "three attempts by default (botocore's); s3fs repeats none of them"
+
+    attempts = len(unanswering.connections)
+    assert_unavailable(lambda: repository.contains("other"), f"s3://{BUCKET}/repo", "timeout")
+    assert len(unanswering.connections) == attempts, "an outage seen a moment ago is not asked about again"
+
+
+def test_a_store_answering_5xx_is_unavailable_after_a_bounded_number_of_attempts(
+    failing: Failing, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    configure_s3(monkeypatch, failing.url, connect_timeout=1, read_timeout=1)
+    repository = MirroredRepository(f"s3://{BUCKET}/repo", tmp_path / "cache")
+    assert_unavailable(lambda: repository.contains("m"), f"s3://{BUCKET}/repo", Failing.MESSAGE)
+    assert failing.requests == 3
+
+    configure_s3(monkeypatch, failing.url, connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 1})
+    failing.requests = 0
+    repository = MirroredRepository(f"s3://{BUCKET}/repo", tmp_path / "cache")
+    assert_unavailable(lambda: repository.contains("m"), f"s3://{BUCKET}/repo", Failing.MESSAGE)
+    assert failing.requests == 1, "the operator's retry setting (FSSPEC_S3 config_kwargs) reaches the client"

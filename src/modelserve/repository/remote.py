@@ -14,7 +14,8 @@ stored; a key whose copy would land anywhere but inside its model's folder is re
 anything is written.
 
 Credentials and endpoints come from the store's own configuration: AWS variables for S3, and
-fsspec's ``FSSPEC_S3_ENDPOINT_URL``-style variables for S3-compatible stores such as MinIO.
+fsspec's ``FSSPEC_S3_ENDPOINT_URL``-style variables for S3-compatible stores such as MinIO. A store
+that does not answer raises StoreUnavailable (a 503) within the client's timeouts and retries.
 """
 
 from __future__ import annotations
@@ -22,17 +23,34 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
 
-from modelserve.errors import ModelLoadError, ModelNotFound
-from modelserve.repository.layout import VALID_NAME, ModelRepository, ModelSource
+from modelserve.errors import ModelLoadError, ModelNotFound, StoreUnavailable
+from modelserve.repository.layout import VALID_NAME, ModelRepository, ModelSource, read_source
 
 MANIFEST = ".modelserve-manifest.json"
 CHECKSUMS = "SHA256SUMS"
+ANSWER_TTL_S = 5.0  # how long ``contains`` trusts an answer (or an outage) of the store
+_ANSWERS_KEPT = 10_000  # names remembered at most, so unknown names sent by clients cannot grow memory
 _CHUNK = 1024 * 1024
+
+S3_PROTOCOLS = ("s3", "s3a")
+# botocore client settings for S3, under whatever the operator configured through fsspec
+# (FSSPEC_S3='{"config_kwargs": {...}}' or FSSPEC_S3_CONFIG_KWARGS), which wins key by key. Three
+# attempts of 10 s at most: a store that does not answer fails a lookup in about half a minute,
+# one that refuses connections or answers 5xx in a few seconds.
+S3_CLIENT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 10,
+    "retries": {"mode": "standard", "total_max_attempts": 3},
+}
 
 
 def open_repository(location: str, cache_dir: Path) -> ModelRepository:
@@ -45,27 +63,49 @@ def open_repository(location: str, cache_dir: Path) -> ModelRepository:
 class MirroredRepository(ModelRepository):
     """A remote repository whose model folders are copied, verified, into a local mirror."""
 
-    def __init__(self, url: str, cache_dir: Path) -> None:
+    def __init__(self, url: str, cache_dir: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url.rstrip("/")
+        protocol, _ = fsspec.core.split_protocol(self.url)
+        options = _client_options(protocol)
         try:
-            self.fs, self.base = fsspec.core.url_to_fs(self.url)
+            # Copies go through fsspec's shared instance, whose retries (s3fs's own, on top of
+            # botocore's) also take up a read cut short in the middle of a large file.
+            self.copying_fs = fsspec.core.url_to_fs(self.url, **options)[0]
+            # Lookups go through one of our own, so that the retry count set below changes no other.
+            self.fs, self.base = fsspec.core.url_to_fs(self.url, skip_instance_cache=True, **options)
         except (ImportError, ValueError) as exc:
             raise ModelLoadError(f"cannot open model repository {self.url}: {exc}") from exc
+        if protocol in S3_PROTOCOLS:
+            # s3fs repeats a timed-out call five times, each with all of botocore's attempts: a lookup
+            # of an endpoint that does not answer took seven minutes. Botocore's attempts are enough.
+            self.fs.retries = 1
+        self.store_errors = _store_errors()
         # One mirror per URL, so two repositories never share (or clobber) a cache folder.
         super().__init__(cache_dir / hashlib.sha256(self.url.encode()).hexdigest()[:16])
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._answers: OrderedDict[str, tuple[float, bool]] = OrderedDict()  # name -> (until, found)
+        self._outage: tuple[float, str] | None = None  # (until, message) of the last failed lookup
+
+    @property
+    def location(self) -> str:
+        """The repository's URL."""
+        return self.url
 
     def check(self) -> None:
-        try:
+        with self.asking("opening the repository"):
             found = self.fs.isdir(self.base)
-        except OSError as exc:
-            raise ModelLoadError(f"model repository {self.url} cannot be listed: {exc}") from exc
         if not found:
             raise ModelLoadError(f"model repository {self.url} does not exist or is not a folder")
         self.root.mkdir(parents=True, exist_ok=True)
 
     def names(self) -> list[str]:
-        self.fs.invalidate_cache()  # object-store listings are cached; a model added since must show
-        entries = self.fs.ls(self.base, detail=True)
+        with self.asking("listing its models"):
+            self.fs.invalidate_cache()  # object-store listings are cached; a model added since must show
+            try:
+                entries = self.fs.ls(self.base, detail=True)
+            except FileNotFoundError:  # an object store has no empty folders: no model left
+                return []
         return sorted(
             name
             for entry in entries
@@ -73,14 +113,53 @@ class MirroredRepository(ModelRepository):
         )
 
     def contains(self, name: str) -> bool:
-        return bool(VALID_NAME.match(name)) and bool(self.fs.isdir(f"{self.base}/{name}"))
+        """Whether the store holds a model folder ``name``.
+
+        May block for a round trip to the store, up to its client's timeouts and retries (about half
+        a minute for S3 that does not answer): call it from a worker thread. Answers, and the store's
+        failure to give one, are kept for ANSWER_TTL_S seconds, so the requests that keep naming a
+        model that is not loaded, or not there, cost one round trip per period instead of one each;
+        a model uploaded meanwhile is seen within that time, and ``source`` always asks afresh.
+        Raises StoreUnavailable while the store cannot be read.
+        """
+        if not VALID_NAME.match(name):
+            return False
+        now = self._clock()
+        with self._lock:
+            if self._outage is not None and now < self._outage[0]:
+                raise StoreUnavailable(self._outage[1])
+            known = self._answers.get(name)
+        if known is not None and now < known[0]:
+            return known[1]
+        return self._look_up(name)
+
+    def _look_up(self, name: str) -> bool:
+        path = f"{self.base}/{name}"
+        try:
+            with self.asking(f"looking for model '{name}'"):
+                self.fs.invalidate_cache(path)  # s3fs keeps listings until told: the answer must be fresh
+                found = bool(self.fs.isdir(path))
+        except StoreUnavailable as exc:
+            with self._lock:
+                self._outage = (self._clock() + ANSWER_TTL_S, exc.message)
+            raise
+        now = self._clock()
+        with self._lock:
+            self._outage = None
+            self._answers[name] = (now + ANSWER_TTL_S, found)
+            self._answers.move_to_end(name)
+            # Entries go in oldest first, so the expired ones and the surplus are all at the front.
+            while self._answers and (
+                len(self._answers) > _ANSWERS_KEPT or next(iter(self._answers.values()))[0] <= now
+            ):
+                self._answers.popitem(last=False)
+        return found
 
     def source(self, name: str) -> ModelSource:
-        self.fs.invalidate_cache()
-        if not self.contains(name):
+        if not VALID_NAME.match(name) or not self._look_up(name):
             raise ModelNotFound.unknown(name, detail=f"it is not in the model repository {self.url}")
         self.mirror(name)
-        return super().source(name)
+        return read_source(name, self.root / name)
 
     def mirror(self, name: str) -> Path:
         """Bring the local copy of one model folder up to date with the store, verifying every file.
@@ -90,7 +169,8 @@ class MirroredRepository(ModelRepository):
         """
         remote_dir = f"{self.base}/{name}"
         local_dir = self.root / name
-        listing = self.fs.find(remote_dir, detail=True)
+        with self.asking(f"listing model '{name}'"):
+            listing = self.fs.find(remote_dir, detail=True)
         remote: dict[str, tuple[str, dict[str, Any]]] = {}  # relative path -> (key, listing entry)
         for key, info in listing.items():
             relative = key.removeprefix(f"{remote_dir}/")
@@ -144,23 +224,55 @@ class MirroredRepository(ModelRepository):
         partial = target.with_name(target.name + ".partial")
         digest = hashlib.sha256()
         try:
-            with self.fs.open(key, "rb") as source, partial.open("wb") as sink:
-                while chunk := source.read(_CHUNK):
+            with partial.open("wb") as sink:
+                for chunk in self._read(key):
                     digest.update(chunk)
                     sink.write(chunk)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise ModelLoadError(f"{self.url}: cannot copy {key}: {exc}") from exc
-        os.replace(partial, target)
+            os.replace(partial, target)
+        except OSError as exc:  # the store's errors arrive as StoreUnavailable: this is the cache's disk
+            raise ModelLoadError(f"{self.url}: cannot write {target}: {exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)  # a copy cut short; nothing once it took the target's place
         return digest.hexdigest()
 
+    def _read(self, key: str) -> Iterator[bytes]:
+        with self.asking(f"copying {key}"), self.copying_fs.open(key, "rb") as source:
+            while chunk := source.read(_CHUNK):
+                yield chunk
+
     def _checksums(self, key: str) -> dict[str, str]:
+        with self.asking(f"reading {key}"):
+            text = self.fs.cat_file(key).decode(errors="replace")
         sums = {}
-        for line in self.fs.cat_file(key).decode(errors="replace").splitlines():
+        for line in text.splitlines():
             if line.strip():
                 digest, _, path = line.strip().partition(" ")
                 sums[path.lstrip(" *").removeprefix("./")] = digest.lower()
         return sums
+
+
+def _client_options(protocol: str) -> dict[str, Any]:
+    """Our defaults for the store's client, each one only where the operator's fsspec configuration
+    sets none (fsspec would otherwise let any argument we pass replace the operator's whole setting)."""
+    if protocol not in S3_PROTOCOLS:
+        return {}
+    configured: dict[str, Any] = {}
+    for name in S3_PROTOCOLS:
+        given = fsspec.config.conf.get(name, {}).get("config_kwargs")
+        if isinstance(given, dict):
+            configured.update(given)
+    return {"config_kwargs": {**S3_CLIENT_DEFAULTS, **configured}}
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    """What a store's client raises when the store, not the request, is at fault: OSError from fsspec
+    and the file systems behind it, and botocore's own errors, which s3fs passes on for connections
+    refused or timed out and for answers it cannot translate."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # no S3 support installed
+        return (OSError,)
+    return (OSError, BotoCoreError, ClientError)
 
 
 def _refusal(relative: str, local_dir: Path) -> str | None:
