@@ -3,8 +3,10 @@ gives a real PostgreSQL."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,3 +42,30 @@ def running_s3(log: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+class Unanswering:
+    """A TCP endpoint that accepts connections and never answers: a hung store, or a black hole behind
+    a load balancer. Counts connections, each an attempt by the client."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.connections.append(connection)
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread, which close alone does not
+        self.listener.close()
+        self.thread.join(timeout=10)
+        for connection in self.connections:
+            connection.close()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -14,7 +17,7 @@ import s3fs
 
 from tests.builders import scale_onnx
 from tests.e2e.server import RunningServer, serve
-from tests.s3 import CREDENTIALS, running_s3
+from tests.s3 import CREDENTIALS, Unanswering, running_s3
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +116,46 @@ def test_a_store_that_stops_answering_is_a_503_and_loaded_models_keep_serving(
             served = httpx.post(f"{server.url}/v1/predict", json={"model": "mlp", "inputs": [[0.0] * 16]})
             assert served.status_code == 200
             assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+def test_a_store_that_hangs_holds_up_only_the_requests_that_ask_it(built_repository: Path, tmp_path: Path) -> None:
+    with ExitStack() as store:
+        endpoint = store.enter_context(running_s3(tmp_path / "moto.log"))
+        fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=endpoint)
+        fs.mkdir("models")
+        fs.put(str(built_repository / "mlp"), "models/repo/mlp", recursive=True)
+        env = {
+            **CREDENTIALS,
+            "FSSPEC_S3_ENDPOINT_URL": endpoint,
+            "FSSPEC_S3_CONFIG_KWARGS": json.dumps({"connect_timeout": 1, "read_timeout": 2}),
+            "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        }
+        args = ("--model-control-mode", "explicit", "--load-model", "mlp")
+        with serve("s3://models/repo", tmp_path / "server.log", *args, env=env) as server:
+            store.close()
+            hung = Unanswering(urlsplit(endpoint).port or 0)  # the store's address now takes calls, answers none
+            try:
+                asked: list[httpx.Response] = []
+                asking = threading.Thread(
+                    target=lambda: asked.append(httpx.get(f"{server.url}/v2/models/never-seen/ready", timeout=60))
+                )
+                asking.start()
+                deadline = time.monotonic() + 10
+                while not hung.connections:  # the lookup is waiting on the store
+                    assert time.monotonic() < deadline, "the server never asked the store"
+                    time.sleep(0.01)
+                started = time.perf_counter()
+                live = httpx.get(f"{server.url}/health/live", timeout=10)
+                served = httpx.post(f"{server.url}/v1/predict", json={"model": "mlp", "inputs": [[0.0] * 16]})
+                waited = time.perf_counter() - started
+                asking.join(timeout=60)
+            finally:
+                hung.close()
+
+    assert live.status_code == 200
+    assert served.status_code == 200
+    # The lookup waits seconds on the store (three attempts of a 2 s read); it must do so off the event loop.
+    assert waited < 1.0, f"a probe and an inference waited {waited:.1f} s behind a lookup in a hung store"
+    (answer,) = asked
+    assert answer.status_code == 503, answer.text
+    assert "model repository s3://models/repo is unavailable" in answer.json()["error"]

@@ -7,7 +7,6 @@ import hashlib
 import http.server
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from modelserve.repository.remote import ANSWER_TTL_S, MANIFEST, MirroredReposit
 from tests.builders import scale_onnx
 from tests.clock import Clock
 from tests.e2e.server import free_port
-from tests.s3 import running_s3
+from tests.s3 import Unanswering, running_s3
 
 BUCKET = "models"
 _prefixes = itertools.count()
@@ -190,33 +189,6 @@ def test_answers_are_kept_for_a_few_seconds_and_loads_always_ask_afresh(store: S
 
 
 # -- stores that do not answer -----------------------------------------------------------------------------
-
-
-class Unanswering:
-    """A TCP endpoint that accepts connections and never answers: a hung store, or a black hole behind
-    a load balancer. Counts connections, each an attempt by the client."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.connections: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:  # closed
-                return
-            self.connections.append(connection)
-
-    def close(self) -> None:
-        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread, which close alone does not
-        self.listener.close()
-        self.thread.join(timeout=10)
-        for connection in self.connections:
-            connection.close()
 
 
 class Failing(http.server.ThreadingHTTPServer):

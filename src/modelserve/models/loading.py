@@ -20,7 +20,7 @@ from functools import partial
 from opentelemetry.trace import Tracer
 
 from modelserve.batching.batcher import Batcher
-from modelserve.errors import InsufficientMemory, ModelLoadError, ModelNotFound, ModelserveError
+from modelserve.errors import InsufficientMemory, ModelLoadError, ModelNotFound, ModelserveError, StoreUnavailable
 from modelserve.models.breaker import CircuitBreaker
 from modelserve.models.eviction import Eviction
 from modelserve.models.memory import release_freed_memory, rss_bytes
@@ -78,13 +78,15 @@ class ModelLoader:
         loads = (self.load(n, startup=True) for n in names)
         results = await asyncio.gather(*loads, return_exceptions=True)
         for name, result in zip(names, results, strict=True):
-            if isinstance(result, ModelNotFound):
-                self._records.replace(name, {None: ModelVersion(name, None, ModelState.FAILED, result.message)})
-                log.error("cannot load %s at startup: %s", name, result.message)
-            elif isinstance(result, InsufficientMemory):
-                log.error("cannot load %s at startup: %s", name, result.message)
-            elif isinstance(result, BaseException) and not isinstance(result, ModelserveError):
+            if not isinstance(result, BaseException):
+                continue
+            if not isinstance(result, ModelserveError):
                 raise result
+            if isinstance(result, ModelNotFound | StoreUnavailable) and not self._records.of(name):
+                # Shown in /health and the index as FAILED with the reason, as a file that failed to load is.
+                self._records.replace(name, {None: ModelVersion(name, None, ModelState.FAILED, result.message)})
+            if not isinstance(result, ModelLoadError):  # a failed load has logged its reason already
+                log.error("cannot load %s at startup: %s", name, result.message)
 
     async def close(self) -> None:
         """Unload every model, letting queued requests finish first."""
