@@ -51,3 +51,9 @@ def test_a_subclass_without_a_row_is_classified_as_its_parent_and_a_bug_as_a_500
 def test_only_the_runtime_failing_counts_against_the_breaker() -> None:
     at_fault = {kind for kind, row in CLASSIFICATION.items() if row.model_at_fault}
     assert at_fault == {errors.InferenceFailed}
+
+
+def test_only_refusals_of_a_model_the_repository_holds_vouch_for_its_name() -> None:
+    vouching = {kind for kind, row in CLASSIFICATION.items() if row.model_exists}
+    # A store that did not answer says nothing of whether the model exists.
+    assert vouching == {errors.ModelNotReady, errors.CircuitOpen}

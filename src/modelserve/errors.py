@@ -147,14 +147,15 @@ class Classification:
     outcome: Outcome
     rejection: str | None = None  # ``model_serving_rejected_requests``' reason: refused before running
     trusted_name: bool = True  # False: the caller is not trusted, so the model it named labels nothing
+    model_exists: bool = False  # the error itself says the model is in the repository (known, not serving)
     model_at_fault: bool = False  # the model failed, not the request: counts against its circuit breaker
 
 
 CLASSIFICATION: dict[type[ModelserveError], Classification] = {
     ModelNotFound: Classification(404, "NOT_FOUND", Outcome.REJECTED, "model_not_found"),
     # Never 400: the request was fine, the model is not.
-    ModelNotReady: Classification(503, "UNAVAILABLE", Outcome.NOT_READY, "model_not_ready"),
-    CircuitOpen: Classification(503, "UNAVAILABLE", Outcome.NOT_READY, "circuit_open"),
+    ModelNotReady: Classification(503, "UNAVAILABLE", Outcome.NOT_READY, "model_not_ready", model_exists=True),
+    CircuitOpen: Classification(503, "UNAVAILABLE", Outcome.NOT_READY, "circuit_open", model_exists=True),
     StoreUnavailable: Classification(503, "UNAVAILABLE", Outcome.NOT_READY, "store_unavailable"),
     InvalidInput: Classification(400, "INVALID_ARGUMENT", Outcome.INVALID, "invalid_input"),
     Unauthenticated: Classification(401, "UNAUTHENTICATED", Outcome.REJECTED, "unauthenticated", trusted_name=False),

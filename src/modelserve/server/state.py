@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from modelserve.config import Settings
-from modelserve.errors import classify
+from modelserve.errors import Classification, classify
 from modelserve.history.recorder import TrafficRecorder
 from modelserve.models.manager import ModelManager
 from modelserve.observability.logging import AccessLog
@@ -52,11 +52,12 @@ class ServerState:
         the traffic history.
 
         ``model`` is the name the caller sent. Metrics and the history are keyed by it only when the
-        server knows that model and the caller's credentials were accepted; otherwise metrics count the
-        request under ``model="unknown"`` and the history leaves it out, so that callers cannot grow the
-        label set or the table without bound. The access log and the span keep the name as sent.
+        server knows that model (it has records of it, or the error says the repository holds it) and the
+        caller's credentials were accepted; otherwise metrics count the request under ``model="unknown"``
+        and the history leaves it out, so that callers cannot grow the label set or the table without
+        bound. The access log and the span keep the name as sent.
         """
-        known = error is None or (classify(error).trusted_name and self.manager.knows(model))
+        known = error is None or _names_a_known_model(classify(error), self.manager, model)
         self.metrics.observe_request(model if known else UNKNOWN_MODEL, version, protocol, code, seconds, error)
         if self.history is not None and known:
             self.history.record_request(model, version, seconds, error)
@@ -87,3 +88,7 @@ class ServerState:
         if missing:
             return f"required model(s) not ready: {', '.join(missing)} (see /health for the reason)"
         return None
+
+
+def _names_a_known_model(classified: Classification, manager: ModelManager, model: str) -> bool:
+    return classified.trusted_name and (classified.model_exists or manager.knows(model))
