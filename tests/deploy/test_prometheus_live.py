@@ -47,6 +47,7 @@ MAY_BE_EMPTY = {
     "panel 'Evictions, cold starts and pre-loads' A": "explicit mode evicts nothing (test_on_demand.py: on-demand)",
     "panel 'Evictions, cold starts and pre-loads' B": "explicit mode loads nothing on demand (test_on_demand.py)",
     "panel 'Evictions, cold starts and pre-loads' C": "no pre-warming policy (tests/e2e/test_prewarm_live.py)",
+    "panel 'Traffic history dropped' A": "the history's database is up (tests/history/test_outage.py drops)",
 }
 # Queries with a model label that rightly leave some models out. Every other one shows every model.
 SOME_MODELS_ONLY = {
