@@ -172,4 +172,5 @@ def test_a_second_profile_while_one_records_is_a_conflict(built_repository: Path
         assert first == [200]
         assert second.status_code == 409
         assert "being recorded already" in second.json()["error"]
+        assert second.json()["trace_id"] == second.headers["x-trace-id"]  # like every error answer
         assert client.post("/v2/models/mlp/infer", json=MLP).status_code == 200

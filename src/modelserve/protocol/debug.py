@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from modelserve.observability.profiling import MAX_HZ, MAX_SECONDS, Busy, ProfileFormat, Profiler
 from modelserve.protocol import openapi
-from modelserve.protocol.http import json_response
+from modelserve.protocol.errors import error_json
 
 # What each format answers as; the document lists them all for the one route.
 _PROFILE_CONTENT: dict[str, dict[str, str]] = {"image/svg+xml": {}, "application/json": {}, "text/plain": {}}
@@ -39,7 +39,7 @@ def router(profiler: Profiler) -> APIRouter:
         try:
             recorded = await asyncio.to_thread(profiler.record, seconds, hz, idle)
         except Busy as exc:
-            return json_response({"error": str(exc)}, 409)
+            return error_json(str(exc), 409)
         body, media_type = recorded.render(format)
         headers = {"Content-Disposition": f'inline; filename="modelserve-profile.{format.extension}"'}
         return Response(body, media_type=media_type, headers=headers)
