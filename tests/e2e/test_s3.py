@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -88,9 +88,10 @@ def test_a_file_that_differs_from_its_published_checksum_never_loads(
     assert httpx.get(f"{server.url}/v2/models/simple/ready").status_code == 200
 
 
-def test_a_store_that_stops_answering_is_a_503_and_loaded_models_keep_serving(
-    built_repository: Path, tmp_path: Path
-) -> None:
+@contextmanager
+def stopped_store(built_repository: Path, tmp_path: Path, read_timeout_s: int) -> Iterator[tuple[RunningServer, str]]:
+    """A server serving mlp from a real S3 store, which then goes down under it: the server, and the
+    address the store answered on."""
     with ExitStack() as store:
         endpoint = store.enter_context(running_s3(tmp_path / "moto.log"))
         fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=endpoint)
@@ -99,58 +100,51 @@ def test_a_store_that_stops_answering_is_a_503_and_loaded_models_keep_serving(
         env = {
             **CREDENTIALS,
             "FSSPEC_S3_ENDPOINT_URL": endpoint,
-            "FSSPEC_S3_CONFIG_KWARGS": json.dumps({"connect_timeout": 1, "read_timeout": 1}),
-            "MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        }
-        args = ("--model-control-mode", "explicit", "--load-model", "mlp")
-        with serve("s3://models/repo", tmp_path / "server.log", *args, env=env) as server:
-            store.close()  # the store goes down under a running server
-
-            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
-            for answer in (
-                httpx.post(f"{server.url}/v2/models/never-seen/infer", json=body, timeout=30),
-                httpx.post(f"{server.url}/v2/repository/index", timeout=30),
-            ):
-                assert answer.status_code == 503, answer.text
-                assert "model repository s3://models/repo is unavailable" in answer.json()["error"]
-            served = httpx.post(f"{server.url}/v1/predict", json={"model": "mlp", "inputs": [[0.0] * 16]})
-            assert served.status_code == 200
-            assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
-
-
-def test_a_store_that_hangs_holds_up_only_the_requests_that_ask_it(built_repository: Path, tmp_path: Path) -> None:
-    with ExitStack() as store:
-        endpoint = store.enter_context(running_s3(tmp_path / "moto.log"))
-        fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=endpoint)
-        fs.mkdir("models")
-        fs.put(str(built_repository / "mlp"), "models/repo/mlp", recursive=True)
-        env = {
-            **CREDENTIALS,
-            "FSSPEC_S3_ENDPOINT_URL": endpoint,
-            "FSSPEC_S3_CONFIG_KWARGS": json.dumps({"connect_timeout": 1, "read_timeout": 2}),
+            "FSSPEC_S3_CONFIG_KWARGS": json.dumps({"connect_timeout": 1, "read_timeout": read_timeout_s}),
             "MODEL_CACHE_DIR": str(tmp_path / "cache"),
         }
         args = ("--model-control-mode", "explicit", "--load-model", "mlp")
         with serve("s3://models/repo", tmp_path / "server.log", *args, env=env) as server:
             store.close()
-            hung = Unanswering(urlsplit(endpoint).port or 0)  # the store's address now takes calls, answers none
-            try:
-                asked: list[httpx.Response] = []
-                asking = threading.Thread(
-                    target=lambda: asked.append(httpx.get(f"{server.url}/v2/models/never-seen/ready", timeout=60))
-                )
-                asking.start()
-                deadline = time.monotonic() + 10
-                while not hung.connections:  # the lookup is waiting on the store
-                    assert time.monotonic() < deadline, "the server never asked the store"
-                    time.sleep(0.01)
-                started = time.perf_counter()
-                live = httpx.get(f"{server.url}/health/live", timeout=10)
-                served = httpx.post(f"{server.url}/v1/predict", json={"model": "mlp", "inputs": [[0.0] * 16]})
-                waited = time.perf_counter() - started
-                asking.join(timeout=60)
-            finally:
-                hung.close()
+            yield server, endpoint
+
+
+def test_a_store_that_stops_answering_is_a_503_and_loaded_models_keep_serving(
+    built_repository: Path, tmp_path: Path
+) -> None:
+    with stopped_store(built_repository, tmp_path, read_timeout_s=1) as (server, _):
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+        for answer in (
+            httpx.post(f"{server.url}/v2/models/never-seen/infer", json=body, timeout=30),
+            httpx.post(f"{server.url}/v2/repository/index", timeout=30),
+        ):
+            assert answer.status_code == 503, answer.text
+            assert "model repository s3://models/repo is unavailable" in answer.json()["error"]
+        served = httpx.post(f"{server.url}/v1/predict", json={"model": "mlp", "inputs": [[0.0] * 16]})
+        assert served.status_code == 200
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+def test_a_store_that_hangs_holds_up_only_the_requests_that_ask_it(built_repository: Path, tmp_path: Path) -> None:
+    with stopped_store(built_repository, tmp_path, read_timeout_s=2) as (server, endpoint):
+        hung = Unanswering(urlsplit(endpoint).port or 0)  # the store's address now takes calls, answers none
+        try:
+            asked: list[httpx.Response] = []
+            asking = threading.Thread(
+                target=lambda: asked.append(httpx.get(f"{server.url}/v2/models/never-seen/ready", timeout=60))
+            )
+            asking.start()
+            deadline = time.monotonic() + 10
+            while not hung.connections:  # the lookup is waiting on the store
+                assert time.monotonic() < deadline, "the server never asked the store"
+                time.sleep(0.01)
+            started = time.perf_counter()
+            live = httpx.get(f"{server.url}/health/live", timeout=10)
+            served = httpx.post(f"{server.url}/v1/predict", json={"model": "mlp", "inputs": [[0.0] * 16]})
+            waited = time.perf_counter() - started
+            asking.join(timeout=60)
+        finally:
+            hung.close()
 
     assert live.status_code == 200
     assert served.status_code == 200
