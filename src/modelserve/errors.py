@@ -177,16 +177,11 @@ CLASSIFICATION: dict[type[ModelserveError], Classification] = {
 }
 # Anything that is not a ModelserveError is the server's bug.
 SERVER_BUG = Classification(500, "INTERNAL", Outcome.FAILED)
-_CLASSIFIED: dict[type[BaseException], Classification] = {}
 
 
 def classify(error: BaseException) -> Classification:
     """The classification of ``error``: its own type's row, else its nearest parent's, else a server bug."""
-    kind = type(error)
-    if (found := _CLASSIFIED.get(kind)) is None:
-        found = next((CLASSIFICATION[c] for c in kind.__mro__ if c in CLASSIFICATION), SERVER_BUG)
-        _CLASSIFIED[kind] = found
-    return found
+    return next((CLASSIFICATION[kind] for kind in type(error).__mro__ if kind in CLASSIFICATION), SERVER_BUG)
 
 
 def public_message(error: BaseException) -> str:

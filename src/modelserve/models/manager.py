@@ -158,8 +158,8 @@ class ModelManager:
             raise ModelControlDisabled(
                 "unloading models at runtime is disabled; start the server with --model-control-mode explicit"
             )
-        if name not in self._records and not await self._in_repository(name):
-            raise ModelNotFound.unknown(name, detail="it is not in the model repository")
+        if name not in self._records:
+            await self._require_in_repository(name)
         await self._loader.unload(name)
 
     # -- lookups -------------------------------------------------------------------------------------
@@ -189,13 +189,8 @@ class ModelManager:
         try:
             return self.get(name, version)
         except Unrecorded:
-            raise await self._absent(name) from None
-
-    async def _absent(self, name: str) -> ModelserveError:
-        """Why a model with no records does not serve: not loaded, or not in the repository."""
-        if await self._in_repository(name):
-            return ModelNotReady(f"model '{name}' is not loaded; {how_to_load(name)}")
-        return ModelNotFound.unknown(name, detail="it is not in the model repository")
+            await self._require_in_repository(name)
+            raise ModelNotReady(f"model '{name}' is not loaded; {how_to_load(name)}") from None
 
     async def obtain(self, name: str, version: int | None = None) -> ModelVersion:
         """The READY version asked for, loading the model first in on-demand mode when it is not.
@@ -235,9 +230,8 @@ class ModelManager:
         """Every version of a model the server knows of, loaded or not."""
         versions = self._records.of(name)
         if versions is None:
-            if await self._in_repository(name):
-                return []
-            raise ModelNotFound.unknown(name, detail="it is not in the model repository")
+            await self._require_in_repository(name)
+            return []
         return list(versions.values())
 
     def records(self, name: str) -> list[ModelVersion]:
@@ -272,8 +266,10 @@ class ModelManager:
             entries.extend(versions.values() if versions else [ModelVersion(name, None, ModelState.UNAVAILABLE)])
         return entries
 
-    async def _in_repository(self, name: str) -> bool:
-        return await asyncio.to_thread(self.repository.contains, name)
+    async def _require_in_repository(self, name: str) -> None:
+        """Raise ModelNotFound unless the repository holds ``name``, asked on a worker thread."""
+        if not await asyncio.to_thread(self.repository.contains, name):
+            raise ModelNotFound.unknown(name, detail="it is not in the model repository")
 
     # -- serving -------------------------------------------------------------------------------------
 

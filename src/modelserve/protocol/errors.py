@@ -25,10 +25,7 @@ def http_status(error: BaseException) -> int:
 
 def grpc_status(error: BaseException) -> grpc.StatusCode:
     """The gRPC code of an error, as ``modelserve.errors.CLASSIFICATION`` decides it."""
-    return _GRPC_CODES[classify(error).grpc_code]
-
-
-_GRPC_CODES = {code.name: code for code in grpc.StatusCode}
+    return grpc.StatusCode[classify(error).grpc_code]
 
 
 def error_response(error: Exception) -> Response:
