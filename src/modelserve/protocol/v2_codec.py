@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from modelserve.errors import InvalidInput, PayloadTooLarge
+from modelserve.protocol import json_tensors
 from modelserve.protocol.raw import from_raw, reshaped, to_raw
 from modelserve.protocol.shared_memory import Placement, SharedMemoryRegistry
 from modelserve.types import InferenceRequest, InferenceResponse, datatype_of, numpy_dtype
@@ -99,7 +100,10 @@ def decode_request(
     shared_memory: SharedMemoryRegistry | None = None,
 ) -> tuple[InferenceRequest, OutputFormat]:
     """Parse a V2 infer request body into numpy tensors and the caller's output wishes; tensors placed
-    in shared memory are read from (and checked against) ``shared_memory``."""
+    in shared memory are read from (and checked against) ``shared_memory``.
+
+    Large numeric ``data`` arrays are read by ``json_tensors`` first; where it cannot vouch for the
+    result, or the request is refused, the body is decoded again the ordinary way, which decides."""
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
@@ -108,20 +112,45 @@ def decode_request(
                 f"Inference-Header-Content-Length {header_length} does not fit the {len(body)}-byte body"
             )
         header, binary = body[:header_length], memoryview(body)[header_length:]
+    lifted = json_tensors.lift(header)
+    if lifted is not None:
+        try:
+            arrays = dict(lifted.arrays)
+            return _decode_document(_parse(lifted.header), binary, model, version, shared_memory, arrays)
+        except (InvalidInput, json_tensors.NotLifted):
+            pass
+    return _decode_document(_parse(header), binary, model, version, shared_memory, {})
+
+
+def _parse(header: bytes) -> Any:
     try:
-        document = orjson.loads(header)
+        return orjson.loads(header)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+
+
+def _decode_document(
+    document: Any,
+    binary: memoryview,
+    model: str,
+    version: int | None,
+    shared_memory: SharedMemoryRegistry | None,
+    lifted: dict[str, memoryview],
+) -> tuple[InferenceRequest, OutputFormat]:
+    """``lifted``: the placeholders ``json_tensors.lift`` put in ``document``, each to be consumed once,
+    as one input's data, by the time the request is decoded."""
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
         raise InvalidInput("request body must be a JSON object with a non-empty 'inputs' list")
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     offset = 0
     for item in document["inputs"]:
-        name, array, used = _decode_input(item, binary, offset, shared_memory)
+        name, array, used = _decode_input(item, binary, offset, shared_memory, lifted)
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears twice in the request")
         inputs[name] = array
         offset += used
+    if lifted:
+        raise json_tensors.NotLifted  # a placeholder stood elsewhere: the array was not an input's data
     if offset != len(binary):
         raise InvalidInput(
             f"the body carries {len(binary)} bytes of binary tensor data, but binary_data_size adds up to {offset}"
@@ -141,7 +170,11 @@ def decode_request(
 
 
 def _decode_input(
-    item: Any, binary: memoryview, offset: int, shared_memory: SharedMemoryRegistry | None
+    item: Any,
+    binary: memoryview,
+    offset: int,
+    shared_memory: SharedMemoryRegistry | None,
+    lifted: dict[str, memoryview],
 ) -> tuple[str, np.ndarray[Any, Any], int]:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise InvalidInput("each input must be an object with 'name', 'datatype', 'shape' and 'data'")
@@ -152,7 +185,7 @@ def _decode_input(
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise InvalidInput(f"input '{name}' needs 'shape' as a list of non-negative integers, got {shape!r}")
     try:
-        dtype = numpy_dtype(datatype)
+        numpy_dtype(datatype)
     except InvalidInput as exc:
         raise InvalidInput(f"input '{name}': {exc.message}") from None
     parameters = _mapping(item.get("parameters"), f"parameters of input '{name}'")
@@ -169,11 +202,14 @@ def _decode_input(
         return name, from_raw(binary[offset : offset + size], datatype, shape, name), size
     if "data" not in item:
         raise InvalidInput(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
-    return name, _from_json(item["data"], datatype, dtype, shape, count, name), 0
+    return name, _from_json(item["data"], datatype, shape, count, name, lifted), 0
 
 
-def _from_json(data: Any, datatype: str, dtype: np.dtype[Any], shape: list[int], count: int, name: str) -> Any:
-    array = json_array(data, datatype, name)
+def _from_json(data: Any, datatype: str, shape: list[int], count: int, name: str, lifted: dict[str, memoryview]) -> Any:
+    if isinstance(data, str) and data in lifted:
+        array = json_tensors.numbers(lifted.pop(data), datatype)
+    else:
+        array = json_array(data, datatype, name)
     if array.size != count:
         raise InvalidInput(f"input '{name}': 'data' holds {array.size} values but shape {shape} needs {count}")
     return reshaped(array, shape, name)
