@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from modelserve.config import Settings
 from modelserve.cpus import available_cpus, cpu_quota
 
 AFFINITY = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -101,3 +102,10 @@ def test_the_affinity_counts_not_the_host(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "absent")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_inference_threads_follow_the_cpus_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the host's CPUs (os.cpu_count()): a container's quota and the affinity bound them, at least 2."""
+    monkeypatch.delenv("INFERENCE_THREADS", raising=False)
+    monkeypatch.delenv("inference_threads", raising=False)
+    assert Settings().inference_threads == max(2, available_cpus())

@@ -8,7 +8,6 @@ runbooks use another (``UVICORN_WORKERS``). Command-line options override the en
 from __future__ import annotations
 
 import logging
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelserve.cpus import available_cpus
 from modelserve.credentials import load_jwks, load_public_key, parse_api_keys
 
 
@@ -119,10 +119,11 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds a model may take to load before it is marked failed."
     )
     inference_threads: int = Field(
-        default_factory=lambda: max(2, os.cpu_count() or 2),
+        default_factory=lambda: max(2, available_cpus()),
         ge=1,
         le=256,
-        description="Threads that run inference, shared by all models.",
+        description="Threads that run inference, shared by all models (default: the CPUs this process may use, "
+        "its affinity and cgroup quota, at least 2).",
     )
 
     # -- batching ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from modelserve.cpus import available_cpus
 from modelserve.errors import InvalidInput, ModelLoadError
 from modelserve.models.spec import BatchingDefaults, ModelSpec, resolve
 from modelserve.repository.config import ModelConfig, Platform
@@ -87,7 +88,7 @@ def test_no_config_takes_everything_from_a_batched_file(built_repository: Path) 
         max_queue_delay_ms=1.5,
         preferred_batch_sizes=(),
         max_queue_size=99,
-        instance_count=1,
+        instance_count=available_cpus(),  # an ONNX model on the CPU: one per CPU
         parameters={},
     )
     assert spec.output_names == ["output"]

@@ -15,6 +15,7 @@ import pytest
 import tritonclient.http as triton
 
 import modelserve
+from modelserve.cpus import available_cpus
 from modelserve.types import datatype_of
 from tests.builders import reference_inputs
 from tests.protocol.serving import HEADER_LENGTH, TestClient, split_response
@@ -154,7 +155,7 @@ def test_model_config_is_tritons_json(client: TestClient, version_path: str) -> 
         ("OUTPUT1", "TYPE_INT32", [16]),
     ]
     assert config["version_policy"] == {"specific": {"versions": [1]}}
-    assert config["instance_group"][0]["count"] == 1
+    assert config["instance_group"][0]["count"] == available_cpus()  # the effective count: one per CPU
     assert "dynamic_batching" in config
 
 

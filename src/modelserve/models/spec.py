@@ -148,9 +148,20 @@ def resolve(
         max_queue_delay_ms=_first(batching.max_queue_delay_ms if batching else None, defaults.max_queue_delay_ms),
         preferred_batch_sizes=tuple(batching.preferred_batch_sizes) if batching else (),
         max_queue_size=int(_first(batching.max_queue_size if batching else None, defaults.max_queue_size)),
-        instance_count=config.instance_count,
+        instance_count=_instance_count(platform, config),
         parameters=dict(config.parameters),
     )
+
+
+def _instance_count(platform: Platform, config: ModelConfig) -> int:
+    """The batches that may run at once. Where config.yaml leaves it out, ONNX models on the CPU get one
+    per CPU; the other backends one, as their libraries size their own thread pools (PyTorch) or hold
+    an execution context on the GPU per instance (TensorRT)."""
+    if platform is not Platform.ONNX:
+        return config.instance_count
+    from modelserve.runtimes.onnx import instance_count  # onnxruntime is in by now: the model has loaded
+
+    return instance_count(config)
 
 
 def _agree(

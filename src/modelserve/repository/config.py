@@ -173,6 +173,7 @@ class ModelConfig(_Strict):
     outputs: list[TensorConfig] = Field(default_factory=list)
     dynamic_batching: DynamicBatching | None = None
     version_policy: VersionPolicy = Field(default_factory=lambda: VersionPolicy(latest=1))
+    # Left out, an ONNX model on the CPU gets one per CPU instead (runtimes/onnx.py, instance_count).
     instance_count: int = Field(1, ge=1, le=64)
     pinned: bool = False  # never evicted to make room for another model (on-demand mode)
     parameters: dict[str, Any] = Field(default_factory=dict)
