@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
+
+from modelserve.observability.logging import ACCESS_LOGGER, FLUSH_INTERVAL_S
 
 MODELSERVE = [sys.executable, "-m", "modelserve"]
 
@@ -52,6 +56,19 @@ class RunningServer:
     def output(self) -> str:
         """Everything the server printed so far."""
         return self.log.read_text(errors="replace")
+
+    def access_lines(self, at_least: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """The server's JSON access lines, once it has written ``at_least`` of them (or ``timeout_s`` has
+        passed): a thread writes them, up to ``FLUSH_INTERVAL_S`` after their answers left."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            output = self.output()
+            whole = output[: output.rfind("\n") + 1]  # not a line the server is writing now
+            lines = [orjson.loads(line) for line in whole.splitlines() if line.startswith("{")]
+            access = [line for line in lines if line.get("logger") == ACCESS_LOGGER]
+            if len(access) >= at_least or time.monotonic() > deadline:
+                return access
+            time.sleep(FLUSH_INTERVAL_S)
 
 
 @contextmanager

@@ -73,7 +73,7 @@ def test_over_http_each_request_line_has_its_own_ids_and_an_error_answer_names_t
     continued = httpx.post(f"{server.url}/v2/models/mlp/infer", json=BAD, headers=UNSAMPLED)
 
     assert (answered.status_code, refused.status_code, continued.status_code) == (200, 400, 400)
-    first, second, third = _access(server.log)[before:]
+    first, second, third = server.access_lines(before + 3)[before:]
     for line in (first, second, third):
         _assert_ids(line)
     assert first["trace_id"] != second["trace_id"]  # a new trace per request without a traceparent
@@ -107,7 +107,7 @@ def test_over_grpc_an_error_names_its_requests_trace_id_in_trailing_metadata(ser
         with pytest.raises(grpc.RpcError) as metadata:
             stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="nowhere"), timeout=10)
 
-    first, second, third = _access(server.log)[before:]
+    first, second, third = server.access_lines(before + 3)[before:]
     assert {line["protocol"] for line in (first, second, third)} == {"grpc"}
     for line in (first, second, third):
         _assert_ids(line)

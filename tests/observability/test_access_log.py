@@ -20,6 +20,10 @@ def restore_logging() -> Iterator[None]:
     logging.getLogger().handlers.clear()
 
 
+def _never_dropped(lines: int) -> None:
+    raise AssertionError(f"{lines} access line(s) dropped")
+
+
 def _written(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
     return [json.loads(line) for line in capsys.readouterr().err.splitlines()]
 
@@ -28,10 +32,12 @@ def _written(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
 def test_the_direct_json_line_equals_the_one_structlog_writes(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("info", "json")
     error = InvalidInput("input 'x' has shape [1, 15]")
-    AccessLog(1.0).record("mlp", "1", "http", 400, 0.0012345, error)
+    direct_log = AccessLog(1.0, _never_dropped)
+    direct_log.record("mlp", "1", "http", 400, 0.0012345, error)
+    direct_log.close()  # the direct way writes from a thread of its own; close writes what it holds
     direct = _written(capsys)
     logging.getLogger().handlers.append(logging.NullHandler())  # two handlers: the direct way is not taken
-    AccessLog(1.0).record("mlp", "1", "http", 400, 0.0012345, error)
+    AccessLog(1.0, _never_dropped).record("mlp", "1", "http", 400, 0.0012345, error)
     through_structlog = _written(capsys)
 
     assert len(direct) == len(through_structlog) == 1
@@ -56,7 +62,11 @@ def test_the_direct_json_line_equals_the_one_structlog_writes(capsys: pytest.Cap
 @pytest.mark.usefixtures("restore_logging")
 def test_level_and_sample_rate_still_decide(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("warning", "json")
-    AccessLog(1.0).record("mlp", "1", "http", 200, 0.001, None)
+    quiet = AccessLog(1.0, _never_dropped)
+    quiet.record("mlp", "1", "http", 200, 0.001, None)
     configure_logging("info", "json")
-    AccessLog(0.0).record("mlp", "1", "http", 200, 0.001, None)
+    unsampled = AccessLog(0.0, _never_dropped)
+    unsampled.record("mlp", "1", "http", 200, 0.001, None)
+    quiet.close()
+    unsampled.close()
     assert capsys.readouterr().err == ""

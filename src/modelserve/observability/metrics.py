@@ -176,6 +176,13 @@ class Metrics:
             "the database could not be written.",
             registry=registry,
         )
+        # The access log: what a log stream too slow for the requests cost it.
+        self.access_log_dropped = Counter(
+            "model_serving_access_log_dropped_lines",
+            "Access log lines dropped unwritten: the log stream took them slower than requests were answered "
+            "and the queue to it was full, or it failed.",
+            registry=registry,
+        )
 
         self._shown: set[tuple[str, str]] = set()
         # Labelled children, looked up once per label set: prometheus-client's labels() costs about a
@@ -277,6 +284,10 @@ class Metrics:
     def observe_history_dropped(self, buckets: int) -> None:
         """Count traffic-history buckets dropped while the database could not be written."""
         self.history_dropped.inc(buckets)
+
+    def observe_access_log_dropped(self, lines: int) -> None:
+        """Count access log lines dropped unwritten."""
+        self.access_log_dropped.inc(lines)
 
     def exposition(self) -> bytes:
         """The text a scrape receives: this process's registry, or every worker's values combined."""

@@ -164,6 +164,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
             await manager.close()
             if history is not None:  # after the models: requests answered while draining are counted too
                 await asyncio.to_thread(history.close)
+            await asyncio.to_thread(state.access_log.close)  # the lines of the requests answered while draining
             executor.shutdown(wait=True)
             tracing.shutdown()
 

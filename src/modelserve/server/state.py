@@ -37,7 +37,7 @@ class ServerState:
     access_log: AccessLog = field(init=False)
 
     def __post_init__(self) -> None:
-        self.access_log = AccessLog(self.settings.access_log_sample_rate)
+        self.access_log = AccessLog(self.settings.access_log_sample_rate, self.metrics.observe_access_log_dropped)
 
     def finish_request(
         self,
