@@ -2,8 +2,9 @@
 
 A call of the run function blocks on a ``threading.Event`` until the test opens it, so requests
 provably accumulate while a batch is running; what the function saw (batch sizes, dtypes, shapes)
-is recorded and asserted on. Nothing here waits on wall-clock time except the tests of
-``max_queue_delay_ms``, whose subject is a delay.
+is recorded and asserted on. Nothing here waits on wall-clock time: a test of ``max_queue_delay_ms``
+gives the batcher a clock it moves itself (test_batcher_delay.py has the rule that decides when a
+batch is held).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from modelserve.batching.batcher import Batcher
 from modelserve.errors import InferenceFailed, InvalidInput, ModelNotReady, OutOfMemory, Overloaded
 from modelserve.models.stats import ModelStats
+from tests.batching.fake_time import FakeTime
 from tests.batching.runs import Arrays, Factory, GatedRun, assert_doubled, double, rows
 from tests.waiting import until
 
@@ -316,19 +318,25 @@ async def test_a_queue_delay_dispatches_once_the_largest_preferred_batch_size_is
 
 async def test_a_queue_delay_runs_a_short_batch_once_the_delay_passes(make_batcher: Factory) -> None:
     model = GatedRun(open_=True)
-    delay_s = 0.1
-    batcher = make_batcher(model, max_batch_size=8, max_queue_delay_ms=delay_s * 1000)
+    clock = FakeTime()
+    batcher = make_batcher(model, max_batch_size=8, max_queue_delay_ms=100, clock=clock, call_later=clock.call_later)
 
-    started = time.monotonic()
+    arrived = clock.now_ns
     first = asyncio.create_task(batcher.submit(rows(1, 0), 1))
-    await until(lambda: batcher.queued == 1, "the first request queued")
+    await until(lambda: clock.pending == [arrived + 100_000_000], "the first request held for the delay")
+    clock.advance(1_000_000)
     second = asyncio.create_task(batcher.submit(rows(2, 1), 2))
-    results = await asyncio.gather(first, second)
-    waited = time.monotonic() - started
+    await until(lambda: batcher.queued == 2, "the second request queued")
+    for _ in range(100):  # many turns of the loop: the batch is still held
+        await asyncio.sleep(0)
+    assert model.calls == []
+    assert clock.pending == [arrived + 100_000_000], "the deadline is the oldest request's"
 
-    # Below the target size the batch waits out the delay (never less), then runs what it has.
+    clock.advance(99_000_000)
+    results = await asyncio.gather(first, second)
+
+    # Below the target size the batch waits out the delay, then runs what it has.
     assert model.sizes == [3]
-    assert waited >= delay_s * 0.9
     assert_doubled(results[0], rows(1, 0))
     assert_doubled(results[1], rows(2, 1))
 

@@ -8,8 +8,14 @@ handing a batch to a thread and back costs some 100 µs of CPU, more than a smal
 inference, so such batches run on the event loop itself, where they hold it no longer than the
 hand-off would have. With ``max_queue_delay_ms`` of 0 (the default, as in Triton) it waits for
 nothing: requests that arrive while instances are busy form the next batch, so batches grow with
-load and an idle server answers at once. A positive delay holds the oldest request up to that long
-for the batch to reach its target size. A failure in a batch fails exactly the requests in it.
+load and an idle server answers at once. A positive delay is the longest the oldest request may be
+held for its batch to reach its target size; it is held only while more requests are expected to
+join in time, judged from the measured arrival rate and how many requests are in flight
+(``batching/delay.py``), so a lone client calling in a loop is never held and a crowd of them still
+fills its batches. A failure in a batch fails exactly the requests in it.
+
+Time is read from ``clock`` and waited on through ``call_later`` (by default the event loop's), so
+a test can stand in for both and decide exactly when a held batch looks again.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, Status, StatusCode, Tracer
 
+from modelserve.batching.delay import Traffic, hold_until
 from modelserve.errors import (
     ClientDisconnected,
     InferenceFailed,
@@ -38,6 +45,15 @@ from modelserve.errors import (
 from modelserve.models.stats import ModelStats
 
 Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+class Timer(Protocol):
+    """What ``call_later`` returns: a pending call that can be called off."""
+
+    def cancel(self) -> None: ...
+
+
+CallLater = Callable[[float, Callable[[], object]], Timer]
 
 
 @dataclass(slots=True)
@@ -69,6 +85,8 @@ class Batcher:
         observe_batch: Callable[[int, float, list[float]], None] | None = None,
         inline_below_us: float = 0.0,
         tracer: Tracer | None = None,
+        clock: Callable[[], int] = time.perf_counter_ns,
+        call_later: CallLater | None = None,
     ) -> None:
         if max_batch_size < 0 or max_queue_delay_ms < 0 or max_queue_size < 0 or instance_count < 1:
             raise ValueError("batcher limits must be non-negative and instance_count at least 1")
@@ -87,6 +105,12 @@ class Batcher:
         self._observe_batch = observe_batch
         self._inline_below_ns = inline_below_us * 1000
         self._tracer = tracer
+        self._clock = clock
+        self._call_later = call_later
+        # A batch is held only under a delay; the traffic it is judged by is measured only then.
+        self._holds = self._delay_ns > 0 and self._batching
+        self._traffic = Traffic(window=2 * self._target)
+        self._in_batches = 0  # requests taken into batches that have not finished
         self._compute_ns: float | None = None  # moving average of recent batches' compute time
         self._queue: deque[_Pending] = deque()
         # Created inside the running loop on first use, never at construction time.
@@ -116,17 +140,25 @@ class Batcher:
             )
         if self._task is None:
             self._wakeup, self._free = asyncio.Event(), asyncio.Semaphore(self._instances)
+            if self._call_later is None:
+                self._call_later = asyncio.get_running_loop().call_later
             self._task = asyncio.create_task(self._dispatch(), name=f"batcher:{self.name}")
         assert self._wakeup is not None
         key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items()) if self._batching else None
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
-        pending = _Pending(inputs, size, key, future, time.perf_counter_ns())
+        now = self._clock()
+        pending = _Pending(inputs, size, key, future, now)
         if self._tracer is not None and (caller := trace.get_current_span()).is_recording():
             pending.caller = caller.get_span_context()
             pending.waiting = self._tracer.start_span("queue", attributes={"modelserve.model": self.name})
         self._queue.append(pending)
+        held = False
+        if self._holds:
+            in_flight = len(self._queue) + self._in_batches
+            self._traffic.arrived(now, in_flight)
+            held = self._traffic.population > in_flight  # else nobody can join it: it runs at once
         self._wakeup.set()
-        if gone is not None and (len(self._queue) > 1 or self._delay_ns):
+        if gone is not None and (held or len(self._queue) > 1):
             return await _unless_gone(future, gone, self.name)
         return await future
 
@@ -149,6 +181,7 @@ class Batcher:
         while True:
             await self._free.acquire()
             batch = await self._next_batch()
+            self._in_batches += len(batch)
             task = asyncio.create_task(self._execute(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -159,24 +192,37 @@ class Batcher:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self._delay_ns and self._batching:
-                await self._fill(self._queue[0].enqueued_ns + self._delay_ns)
+            if self._holds:
+                await self._fill()
             batch = self._take()
             if batch:
                 return batch
 
-    async def _fill(self, deadline_ns: int) -> None:
-        """Wait until compatible requests reach the target size or the oldest one's delay runs out."""
+    async def _fill(self) -> None:
+        """Hold the oldest request while more are expected to join its batch before its delay runs out;
+        every arrival, and the time the rule names, asks again."""
         assert self._wakeup is not None
-        while not self._closing and (remaining := deadline_ns - time.perf_counter_ns()) > 0:
-            head = self._queue[0].key
-            if sum(p.size for p in self._queue if p.key == head) >= self._target:
+        assert self._call_later is not None
+        traffic = self._traffic
+        while not self._closing:
+            head, now = self._queue[0], self._clock()
+            until = hold_until(
+                now,
+                head.enqueued_ns + self._delay_ns,
+                missing=self._target - sum(p.size for p in self._queue if p.key == head.key),
+                in_flight=len(self._queue) + self._in_batches,
+                population=traffic.population,
+                last_arrival_ns=traffic.last_ns,
+                gap_ns=traffic.gap_ns,
+            )
+            if until is None:
                 return
             self._wakeup.clear()
+            timer = self._call_later((until - now) / 1e9, self._wakeup.set)
             try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining / 1e9)
-            except TimeoutError:
-                return
+                await self._wakeup.wait()
+            finally:
+                timer.cancel()
 
     def _take(self) -> list[_Pending]:
         """The oldest live request plus later compatible ones, up to the batch limit, in order."""
@@ -205,9 +251,10 @@ class Batcher:
 
     async def _execute(self, batch: list[_Pending]) -> None:
         assert self._free is not None
+        taken = len(batch)
         span = self._batch_span(batch) if self._tracer is not None else None
         try:
-            start = time.perf_counter_ns()
+            start = self._clock()
             for pending in batch:
                 self._stats.queue.add(start - pending.enqueued_ns)
             if self._inline:
@@ -238,6 +285,7 @@ class Batcher:
         finally:
             if span is not None:
                 span.end()
+            self._in_batches -= taken
             self._free.release()
 
     def _batch_span(self, batch: list[_Pending]) -> Span | None:
