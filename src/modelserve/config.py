@@ -122,8 +122,7 @@ class Settings(BaseSettings):
         default_factory=lambda: max(2, available_cpus()),
         ge=1,
         le=256,
-        description="Threads that run inference, shared by all models (default: the CPUs this process may use, "
-        "its affinity and cgroup quota, at least 2).",
+        description="Threads that run inference, shared by all models (default: the CPUs this process may use).",
     )
 
     # -- batching ----------------------------------------------------------------------------------
