@@ -164,9 +164,25 @@ class ModelManager:
 
     # -- lookups -------------------------------------------------------------------------------------
 
+    def ready_version(self, name: str, version: int | None = None) -> ModelVersion | None:
+        """The READY version asked for (the newest if none is named), or None: the lookup of every request,
+        which neither raises nor awaits while its model serves."""
+        versions = self._records.of(name)
+        if not versions:
+            return None
+        if version is not None:
+            record = versions.get(version)
+            return record if record is not None and record.state is ModelState.READY else None
+        for record in reversed(versions.values()):
+            if record.state is ModelState.READY:
+                return record
+        return None
+
     def get(self, name: str, version: int | None = None) -> ModelVersion:
         """The READY version asked for (the newest if none is named), or why there is none, from the
         records alone: a name with none raises ``Unrecorded``, which ``find`` takes to the repository."""
+        if (ready := self.ready_version(name, version)) is not None:
+            return ready
         versions = self._records.of(name)
         if not versions:
             raise Unrecorded.unknown(name, detail="the server has no records of it")
@@ -175,13 +191,8 @@ class ModelManager:
             if record is None:
                 served = ", ".join(str(v) for v in versions if v is not None) or "none"
                 raise ModelNotFound.unknown(name, version, f"versions served: {served}")
-            if record.state is not ModelState.READY:
-                raise ModelNotReady(not_ready(record))
-            return record
-        ready = [r for r in versions.values() if r.state is ModelState.READY]
-        if not ready:
-            raise ModelNotReady(not_ready(next(reversed(versions.values()))))
-        return ready[-1]
+            raise ModelNotReady(not_ready(record))
+        raise ModelNotReady(not_ready(next(reversed(versions.values()))))
 
     async def find(self, name: str, version: int | None = None) -> ModelVersion:
         """The READY version asked for, or why there is none; a name the server has no records of is

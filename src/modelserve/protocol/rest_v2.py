@@ -16,7 +16,15 @@ from modelserve import __version__
 from modelserve.errors import InvalidInput
 from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.http import Endpoint, hang_up, json_body, json_response, read_body
+from modelserve.protocol.http import (
+    Endpoint,
+    RawResponse,
+    hang_up,
+    header,
+    json_body,
+    json_response,
+    read_body,
+)
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.protocol.v2_codec import decode_request, decompress_body, encode_response, parse_version
 from modelserve.protocol.v2_documents import (
@@ -29,6 +37,7 @@ from modelserve.protocol.v2_documents import (
 from modelserve.server.state import ServerState
 
 _CONTROL_BODY_LIMIT = 1024 * 1024
+HEADER_LENGTH = b"inference-header-content-length"  # the binary extension's header, as ASGI spells names
 
 
 def infer_endpoint(state: ServerState, shared_memory: SharedMemory) -> Endpoint:
@@ -45,19 +54,21 @@ def infer_endpoint(state: ServerState, shared_memory: SharedMemory) -> Endpoint:
 
     async def answer(request: Request) -> Response:
         started = time.perf_counter()
-        model = request.path_params["model"]
+        scope = request.scope
+        model = scope["path_params"]["model"]
         label, version = model, ""
         try:
             with tracing.span("admission"):
-                version_number = parse_version(request.path_params.get("version"))
+                version_number = parse_version(scope["path_params"].get("version"))
                 # An unknown or unready model is refused (or, on demand, loaded) before the body is read.
-                await manager.obtain(model, version_number)
+                if manager.ready_version(model, version_number) is None:
+                    await manager.obtain(model, version_number)
                 body = await read_body(request, state.settings.max_input_bytes)
-                encoding = request.headers.get("content-encoding")
-                body = await decompress_body(body, encoding, state.settings.max_input_bytes)
+                if (encoding := header(scope, b"content-encoding")) is not None:
+                    body = await decompress_body(body, encoding, state.settings.max_input_bytes)
                 infer_request, form = decode_request(
                     body,
-                    _header_length(request.headers.get("inference-header-content-length")),
+                    _header_length(header(scope, HEADER_LENGTH)),
                     model,
                     version_number,
                     shared_memory.system,
@@ -72,9 +83,8 @@ def infer_endpoint(state: ServerState, shared_memory: SharedMemory) -> Endpoint:
             return response
         state.finish_request(label, str(result.version), "http", 200, time.perf_counter() - started)
         if header_length is None:
-            return Response(payload, 200, media_type="application/json")
-        headers = {"Inference-Header-Content-Length": str(header_length)}
-        return Response(payload, 200, headers, media_type="application/octet-stream")
+            return RawResponse(payload, b"application/json")
+        return RawResponse(payload, b"application/octet-stream", ((HEADER_LENGTH, str(header_length).encode()),))
 
     return infer
 

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelserve.errors import Forbidden, ShuttingDown, Unauthenticated
 from modelserve.observability.tracing import begin_request
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.http import Endpoint
+from modelserve.protocol.http import Endpoint, header
 from modelserve.server import auth
 from modelserve.server.state import ServerState
 
@@ -64,7 +64,7 @@ class FrontDoor:
             self.in_flight -= 1
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        begin_request(_header(scope, b"traceparent"))
+        begin_request(header(scope, b"traceparent"))
         if self._state.draining and not _DURING_DRAIN.match(scope["path"]):
             response = error_response(ShuttingDown("server is shutting down; retry the request on another replica"))
             response.headers["Connection"] = "close"
@@ -81,7 +81,8 @@ class FrontDoor:
             await self.app(scope, receive, send)
             return
         endpoint, params, _ = route
-        response = await endpoint(Request({**scope, "path_params": params}, receive))
+        scope["path_params"] = params  # the server made this scope for this request alone
+        response = await endpoint(Request(scope, receive))
         await response(scope, receive, send)
 
     def _hot_route(self, scope: Scope) -> Route | None:
@@ -113,11 +114,4 @@ class FrontDoor:
 
 
 def _authorization(scope: Scope) -> str | None:
-    return _header(scope, b"authorization")
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
+    return header(scope, b"authorization")
