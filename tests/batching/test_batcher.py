@@ -25,7 +25,6 @@ from tests.batching.fake_time import FakeTime
 from tests.batching.runs import Arrays, Factory, GatedRun, assert_doubled, double, rows
 from tests.waiting import until
 
-
 # -- batching ----------------------------------------------------------------------------------------
 
 

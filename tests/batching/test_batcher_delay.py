@@ -27,12 +27,15 @@ MS = 1_000_000
 DELAY = 5 * MS  # max_queue_delay_ms: 5
 
 
-def timed(make_batcher: Factory, model: GatedRun, clock: FakeTime, *, max_batch_size: int) -> Batcher:
+def timed(
+    make_batcher: Factory, model: GatedRun, clock: FakeTime, *, max_batch_size: int, adaptive: bool = True
+) -> Batcher:
     """A batcher with a 5 ms delay on ``clock``, running its batches on the loop once it has timed one."""
     return make_batcher(
         model,
         max_batch_size=max_batch_size,
         max_queue_delay_ms=DELAY / MS,
+        adaptive_delay=adaptive,
         inline_below_us=10**9,
         clock=clock,
         call_later=clock.call_later,
@@ -93,6 +96,20 @@ async def test_a_lone_client_calling_in_a_loop_waits_for_nobody(make_batcher: Fa
         assert clock.pending == []
         await answered(task, marker)
     assert model.sizes == [1] * 48
+
+
+async def test_a_fixed_delay_holds_a_lone_client_for_the_whole_delay(make_batcher: Factory) -> None:
+    model, clock = GatedRun(open_=True), FakeTime()
+    batcher = timed(make_batcher, model, clock, max_batch_size=4, adaptive=False)
+    sent = await first_window(batcher, clock, 8, 1, gap_ns=MS // 2)
+    # `queue_delay: fixed`: past the first window too, each request waits out the delay, as Triton's do.
+    for marker in range(sent, sent + 4):
+        clock.advance(MS // 2)
+        task = await arrive(batcher, clock, marker)
+        assert clock.pending == [clock.now_ns + DELAY]
+        clock.advance(DELAY)
+        await answered(task, marker)
+    assert model.sizes == [1] * 12
 
 
 async def test_a_batch_is_held_while_clients_can_join_and_runs_once_all_of_them_have(make_batcher: Factory) -> None:

@@ -80,6 +80,7 @@ class Batcher:
         max_batch_size: int,
         max_queue_delay_ms: float = 0.0,
         preferred_batch_sizes: tuple[int, ...] = (),
+        adaptive_delay: bool = True,
         max_queue_size: int = 0,
         instance_count: int = 1,
         observe_batch: Callable[[int, float, list[float]], None] | None = None,
@@ -99,6 +100,7 @@ class Batcher:
         self._max_samples = max(1, max_batch_size)
         self._batching = max_batch_size > 0
         self._delay_ns = int(max_queue_delay_ms * 1_000_000)
+        self._adaptive = adaptive_delay
         self._target = max(preferred_batch_sizes, default=self._max_samples)
         self._max_queue = max_queue_size
         self._instances = instance_count
@@ -206,15 +208,20 @@ class Batcher:
         traffic = self._traffic
         while not self._closing:
             head, now = self._queue[0], self._clock()
-            until = hold_until(
-                now,
-                head.enqueued_ns + self._delay_ns,
-                missing=self._target - sum(p.size for p in self._queue if p.key == head.key),
-                in_flight=len(self._queue) + self._in_batches,
-                population=traffic.population,
-                last_arrival_ns=traffic.last_ns,
-                gap_ns=traffic.gap_ns,
-            )
+            deadline = head.enqueued_ns + self._delay_ns
+            missing = self._target - sum(p.size for p in self._queue if p.key == head.key)
+            if not self._adaptive:
+                until = deadline if missing > 0 and now < deadline else None
+            else:
+                until = hold_until(
+                    now,
+                    deadline,
+                    missing=missing,
+                    in_flight=len(self._queue) + self._in_batches,
+                    population=traffic.population,
+                    last_arrival_ns=traffic.last_ns,
+                    gap_ns=traffic.gap_ns,
+                )
             if until is None:
                 return
             self._wakeup.clear()

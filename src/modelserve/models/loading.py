@@ -238,6 +238,7 @@ class ModelLoader:
             max_batch_size=spec.max_batch_size,
             max_queue_delay_ms=spec.max_queue_delay_ms,
             preferred_batch_sizes=spec.preferred_batch_sizes,
+            adaptive_delay=spec.adaptive_delay,
             max_queue_size=spec.max_queue_size,
             instance_count=spec.instance_count,
             observe_batch=observe,

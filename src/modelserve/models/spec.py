@@ -43,6 +43,7 @@ class ModelSpec:
     preferred_batch_sizes: tuple[int, ...]
     max_queue_size: int
     instance_count: int
+    adaptive_delay: bool = True  # config.yaml's dynamic_batching.queue_delay
     parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -147,6 +148,7 @@ def resolve(
         outputs=outputs,
         max_queue_delay_ms=_first(batching.max_queue_delay_ms if batching else None, defaults.max_queue_delay_ms),
         preferred_batch_sizes=tuple(batching.preferred_batch_sizes) if batching else (),
+        adaptive_delay=batching is None or batching.queue_delay == "adaptive",
         max_queue_size=int(_first(batching.max_queue_size if batching else None, defaults.max_queue_size)),
         instance_count=_instance_count(platform, config),
         parameters=dict(config.parameters),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -69,6 +69,9 @@ class DynamicBatching(_Strict):
     """How long to wait for a batch to fill, and how many requests may wait at most."""
 
     max_queue_delay_ms: float | None = Field(None, ge=0, le=10_000)
+    # adaptive: the delay is waited only while more requests can join (batching/delay.py); fixed: a batch
+    # below its target always waits the whole delay, as Triton's does.
+    queue_delay: Literal["adaptive", "fixed"] = "adaptive"
     preferred_batch_sizes: list[int] = Field(default_factory=list)
     max_queue_size: int | None = Field(None, ge=0)
 
