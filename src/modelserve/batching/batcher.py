@@ -24,7 +24,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,6 +63,7 @@ class _Pending:
     key: Hashable
     future: asyncio.Future[Arrays]
     enqueued_ns: int
+    gone: Callable[[], bool] | None = None  # whether its caller has hung up
     caller: SpanContext | None = None  # the request's span, when traced
     waiting: Span | None = None  # its queue span, ended when its batch starts
 
@@ -127,12 +128,16 @@ class Batcher:
         """Requests waiting for an instance."""
         return len(self._queue)
 
-    async def submit(self, inputs: Arrays, size: int, gone: Callable[[], Awaitable[object]] | None = None) -> Arrays:
-        """Queue one validated request of ``size`` samples and wait for its outputs.
+    async def submit(self, inputs: Arrays, size: int, gone: Callable[[], bool] | None = None) -> Arrays:
+        """``enqueue``, awaited."""
+        return await self.enqueue(inputs, size, gone)
 
-        ``gone`` returns when the caller hangs up; a request that has to wait for others is watched
-        with it, and leaves the queue unrun if its caller leaves (one that runs at once is not watched:
-        the watch would cost more than the run).
+    def enqueue(self, inputs: Arrays, size: int, gone: Callable[[], bool] | None = None) -> asyncio.Future[Arrays]:
+        """Queue one validated request of ``size`` samples: the future of its outputs.
+
+        ``gone`` says whether the caller has hung up. A request whose caller has leaves the queue unrun,
+        with ClientDisconnected, when its batch is formed: the last moment before it would run. Asking
+        a flag then costs nothing; watching each waiting caller cost a task per request.
         """
         if self._closing:
             raise ModelNotReady(f"model '{self.name}' is unloading")
@@ -149,20 +154,15 @@ class Batcher:
         key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items()) if self._batching else None
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
         now = self._clock()
-        pending = _Pending(inputs, size, key, future, now)
+        pending = _Pending(inputs, size, key, future, now, gone)
         if self._tracer is not None and (caller := trace.get_current_span()).is_recording():
             pending.caller = caller.get_span_context()
             pending.waiting = self._tracer.start_span("queue", attributes={"modelserve.model": self.name})
         self._queue.append(pending)
-        held = False
         if self._holds:
-            in_flight = len(self._queue) + self._in_batches
-            self._traffic.arrived(now, in_flight)
-            held = self._traffic.population > in_flight  # else nobody can join it: it runs at once
+            self._traffic.arrived(now, len(self._queue) + self._in_batches)
         self._wakeup.set()
-        if gone is not None and (held or len(self._queue) > 1):
-            return await _unless_gone(future, gone, self.name)
-        return await future
+        return future
 
     async def close(self) -> None:
         """Refuse new requests, let queued and running ones finish, then stop."""
@@ -233,8 +233,8 @@ class Batcher:
 
     def _take(self) -> list[_Pending]:
         """The oldest live request plus later compatible ones, up to the batch limit, in order."""
-        while self._queue and self._queue[0].future.done():  # the caller gave up (timeout, disconnect)
-            _abandon(self._queue.popleft())
+        while self._queue and self._left(self._queue[0]):
+            self._queue.popleft()
         if not self._queue:
             return []
         head = self._queue[0]
@@ -242,15 +242,27 @@ class Batcher:
             return [self._queue.popleft()]
         batch, rest, samples = [], deque[_Pending](), 0
         for pending in self._queue:
-            if pending.future.done():
-                _abandon(pending)
-            elif pending.key == head.key and samples + pending.size <= self._max_samples:
+            if self._left(pending):
+                continue
+            if pending.key == head.key and samples + pending.size <= self._max_samples:
                 batch.append(pending)
                 samples += pending.size
             else:
                 rest.append(pending)
         self._queue = rest
         return batch
+
+    def _left(self, pending: _Pending) -> bool:
+        """Whether the caller of ``pending`` stopped waiting (its deadline passed, or it hung up), so that
+        it must leave the queue unrun; its trace says so."""
+        if not pending.future.done():
+            if pending.gone is None or not pending.gone():
+                return False
+            pending.future.set_exception(
+                ClientDisconnected(f"the caller of model '{self.name}' hung up while the request was queued")
+            )
+        _abandon(pending)
+        return True
 
     @property
     def _inline(self) -> bool:
@@ -350,21 +362,6 @@ class Batcher:
                 "retry later, or lower the model's max_batch_size"
             ) from None
         return {n: np.concatenate([first[n], second[n]]) for n in first}
-
-
-async def _unless_gone(future: asyncio.Future[Arrays], gone: Callable[[], Awaitable[object]], name: str) -> Arrays:
-    """The request's outputs, or ClientDisconnected once its caller hangs up (its future then cancelled,
-    so the dispatcher drops it unrun)."""
-    watcher = asyncio.ensure_future(gone())
-    watcher.add_done_callback(lambda _: future.cancel())
-    try:
-        return await future
-    except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
-            raise ClientDisconnected(f"the caller of model '{name}' hung up while the request was queued") from None
-        raise
-    finally:
-        watcher.cancel()
 
 
 def _abandon(pending: _Pending) -> None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
 from opentelemetry.trace import Tracer
 
+from modelserve.batching.batcher import Arrays
 from modelserve.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -288,12 +289,12 @@ class ModelManager:
         self,
         request: InferenceRequest,
         deadline_s: float | None = None,
-        gone: Callable[[], Awaitable[object]] | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> InferenceResponse:
         """Validate a request against its model, run it through the model's batcher, and time it.
 
         ``deadline_s`` is the time the caller has left (a gRPC deadline); REQUEST_TIMEOUT_SEC caps it.
-        ``gone`` returns when the caller hangs up (HTTP); a request still queued then never runs.
+        ``gone`` says whether the caller has hung up (HTTP); a request whose caller has never runs.
         """
         try:
             record = self.get(request.model, request.version)
@@ -323,13 +324,14 @@ class ModelManager:
                 limit, reason = deadline_s, "the caller's deadline"
             if (timeout := _timeout_parameter(request.parameters)) is not None and timeout < limit:
                 limit, reason = timeout, "the request's timeout parameter"
+            future = batcher.enqueue(request.inputs, size, gone)
+            # A timer that fails the request's future, which the batcher then drops unrun: a third of
+            # what asyncio.timeout costs, on every request.
+            expiry = asyncio.get_running_loop().call_later(limit, _expire, future, request.model, limit, reason)
             try:
-                async with asyncio.timeout(limit):
-                    outputs = await batcher.submit(request.inputs, size, gone)
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"model '{request.model}' did not answer within {limit:g} s ({reason})"
-                ) from None
+                outputs = await future
+            finally:
+                expiry.cancel()
         except ModelserveError as exc:
             record.stats.record_request(False, time.perf_counter_ns() - started)
             outcome = exc
@@ -358,3 +360,8 @@ def _timeout_parameter(parameters: dict[str, object]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(f"parameter 'timeout' is {value!r}; send a whole number of microseconds (0: no timeout)")
     return value / 1e6
+
+
+def _expire(future: asyncio.Future[Arrays], model: str, limit: float, reason: str) -> None:
+    if not future.done():
+        future.set_exception(DeadlineExceeded(f"model '{model}' did not answer within {limit:g} s ({reason})"))
