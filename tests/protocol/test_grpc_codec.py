@@ -129,6 +129,32 @@ def test_raw_contents_must_match_inputs_and_shapes() -> None:
         decode_infer_request(twice)
 
 
+def test_an_input_sent_twice_is_refused_as_such_whatever_the_sizes_of_its_raw_contents() -> None:
+    """Each input takes the raw entry at its own position: the first 'a' is read from its own 4 bytes, not
+    from the 8 sent for the second, which would have refused it for a size it was never sent with."""
+    twice = request(("a", "INT32", [1]), ("a", "INT32", [2]))
+    twice.raw_input_contents.extend([bytes(4), bytes(8)])
+    with pytest.raises(InvalidInput, match="input 'a' appears twice in the request"):
+        decode_infer_request(twice)
+
+
+def test_raw_contents_skip_the_inputs_placed_in_shared_memory() -> None:
+    """Raw contents hold one entry per input not in shared memory, in order: 'b' takes the only one."""
+    message = request(("a", "INT32", [1]), ("b", "INT32", [2]))
+    region = message.inputs[0].parameters
+    region["shared_memory_region"].string_param = "r"
+    region["shared_memory_byte_size"].int64_param = 4
+    message.raw_input_contents.append(np.array([7, 8], np.int32).tobytes())
+    with pytest.raises(InvalidInput, match="tensor 'a': shared memory is not available on this endpoint"):
+        decode_infer_request(message)
+    del message.inputs[0]
+    message.inputs.add(name="a", datatype="INT32", shape=[1])  # now last, and carried raw as well
+    message.raw_input_contents.append(np.array([9], np.int32).tobytes())
+    decoded = decode_infer_request(message).inputs
+    assert decoded["b"].tolist() == [7, 8]
+    assert decoded["a"].tolist() == [9]
+
+
 def test_typed_contents_beside_raw_contents_are_refused_in_tritons_words() -> None:
     """grpc_explicit_int_content_client, one of Triton's examples, expects exactly this refusal."""
     message = request(("INPUT0", "INT32", [1, 2]), ("INPUT1", "INT32", [1, 2]))

@@ -14,7 +14,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from modelserve.errors import InvalidInput
-from modelserve.protocol.raw import from_raw, reshaped, to_raw
+from modelserve.protocol.raw import from_raw, pack_bytes, reshaped
 from modelserve.protocol.shared_memory import Placement, SharedMemoryRegistry
 from modelserve.protocol.v2_codec import parse_version
 from modelserve.types import InferenceRequest, InferenceResponse, datatype_of, numpy_dtype
@@ -42,53 +42,52 @@ def decode_infer_request(
     """A ModelInferRequest as numpy tensors; raw contents become views of the message's bytes, and
     inputs placed in shared memory views of their region. Raw contents hold one entry per input that
     is not in shared memory, in order."""
-    if not message.inputs:
+    # Each read of a repeated field builds its Python wrappers anew: the inputs are read once.
+    tensors = list(message.inputs)
+    if not tensors:
         raise InvalidInput("the request has no inputs")
-    placements = {t.name: Placement.from_parameters(_parameters(t), t.name) for t in message.inputs}
+    placements = [_placement(t) for t in tensors]
     raw = list(message.raw_input_contents)
-    for tensor in message.inputs if raw else ():
-        if tensor.HasField("contents"):
-            # Triton's words, which its clients and examples match on.
+    if raw:
+        for tensor in tensors:
+            if tensor.HasField("contents"):
+                # Triton's words, which its clients and examples match on.
+                raise InvalidInput(
+                    f"contents field must not be specified when using raw_input_contents for '{tensor.name}' "
+                    f"for model '{message.model_name}'; send every input's data in one of the two"
+                )
+        if len(raw) != placements.count(None):
             raise InvalidInput(
-                f"contents field must not be specified when using raw_input_contents for '{tensor.name}' "
-                f"for model '{message.model_name}'; send every input's data in one of the two"
+                f"raw_input_contents holds {len(raw)} entries for {placements.count(None)} inputs not in shared "
+                "memory; send one per input, in order"
             )
-    carried = [t for t in message.inputs if placements[t.name] is None]
-    if raw and len(raw) != len(carried):
-        raise InvalidInput(
-            f"raw_input_contents holds {len(raw)} entries for {len(carried)} inputs not in shared memory; "
-            "send one per input, in order"
-        )
-    raw_by_input = dict(zip((t.name for t in carried), raw, strict=False))
+    chunks = iter(raw)
     inputs: dict[str, np.ndarray[Any, Any]] = {}
-    for tensor in message.inputs:
-        if tensor.name in inputs:
-            raise InvalidInput(f"input '{tensor.name}' appears twice in the request")
-        shape = list(tensor.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidInput(f"input '{tensor.name}' has negative dimensions in its shape {shape}")
+    for tensor, placement in zip(tensors, placements, strict=True):
+        name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
+        if name in inputs:
+            raise InvalidInput(f"input '{name}' appears twice in the request")
+        if shape and min(shape) < 0:
+            raise InvalidInput(f"input '{name}' has negative dimensions in its shape {shape}")
         try:
-            numpy_dtype(tensor.datatype)
+            numpy_dtype(datatype)
         except InvalidInput as exc:
-            raise InvalidInput(f"input '{tensor.name}': {exc.message}") from None
-        placement = placements[tensor.name]
+            raise InvalidInput(f"input '{name}': {exc.message}") from None
         if placement is not None:
-            inputs[tensor.name] = _registry(shared_memory, tensor.name).read(
-                placement, tensor.datatype, shape, tensor.name
-            )
+            inputs[name] = _registry(shared_memory, name).read(placement, datatype, shape, name)
         elif raw:
-            chunk = raw_by_input[tensor.name]
-            inputs[tensor.name] = from_raw(chunk, tensor.datatype, shape, tensor.name, "raw_input_contents size")
+            inputs[name] = from_raw(next(chunks), datatype, shape, name, "raw_input_contents size")
         else:
-            inputs[tensor.name] = _from_contents(tensor, shape)
-    for output in message.outputs:
-        if "classification" in output.parameters:
+            inputs[name] = _from_contents(tensor, shape)
+    outputs = list(message.outputs)
+    for output in outputs:
+        if output.parameters and "classification" in output.parameters:
             raise InvalidInput(f"output '{output.name}': classification is not supported by this server")
     return InferenceRequest(
         model=message.model_name,
         inputs=inputs,
         version=parse_version(message.model_version),
-        outputs=[o.name for o in message.outputs] or None,
+        outputs=[o.name for o in outputs] or None,
         id=message.id or None,
         parameters=_parameters(message),
     )
@@ -100,8 +99,7 @@ def output_placements(
     """The requested outputs to write into shared memory, checked before the model runs."""
     placements = {}
     for output in message.outputs:
-        placement = Placement.from_parameters(_parameters(output), output.name)
-        if placement is not None:
+        if (placement := _placement(output)) is not None:
             _registry(shared_memory, output.name).check(placement, output.name)
             placements[output.name] = placement
     return placements
@@ -130,8 +128,15 @@ def _from_contents(tensor: Any, shape: list[int]) -> np.ndarray[Any, Any]:
     return reshaped(array, shape, tensor.name)
 
 
+def _placement(tensor: Any) -> Placement | None:
+    """Where a tensor's ``shared_memory_*`` parameters place it; most tensors have no parameters at all."""
+    return Placement.from_parameters(_parameters(tensor), tensor.name) if tensor.parameters else None
+
+
 def _parameters(holder: Any) -> dict[str, Any]:
     """A message's ``parameters`` map as plain values."""
+    if not holder.parameters:
+        return {}
     return {
         key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
         for key, value in holder.parameters.items()
@@ -149,10 +154,12 @@ def encode_infer_response(
         model_name=response.model, model_version=str(response.version), id=response.id or ""
     )
     for name, array in response.outputs.items():
-        output = message.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=array.shape)
-        placement = (placements or {}).get(name)
+        datatype = datatype_of(array.dtype)
+        output = message.outputs.add(name=name, datatype=datatype, shape=array.shape)
+        placement = placements.get(name) if placements else None
         if placement is None:
-            message.raw_output_contents.append(bytes(to_raw(array)))
+            # Numbers' raw layout is numpy's own in C order: tobytes() makes the one copy protobuf needs.
+            message.raw_output_contents.append(pack_bytes(array) if datatype == "BYTES" else array.tobytes())
             continue
         for key, value in _registry(shared_memory, name).place(placement, array, name).items():
             if isinstance(value, str):
