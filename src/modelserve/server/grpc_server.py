@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message_factory import GetMessageClass
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelserve.errors import Forbidden, Unauthenticated
@@ -21,6 +22,16 @@ from modelserve.server.state import ServerState
 log = logging.getLogger("modelserve.grpc")
 _SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 _INFERENCE = frozenset(f"/{_SERVICE.full_name}/{name}" for name in ("ModelInfer", "ModelStreamInfer"))
+# grpc.aio keeps one call request open per registered method and waits on all of them again after every
+# call it accepts (asyncio.wait over 21 futures: 11 µs of CPU a call). Only inference is registered; the
+# other RPCs, called now and then, share the one request of the generic handler.
+REGISTERED = ("ModelInfer", "ModelStreamInfer")
+_KINDS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
 
 
 async def start_grpc(
@@ -43,7 +54,9 @@ async def start_grpc(
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ],
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state, shared_memory), server)
+    handlers = method_handlers(InferenceService(state, shared_memory))
+    server.add_registered_method_handlers(_SERVICE.full_name, {name: handlers.pop(name) for name in REGISTERED})
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE.full_name, handlers),))
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         server.add_insecure_port(address)
@@ -52,6 +65,21 @@ async def start_grpc(
     await server.start()
     log.info("gRPC listening on %s", address)
     return server
+
+
+def method_handlers(servicer: service_pb2_grpc.GRPCInferenceServiceServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """A handler for every RPC of GRPCInferenceService: the servicer's method with its messages' parser and
+    serialiser, the handlers NVIDIA's generated code builds. That code also registers every one of them,
+    which each call pays for (``REGISTERED``), so they are built here, from the service's descriptor."""
+    handlers = {}
+    for method in _SERVICE.methods:
+        request, reply = GetMessageClass(method.input_type), GetMessageClass(method.output_type)
+        handlers[method.name] = _KINDS[method.client_streaming, method.server_streaming](
+            getattr(servicer, method.name),
+            request_deserializer=request.FromString,
+            response_serializer=reply.SerializeToString,
+        )
+    return handlers
 
 
 class Authentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
