@@ -23,8 +23,8 @@ log = logging.getLogger("modelserve.grpc")
 _SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 _INFERENCE = frozenset(f"/{_SERVICE.full_name}/{name}" for name in ("ModelInfer", "ModelStreamInfer"))
 # grpc.aio keeps one call request open per registered method and waits on all of them again after every
-# call it accepts (asyncio.wait over 21 futures: 11 µs of CPU a call). Only inference is registered; the
-# other RPCs, called now and then, share the one request of the generic handler.
+# call it accepts: asyncio.wait over 21 futures took 17.5 µs of CPU a call, over 3 7.6 µs. Only inference is
+# registered; the other RPCs, called now and then, share the one request of the generic handler.
 REGISTERED = ("ModelInfer", "ModelStreamInfer")
 _KINDS = {
     (False, False): grpc.unary_unary_rpc_method_handler,
