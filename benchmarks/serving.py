@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import grpc
 import httpx
@@ -78,27 +79,44 @@ def raw_inference(
     return batch * len(latencies) / sum(latencies), float(np.median(latencies) * 1000)
 
 
-@contextmanager
-def served(
-    repository: Path, args: argparse.Namespace, log: Path | None, options: Sequence[str] = ()
-) -> Iterator[tuple[str, str]]:
-    """`modelserve serve` on ``repository`` with ``options`` after the defaults: its URL and gRPC address.
-    With a ``log`` file it logs there at the level its settings say (the default writes an access line
-    per request); without one its output is discarded at log level warning."""
+def start_server(
+    repository: Path,
+    workers: int,
+    options: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    log: IO[bytes] | None = None,
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """`modelserve serve` with ``options`` after the defaults and ``env`` added to this process's
+    environment, once ready: the process, its URL and its gRPC address. With a ``log`` it logs there at
+    the level its settings say (the default writes an access line per request); without one its output
+    is discarded at log level warning."""
     port, grpc_port = free_port(), free_port()
     command = [
         *(sys.executable, "-m", "modelserve", "serve", "--model-repository", str(repository)),
-        *("--http-port", str(port), "--grpc-port", str(grpc_port), "--workers", str(args.workers)),
+        *("--http-port", str(port), "--grpc-port", str(grpc_port), "--workers", str(workers)),
         *(("--log-level", "warning") if log is None else ()),
-        *args.serve_option,
         *options,
     ]
-    with open(log or os.devnull, "ab") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=output)
-        url = f"http://127.0.0.1:{port}"
+    output = subprocess.DEVNULL if log is None else log
+    process = subprocess.Popen(command, stdout=output, stderr=output, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(process, f"{url}/v2/health/ready", 120, "modelserve")
+    except SystemExit:
+        process.kill()
+        raise
+    return process, url, f"127.0.0.1:{grpc_port}"
+
+
+@contextmanager
+def served(
+    repository: Path, args: argparse.Namespace, log: Path, options: Sequence[str] = ()
+) -> Iterator[tuple[str, str]]:
+    """``start_server`` with the benchmark's options, logging to the file ``log``, stopped when the block ends."""
+    with log.open("ab") as output:
+        process, url, grpc_address = start_server(repository, args.workers, [*args.serve_option, *options], log=output)
         try:
-            wait_ready(process, f"{url}/v2/health/ready", 120, "modelserve")
-            yield url, f"127.0.0.1:{grpc_port}"
+            yield url, grpc_address
         finally:
             process.terminate()
             process.wait(timeout=30)

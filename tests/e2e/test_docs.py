@@ -77,7 +77,8 @@ def matches(expected: Any, actual: Any, where: str = "$") -> None:
     elif isinstance(expected, float):
         assert actual == pytest.approx(expected, rel=1e-5, abs=1e-7), f"{where}: {actual} != documented {expected}"
     elif where in HOST_DEPENDENT:
-        assert isinstance(actual, int) and actual >= 1, f"{where}: not a positive count: {actual!r}"
+        assert isinstance(actual, int), f"{where}: not a count: {actual!r}"
+        assert actual >= 1, f"{where}: not a positive count: {actual!r}"
     else:
         assert actual == expected, f"{where}: {actual!r} != documented {expected!r}"
 
