@@ -184,6 +184,11 @@ class Batcher:
             await self._free.acquire()
             batch = await self._next_batch()
             self._in_batches += len(batch)
+            if self._inline:
+                # On the loop, a batch runs before anything else does: a second one taken from the queue
+                # now would only split it in two smaller batches, whatever instance_count allows.
+                await self._execute(batch)
+                continue
             task = asyncio.create_task(self._execute(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
