@@ -41,20 +41,21 @@ import numpy as np
 import onnxruntime as ort
 import uvloop
 
-from benchmarks.echo import echo_server
+from benchmarks.echo import GRPC_KINDS, echo_server
 from benchmarks.models import EXAMPLES, build_examples, repository_for
 from benchmarks.peers import mlserver
 from benchmarks.startup import free_port, one_run, wait_ready
 from benchmarks.targets import (
     DELAY,
     ECHO,
-    ECHO_GRPC_SYNC,
+    ECHOES,
     FIXED_DELAY,
     LOG_OFF,
     MLSERVER,
     OURS,
     Medians,
     Row,
+    echo_system,
     print_verdicts,
     verdicts,
 )
@@ -185,11 +186,12 @@ def answer_of(target: HttpTarget | GrpcTarget) -> bytes:
 
 def measure_echo(run: int, workload: Workload, url: str, grpc_address: str, args: argparse.Namespace) -> list[Row]:
     """The echo floors at every protocol and concurrency, replaying modelserve's answers: uvicorn for
-    HTTP; for gRPC both grpc.aio and the thread-pool server, the best of which is the floor."""
+    HTTP; for gRPC grpc.aio and the thread-pool server with 8, 2 and 4 threads, the best of which is
+    the floor."""
     rows: list[Row] = []
     for protocol in args.protocols:
         response = answer_of(workload.target(protocol, url, grpc_address))
-        kinds = {ECHO: "grpc", ECHO_GRPC_SYNC: "grpc-sync"} if protocol == "grpc" else {ECHO: "http"}
+        kinds = {echo_system(kind): kind for kind in GRPC_KINDS} if protocol == "grpc" else {ECHO: "http"}
         for system, kind in kinds.items():
             with echo_server(kind, response) as address:
                 rows += measure(system, run, workload, address, address, [protocol], args.clients, args)
@@ -272,7 +274,7 @@ def main() -> None:
         print(f"\n`make run`'s repository, medians of {len(starts)} starts: ready in {ready:.2f} s,", end=" ")
         print(f"idle RSS {rss:.0f} MiB")
     print_verdicts(verdicts(rows, args.model))
-    plotted = plot(rows, (OURS, ECHO, ECHO_GRPC_SYNC, MLSERVER), args, args.csv.with_suffix(".png"))
+    plotted = plot(rows, (OURS, *ECHOES, MLSERVER), args, args.csv.with_suffix(".png"))
     print(f"\nevery run: {args.csv}; plot: {plotted}")
 
 
@@ -289,11 +291,8 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
     for protocol in args.protocols:
         for clients in args.clients:
             peer = m.point(args.model, MLSERVER, protocol, clients)
-            floor = max(
-                (f for s in (ECHO, ECHO_GRPC_SYNC) if (f := m.point(args.model, s, protocol, clients)) is not None),
-                default=None,
-            )
-            for system in (OURS, ECHO, ECHO_GRPC_SYNC, MLSERVER):
+            floor = m.floor(args.model, protocol, clients)
+            for system in (OURS, *ECHOES, MLSERVER):
                 ips = m.point(args.model, system, protocol, clients)
                 if ips is None:
                     continue
