@@ -40,7 +40,6 @@ from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.repository.remote import open_repository
 from modelserve.server.asgi import FrontDoor
 from modelserve.server.auth import Guard
-from modelserve.server.garbage import tune_for_serving
 from modelserve.server.grpc_server import start_grpc
 from modelserve.server.lifecycle import Drain
 from modelserve.server.state import ServerState
@@ -137,7 +136,6 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tune_for_serving()
         Drain(state, settings.shutdown_grace_sec, in_flight).install()
         if history is not None:
             history.start()
