@@ -11,7 +11,6 @@ model's own. The loader asks eviction for room before a load and to settle the b
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -291,10 +290,6 @@ class ModelLoader:
 
 
 def _free(runtime: Runtime) -> None:
-    """Unload a runtime and give what it held back to the kernel, so RSS falls as far as it rose.
-
-    What the runtime held in reference cycles is collected first: a serving process runs its full
-    collections rarely (server/garbage.py), and memory a budget counts as freed must be."""
+    """Unload a runtime and give what it held back to the kernel, so RSS falls as far as it rose."""
     runtime.unload()
-    gc.collect()
     release_freed_memory()
