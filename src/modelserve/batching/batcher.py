@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -215,18 +216,16 @@ class Batcher:
             head, now = self._queue[0], self._clock()
             deadline = head.enqueued_ns + self._delay_ns
             missing = self._target - sum(p.size for p in self._queue if p.key == head.key)
-            if not self._adaptive:
-                until = deadline if missing > 0 and now < deadline else None
-            else:
-                until = hold_until(
-                    now,
-                    deadline,
-                    missing=missing,
-                    in_flight=len(self._queue) + self._in_batches,
-                    population=traffic.population,
-                    last_arrival_ns=traffic.last_ns,
-                    gap_ns=traffic.gap_ns,
-                )
+            until = hold_until(
+                now,
+                deadline,
+                missing=missing,
+                in_flight=len(self._queue) + self._in_batches,
+                # A fixed delay is the rule with no population known: the whole delay, or the target.
+                population=traffic.population if self._adaptive else math.inf,
+                last_arrival_ns=traffic.last_ns,
+                gap_ns=traffic.gap_ns,
+            )
             if until is None:
                 return
             self._wakeup.clear()
