@@ -48,7 +48,8 @@ def _rpc(method: Handler[Reply]) -> Handler[Reply]:
 
     @functools.wraps(method)
     async def guarded(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Reply:
-        begin_request(_traceparent(context))  # the call's trace id, for its log lines and its error
+        # The call's trace id, for its log lines and its error.
+        begin_request(metadata_value(context.invocation_metadata(), "traceparent"))
         try:
             if self.state.draining and method.__name__ not in _PROBES:
                 raise ShuttingDown("server is shutting down; retry the request on another replica")
@@ -268,9 +269,10 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, Any]:
     return dict(context.invocation_metadata() or ())
 
 
-def _traceparent(context: grpc.aio.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "traceparent":
+def metadata_value(metadata: Any, name: str) -> str | None:
+    """The first text value of the call metadata ``name``, or None: the gRPC twin of an HTTP header."""
+    for key, value in metadata or ():
+        if key == name:
             return value if isinstance(value, str) else None
     return None
 

@@ -14,7 +14,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from modelserve.errors import Forbidden, Unauthenticated
 from modelserve.observability.tracing import begin_request
 from modelserve.protocol.errors import abort, grpc_status
-from modelserve.protocol.grpc_v2 import InferenceService
+from modelserve.protocol.grpc_v2 import InferenceService, metadata_value
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.server.auth import Guard
 from modelserve.server.state import ServerState
@@ -103,10 +103,10 @@ class Authentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if needed is None:
             return await continuation(details)
         try:
-            self._guard.check(_metadata_value(details.invocation_metadata, "authorization"), needed)
+            self._guard.check(metadata_value(details.invocation_metadata, "authorization"), needed)
         except (Unauthenticated, Forbidden) as exc:
             # The handler that would give the call its trace id never runs: the refusal's line and error need one.
-            begin_request(_metadata_value(details.invocation_metadata, "traceparent"))
+            begin_request(metadata_value(details.invocation_metadata, "traceparent"))
             return self._refusal(method, exc, await continuation(details), started)
         return await continuation(details)
 
@@ -130,10 +130,3 @@ class Authentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is not None and handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(refuse)
         return grpc.unary_unary_rpc_method_handler(refuse)
-
-
-def _metadata_value(metadata: Any, name: str) -> str | None:
-    for key, value in metadata or ():
-        if key == name:
-            return value if isinstance(value, str) else None
-    return None
