@@ -23,12 +23,14 @@ from modelserve.observability.logging import configure_logging
 from modelserve.observability.profiling import ProfileFormat
 from modelserve.observability.tracing import otlp_protocol
 from modelserve.prewarm.cli import app as prewarm_app
+from modelserve.regions.cli import app as regions_app
 
 app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
 models_app = typer.Typer(help="List, load and unload the models of a running server.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.command()(convert)
 app.add_typer(prewarm_app, name="prewarm")
+app.add_typer(regions_app, name="regions")
 err = Console(stderr=True)
 
 
