@@ -148,7 +148,7 @@ def test_folder_markers_are_not_files(store: Store, tmp_path: Path) -> None:
 # -- SHA256SUMS -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("unlisted", ["config.yaml", "2/model.onnx"])
+@pytest.mark.parametrize("unlisted", ["config.yaml", "1/extra.onnx"])
 def test_a_file_missing_from_published_checksums_is_refused(store: Store, tmp_path: Path, unlisted: str) -> None:
     model = store.put_model("m", tmp_path)
     extra = b"max_batch_size: 0\n" if unlisted == "config.yaml" else scale_onnx(tmp_path / "v2.onnx").read_bytes()
@@ -165,6 +165,20 @@ def test_a_file_missing_from_published_checksums_is_refused(store: Store, tmp_pa
     store.put("m/SHA256SUMS", f"{sha256(model)}  1/model.onnx\n{sha256(extra)}  ./{unlisted}\n".encode())
     repository.source("m")
     assert (repository.root / "m" / unlisted).read_bytes() == extra
+
+
+def test_a_version_folder_the_checksums_do_not_name_is_left_out_until_published(store: Store, tmp_path: Path) -> None:
+    model = store.put_model("m", tmp_path)
+    store.put("m/SHA256SUMS", f"{sha256(model)}  1/model.onnx\n".encode())
+    newer = scale_onnx(tmp_path / "v2.onnx").read_bytes()
+    store.put("m/2/model.onnx", newer)  # copied, not yet published
+    repository = MirroredRepository(store.url, tmp_path / "cache")
+
+    assert list(repository.source("m").files) == [1]
+    assert not (repository.root / "m" / "2").exists()
+
+    store.put("m/SHA256SUMS", f"{sha256(model)}  1/model.onnx\n{sha256(newer)}  2/model.onnx\n".encode())
+    assert list(repository.source("m").files) == [1, 2]
 
 
 # -- contains: answers kept for a while ------------------------------------------------------------------

@@ -7,7 +7,8 @@ file is hashed (sha256) as it arrives and recorded in the mirror's manifest; bef
 local copies are hashed again and re-fetched if they no longer match, so a corrupted cache never
 loads. Where a model folder carries a ``SHA256SUMS`` file (``sha256sum``'s format), it must list
 every other file of the folder, and each must match it: a copy that differs from what was
-published, or a file added without being published, never loads.
+published, or a file added without being published, never loads. A version folder of which it lists
+no file at all is a version still being published (or replicated), and is left out until it is.
 
 Object stores take any characters in a key, ``..`` and ``//`` included, and s3fs lists keys as
 stored; a key whose copy would land anywhere but inside its model's folder is refused before
@@ -184,6 +185,11 @@ class MirroredRepository(ModelRepository):
             remote[relative] = (key, info)
         published = self._checksums(remote[CHECKSUMS][0]) if CHECKSUMS in remote else None
         if published is not None:
+            # A version folder of which SHA256SUMS lists no file is still being published (replication
+            # writes SHA256SUMS last): it stays out of the mirror until then, and the model's published
+            # versions keep loading. A file added to a published version, or beside them, is refused.
+            listed = {path.split("/", 1)[0] for path in published}
+            remote = {r: entry for r, entry in remote.items() if not _unpublished_version(r, listed)}
             unlisted = sorted(relative for relative in remote if relative != CHECKSUMS and relative not in published)
             if unlisted:
                 raise ModelLoadError(
@@ -242,13 +248,22 @@ class MirroredRepository(ModelRepository):
 
     def _checksums(self, key: str) -> dict[str, str]:
         with self.asking(f"reading {key}"):
-            text = self.fs.cat_file(key).decode(errors="replace")
-        sums = {}
-        for line in text.splitlines():
-            if line.strip():
-                digest, _, path = line.strip().partition(" ")
-                sums[path.lstrip(" *").removeprefix("./")] = digest.lower()
-        return sums
+            return parse_checksums(self.fs.cat_file(key).decode(errors="replace"))
+
+
+def parse_checksums(text: str) -> dict[str, str]:
+    """A SHA256SUMS file (``sha256sum``'s format) as path -> sha256; the replicator reads and writes the same."""
+    sums = {}
+    for line in text.splitlines():
+        if line.strip():
+            digest, _, path = line.strip().partition(" ")
+            sums[path.lstrip(" *").removeprefix("./")] = digest.lower()
+    return sums
+
+
+def format_checksums(sums: dict[str, str]) -> str:
+    """``sums`` as ``sha256sum`` writes them, sorted by path, so ``sha256sum -c`` checks a copy."""
+    return "".join(f"{digest}  {path}\n" for path, digest in sorted(sums.items()))
 
 
 def _client_options(protocol: str) -> dict[str, Any]:
@@ -285,6 +300,11 @@ def _refusal(relative: str, local_dir: Path) -> str | None:
     if not (local_dir / relative).resolve().is_relative_to(local_dir.resolve()):
         return f"its copy would resolve outside the model's folder {local_dir}"
     return None
+
+
+def _unpublished_version(relative: str, listed: set[str]) -> bool:
+    folder, slash, _ = relative.partition("/")
+    return bool(slash) and folder.isdigit() and folder not in listed
 
 
 def _stamp(info: dict[str, Any]) -> str:
