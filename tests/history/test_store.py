@@ -20,6 +20,7 @@ from modelserve.history.schema import VERSION_TABLE, Base, TrafficBucket
 from tests.clock import Clock
 
 START = 16_667 * 60  # a bucket start, for recorders whose clock the test sets
+HEAD = "0002"  # the newest migration
 
 
 @pytest.fixture
@@ -40,15 +41,15 @@ def rows(engine: Engine) -> list[TrafficBucket]:
 def test_migrations_build_the_schema_of_the_models_from_an_empty_database(engine: Engine) -> None:
     assert store.revision(engine) is None
     store.migrate(engine)
-    assert store.revision(engine) == "0001"
-    assert {"traffic_buckets", VERSION_TABLE} <= set(inspect(engine).get_table_names())
+    assert store.revision(engine) == HEAD
+    assert {"traffic_buckets", "usage_buckets", VERSION_TABLE} <= set(inspect(engine).get_table_names())
     with engine.connect() as connection:
         differences = compare_metadata(
             MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}), Base.metadata
         )
     assert differences == [], "the migrations and schema.py disagree: add a migration"
     store.migrate(engine)  # at head already: nothing to do, nothing fails
-    assert store.revision(engine) == "0001"
+    assert store.revision(engine) == HEAD
 
 
 def test_servers_starting_together_migrate_once(database_url: str) -> None:
@@ -67,7 +68,7 @@ def test_servers_starting_together_migrate_once(database_url: str) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert failures == []
-    assert store.revision(engines[0]) == "0001"
+    assert store.revision(engines[0]) == HEAD
     for engine in engines:
         engine.dispose()
 

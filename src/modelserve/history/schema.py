@@ -1,4 +1,4 @@
-"""The traffic history's table: one row per model version per time bucket.
+"""The traffic history's tables: requests per model version per time bucket, and what serving them used.
 
 Rows hold counts, never single requests, so the table grows with models x time, not with traffic,
 and rows written by several processes (``--workers``, pods) for the same bucket add up. Latency is
@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from modelserve.errors import Outcome
 
 TABLE = "traffic_buckets"
+USAGE_TABLE = "usage_buckets"
 # Alembic's revision table for these migrations, named for them: other stores may share the database,
 # each with its own migrations.
 VERSION_TABLE = "traffic_history_version"
@@ -79,3 +80,42 @@ class TrafficBucket(Base):
     latency_le_3s: Mapped[int] = mapped_column(BigInteger)
     latency_le_10s: Mapped[int] = mapped_column(BigInteger)
     latency_gt_10s: Mapped[int] = mapped_column(BigInteger)
+
+
+# Every column a write adds to an existing usage row.
+USAGE_COUNTERS = (
+    "requests",
+    "inferences",
+    "compute_seconds",
+    "memory_byte_seconds",
+    "gpu_memory_byte_seconds",
+    "tokens",
+    "transfer_bytes",
+)
+
+
+class UsageBucket(Base):
+    """What one model version used in one region in ``[bucket_start, bucket_start + bucket_seconds)``:
+    the figures a price table turns into cost (``modelserve.regions.cost``).
+
+    Serving rows (``device`` ``cpu`` or ``gpu:<type>``) are sampled from the server's own counters;
+    transfer rows (``device`` ``network``) are the bytes the replicator copied from ``region`` to
+    ``peer_region``. Rows add up like the traffic buckets', across processes, pods and flushes.
+    """
+
+    __tablename__ = USAGE_TABLE
+
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device: Mapped[str] = mapped_column(String(64), primary_key=True)
+    peer_region: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" but on transfer rows
+    bucket_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+    bucket_seconds: Mapped[int] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    inferences: Mapped[int] = mapped_column(BigInteger)  # samples: a batch of 8 in one request counts 8
+    compute_seconds: Mapped[float] = mapped_column(Float)  # time the runtime ran the version's batches
+    memory_byte_seconds: Mapped[float] = mapped_column(Float)  # host memory held, integrated over time
+    gpu_memory_byte_seconds: Mapped[float] = mapped_column(Float)
+    tokens: Mapped[int] = mapped_column(BigInteger)  # generated tokens; no served model produces any yet
+    transfer_bytes: Mapped[int] = mapped_column(BigInteger)
