@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -15,6 +16,7 @@ from modelserve.history.flusher import MAX_PENDING_BUCKETS, HistoryFlusher
 from modelserve.history.recorder import TrafficRecorder
 from modelserve.observability.metrics import Metrics
 from tests.clock import Clock
+from tests.protocol.serving import metric_value, metrics_of, serving, tensor, v2_body, wait_until
 
 START = 1_700_000_040  # a bucket start: 2023-11-14 22:14:00 UTC
 UNREACHABLE = "postgresql+psycopg://nobody:secret-password@127.0.0.1:1/none"
@@ -91,6 +93,22 @@ def test_an_outage_keeps_at_most_the_cap_and_counts_and_logs_what_it_drops(caplo
 
 def test_the_server_caps_pending_buckets_by_default() -> None:
     assert Settings().history_max_pending_buckets == MAX_PENDING_BUCKETS
+
+
+def test_a_server_whose_database_is_down_reports_the_dropped_buckets_on_its_metrics(built_repository: Path) -> None:
+    """The flusher the server builds is told where to count its drops: a cap of one bucket and requests to
+    two models (a bucket each) drop one at the first failed write that holds both."""
+    simple = v2_body(*(tensor(name, "INT32", [1, 16], [1] * 16) for name in ("INPUT0", "INPUT1")))
+    mlp = v2_body(tensor("input", "FP32", [1, 16], [0.5] * 16))
+    with serving(
+        built_repository,
+        database_url=UNREACHABLE,
+        history_flush_interval_sec=0.05,
+        history_max_pending_buckets=1,
+    ) as client:
+        assert client.post("/v2/models/simple/infer", content=simple).status_code == 200
+        assert client.post("/v2/models/mlp/infer", content=mlp).status_code == 200
+        wait_until(lambda: metric_value(metrics_of(client), DROPPED) >= 1, f"{DROPPED} to count a dropped bucket")
 
 
 def test_requests_recorded_while_buckets_come_back_are_never_lost() -> None:
