@@ -4,6 +4,9 @@ came with it, so an import hidden inside a function body counts only when it run
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import subprocess
 import sys
 
@@ -19,6 +22,12 @@ CORE = [
     "modelserve.history.recorder",
 ]
 FRAMEWORKS = ("fastapi", "starlette", "grpc", "uvicorn")
+# The model manager's parts, each a class of its own that the manager composes.
+COLLABORATORS = [
+    ("modelserve.models.manager", "ModelManager"),
+    ("modelserve.models.loading", "ModelLoader"),
+    ("modelserve.models.eviction", "Eviction"),
+]
 
 
 def imported_with(module: str) -> set[str]:
@@ -37,3 +46,22 @@ def test_the_core_imports_no_web_or_rpc_framework(module: str) -> None:
 def test_what_the_protocols_share_imports_no_protocol() -> None:
     protocols = {name for name in imported_with("modelserve.server.state") if name.startswith("modelserve.protocol")}
     assert not protocols, f"server/state.py brings {sorted(protocols)}"
+
+
+@pytest.mark.parametrize(("module", "name"), COLLABORATORS, ids=[name for _, name in COLLABORATORS])
+def test_the_managers_parts_are_collaborators_not_an_inheritance_chain(module: str, name: str) -> None:
+    """Each part inherits nothing and reaches no private attribute of what it holds (``self._x._y``): it
+    uses the others through their public methods, so each can change behind its interface."""
+    source = importlib.import_module(module)
+    assert getattr(source, name).__bases__ == (object,), f"{name} inherits {getattr(source, name).__bases__}"
+    reached = sorted(
+        ast.unparse(node)
+        for node in ast.walk(ast.parse(inspect.getsource(source)))
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and isinstance(node.value, ast.Attribute)
+        and isinstance(node.value.value, ast.Name)
+        and node.value.value.id == "self"
+    )
+    assert not reached, f"{module} reaches into its collaborators: {reached}"
