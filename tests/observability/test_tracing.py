@@ -188,6 +188,25 @@ def test_a_log_line_written_inside_a_traced_request_carries_its_trace_id(
     assert "span_id" not in outside
 
 
+def test_any_log_line_written_inside_an_untraced_request_carries_its_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not only the access line: whatever a request logs, traced or not, says which request it was."""
+    configure_logging("info", "json")
+
+    def request() -> tuple[int, int] | None:
+        begin_request(None)  # tracing off: the request has ids, and no span
+        logging.getLogger("modelserve.test").warning("inside")
+        return request_ids()
+
+    try:
+        ids = contextvars.copy_context().run(request)
+    finally:
+        logging.getLogger().handlers.clear()
+    assert ids is not None
+    assert trace.get_current_span().get_span_context().is_valid is False
+    [inside] = _json_lines(capsys)
+    assert (inside["trace_id"], inside["span_id"]) == (format(ids[0], "032x"), format(ids[1], "016x"))
+
+
 def _ids_of(traceparent: str | None) -> tuple[int, int] | None:
     """The ids ``begin_request`` gives a request, set in a context of its own as each request has."""
 
