@@ -1,0 +1,247 @@
+"""Copying one file between two regions' stores, streamed, hashed while it passes, verified before it counts.
+
+A file is read from the source in parts (ranged GETs, read ahead on a shared pool) and hashed with
+sha256 in order; a small file is written with one PUT, a large one with a multipart upload whose
+parts go up on the same pool. Memory is bounded by ``max_parts`` part buffers, all files together.
+
+Verification is a chain: the sha256 of the bytes read must equal the source's SHA256SUMS entry, and
+each write's ETag (the MD5 of what the target stored) must equal the MD5 of the bytes sent (Content-MD5
+is sent too, so real S3 refuses a corrupted body itself). Where the target's ETag is not an MD5 (SSE-KMS,
+some S3-compatible stores) the written object is read back and hashed instead. A file that fails is
+copied again; it is never reported verified.
+
+The multipart upload in flight (its id and every completed part with its MD5) is handed to
+``on_progress`` after each part, for the job to store: a copy that resumes skips the parts already
+uploaded, re-reading them only to hash (the sha256 of the whole file needs every byte).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from modelserve.regions.s3 import Corrupt, Store, base64_of, is_md5, is_missing
+
+
+class Mismatch(Exception):
+    """A file's bytes differ from its source manifest entry; the copy is discarded."""
+
+
+@dataclass(frozen=True)
+class FileCopy:
+    """One file of a model version: where it is read, where it goes, and what it must hash to."""
+
+    relative: str  # path below the model's folder: "1/model.onnx", "config.yaml"
+    source_key: str
+    target_key: str
+    size: int
+    sha256: str
+
+
+# What the job stores of a file under way: {"upload_id": str, "parts": {"<n>": md5_hex}}; {} when none.
+Progress = dict[str, Any]
+
+
+class Copier:
+    """Copies files from ``source`` to ``target`` through one bounded pool of part reads and writes."""
+
+    def __init__(self, source: Store, target: Store, *, part_size: int, threshold: int, max_parts: int) -> None:
+        self.source = source
+        self.target = target
+        self.part_size = part_size
+        self.threshold = threshold
+        self.pool = ThreadPoolExecutor(max_parts, thread_name_prefix="replication-part")
+        self.budget = threading.BoundedSemaphore(max_parts)  # part buffers alive at once
+
+    def close(self) -> None:
+        """Stop the pool once its work is done."""
+        self.pool.shutdown(wait=True)
+
+    def copy(self, file: FileCopy, progress: Progress, on_progress: Callable[[Progress, int], None]) -> tuple[str, int]:
+        """Copy ``file`` and verify it; returns the target's ETag and the bytes written.
+
+        ``progress`` is what an earlier attempt stored (resumed from); ``on_progress(progress, nbytes)``
+        is called after each part written. Raises Mismatch when the bytes read differ from the manifest.
+        """
+        if file.size <= self.threshold:
+            return self._copy_whole(file, on_progress)
+        return self._copy_parts(file, progress, on_progress)
+
+    def _copy_whole(self, file: FileCopy, on_progress: Callable[[Progress, int], None]) -> tuple[str, int]:
+        with self.budget:
+            data = self.source.read(file.source_key, 0, file.size)
+            if hashlib.sha256(data).hexdigest() != file.sha256:
+                raise Mismatch(f"{file.source_key}: the bytes read hash otherwise than SHA256SUMS says")
+            etag = self.target.put(file.target_key, data)
+        if not is_md5(etag):
+            self._read_back(file)
+        on_progress({}, len(data))
+        return etag, len(data)
+
+    def _copy_parts(
+        self, file: FileCopy, progress: Progress, on_progress: Callable[[Progress, int], None]
+    ) -> tuple[str, int]:
+        count = -(-file.size // self.part_size)
+        upload_id, done = self._resumable(file, progress)
+        if upload_id is None:
+            answer = self.target.call(
+                self.target.client.create_multipart_upload, Bucket=self.target.bucket, Key=file.target_key
+            )
+            upload_id, done = str(answer["UploadId"]), {}
+            on_progress({"upload_id": upload_id, "parts": {}}, 0)
+        state: Progress = {"upload_id": upload_id, "parts": dict(done)}
+        lock = threading.Lock()
+        digest = hashlib.sha256()
+        written = 0
+        reads: list[Future[bytes]] = []
+        uploads: list[Future[int]] = []
+        ahead = 2  # parts read ahead of the one being hashed
+
+        def read(number: int) -> Future[bytes]:
+            self.budget.acquire()
+            start = (number - 1) * self.part_size
+            length = min(self.part_size, file.size - start)
+            future = self.pool.submit(self.source.read, file.source_key, start, length)
+            return future
+
+        def upload(number: int, data: bytes, md5: str) -> int:
+            try:
+                answer = self.target.call(self._upload_part, file.target_key, upload_id, number, data, md5)
+            finally:
+                self.budget.release()
+            with lock:
+                state["parts"][str(number)] = answer
+                snapshot = {"upload_id": upload_id, "parts": dict(state["parts"])}
+            on_progress(snapshot, len(data))
+            return len(data)
+
+        try:
+            for number in range(1, min(ahead, count) + 1):
+                reads.append(read(number))
+            for number in range(1, count + 1):
+                data = reads[number - 1].result()
+                reads[number - 1] = _DONE
+                digest.update(data)
+                md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                if done.get(str(number)) == md5:
+                    self.budget.release()  # uploaded by an earlier attempt, and the same bytes
+                else:
+                    # Before reading ahead: this part's buffer is freed by its upload, so waiting for a
+                    # free buffer below never waits on this thread itself.
+                    uploads.append(self.pool.submit(upload, number, data, md5))
+                del data
+                if failed := next((f for f in uploads if f.done() and f.exception() is not None), None):
+                    failed.result()
+                if number + ahead <= count:
+                    reads.append(read(number + ahead))
+            written = sum(f.result() for f in uploads)
+        except BaseException:
+            for future in reads:
+                if future is _DONE:
+                    continue
+                if not future.cancel():
+                    with suppress(Exception):
+                        future.result()
+                self.budget.release()  # read and never consumed, or never run
+            for upload_future in uploads:
+                with suppress(Exception):  # the first failure is the one raised
+                    upload_future.result()
+            raise
+        if digest.hexdigest() != file.sha256:
+            self._abort(file.target_key, upload_id)
+            on_progress({}, 0)
+            raise Mismatch(f"{file.source_key}: the bytes read hash otherwise than SHA256SUMS says")
+        parts = [{"PartNumber": n, "ETag": f'"{state["parts"][str(n)]}"'} for n in range(1, count + 1)]
+        expected = (
+            hashlib.md5(
+                b"".join(bytes.fromhex(state["parts"][str(n)]) for n in range(1, count + 1)), usedforsecurity=False
+            ).hexdigest()
+            + f"-{count}"
+        )
+        etag = self._complete(file.target_key, upload_id, parts, expected)
+        if not (etag.endswith(f"-{count}") and is_md5(etag.split("-")[0])):
+            self._read_back(file)
+        elif etag != expected:
+            raise Corrupt(f"{file.target_key}: the stored object's ETag {etag} is not that of the parts sent")
+        return etag, written
+
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes, md5: str) -> str:
+        answer = self.target.client.upload_part(
+            Bucket=self.target.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+            ContentMD5=base64_of(bytes.fromhex(md5)),
+        )
+        etag = str(answer.get("ETag", "")).strip('"')
+        if is_md5(etag) and etag != md5:
+            raise Corrupt(f"{key}: part {number} arrived otherwise than sent (ETag {etag}, sent {md5})")
+        return md5
+
+    def _resumable(self, file: FileCopy, progress: Progress) -> tuple[str | None, dict[str, str]]:
+        """The upload an earlier attempt left, with its parts, if the store still has it."""
+        upload_id = progress.get("upload_id")
+        if not upload_id:
+            return None, {}
+        try:
+            answer = self.target.call(
+                self.target.client.list_parts, Bucket=self.target.bucket, Key=file.target_key, UploadId=upload_id
+            )
+        except ClientError as exc:
+            if is_missing(exc):
+                return None, {}
+            raise
+        stored = {str(p["PartNumber"]): str(p["ETag"]).strip('"') for p in answer.get("Parts", [])}
+        # Only parts the store holds as they were recorded count as done.
+        recorded: dict[str, str] = progress.get("parts", {})
+        return str(upload_id), {n: md5 for n, md5 in recorded.items() if stored.get(n) == md5}
+
+    def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]], expected: str) -> str:
+        try:
+            answer = self.target.call(
+                self.target.client.complete_multipart_upload,
+                Bucket=self.target.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except ClientError as exc:
+            # A completion whose answer was lost, tried again: the upload is gone because it is the object now.
+            head = self.target.head(key) if is_missing(exc) else None
+            if head is not None and str(head.get("ETag", "")).strip('"') == expected:
+                return expected
+            raise
+        return str(answer.get("ETag", "")).strip('"')
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.target.call(
+                self.target.client.abort_multipart_upload, Bucket=self.target.bucket, Key=key, UploadId=upload_id
+            )
+        except ClientError as exc:
+            if not is_missing(exc):
+                raise
+
+    def _read_back(self, file: FileCopy) -> None:
+        """Hash the object as the target stores it, where its ETag cannot vouch for it."""
+        if sha256_of(self.target, file.target_key, file.size, self.part_size) != file.sha256:
+            raise Corrupt(f"{file.target_key}: the copy read back hashes otherwise than SHA256SUMS says")
+
+
+def sha256_of(store: Store, key: str, size: int, part_size: int) -> str:
+    """The sha256 of an object, read in parts (each resumed with Range when cut)."""
+    digest = hashlib.sha256()
+    for start in range(0, size, part_size):
+        digest.update(store.read(key, start, min(part_size, size - start)))
+    return digest.hexdigest()
+
+
+_DONE: Future[bytes] = Future()

@@ -1,0 +1,62 @@
+"""Replication between two real S3 endpoints (moto), without faults: what a job copies, verifies and publishes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from modelserve.regions.schema import State
+from modelserve.regions.service import Context, open_context
+from modelserve.repository.remote import parse_checksums
+from tests.regions.conftest import PART_MIN, Endpoint, publish, stored
+
+
+def context() -> Context:
+    return open_context(Path(os.environ["REGIONS_FILE"]), None, owner="test")
+
+
+def test_a_version_is_copied_verified_and_published_with_its_manifest_last(regions: dict[str, Endpoint]) -> None:
+    source, target = regions["us-east-1"], regions["eu-west-1"]
+    big = os.urandom(5 * PART_MIN + 123)  # multipart: six parts, the last short
+    publish(
+        source, "resnet", {"1": {"model.onnx": b"one"}, "2": {"model.onnx": big, "vocab.txt": b"a\nb\n"}}, b"x: 1\n"
+    )
+    ctx = context()
+
+    jobs = ctx.replicator.plan("resnet", "2", "us-east-1", ["eu-west-1"])
+    assert [j.state for j in jobs] == [State.PENDING]
+    assert ctx.replicator.run_pending() == 1
+
+    job = ctx.jobs.jobs("resnet", "2")[0]
+    assert job.state == State.REPLICATED, job.last_error
+    assert (job.files_done, job.bytes_done, job.bytes_total) == (2, len(big) + 4, len(big) + 4)
+    copy = stored(target, "resnet")
+    assert copy["2/model.onnx"] == big
+    assert copy["config.yaml"] == b"x: 1\n"
+    assert "1/model.onnx" not in copy, "only the version asked for"
+    sums = parse_checksums(copy["SHA256SUMS"].decode())
+    assert sums == {
+        "2/model.onnx": hashlib.sha256(big).hexdigest(),
+        "2/vocab.txt": hashlib.sha256(b"a\nb\n").hexdigest(),
+        "config.yaml": hashlib.sha256(b"x: 1\n").hexdigest(),
+    }
+    assert job.lag_s(ctx.clock()) == 0.0
+
+
+def test_a_second_version_keeps_the_first_in_the_targets_manifest(regions: dict[str, Endpoint]) -> None:
+    source, target = regions["us-east-1"], regions["eu-west-1"]
+    publish(source, "m", {"1": {"model.onnx": b"one"}, "2": {"model.onnx": b"two"}})
+    ctx = context()
+    ctx.replicator.plan("m", "1", "us-east-1", ["eu-west-1"])
+    ctx.replicator.run_pending()
+    ctx.replicator.plan("m", None, "us-east-1", ["eu-west-1", "ap-southeast-1"])
+    ctx.replicator.run_pending()
+
+    assert {(j.version, j.target_region, j.state) for j in ctx.jobs.jobs("m")} == {
+        ("1", "eu-west-1", "replicated"),
+        ("2", "eu-west-1", "replicated"),
+        ("1", "ap-southeast-1", "replicated"),
+        ("2", "ap-southeast-1", "replicated"),
+    }
+    assert set(parse_checksums(stored(target, "m")["SHA256SUMS"].decode())) == {"1/model.onnx", "2/model.onnx"}
