@@ -256,6 +256,22 @@ class Settings(BaseSettings):
         description="Traffic-history buckets kept in memory while the database cannot be written; older ones are "
         "dropped.",
     )
+    db_pool_size: int = Field(
+        5, ge=1, le=1000, description="Connections each database engine keeps open (SQLAlchemy's pool_size)."
+    )
+    db_max_overflow: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Connections an engine may open beyond DB_POOL_SIZE when all are busy; beyond both, callers wait.",
+    )
+
+    # -- regions -----------------------------------------------------------------------------------
+    region: str = Field(
+        "local",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Name of the region this server runs in (us-east-1, say): the label of its usage and cost.",
+    )
 
     @property
     def history_database_url(self) -> str:

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from modelserve.config import Settings
-from modelserve.history.flusher import HistoryFlusher
+from modelserve.history.flusher import Companion, HistoryFlusher
 from modelserve.history.recorder import TrafficRecorder
 
 __all__ = ["HistoryFlusher", "TrafficRecorder", "from_settings"]
@@ -17,9 +17,12 @@ __all__ = ["HistoryFlusher", "TrafficRecorder", "from_settings"]
 DAY_S = 86_400
 
 
-def from_settings(settings: Settings, on_dropped: Callable[[int], None] | None = None) -> HistoryFlusher | None:
+def from_settings(
+    settings: Settings, on_dropped: Callable[[int], None] | None = None, companions: Sequence[Companion] = ()
+) -> HistoryFlusher | None:
     """The history a server with ``settings`` keeps; None when TRAFFIC_HISTORY is off. ``on_dropped``
-    counts the buckets dropped while the database is down (``Metrics.observe_history_dropped``)."""
+    counts the buckets dropped while the database is down (``Metrics.observe_history_dropped``);
+    ``companions`` write their own rows at each flush (usage per model version)."""
     if not settings.traffic_history:
         return None
     return HistoryFlusher(
@@ -29,4 +32,7 @@ def from_settings(settings: Settings, on_dropped: Callable[[int], None] | None =
         settings.history_retention_days * DAY_S,
         max_pending_buckets=settings.history_max_pending_buckets,
         on_dropped=on_dropped,
+        companions=companions,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
     )

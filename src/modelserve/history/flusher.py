@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from modelserve.history.recorder import Bucket, BucketKey, TrafficRecorder
 from modelserve.history.schema import OUTCOMES
@@ -32,6 +32,14 @@ CLOSE_TIMEOUT_S = 15.0
 MAX_PENDING_BUCKETS = 60_000
 
 
+class Companion(Protocol):
+    """Other rows written to the history's database on the flusher's schedule, after the traffic buckets
+    (``regions.usage.UsageRecorder``: usage per model version)."""
+
+    def flush(self, engine: Engine) -> None:
+        """Write what waits; on failure keep it for the next flush and raise."""
+
+
 class HistoryFlusher:
     """Owns the history's engine and the thread that writes to it."""
 
@@ -45,6 +53,9 @@ class HistoryFlusher:
         max_pending_buckets: int = MAX_PENDING_BUCKETS,
         on_dropped: Callable[[int], None] | None = None,
         name: str = "history",
+        companions: Sequence[Companion] = (),
+        pool_size: int = 5,
+        max_overflow: int = 10,
     ) -> None:
         self.recorder = recorder
         self.url = url
@@ -52,6 +63,8 @@ class HistoryFlusher:
         self.retention_s = retention_s  # 0: kept forever
         self.max_pending_buckets = max_pending_buckets
         self._on_dropped = on_dropped  # told how many buckets each failed write dropped
+        self._companions = companions
+        self._pool = {"pool_size": pool_size, "max_overflow": max_overflow}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._engine: Engine | None = None
@@ -80,7 +93,7 @@ class HistoryFlusher:
         if self._engine is None:
             from modelserve.db import open_engine  # SQLAlchemy is imported by the writer, not at server import
 
-            self._engine = open_engine(self.url)
+            self._engine = open_engine(self.url, "history", **self._pool)
         return self._engine
 
     def reader(self) -> TrafficHistory:
@@ -103,6 +116,9 @@ class HistoryFlusher:
                 self._migrated = True
                 log.info("traffic history in %s, buckets of %d s", shown(self.url), self.recorder.bucket_s)
             store.write(self.engine, buckets, self.recorder.bucket_s)
+            buckets = {}  # written: a companion's failure below must not give them back
+            for companion in self._companions:
+                companion.flush(self.engine)
             if self.retention_s and time.monotonic() >= self._next_purge:
                 self._next_purge = time.monotonic() + PURGE_EVERY_S
                 deleted = store.purge(self.engine, int(time.time() - self.retention_s))

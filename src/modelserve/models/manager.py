@@ -269,6 +269,10 @@ class ModelManager:
         """Every version that holds memory: loading, serving or being unloaded."""
         return [r for r in self._records.all() if r.runtime is not None or r.state is ModelState.LOADING]
 
+    def every_version(self) -> list[ModelVersion]:
+        """Every version the server has records of, loaded or not: those unloaded keep their statistics."""
+        return self._records.all()
+
     async def index(self) -> list[ModelVersion]:
         """Every model in the repository or in memory, with its state; never-loaded ones as UNAVAILABLE."""
         names = set(await asyncio.to_thread(self.repository.names)) | set(self._records.names())

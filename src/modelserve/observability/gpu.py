@@ -82,3 +82,12 @@ def device_memory(index: int = 0) -> tuple[int, int] | None:
         return None
     memory = nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(index))
     return int(memory.used), int(memory.total)
+
+
+def device_name(index: int = 0) -> str:
+    """GPU ``index``'s model name as NVML gives it ("NVIDIA H100 80GB HBM3"), or "" on a host without one."""
+    nvml = _nvml()
+    if nvml is None or index >= nvml.nvmlDeviceGetCount():
+        return ""
+    name = nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(index))
+    return name.decode() if isinstance(name, bytes) else str(name)  # bytes before nvidia-ml-py 11.515

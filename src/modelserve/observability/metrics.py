@@ -10,6 +10,7 @@ sums across processes (``PROMETHEUS_MULTIPROC_DIR``, set by ``modelserve serve -
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,9 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from modelserve.errors import classify
+from modelserve.observability import pools
 from modelserve.observability.gpu import GpuCollector
+from modelserve.observability.pools import PoolWatch
 
 if TYPE_CHECKING:
     from modelserve.models.records import ModelVersion
@@ -183,6 +186,44 @@ class Metrics:
             "and the queue to it was full, or it failed.",
             registry=registry,
         )
+        # The connection pools of the database engines the process opened (observability/pools.py).
+        self.db_pool_size = Gauge(
+            "model_serving_db_pool_size",
+            "Connections a database engine's pool keeps (DB_POOL_SIZE), by what the engine is for (summed over "
+            "workers).",
+            ["pool"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_checked_out = Gauge(
+            "model_serving_db_pool_checked_out",
+            "Connections of a database engine's pool in use now (summed over workers).",
+            ["pool"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_overflow = Gauge(
+            "model_serving_db_pool_overflow",
+            "Connections a database engine's pool has open beyond its size, at most DB_MAX_OVERFLOW (summed over "
+            "workers).",
+            ["pool"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_waits = Counter(
+            "model_serving_db_pool_waits",
+            "Checkouts that found every connection of the pool in use and none left to open, and waited.",
+            ["pool"],
+            registry=registry,
+        )
+        self.db_pool_wait_seconds = Counter(
+            "model_serving_db_pool_wait_seconds",
+            "Time checkouts spent waiting for a connection of the pool, in seconds.",
+            ["pool"],
+            registry=registry,
+        )
+        self._pool_counts: weakref.WeakKeyDictionary[PoolWatch, tuple[int, float]] = weakref.WeakKeyDictionary()
+        self._pool_names: set[str] = set()
 
         self._shown: set[tuple[str, str]] = set()
         # Labelled children, looked up once per label set: prometheus-client's labels() costs about a
@@ -275,6 +316,27 @@ class Metrics:
                 gauge.labels(*labels).set(0)
         self._shown = shown
         self.models_loaded.set(len(ready))
+        self._refresh_pools()
+
+    def _refresh_pools(self) -> None:
+        """Set the pools' gauges, summed by name, and add the waits counted since the last refresh."""
+        totals: dict[str, list[int]] = {}
+        for watch, reading in pools.readings().items():
+            figures = totals.setdefault(reading.name, [0, 0, 0])
+            for index, value in enumerate((reading.size, reading.checked_out, reading.overflow)):
+                figures[index] += value
+            waits, seconds = self._pool_counts.get(watch, (0, 0.0))
+            if reading.waits > waits:
+                self.db_pool_waits.labels(reading.name).inc(reading.waits - waits)
+                self.db_pool_wait_seconds.labels(reading.name).inc(reading.wait_seconds - seconds)
+            self._pool_counts[watch] = reading.waits, reading.wait_seconds
+        for name in self._pool_names - totals.keys():  # engines dropped since: nothing open any more
+            totals[name] = [0, 0, 0]
+        for name, (size, checked_out, overflow) in totals.items():
+            self.db_pool_size.labels(name).set(size)
+            self.db_pool_checked_out.labels(name).set(checked_out)
+            self.db_pool_overflow.labels(name).set(overflow)
+        self._pool_names = set(totals)
 
     def observe_memory(self, rss: int, pressure: int) -> None:
         """Set the process's resident memory and where it stands against the limits."""

@@ -135,8 +135,8 @@ class UsageRecorder:
 class _Seen:
     """A version as the last sample left it."""
 
-    record: ModelVersion  # held so that a version unloaded between samples still gives its last counts
-    device: str
+    record: ModelVersion  # held so that a version replaced between samples still gives its last counts
+    device: str | None = None  # known once the version is seen holding its runtime
     requests: int = 0
     inferences: int = 0
     compute_ns: int = 0
@@ -149,8 +149,10 @@ class UsageSampler:
 
     Call ``sample`` on the event loop (the records are the loop's) every flush interval, and once more
     when the server stops, after its models have unloaded. Requests, samples and compute time are
-    exact (counter differences); memory held is integrated between samples with the trapezoid rule,
-    so a version loaded or unloaded between two samples counts half the interval.
+    exact (counter differences, unloaded versions included: they keep their statistics); memory held
+    is integrated between samples with the trapezoid rule, so a version loaded or unloaded between two
+    samples counts half the interval. A version loaded, used and reloaded between two samples is the
+    one whose use is lost: its record is gone before a sample sees it.
     """
 
     def __init__(
@@ -161,7 +163,7 @@ class UsageSampler:
         gpu_type: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._versions = versions  # those holding a runtime or loading: ModelManager.holding
+        self._versions = versions  # every version the server has records of: ModelManager.every_version
         self._recorder = recorder
         self._region = region
         self._gpu = gpu_device(gpu_type)
@@ -174,20 +176,19 @@ class UsageSampler:
         now = self._clock()
         elapsed, self._last = max(0.0, now - self._last), now
         bucket = bucket_of(now)
-        holding = {id(record): record for record in self._versions() if record.runtime is not None}
-        for key, record in holding.items():
+        known = {id(record): record for record in self._versions()}
+        for key, record in known.items():
             if key not in self._seen:
-                assert record.runtime is not None
-                device = self._gpu if runs_on_gpu(record.runtime) else CPU
-                self._seen[key] = _Seen(record, device)
+                self._seen[key] = _Seen(record)
         for key, seen in list(self._seen.items()):
-            record = seen.record
-            stats = record.stats
-            loaded = key in holding
+            record, stats = seen.record, seen.record.stats
+            runtime = record.runtime
+            if seen.device is None and runtime is not None:
+                seen.device = self._gpu if runs_on_gpu(runtime) else CPU
             requests = stats.success.count + stats.fail.count
             compute_ns = stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns
-            memory = record.memory.get("CPU", 0) if loaded else 0
-            gpu_memory = record.memory.get("GPU", 0) if loaded else 0
+            memory = record.memory.get("CPU", 0) if runtime is not None else 0
+            gpu_memory = record.memory.get("GPU", 0) if runtime is not None else 0
             usage = Usage(
                 requests=requests - seen.requests,
                 inferences=stats.inference_count - seen.inferences,
@@ -196,12 +197,18 @@ class UsageSampler:
                 gpu_memory_byte_seconds=(seen.gpu_memory + gpu_memory) / 2 * elapsed,
             )
             if not usage.is_empty():
-                self._recorder.add((record.name, str(record.version), self._region, seen.device, "", bucket), usage)
-            if loaded:
-                seen.requests, seen.inferences, seen.compute_ns = requests, stats.inference_count, compute_ns
-                seen.memory, seen.gpu_memory = memory, gpu_memory
-            else:  # unloaded since: its counts are all in, and a reload starts a record of its own
+                key_of = (record.name, str(record.version), self._region, seen.device or self._device_of(record), "")
+                self._recorder.add((*key_of, bucket), usage)
+            seen.requests, seen.inferences, seen.compute_ns = requests, stats.inference_count, compute_ns
+            seen.memory, seen.gpu_memory = memory, gpu_memory
+            if key not in known:  # replaced by a reload since: its counts are all in
                 del self._seen[key]
+
+    def _device_of(self, record: ModelVersion) -> str:
+        # A version loaded and unloaded between two samples was never seen with its runtime: TensorRT
+        # runs on the GPU; the others are taken for the CPU, where they run unless placed otherwise.
+        spec = record.spec
+        return self._gpu if spec is not None and spec.platform is Platform.TENSORRT else CPU
 
 
 _migrated: weakref.WeakSet[Engine] = weakref.WeakSet()

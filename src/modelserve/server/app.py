@@ -29,7 +29,7 @@ from modelserve.models.budget import MemoryBudget
 from modelserve.models.manager import ModelManager
 from modelserve.models.memory import MIB, MemoryWatchdog, rss_bytes
 from modelserve.models.spec import BatchingDefaults
-from modelserve.observability.gpu import device_memory
+from modelserve.observability.gpu import device_memory, device_name
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
@@ -37,6 +37,7 @@ from modelserve.prewarm.live import POLICIES, LivePrewarmer
 from modelserve.protocol import debug, health, openapi, rest_v1, rest_v2
 from modelserve.protocol.errors import error_json, error_response
 from modelserve.protocol.shared_memory import SharedMemory
+from modelserve.regions.usage import UsageRecorder, UsageSampler
 from modelserve.repository.remote import open_repository
 from modelserve.server.asgi import FrontDoor
 from modelserve.server.auth import Guard
@@ -82,7 +83,11 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     startup = ["*"] if mode is ModelControlMode.NONE else settings.load_models
     required = tuple(name for name in startup if name != "*")
     prewarmer = prewarmer_for(settings, manager, metrics)
-    history = history_from_settings(settings, on_dropped=metrics.observe_history_dropped)
+    usage = UsageRecorder()  # what each model version used, written with the traffic history
+    history = history_from_settings(settings, on_dropped=metrics.observe_history_dropped, companions=[usage])
+    sampler = (
+        UsageSampler(manager.every_version, usage, settings.region, device_name()) if history is not None else None
+    )
     state = ServerState(
         settings=settings,
         manager=manager,
@@ -129,6 +134,11 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
                 log.warning("pre-warming starts without the traffic history: %s: %s", type(exc).__name__, exc)
         await prewarmer.run()
 
+    async def sample_usage(sampler: UsageSampler) -> None:
+        while True:
+            await asyncio.sleep(settings.history_flush_interval_sec)
+            sampler.sample()
+
     def in_flight() -> int:
         # HTTP requests at the door and gRPC inference requests, from their arrival (a model loading on
         # demand included) to their answer.
@@ -146,11 +156,12 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         sharing = asyncio.create_task(share_metrics()) if multiprocess_dir() else None
         shedding = asyncio.create_task(shed_memory()) if manager.on_demand and settings.memory_soft_limit_mb else None
         prewarming = asyncio.create_task(prewarm(prewarmer)) if prewarmer is not None else None
+        sampling = asyncio.create_task(sample_usage(sampler)) if sampler is not None else None
         try:
             yield
         finally:
             state.draining = True
-            for task in (shedding, prewarming):
+            for task in (shedding, prewarming, sampling):
                 if task is not None:
                     task.cancel()
             if sharing is not None:
@@ -162,6 +173,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await manager.close()
+            if sampler is not None:  # what the models used up to their unload
+                sampler.sample()
             if history is not None:  # after the models: requests answered while draining are counted too
                 await asyncio.to_thread(history.close)
             await asyncio.to_thread(state.access_log.close)  # the lines of the requests answered while draining
