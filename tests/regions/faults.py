@@ -20,6 +20,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +47,8 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         self.requests = 0
         self.scripted: deque[tuple[str, Match]] = deque()
+        self.seen: list[tuple[str, str, str]] = []  # (method, path, Range header) of every request
+        self.delay_s = 0.0  # added before forwarding each request with a body: a slow link
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -103,6 +106,10 @@ class FaultProxy:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         has_key = len(urlsplit(path).path.strip("/").split("/", 1)) == 2
+        with self.lock:
+            self.seen.append((method, path, handler.headers.get("Range", "")))
+        if body and self.delay_s:
+            time.sleep(self.delay_s)
         kind = self._draw(method, path, has_key, bool(body))
         handler.close_connection = True
         if kind in _ERRORS:

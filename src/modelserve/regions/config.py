@@ -162,6 +162,9 @@ class Replication(BaseModel):
     backoff_max_s: float = Field(10.0, gt=0, description="Longest wait between two tries of one call.")
     max_attempts: int = Field(5, ge=1, le=100, description="Attempts of a job before it is dead-lettered.")
     job_backoff_s: float = Field(30.0, ge=0, description="Wait before a failed job's next attempt; doubles each time.")
+    lease_s: float = Field(
+        120.0, gt=0, description="A job whose replicator stopped renewing it (it died) is taken up after this long."
+    )
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(30.0, gt=0)
 

@@ -99,17 +99,14 @@ class Copier:
         state: Progress = {"upload_id": upload_id, "parts": dict(done)}
         lock = threading.Lock()
         digest = hashlib.sha256()
-        written = 0
-        reads: list[Future[bytes]] = []
+        reads: dict[int, Future[bytes]] = {}
         uploads: list[Future[int]] = []
-        ahead = 2  # parts read ahead of the one being hashed
+        ahead = 2  # parts read ahead of the one being hashed, while buffers are free
 
-        def read(number: int) -> Future[bytes]:
-            self.budget.acquire()
+        def read(number: int) -> None:
             start = (number - 1) * self.part_size
             length = min(self.part_size, file.size - start)
-            future = self.pool.submit(self.source.read, file.source_key, start, length)
-            return future
+            reads[number] = self.pool.submit(self.source.read, file.source_key, start, length)
 
         def upload(number: int, data: bytes, md5: str) -> int:
             try:
@@ -123,29 +120,28 @@ class Copier:
             return len(data)
 
         try:
-            for number in range(1, min(ahead, count) + 1):
-                reads.append(read(number))
             for number in range(1, count + 1):
-                data = reads[number - 1].result()
-                reads[number - 1] = _DONE
+                if number not in reads:
+                    # This file holds no read buffer now (every earlier one is consumed), so waiting for a
+                    # free one waits only on uploads and other files' reads, which free theirs by themselves.
+                    self.budget.acquire()
+                    read(number)
+                for later in range(number + 1, min(number + ahead, count) + 1):
+                    if later not in reads and self.budget.acquire(blocking=False):
+                        read(later)
+                data = reads.pop(number).result()
                 digest.update(data)
                 md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
                 if done.get(str(number)) == md5:
                     self.budget.release()  # uploaded by an earlier attempt, and the same bytes
                 else:
-                    # Before reading ahead: this part's buffer is freed by its upload, so waiting for a
-                    # free buffer below never waits on this thread itself.
                     uploads.append(self.pool.submit(upload, number, data, md5))
                 del data
                 if failed := next((f for f in uploads if f.done() and f.exception() is not None), None):
                     failed.result()
-                if number + ahead <= count:
-                    reads.append(read(number + ahead))
             written = sum(f.result() for f in uploads)
         except BaseException:
-            for future in reads:
-                if future is _DONE:
-                    continue
+            for future in reads.values():
                 if not future.cancel():
                     with suppress(Exception):
                         future.result()
@@ -242,6 +238,3 @@ def sha256_of(store: Store, key: str, size: int, part_size: int) -> str:
     for start in range(0, size, part_size):
         digest.update(store.read(key, start, min(part_size, size - start)))
     return digest.hexdigest()
-
-
-_DONE: Future[bytes] = Future()

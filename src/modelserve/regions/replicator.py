@@ -33,7 +33,6 @@ from modelserve.regions.schema import ReplicationJob, State
 from modelserve.repository.remote import CHECKSUMS, format_checksums, parse_checksums
 
 CONFIG = "config.yaml"
-LEASE_S = 120.0  # a job whose process stopped is taken up by another after this long
 
 
 class ReplicationError(Exception):
@@ -160,7 +159,7 @@ class Replicator:
         """Run every job that is due, one after another, until none is or ``deadline`` passes; how many ran."""
         ran = 0
         while ran < limit and (deadline is None or time.monotonic() < deadline):
-            claimed = self.jobs.claim(self.owner, self.clock(), LEASE_S, 1)
+            claimed = self.jobs.claim(self.owner, self.clock(), self.policy.lease_s, 1)
             if not claimed:
                 return ran
             self.run(claimed[0])
@@ -320,7 +319,7 @@ class Replicator:
         )
 
     def _save(self, job: ReplicationJob, **changes: Any) -> None:
-        if not self.jobs.save(job, self.owner, self.clock(), LEASE_S, **changes):
+        if not self.jobs.save(job, self.owner, self.clock(), self.policy.lease_s, **changes):
             raise LeaseLost(f"job {job.id} was taken over")
 
 

@@ -31,7 +31,9 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from modelserve.regions.config import Region, Replication
 
 T = TypeVar("T")
-CHUNK = 1024 * 1024
+# Reads of a body take this much at a time: a read cut short loses the chunk it was in (urllib3 raises
+# rather than return part of it), so a resumed read asks again from the last whole chunk.
+CHUNK = 32 * 1024
 # Error codes S3 answers when it wants the caller to slow down or try again.
 _THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"})
 _TRANSIENT = frozenset({"InternalError", "ServiceUnavailable", "RequestTimeout", "BadDigest", "InvalidDigest"})

@@ -44,7 +44,9 @@ def upgrade() -> None:
         sa.Column("lease_until", sa.Float(), nullable=False),
         sa.Column("progress", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_replication_jobs"),
-        sa.UniqueConstraint("model", "version", "target_region", name="uq_replication_jobs_model_version_target"),
+        sa.UniqueConstraint(
+            "model", "version", "target_region", name="uq_replication_jobs_model_version_target_region"
+        ),
     )
     op.create_index("ix_replication_jobs_state", "replication_jobs", ["state"])
 
