@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelserve.regions.cost_cli import cost
+
 if TYPE_CHECKING:
     from modelserve.regions.service import Context
 
@@ -25,6 +27,7 @@ app = typer.Typer(
     help="Replicate model versions between regional model stores, and read their state (docs/REGIONS.md).",
     no_args_is_help=True,
 )
+app.command()(cost)
 err = Console(stderr=True)
 
 

@@ -45,7 +45,7 @@ def by_day(engine: Engine, since: float, until: float) -> dict[int, list[UsageRo
     key_columns = [table.c[name] for name in _KEY[:-1]]
     day = ((int(until) - 1 - table.c.bucket_start) // DAY_S).label("day")
     query = (
-        select(*key_columns, day, *(func.sum(table.c[name]).label(name) for name in USAGE_COUNTERS))
+        select(*key_columns, day, *(_sum(table.c[name]) for name in USAGE_COUNTERS))
         .where(table.c.bucket_start >= int(since), table.c.bucket_start < int(until))
         .group_by(*key_columns, day)
     )
@@ -57,6 +57,11 @@ def by_day(engine: Engine, since: float, until: float) -> dict[int, list[UsageRo
             key = (values["model"], values["version"], values["region"], values["device"], values["peer_region"])
             found.setdefault(int(values["day"]), []).append(UsageRow(*key, usage))
     return found
+
+
+def _sum(column: Any) -> Any:
+    # PostgreSQL sums BIGINTs as NUMERIC (Decimal in Python): cast back to the column's own type.
+    return func.sum(column).cast(column.type).label(column.name)
 
 
 def _values(key: UsageKey, usage: Usage) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The runbook's cost tools, as thin entry points onto ``modelserve regions cost`` (docs/REGIONS.md#cost)."""
