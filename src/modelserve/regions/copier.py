@@ -1,8 +1,9 @@
 """Copying one file between two regions' stores, streamed, hashed while it passes, verified before it counts.
 
-A file is read from the source in parts (ranged GETs, read ahead on a shared pool) and hashed with
-sha256 in order; a small file is written with one PUT, a large one with a multipart upload whose
-parts go up on the same pool. Memory is bounded by ``max_parts`` part buffers, all files together.
+A file is read from the source in one streaming GET (asked for again from the first missing byte
+where it is cut) and hashed with sha256 as it passes; a small file is written with one PUT, a large
+one with a multipart upload whose parts go up on a shared pool while the next part is read.
+Memory is bounded by ``max_parts`` part buffers, all files together.
 
 Verification is a chain: the sha256 of the bytes read must equal the source's SHA256SUMS entry, and
 each write's ETag (the MD5 of what the target stored) must equal the MD5 of the bytes sent (Content-MD5
@@ -11,8 +12,8 @@ some S3-compatible stores) the written object is read back and hashed instead. A
 copied again; it is never reported verified.
 
 The multipart upload in flight (its id and every completed part with its MD5) is handed to
-``on_progress`` after each part, for the job to store: a copy that resumes skips the parts already
-uploaded, re-reading them only to hash (the sha256 of the whole file needs every byte).
+``on_progress`` after each part, for the job to store: a copy that resumes skips the parts the store
+holds with the MD5 of the bytes read again (the sha256 of the whole file needs every byte).
 """
 
 from __future__ import annotations
@@ -99,14 +100,7 @@ class Copier:
         state: Progress = {"upload_id": upload_id, "parts": dict(done)}
         lock = threading.Lock()
         digest = hashlib.sha256()
-        reads: dict[int, Future[bytes]] = {}
         uploads: list[Future[int]] = []
-        ahead = 2  # parts read ahead of the one being hashed, while buffers are free
-
-        def read(number: int) -> None:
-            start = (number - 1) * self.part_size
-            length = min(self.part_size, file.size - start)
-            reads[number] = self.pool.submit(self.source.read, file.source_key, start, length)
 
         def upload(number: int, data: bytes, md5: str) -> int:
             try:
@@ -119,33 +113,30 @@ class Copier:
             on_progress(snapshot, len(data))
             return len(data)
 
+        # One streaming GET for the whole file (resumed with Range where it is cut), read part by part in
+        # order for the sha256, while the parts already read go up on the pool.
         try:
-            for number in range(1, count + 1):
-                if number not in reads:
-                    # This file holds no read buffer now (every earlier one is consumed), so waiting for a
-                    # free one waits only on uploads and other files' reads, which free theirs by themselves.
+            with self.source.download(file.source_key, 0, file.size) as download:
+                for number in range(1, count + 1):
+                    # This thread holds no part buffer while it waits for one: every earlier part is
+                    # with an upload, which frees its buffer by itself.
                     self.budget.acquire()
-                    read(number)
-                for later in range(number + 1, min(number + ahead, count) + 1):
-                    if later not in reads and self.budget.acquire(blocking=False):
-                        read(later)
-                data = reads.pop(number).result()
-                digest.update(data)
-                md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-                if done.get(str(number)) == md5:
-                    self.budget.release()  # uploaded by an earlier attempt, and the same bytes
-                else:
-                    uploads.append(self.pool.submit(upload, number, data, md5))
-                del data
-                if failed := next((f for f in uploads if f.done() and f.exception() is not None), None):
-                    failed.result()
+                    try:
+                        data = download.take(self.part_size)
+                    except BaseException:
+                        self.budget.release()
+                        raise
+                    digest.update(data)
+                    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                    if done.get(str(number)) == md5:
+                        self.budget.release()  # uploaded by an earlier attempt, and the same bytes
+                    else:
+                        uploads.append(self.pool.submit(upload, number, data, md5))
+                    del data
+                    if failed := next((f for f in uploads if f.done() and f.exception() is not None), None):
+                        failed.result()
             written = sum(f.result() for f in uploads)
         except BaseException:
-            for future in reads.values():
-                if not future.cancel():
-                    with suppress(Exception):
-                        future.result()
-                self.budget.release()  # read and never consumed, or never run
             for upload_future in uploads:
                 with suppress(Exception):  # the first failure is the one raised
                     upload_future.result()
@@ -196,9 +187,12 @@ class Copier:
                 return None, {}
             raise
         stored = {str(p["PartNumber"]): str(p["ETag"]).strip('"') for p in answer.get("Parts", [])}
-        # Only parts the store holds as they were recorded count as done.
+        # A part counts as done when the store holds it as recorded, or (parts uploaded after the last
+        # record was written) when its ETag is an MD5: the copy compares it with the bytes it reads again.
         recorded: dict[str, str] = progress.get("parts", {})
-        return str(upload_id), {n: md5 for n, md5 in recorded.items() if stored.get(n) == md5}
+        done = {n: etag for n, etag in stored.items() if is_md5(etag)}
+        done.update({n: md5 for n, md5 in recorded.items() if stored.get(n) == md5})
+        return str(upload_id), done
 
     def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]], expected: str) -> str:
         try:
@@ -235,6 +229,7 @@ class Copier:
 def sha256_of(store: Store, key: str, size: int, part_size: int) -> str:
     """The sha256 of an object, read in parts (each resumed with Range when cut)."""
     digest = hashlib.sha256()
-    for start in range(0, size, part_size):
-        digest.update(store.read(key, start, min(part_size, size - start)))
+    with store.download(key, 0, size) as download:
+        while data := download.take(part_size):
+            digest.update(data)
     return digest.hexdigest()

@@ -33,6 +33,7 @@ from modelserve.regions.schema import ReplicationJob, State
 from modelserve.repository.remote import CHECKSUMS, format_checksums, parse_checksums
 
 CONFIG = "config.yaml"
+PROGRESS_EVERY_S = 1.0  # a copy's part-by-part progress is written at most this often
 
 
 class ReplicationError(Exception):
@@ -234,11 +235,19 @@ class Replicator:
         )
         done_bytes = sum(f.size for f in files if progress.get(f.relative, {}).get("done"))
 
-        def save(relative: str, state: dict[str, Any], nbytes: int, mismatch: bool = False) -> None:
+        last_saved = [0.0]
+
+        def save(relative: str, state: dict[str, Any], nbytes: int, mismatch: bool = False, copied: int = 0) -> None:
             nonlocal done_bytes
             with lock:
                 progress[relative] = state
                 done_bytes += nbytes if state.get("done") else 0
+                # A part's record may wait a moment (a resumed copy finds its part in the store by its
+                # MD5); a new upload, a file done or a mismatch is written at once.
+                routine = "parts" in state and state["parts"] and not mismatch
+                if routine and time.monotonic() - last_saved[0] < PROGRESS_EVERY_S:
+                    return
+                last_saved[0] = time.monotonic()
                 changes: dict[str, Any] = {
                     "progress": dict(progress),
                     "files_done": sum(1 for f in files if progress.get(f.relative, {}).get("done")),
@@ -246,6 +255,8 @@ class Replicator:
                 }
                 if mismatch:
                     changes["mismatches"] = job.mismatches + 1
+                if copied:
+                    changes["bytes_copied"] = job.bytes_copied + copied
                 self._save(job, **changes)
 
         def copy(file: FileCopy) -> None:
@@ -259,8 +270,9 @@ class Replicator:
                 except (Mismatch, Corrupt):
                     save(file.relative, {}, 0, mismatch=True)
                     continue
-                save(file.relative, {"done": True, "etag": etag}, file.size)
-                self._copied(job, written)
+                save(file.relative, {"done": True, "etag": etag}, file.size, copied=written)
+                if self.on_copied is not None:
+                    self.on_copied(job, written)
                 return
             raise Corrupt(f"{file.relative}: every copy of {policy.request_attempts} failed verification")
 
@@ -293,12 +305,6 @@ class Replicator:
             target.put(target.key(job.model, CONFIG), data)
             published[CONFIG] = sums[CONFIG]
         target.put(target.key(job.model, CHECKSUMS), format_checksums(published).encode())
-
-    def _copied(self, job: ReplicationJob, nbytes: int) -> None:
-        with self._lock:
-            self._save(job, bytes_copied=job.bytes_copied + nbytes)
-        if self.on_copied is not None:
-            self.on_copied(job, nbytes)
 
     def _failed(self, job: ReplicationJob, exc: BaseException) -> None:
         reason = _failure_reason(exc)

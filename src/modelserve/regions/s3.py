@@ -125,26 +125,12 @@ class Store:
 
     def read(self, key: str, start: int, length: int) -> bytes:
         """Bytes ``[start, start + length)`` of ``key``; a body cut short is asked for again from where it broke."""
-        buffer = bytearray()
+        with self.download(key, start, start + length) as download:
+            return download.take(length)
 
-        def once() -> None:
-            if len(buffer) == length:
-                return
-            first = start + len(buffer)
-            answer = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={first}-{start + length - 1}")
-            body = answer["Body"]
-            try:
-                for chunk in body.iter_chunks(CHUNK):
-                    buffer.extend(chunk[: length - len(buffer)])
-            finally:
-                body.close()
-            if len(buffer) < length:
-                raise CutDownload(f"{key}: body ended at byte {start + len(buffer)} of {start + length}")
-
-        if length == 0:
-            return b""
-        self.call(once)
-        return bytes(buffer)
+    def download(self, key: str, start: int, end: int) -> Download:
+        """One streaming GET of bytes ``[start, end)`` of ``key``, read in pieces with ``take``."""
+        return Download(self, key, start, end)
 
     def read_small(self, key: str) -> tuple[bytes, str]:
         """A whole small object (a manifest) and its ETag, checked against the ETag where that is its MD5."""
@@ -189,6 +175,57 @@ class Store:
             return etag
 
         return self.call(once)
+
+
+class Download:
+    """A streaming GET read piece by piece. A body cut short (a reset, a read timeout, a connection
+    closed early) is closed and asked for again, after the policy's backoff, with a Range header from
+    the first byte not yet read: boto3 retries the request, never a body already streaming."""
+
+    def __init__(self, store: Store, key: str, start: int, end: int) -> None:
+        self.store = store
+        self.key = key
+        self.offset = start
+        self.end = end
+        self.body: Any = None
+
+    def __enter__(self) -> Download:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let the connection go."""
+        if self.body is not None:
+            self.body.close()
+            self.body = None
+
+    def take(self, length: int) -> bytes:
+        """The next ``length`` bytes (fewer only at the end of the range)."""
+        length = min(length, self.end - self.offset)
+        buffer = bytearray()
+
+        def once() -> None:
+            if self.body is None:
+                answer = self.store.client.get_object(
+                    Bucket=self.store.bucket, Key=self.key, Range=f"bytes={self.offset}-{self.end - 1}"
+                )
+                self.body = answer["Body"]
+            try:
+                while len(buffer) < length:
+                    chunk = self.body.read(min(CHUNK, length - len(buffer)))
+                    if not chunk:
+                        raise CutDownload(f"{self.key}: body ended at byte {self.offset} of {self.end}")
+                    buffer.extend(chunk)
+                    self.offset += len(chunk)
+            except BaseException:
+                self.close()
+                raise
+
+        if length > 0:
+            self.store.call(once)
+        return bytes(buffer)
 
 
 def is_md5(etag: str) -> bool:
