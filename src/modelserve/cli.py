@@ -91,10 +91,12 @@ def serve(
     history_bucket_sec: Annotated[int | None, typer.Option(help=_help("history_bucket_sec"))] = None,
     history_flush_interval_sec: Annotated[float | None, typer.Option(help=_help("history_flush_interval_sec"))] = None,
     history_retention_days: Annotated[float | None, typer.Option(help=_help("history_retention_days"))] = None,
-) -> None:
     db_pool_size: Annotated[int | None, typer.Option(help=_help("db_pool_size"))] = None,
     db_max_overflow: Annotated[int | None, typer.Option(help=_help("db_max_overflow"))] = None,
     region: Annotated[str | None, typer.Option(help=_help("region"))] = None,
+    prices_file: Annotated[Path | None, typer.Option(help=_help("prices_file"))] = None,
+    cost_refresh_sec: Annotated[float | None, typer.Option(help=_help("cost_refresh_sec"))] = None,
+) -> None:
     """Serve a model repository over HTTP (Open Inference Protocol and the /v1 API) and gRPC."""
     options: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
     if "load_model" in options:

@@ -272,6 +272,13 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
         description="Name of the region this server runs in (us-east-1, say): the label of its usage and cost.",
     )
+    prices_file: Path | None = Field(
+        None,
+        description="Price table (YAML) that prices the recorded usage for the cost metrics; none: no cost metrics.",
+    )
+    cost_refresh_sec: float = Field(
+        60.0, gt=0, le=86_400, description="Seconds between two readings of the cost figures /metrics exports."
+    )
 
     @property
     def history_database_url(self) -> str:
@@ -383,7 +390,16 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("jwt_public_key_file", "jwt_jwks_file", mode="before")
+    @field_validator("prices_file")
+    @classmethod
+    def _check_prices(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from modelserve.regions.prices import load_prices  # pydantic and YAML only, read once at startup
+
+            load_prices(value)
+        return value
+
+    @field_validator("jwt_public_key_file", "jwt_jwks_file", "prices_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """An empty JWT_*_FILE means none, as an unset one does (not the current directory)."""

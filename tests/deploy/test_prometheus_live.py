@@ -50,6 +50,9 @@ MAY_BE_EMPTY = {
     "panel 'Traffic history dropped' A": "the history's database is up (tests/history/test_outage.py drops)",
     "panel 'Database pool waits' A": "one writer never waits for its pool (tests/observability/test_pools.py waits)",
     "panel 'Database pool waits' B": "one writer never waits for its pool (tests/observability/test_pools.py waits)",
+    "panel 'Cost per model, last 24 hours' A": "no PRICES_FILE here (tests/regions/test_cost_metrics.py sets one)",
+    "panel 'Cost anomaly (robust z-score)' A": "no PRICES_FILE here (tests/regions/test_cost_metrics.py sets one)",
+    "panel 'Budgets spent' A": "no PRICES_FILE here (tests/regions/test_cost_metrics.py sets one)",
 }
 # Queries with a model label that rightly leave some models out. Every other one shows every model.
 SOME_MODELS_ONLY = {

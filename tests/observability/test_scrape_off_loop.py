@@ -43,6 +43,9 @@ class HungNvml(types.ModuleType):
     def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
         return index
 
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        return "NVIDIA H100 80GB HBM3"
+
     def nvmlDeviceGetMemoryInfo(self, handle: int) -> types.SimpleNamespace:
         return types.SimpleNamespace(used=1 << 30, total=80 << 30)
 

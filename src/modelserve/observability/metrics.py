@@ -34,6 +34,7 @@ from modelserve.observability.pools import PoolWatch
 
 if TYPE_CHECKING:
     from modelserve.models.records import ModelVersion
+    from modelserve.regions.cost import CostFigures
 
 # 0.5 ms to 10 s: fast CPU models and slow GPU batches land in distinct buckets.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -222,6 +223,37 @@ class Metrics:
             ["pool"],
             registry=registry,
         )
+        # Cost (PRICES_FILE): the usage database priced by regions/cost_watch.py, every worker alike.
+        cost_labels = ["region", "model"]
+        self.daily_cost = Gauge(
+            "model_serving_daily_cost",
+            "Cost of a model in a region over the last 24 hours, in the price table's currency.",
+            cost_labels,
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.cost_anomaly = Gauge(
+            "model_serving_cost_anomaly_zscore",
+            "Robust z-score (median/MAD) of a model's last 24 hours of cost in a region against its trailing days.",
+            cost_labels,
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.cost_budget = Gauge(
+            "model_serving_cost_budget",
+            "A budget of the price table for a region and model ('*': all) per UTC day or month.",
+            [*cost_labels, "period"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.cost_budget_spent = Gauge(
+            "model_serving_cost_budget_spent",
+            "What a budget's region and model have cost in its current UTC day or month so far.",
+            [*cost_labels, "period"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self._cost_series: dict[Gauge, set[tuple[str, ...]]] = {}
         self._pool_counts: weakref.WeakKeyDictionary[PoolWatch, tuple[int, float]] = weakref.WeakKeyDictionary()
         self._pool_names: set[str] = set()
 
@@ -350,6 +382,22 @@ class Metrics:
     def observe_access_log_dropped(self, lines: int) -> None:
         """Count access log lines dropped unwritten."""
         self.access_log_dropped.inc(lines)
+
+    def observe_costs(self, figures: CostFigures) -> None:
+        """Export fresh cost figures; series of regions, models and budgets no longer in them go."""
+        budgets = {(b.budget.region, b.budget.model, b.budget.period): b for b in figures.budgets}
+        values: dict[Gauge, dict[tuple[str, ...], float]] = {
+            self.daily_cost: {tuple(key): cost for key, cost in figures.daily.items()},
+            self.cost_anomaly: {tuple(key): z for key, z in figures.zscores.items()},
+            self.cost_budget: {key: each.budget.amount for key, each in budgets.items()},
+            self.cost_budget_spent: {key: each.spent for key, each in budgets.items()},
+        }
+        for gauge, series in values.items():
+            for gone in self._cost_series.get(gauge, set()) - series.keys():
+                gauge.remove(*gone)
+            for labels, value in series.items():
+                gauge.labels(*labels).set(value)
+            self._cost_series[gauge] = set(series)
 
     def exposition(self) -> bytes:
         """The text a scrape receives: this process's registry, or every worker's values combined."""

@@ -37,6 +37,8 @@ from modelserve.prewarm.live import POLICIES, LivePrewarmer
 from modelserve.protocol import debug, health, openapi, rest_v1, rest_v2
 from modelserve.protocol.errors import error_json, error_response
 from modelserve.protocol.shared_memory import SharedMemory
+from modelserve.regions.cost_watch import CostWatch, watch_costs
+from modelserve.regions.prices import load_prices
 from modelserve.regions.usage import UsageRecorder, UsageSampler
 from modelserve.repository.remote import open_repository
 from modelserve.server.asgi import FrontDoor
@@ -88,6 +90,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     sampler = (
         UsageSampler(manager.every_version, usage, settings.region, device_name()) if history is not None else None
     )
+    costs = cost_watch(settings) if history is not None else None
     state = ServerState(
         settings=settings,
         manager=manager,
@@ -157,11 +160,14 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         shedding = asyncio.create_task(shed_memory()) if manager.on_demand and settings.memory_soft_limit_mb else None
         prewarming = asyncio.create_task(prewarm(prewarmer)) if prewarmer is not None else None
         sampling = asyncio.create_task(sample_usage(sampler)) if sampler is not None else None
+        costing = (
+            asyncio.create_task(watch_costs(costs, metrics.observe_costs, settings.cost_refresh_sec)) if costs else None
+        )
         try:
             yield
         finally:
             state.draining = True
-            for task in (shedding, prewarming, sampling):
+            for task in (shedding, prewarming, sampling, costing):
                 if task is not None:
                     task.cancel()
             if sharing is not None:
@@ -177,6 +183,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
                 sampler.sample()
             if history is not None:  # after the models: requests answered while draining are counted too
                 await asyncio.to_thread(history.close)
+            if costs is not None:
+                await asyncio.to_thread(costs.close)
             await asyncio.to_thread(state.access_log.close)  # the lines of the requests answered while draining
             executor.shutdown(wait=True)
             tracing.shutdown()
@@ -221,6 +229,18 @@ def prewarmer_for(settings: Settings, manager: ModelManager, metrics: Metrics) -
     policy = POLICIES[settings.prewarm_policy.value]()
     log.info("pre-warming with the %s policy within %s", policy.name, budget.setting)
     return LivePrewarmer(policy, manager, budget, on_prewarm=metrics.observe_prewarm)
+
+
+def cost_watch(settings: Settings) -> CostWatch | None:
+    """What prices the recorded usage for /metrics, when PRICES_FILE names a price table."""
+    if settings.prices_file is None:
+        return None
+    return CostWatch(
+        settings.history_database_url,
+        load_prices(settings.prices_file),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
 
 
 def memory_budgets(settings: Settings) -> list[MemoryBudget]:
