@@ -33,6 +33,7 @@ LOAD_TIMEOUT_S = 15.0
 SCRAPE_TIMEOUT_S = 15.0
 # Grafana's variables as Grafana fills them for "All models" over a window that spans both phases.
 GRAFANA = {"model": ".*", "__rate_interval": "1m", "__range": "1m"}
+REPLICATION_SERVICE = "the replication service exports it (tests/regions/test_service.py scrapes one)"
 # Queries that may rightly return nothing here, and why. Every other dashboard query must return data.
 MAY_BE_EMPTY = {
     "panel 'Server error rate' A": "the example models never fail on the server; its denominator is checked",
@@ -50,6 +51,14 @@ MAY_BE_EMPTY = {
     "panel 'Traffic history dropped' A": "the history's database is up (tests/history/test_outage.py drops)",
     "panel 'Database pool waits' A": "one writer never waits for its pool (tests/observability/test_pools.py waits)",
     "panel 'Database pool waits' B": "one writer never waits for its pool (tests/observability/test_pools.py waits)",
+    "panel 'Replication lag' A": REPLICATION_SERVICE,
+    "panel 'Replication queue and jobs' A": REPLICATION_SERVICE,
+    "panel 'Replication queue and jobs' B": REPLICATION_SERVICE,
+    "panel 'Replication throughput' A": REPLICATION_SERVICE,
+    "panel 'Replication retries and failures' A": REPLICATION_SERVICE,
+    "panel 'Replication retries and failures' B": REPLICATION_SERVICE,
+    "panel 'Checksum mismatches' A": REPLICATION_SERVICE,
+    "panel 'Checksum mismatches' B": REPLICATION_SERVICE,
     "panel 'Cost per model, last 24 hours' A": "no PRICES_FILE here (tests/regions/test_cost_metrics.py sets one)",
     "panel 'Cost anomaly (robust z-score)' A": "no PRICES_FILE here (tests/regions/test_cost_metrics.py sets one)",
     "panel 'Budgets spent' A": "no PRICES_FILE here (tests/regions/test_cost_metrics.py sets one)",
