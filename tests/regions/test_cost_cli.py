@@ -85,3 +85,11 @@ def test_a_region_the_table_does_not_price_is_named(recorded: dict[str, str], tm
 
     assert result.returncode == 2
     assert "no prices for region 'eu-west-1'" in result.stderr
+
+
+def test_a_bad_server_setting_is_named_rather_than_a_traceback(recorded: dict[str, str]) -> None:
+    env = {**recorded, "DATABASE_URL": "", "MAX_BATCH_SIZE": "lots"}
+    result = run([str(MODELSERVE), "regions", "cost"], env)
+
+    assert result.returncode == 2
+    assert "invalid setting MAX_BATCH_SIZE='lots'" in result.stderr

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelserve.db import open_engine
 from modelserve.history import store
+from modelserve.observability.metrics import Metrics
 from modelserve.regions import usage_store
+from modelserve.regions.cost import CostFigures, Spending
+from modelserve.regions.prices import Budget
 from modelserve.regions.usage import CPU, Usage, UsageKey, bucket_of
 from tests.e2e.server import serve
 
@@ -79,3 +83,25 @@ def test_a_price_table_that_does_not_load_stops_startup_naming_it(built_reposito
         pass
     assert "PRICES_FILE" in str(caught.value)
     assert "cpu_seconds: Extra inputs are not permitted" in str(caught.value)
+
+
+def test_regions_models_and_budgets_gone_from_the_figures_leave_the_metrics() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    budget = Budget(region="eu-west-1", daily=2)
+    metrics.observe_costs(
+        CostFigures(
+            {("eu-west-1", "a"): 1.0, ("eu-west-1", "b"): 2.0}, {("eu-west-1", "a"): 4.0}, [Spending(budget, 3)]
+        )
+    )
+    a, b = {"region": "eu-west-1", "model": "a"}, {"region": "eu-west-1", "model": "b"}
+    day = {"region": "eu-west-1", "model": "*", "period": "day"}
+    assert registry.get_sample_value("model_serving_daily_cost", b) == 2.0
+    assert registry.get_sample_value("model_serving_cost_budget_spent", day) == 3.0
+
+    metrics.observe_costs(CostFigures({("eu-west-1", "a"): 1.5}, {}, []))
+
+    assert registry.get_sample_value("model_serving_daily_cost", a) == 1.5
+    assert registry.get_sample_value("model_serving_daily_cost", b) is None
+    assert registry.get_sample_value("model_serving_cost_anomaly_zscore", a) is None, "too little history now"
+    assert registry.get_sample_value("model_serving_cost_budget", day) is None

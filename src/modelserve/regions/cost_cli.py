@@ -99,11 +99,16 @@ def cost(
 
 
 def _engine(database_url: str | None) -> Engine:
-    from modelserve.config import Settings
+    from pydantic import ValidationError
+
+    from modelserve.config import Settings, describe_error
     from modelserve.db import open_engine, shown
     from modelserve.history import store
 
-    url = database_url or Settings().history_database_url
+    try:  # the server's default: the history's SQLite file in MODEL_CACHE_DIR
+        url = database_url or Settings().history_database_url
+    except ValidationError as exc:
+        raise _fail(describe_error(exc), 2) from None
     engine = open_engine(url, "cost")
     try:
         store.migrate(engine)  # a database no server wrote to yet reads as empty, not as an error
