@@ -6,15 +6,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from modelserve.db import open_engine
 from modelserve.history import store
+from modelserve.history.flusher import HistoryFlusher
+from modelserve.history.recorder import TrafficRecorder
+from modelserve.history.schema import USAGE_TABLE, Base, TrafficBucket
 from modelserve.regions import usage_store
-from modelserve.regions.usage import NETWORK, USAGE_BUCKET_S, Usage, record_transfer
+from modelserve.regions.usage import NETWORK, USAGE_BUCKET_S, Usage, UsageRecorder, record_transfer
+from tests.clock import Clock
 
 DAY = 86_400
 UNTIL = 20_000 * DAY  # a day boundary
+USAGE = Base.metadata.tables[USAGE_TABLE]
 
 
 @pytest.fixture
@@ -62,3 +67,26 @@ def test_writes_add_up_and_days_count_back_from_the_end_of_the_window(engine: En
     )
     assert [row.usage.requests for row in days[1]] == [10]
     assert usage_store.by_day(engine, UNTIL - DAY, UNTIL).keys() == {0}
+
+
+def test_usage_a_flush_cannot_write_waits_for_the_next_and_the_traffic_is_written_once(database_url: str) -> None:
+    traffic, usage = TrafficRecorder(60, Clock(UNTIL + 1.0)), UsageRecorder()
+    flusher = HistoryFlusher(traffic, database_url, interval_s=3600, retention_s=0, companions=[usage])
+    key = ("mlp", "1", "local", "cpu", "", UNTIL)
+    assert flusher.flush()  # migrated: both tables exist
+    with flusher.engine.begin() as connection:
+        USAGE.drop(connection)  # the usage write fails from now on, the traffic one does not
+
+    traffic.record("mlp", "1", 0.001)
+    usage.add(key, Usage(requests=1, compute_seconds=0.5))
+    assert not flusher.flush()
+    with flusher.engine.begin() as connection:
+        USAGE.create(connection)
+    usage.add(key, Usage(requests=2))
+    assert flusher.flush()
+
+    (row,) = usage_store.by_day(flusher.engine, UNTIL, UNTIL + DAY)[0]
+    assert (row.usage.requests, row.usage.compute_seconds) == (3, 0.5), "kept, then added to what came since"
+    with flusher.engine.connect() as connection:
+        assert connection.execute(select(func.sum(TrafficBucket.requests))).scalar_one() == 1, "written once"
+    flusher.close()
