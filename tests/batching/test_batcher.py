@@ -422,6 +422,61 @@ async def test_inline_batches_answer_each_request_and_a_failure_fails_only_its_o
     assert stats.inference_count == 6
 
 
+async def test_a_request_that_comes_alone_runs_at_once_when_nothing_could_join_it(make_batcher: Factory) -> None:
+    stats = ModelStats()
+    model = ThreadRecorder()
+    batcher = make_batcher(model, stats, max_batch_size=8, inline_below_us=50_000)
+    await batcher.submit(rows(1, 0), 1)  # measured once, in the pool
+
+    future = batcher.enqueue(rows(2, 1), 2, alone=True)
+
+    assert future.done(), "a lone request on an idle inline model waited for the dispatcher"
+    assert_doubled(future.result(), rows(2, 1))
+    assert model.threads[1] == threading.current_thread().name
+    assert (stats.execution_count, stats.inference_count) == (2, 3)
+
+
+async def test_a_request_that_comes_alone_still_queues_behind_others(make_batcher: Factory) -> None:
+    model = GatedRun(open_=True)
+    batcher = make_batcher(model, max_batch_size=8, inline_below_us=50_000)
+    await batcher.submit(rows(1, 0), 1)
+
+    queued = batcher.enqueue(rows(1, 1), 1)
+    alone = batcher.enqueue(rows(1, 2), 1, alone=True)
+
+    assert not alone.done()  # it joins the request queued before it
+    assert_doubled(await alone, rows(1, 2))
+    assert_doubled(await queued, rows(1, 1))
+    assert model.sizes == [1, 2]
+
+
+async def test_a_request_that_comes_alone_waits_for_a_model_off_the_loop_or_under_a_delay(
+    make_batcher: Factory,
+) -> None:
+    slow = make_batcher(ThreadRecorder(), max_batch_size=8, inline_below_us=0)
+    held = make_batcher(ThreadRecorder(), max_batch_size=8, inline_below_us=50_000, max_queue_delay_ms=1)
+    for batcher in (slow, held):
+        await batcher.submit(rows(1, 0), 1)
+
+        future = batcher.enqueue(rows(1, 1), 1, alone=True)
+
+        assert not future.done()
+        assert_doubled(await future, rows(1, 1))
+
+
+async def test_a_request_that_comes_alone_and_fails_fails_at_once(make_batcher: Factory) -> None:
+    model = GatedRun(open_=True, error=RuntimeError("boom"))
+    batcher = make_batcher(model, max_batch_size=8, inline_below_us=50_000)
+    await batcher.submit(rows(1, 0), 1)
+
+    future = batcher.enqueue({"x": -rows(1, 1)["x"]}, 1, alone=True)
+
+    assert future.done()
+    with pytest.raises(InferenceFailed, match="boom"):
+        future.result()
+    assert_doubled(await batcher.submit(rows(1, 2), 1, alone=True), rows(1, 2))  # the batcher serves on
+
+
 # -- statistics and construction ---------------------------------------------------------------------
 
 

@@ -294,11 +294,14 @@ class ModelManager:
         request: InferenceRequest,
         deadline_s: float | None = None,
         gone: Callable[[], bool] | None = None,
+        *,
+        alone: bool = False,
     ) -> InferenceResponse:
         """Validate a request against its model, run it through the model's batcher, and time it.
 
         ``deadline_s`` is the time the caller has left (a gRPC deadline); REQUEST_TIMEOUT_SEC caps it.
         ``gone`` says whether the caller has hung up (HTTP); a request whose caller has never runs.
+        ``alone``: the caller's requests arrive one at a time (``Batcher.enqueue``).
         """
         try:
             record = self.get(request.model, request.version)
@@ -328,14 +331,17 @@ class ModelManager:
                 limit, reason = deadline_s, "the caller's deadline"
             if (timeout := _timeout_parameter(request.parameters)) is not None and timeout < limit:
                 limit, reason = timeout, "the request's timeout parameter"
-            future = batcher.enqueue(request.inputs, size, gone)
-            # A timer that fails the request's future, which the batcher then drops unrun: a third of
-            # what asyncio.timeout costs, on every request.
-            expiry = asyncio.get_running_loop().call_later(limit, _expire, future, request.model, limit, reason)
-            try:
-                outputs = await future
-            finally:
-                expiry.cancel()
+            future = batcher.enqueue(request.inputs, size, gone, alone=alone)
+            if future.done():  # run at once: no deadline can pass
+                outputs = future.result()
+            else:
+                # A timer that fails the request's future, which the batcher then drops unrun: a third of
+                # what asyncio.timeout costs, on every request.
+                expiry = asyncio.get_running_loop().call_later(limit, _expire, future, request.model, limit, reason)
+                try:
+                    outputs = await future
+                finally:
+                    expiry.cancel()
         except ModelserveError as exc:
             record.stats.record_request(False, time.perf_counter_ns() - started)
             outcome = exc

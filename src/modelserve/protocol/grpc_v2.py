@@ -132,9 +132,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     @_rpc
     async def ModelInfer(self, request: Any, context: Any) -> service_pb2.ModelInferResponse:
         if not self.tracing.enabled:
-            return await self._infer(request, context.time_remaining())
+            return await self._infer(request, context.time_remaining(), alone=True)
         with self.tracing.request(f"{_SERVICE}/ModelInfer", _metadata(context), _ATTRIBUTES):
-            return await self._infer(request, context.time_remaining())
+            return await self._infer(request, context.time_remaining(), alone=True)
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -195,7 +195,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             log.exception("unhandled error in ModelStreamInfer")
             return _stream_error(message, f"internal server error ({type(exc).__name__})")
 
-    async def _infer(self, message: Any, deadline_s: float | None) -> service_pb2.ModelInferResponse:
+    async def _infer(
+        self, message: Any, deadline_s: float | None, *, alone: bool = False
+    ) -> service_pb2.ModelInferResponse:
+        """One inference; ``alone`` for unary calls, which grpc.aio hands over one at a time
+        (``Batcher.enqueue``), not for a stream's messages, which arrive together and batch."""
         started = time.perf_counter()
         label = message.model_name
         self.state.grpc_in_flight += 1  # a drain waits for it, also while its model loads on demand
@@ -207,7 +211,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
                 shared_memory = self.shared_memory
                 request = decode_infer_request(message, shared_memory)
                 placements = output_placements(message, shared_memory)
-            result = await self.manager.infer(request, deadline_s)
+            result = await self.manager.infer(request, deadline_s, alone=alone)
             with self.tracing.span("encode"):
                 reply = encode_infer_response(result, placements, shared_memory)
         except Exception as exc:
