@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from modelserve.db import open_engine
 from modelserve.observability.metrics import Metrics
+from modelserve.observability.pools import PoolCollector
 
 # Each engine's pool gets a name of its own: another test's engine may outlive its test until collected.
 _names = (f"pool-{n}" for n in itertools.count())
@@ -75,3 +76,18 @@ def test_a_dropped_engine_leaves_no_connection_behind_in_the_gauges(database_url
     gc.collect()  # the pool class and its watch form a cycle with the engine's pool
     metrics.refresh([])
     assert sample(registry, "model_serving_db_pool_size", name) == 0
+
+
+def test_a_process_without_a_model_server_exports_its_pools_through_the_collector(database_url: str) -> None:
+    registry = CollectorRegistry()
+    registry.register(PoolCollector())
+    name = next(_names)
+    engine = open_engine(database_url, name, pool_size=1, max_overflow=1, pool_timeout_s=0.1)
+    with engine.connect(), engine.connect():
+        with pytest.raises(sqlalchemy.exc.TimeoutError):
+            engine.connect()
+        assert sample(registry, "model_serving_db_pool_checked_out", name) == 2
+        assert sample(registry, "model_serving_db_pool_overflow", name) == 1
+    assert sample(registry, "model_serving_db_pool_size", name) == 1
+    assert sample(registry, "model_serving_db_pool_waits_total", name) == 1
+    engine.dispose()

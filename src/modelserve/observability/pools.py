@@ -2,16 +2,21 @@
 
 ``db.open_engine`` gives each engine's pool a ``PoolWatch``: the pool counts into it the checkouts that
 found every connection busy and none left to open, and how long they waited; the rest (size, checked
-out, overflow) is read from the pool itself when asked. This module imports no database library, so
-the metrics can read it in a server that has not opened a database yet.
+out, overflow) is read from the pool itself when asked. A model server's ``Metrics`` sets its gauges
+from ``readings`` at each refresh (summed over worker processes); any other process exports them by
+registering a ``PoolCollector``. This module imports no database library, so the metrics can read it
+in a server that has not opened a database yet.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +75,34 @@ def readings() -> dict[PoolWatch, PoolReading]:
         if (reading := each.reading()) is not None:
             found[each] = reading
     return found
+
+
+class PoolCollector(Collector):
+    """The pools' figures under the model server's metric names, read at each scrape, for a process that
+    is not a model server (the replication service) and so has no ``Metrics`` to refresh them."""
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "size": GaugeMetricFamily("model_serving_db_pool_size", "Connections the pool keeps.", labels=["pool"]),
+            "checked_out": GaugeMetricFamily(
+                "model_serving_db_pool_checked_out", "Connections of the pool in use now.", labels=["pool"]
+            ),
+            "overflow": GaugeMetricFamily(
+                "model_serving_db_pool_overflow", "Connections open beyond the pool's size.", labels=["pool"]
+            ),
+            "waits": CounterMetricFamily(
+                "model_serving_db_pool_waits", "Checkouts that found the pool exhausted and waited.", labels=["pool"]
+            ),
+            "wait_seconds": CounterMetricFamily(
+                "model_serving_db_pool_wait_seconds", "Time checkouts waited for a connection.", labels=["pool"]
+            ),
+        }
+        totals: dict[str, dict[str, float]] = {}
+        for reading in readings().values():
+            summed = totals.setdefault(reading.name, dict.fromkeys(families, 0.0))
+            for field in families:
+                summed[field] += getattr(reading, field)
+        for name, summed in totals.items():
+            for field, family in families.items():
+                family.add_metric([name], summed[field])
+        yield from families.values()

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
+from modelserve.observability.pools import PoolCollector
 from modelserve.regions.jobs import JobStore
 from modelserve.regions.schema import ACTIVE, State
 
@@ -40,6 +41,7 @@ class ReplicationMetrics:
             registry=registry,
         )
         registry.register(JobsCollector(jobs, clock))
+        registry.register(PoolCollector())  # the jobs' engine's connection pool, as model servers export theirs
 
     def retried(self, region: str, reason: str) -> None:
         """Count one S3 call tried again."""
