@@ -272,6 +272,11 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
         description="Name of the region this server runs in (us-east-1, say): the label of its usage and cost.",
     )
+    regions_file: Path | None = Field(
+        None,
+        description="Regions file (YAML) of `modelserve regions`: each region's model store, serving endpoints and "
+        "priority (docs/REGIONS.md).",
+    )
     prices_file: Path | None = Field(
         None,
         description="Price table (YAML) that prices the recorded usage for the cost metrics; none: no cost metrics.",

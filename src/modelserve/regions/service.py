@@ -61,10 +61,12 @@ def open_context(regions_file: Path | None, database_url: str | None, owner: str
     from modelserve.config import Settings
     from modelserve.db import open_engine
 
+    settings = Settings()
+    regions_file = regions_file or settings.regions_file
     if regions_file is None:
         raise ValueError("no regions file: pass --regions-file PATH or set REGIONS_FILE (docs/REGIONS.md)")
     regions = load_regions(regions_file)
-    url = database_url or Settings().history_database_url
+    url = database_url or settings.history_database_url
     engine = open_engine(url)
     migrate(engine)
     jobs = JobStore(engine)
