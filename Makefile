@@ -24,9 +24,12 @@ $(STAMP): pyproject.toml constraints.txt
 # .tools (no service starts, no root needed once apt's package lists exist). The deploy/ and runbook tests run them.
 # PostgreSQL 15 (initdb, pg_ctl, postgres) and the libraries it links that a slim Debian lacks, for the traffic
 # history's tests, which start it in a temporary folder with LD_LIBRARY_PATH pointing into .tools.
+# HAProxy, the regions' router, and the libraries it links that a slim Debian lacks (Lua, OpenTracing), for the
+# failover tests and benchmark, which run it the same way.
 DEBS := prometheus prometheus-alertmanager jq libjq1 libonig5 \
 	postgresql-15 libpq5 libicu72 libxml2 libldap-2.5-0 libsasl2-2 libgssapi-krb5-2 libkrb5-3 libk5crypto3 \
-	libkrb5support0 libkeyutils1
+	libkrb5support0 libkeyutils1 \
+	haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1
 tools: $(TOOLS)/.installed
 
 $(TOOLS)/.installed: Makefile
