@@ -1,7 +1,7 @@
 """What the commands share: opening the regions file and the jobs' database, running jobs with progress
 bars, and the replication service (``modelserve regions serve``): a loop that enqueues every version its
 source region publishes for every other region and runs the jobs, beside an HTTP endpoint serving
-``/metrics`` (Prometheus) and ``/jobs`` (the jobs, as ``--list-pending --json`` prints them).
+``/metrics`` (Prometheus), ``/jobs`` (the jobs, as ``--list-pending --json`` prints them) and ``/health``.
 """
 
 from __future__ import annotations
@@ -195,6 +195,9 @@ def _serve_http(context: Context, host: str, port: int) -> WSGIServer:
     metrics_app = make_wsgi_app(context.registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/health":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
         if environ.get("PATH_INFO") == "/jobs":
             now = context.clock()
             body = json.dumps([job_json(j, now) for j in context.jobs.jobs()]).encode()
