@@ -13,8 +13,10 @@ import pytest
 
 from modelserve.models.manager import ModelManager
 from modelserve.models.spec import BatchingDefaults
-from modelserve.regions.usage import CPU, USAGE_BUCKET_S, UsageRecorder, UsageSampler
+from modelserve.regions.usage import CPU, USAGE_BUCKET_S, UsageRecorder, UsageSampler, gpu_device, runs_on_gpu
+from modelserve.repository.config import ModelConfig, Platform
 from modelserve.repository.layout import ModelRepository
+from modelserve.runtimes.base import runtime_class
 from modelserve.types import InferenceRequest
 from tests.clock import Clock
 
@@ -117,3 +119,17 @@ async def test_a_version_loaded_used_and_unloaded_between_two_samples_is_counted
     (row,) = rows.values()
     assert (row.requests, row.inferences) == (1, 2)
     assert row.memory_byte_seconds == 0, "never seen holding memory"
+
+
+async def test_models_on_a_cpu_host_count_cpu_seconds_and_tensorrt_counts_gpu_seconds(
+    manager: ModelManager, tmp_path: Path
+) -> None:
+    for name in ("mlp", "simple", "iris", "tiny_cnn"):  # ONNX (one without a config.yaml), sklearn, TorchScript
+        for record in await manager.load(name):
+            assert record.runtime is not None
+            assert not runs_on_gpu(record.runtime), name
+    engine = runtime_class(Platform.TENSORRT)(tmp_path / "model.plan", ModelConfig(platform=Platform.TENSORRT))
+
+    assert runs_on_gpu(engine), "an engine runs on the GPU it was built for, loaded or not"
+    assert gpu_device("NVIDIA H100 80GB HBM3") == "gpu:H100 80GB HBM3"
+    assert gpu_device("") == "gpu:unknown"

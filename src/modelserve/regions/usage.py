@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from modelserve.repository.config import Platform
+from modelserve.runtimes.base import runtime_class
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -74,18 +75,17 @@ def gpu_device(gpu_type: str) -> str:
 
 
 def runs_on_gpu(runtime: Runtime) -> bool:
-    """Whether ``runtime`` computes on a GPU: TensorRT always; ONNX Runtime when its session's first
-    provider is CUDA or TensorRT; TorchScript when its module was put on a CUDA device."""
-    platform = runtime.config.platform
-    if platform is Platform.TENSORRT:
+    """Whether ``runtime`` computes on a GPU: TensorRT always; TorchScript when its module was put on a
+    CUDA device; ONNX Runtime when its session's first provider is CUDA or TensorRT."""
+    if isinstance(runtime, runtime_class(Platform.TENSORRT)):
         return True
-    if platform is Platform.ONNX:
-        providers = getattr(runtime, "providers", [])
-        return bool(providers) and providers[0] in _GPU_PROVIDERS
-    if platform is Platform.TORCHSCRIPT:
+    if isinstance(runtime, runtime_class(Platform.TORCHSCRIPT)):
         # The runtime keeps the device it chose (config.yaml `device`, else CUDA when present) to itself.
         return str(getattr(runtime, "_device", "cpu")).startswith("cuda")
-    return False
+    # Only ONNX Runtime's sessions have providers; asked by attribute, as importing its module would
+    # import onnxruntime into a server that serves none.
+    providers = getattr(runtime, "providers", None)
+    return isinstance(providers, list) and bool(providers) and providers[0] in _GPU_PROVIDERS
 
 
 class UsageRecorder:
