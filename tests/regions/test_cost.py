@@ -73,6 +73,7 @@ def test_usage_is_priced_by_device_memory_held_and_bytes_sent(table: PriceTable)
         ("regions: {us-east-1: {cpu_secnd: 1}}", r"regions\.us-east-1\.cpu_secnd: Extra inputs are not permitted"),
         ("regions: {us-east-1: {cpu_second: -1}}", r"cpu_second: Input should be greater than or equal to 0"),
         ("regions: {}\nbudgets: [{daily: 1, monthly: 30}]", "exactly one of daily or monthly"),
+        ("regions: {}\nbudgets: [{monthly: 0}]", r"budgets\.0\.monthly: Input should be greater than 0"),
         ("regions: [", "is not YAML"),
     ],
 )

@@ -74,8 +74,9 @@ class Budget(BaseModel):
 
     region: str = ANY
     model: str = ANY
-    daily: Price | None = None
-    monthly: Price | None = None
+    # Above zero: spending of 0 would be "at" a budget of 0, and the alert would never clear.
+    daily: Annotated[float, Field(gt=0)] | None = None
+    monthly: Annotated[float, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _one_period(self) -> Budget:
