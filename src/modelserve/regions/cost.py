@@ -7,7 +7,6 @@ report is a query and a multiplication, never an estimate.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections import defaultdict
@@ -124,10 +123,8 @@ class Spending:
 
     @property
     def share(self) -> float:
-        """Spent over the amount (inf for a budget of 0 that was spent on)."""
-        if self.budget.amount:
-            return self.spent / self.budget.amount
-        return math.inf if self.spent else 0.0
+        """Spent over the amount (budgets are above zero)."""
+        return self.spent / self.budget.amount
 
 
 def spending(engine: Engine, table: PriceTable, now: float) -> list[Spending]:
