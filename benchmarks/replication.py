@@ -129,14 +129,21 @@ def copy_verified(regions_file: Path, database: str) -> None:
     context.engine.dispose()
 
 
-def regions_file(folder: Path, a: str, b: str, bucket: str, prefix: str, max_files: int, part_mib: float) -> Path:
+def regions_file(
+    folder: Path, a: str, b: str, bucket: str, prefix: str, max_files: int, max_parts: int, part_mib: float
+) -> Path:
     def region(name: str, url: str, store_prefix: str) -> dict[str, Any]:
         store = {"endpoint_url": url, "bucket": bucket, "prefix": store_prefix}
         return {"name": name, "store": store}
 
     document = {
         "regions": [region("a", a, "models"), region("b", b, prefix)],
-        "replication": {"max_files": max_files, "part_size_mb": part_mib, "multipart_threshold_mb": part_mib},
+        "replication": {
+            "max_files": max_files,
+            "max_parts": max_parts,
+            "part_size_mb": part_mib,
+            "multipart_threshold_mb": part_mib,
+        },
     }
     path = folder / f"regions-{prefix}.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -158,6 +165,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--max-files", type=int, default=4)
     parser.add_argument("--part-size-mib", type=float, default=8.0)
+    parser.add_argument("--max-parts", type=int, default=8, help="Part buffers in flight (the copier's memory bound).")
     parser.add_argument("--json", action="store_true", help="One JSON object per method instead of a table.")
     args = parser.parse_args()
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
@@ -177,7 +185,7 @@ def main() -> None:
         database = f"sqlite:///{folder / 'jobs.sqlite3'}"
         methods: dict[str, Callable[[str], None]] = {
             "verified": lambda prefix: copy_verified(
-                regions_file(folder, a, b, bucket, prefix, args.max_files, args.part_size_mib), database
+                regions_file(folder, a, b, bucket, prefix, args.max_files, args.max_parts, args.part_size_mib), database
             ),
             "boto3": lambda prefix: copy_boto3(a, b, bucket, prefix, files, args.max_files),
             "s3fs": lambda prefix: copy_s3fs(a, b, bucket, prefix, files, args.max_files),
