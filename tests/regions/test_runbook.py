@@ -80,6 +80,12 @@ def test_verify_checksum_fails_on_a_corrupted_copy(published: dict[str, Endpoint
     job = json.loads(runbook(f"--model-id {MODEL} --status --json")[1])
     assert [j["mismatches"] for j in job if j["target_region"] == "eu-west-1"] == [1]
 
+    # The runbook's remedy: delete the corrupted copy and replicate again.
+    target.client.delete_object(Bucket=target.bucket, Key=f"models/{MODEL}/1/labels.txt")
+    assert runbook(f"--model-id {MODEL} --replicate")[0] == 0
+    assert runbook(f"--verify-checksum --model-id {MODEL}")[0] == 0
+    assert stored(target, MODEL)["1/labels.txt"] == b"cat\n"
+
 
 def test_the_module_path_runs_from_the_repository_root(published: dict[str, Endpoint]) -> None:
     result = subprocess.run(

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelserve.regions.cost_cli import cost
+from modelserve.regions.router_cli import failover, router_config
 
 if TYPE_CHECKING:
     from modelserve.regions.service import Context
@@ -28,6 +29,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.command()(cost)
+app.command("router-config")(router_config)
+app.command()(failover)
 err = Console(stderr=True)
 
 
@@ -78,8 +81,12 @@ def replicate(
         str | None, typer.Option(help="Comma-separated regions to copy into; default: every other region.")
     ] = None,
     again: Annotated[
-        bool, typer.Option(help="Run replicated or dead jobs anew (files still verified are kept).")
-    ] = False,
+        bool,
+        typer.Option(
+            help="Run jobs that ended (replicated or dead) anew: each file whose copy is still the one published is "
+            "kept, the rest copied again. --no-again leaves ended jobs as they are."
+        ),
+    ] = True,
     wait: Annotated[bool, typer.Option(help="Run the jobs here until each ends; --no-wait leaves them queued.")] = True,
     regions_file: RegionsPath = None,
     database_url: DatabaseURL = None,
