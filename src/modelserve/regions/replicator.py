@@ -278,7 +278,9 @@ class Replicator:
 
         try:
             with ThreadPoolExecutor(policy.max_files, thread_name_prefix="replication-file") as files_pool:
-                for future in [files_pool.submit(copy, f) for f in files]:
+                # Largest first: a large file started last would copy alone at the end, its parts the only work.
+                by_size = sorted(files, key=lambda f: f.size, reverse=True)
+                for future in [files_pool.submit(copy, f) for f in by_size]:
                     future.result()
         finally:
             copier.close()
