@@ -65,6 +65,7 @@ class ModelLoader:
         self._loads: dict[str, asyncio.Task[list[ModelVersion]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.advisor: LoadAdvisor | None = None  # a pre-warming policy, told of the loads it did not order
+        self.pins: dict[str, frozenset[int]] = {}  # model → versions served instead of the policy's (a rollout's)
         self._building = 0  # versions loading now
         self._builds = 0  # versions whose load has started, ever: a load ran alone when none started during it
 
@@ -124,6 +125,8 @@ class ModelLoader:
                     self._records.forget(name)
                 raise
             wanted = source.selected_versions()
+            if present := sorted(self.pins.get(name, frozenset()) & source.files.keys()):
+                wanted = present
             todo = [v for v in wanted if not is_ready(versions.get(v))]
             try:
                 if todo:

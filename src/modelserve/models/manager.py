@@ -7,6 +7,10 @@ breaker, deadlines) and the request's trip through its model's batcher.
 
 Lookups answer from the records; only a name the server has no records of is looked up in the
 repository, on a worker thread, since on S3 that is a network round trip.
+
+A rollout (``rollout/``) steers a model from outside: ``routes`` picks the version of each request that
+names none (one dictionary lookup a request, whether or not a rollout runs), and ``pins`` says which
+versions to keep loaded whatever the version policy says.
 """
 
 from __future__ import annotations
@@ -108,6 +112,10 @@ class ModelManager:
         self._max_in_flight = max_in_flight
         self.in_flight = 0  # inference requests inside any model
         self._advisor: LoadAdvisor | None = None
+        # Model name → the version a request naming none goes to, chosen anew for each request.
+        self.routes: dict[str, Callable[[], int]] = {}
+        # Model name → the versions to serve instead of those its version policy selects (the loader's).
+        self.pins: dict[str, frozenset[int]] = self._loader.pins
 
     @property
     def advisor(self) -> LoadAdvisor | None:
@@ -151,6 +159,11 @@ class ModelManager:
             raise ModelControlDisabled(
                 "loading models at runtime is disabled; start the server with --model-control-mode explicit"
             )
+        return await self._loader.load(name)
+
+    async def refresh(self, name: str) -> list[ModelVersion]:
+        """Load the versions ``name``'s pins (or version policy) ask for and retire the others: the
+        server's own change of versions, a rollout's, which the control mode does not restrict."""
         return await self._loader.load(name)
 
     async def unload(self, name: str) -> None:
@@ -303,10 +316,13 @@ class ModelManager:
         ``gone`` says whether the caller has hung up (HTTP); a request whose caller has never runs.
         ``alone``: the caller's requests arrive one at a time (``Batcher.enqueue``).
         """
+        version = request.version
+        if version is None and (route := self.routes.get(request.model)) is not None:
+            version = route()
         try:
-            record = self.get(request.model, request.version)
+            record = self.get(request.model, version)
         except (ModelNotReady, Unrecorded):  # evicted since the protocol's lookup, or never looked up
-            record = await self.obtain(request.model, request.version)
+            record = await self.obtain(request.model, version)
         spec, batcher = record.spec, record.batcher
         assert spec is not None
         assert batcher is not None
@@ -343,7 +359,7 @@ class ModelManager:
                 finally:
                     expiry.cancel()
         except ModelserveError as exc:
-            record.stats.record_request(False, time.perf_counter_ns() - started)
+            record.stats.record_failure(exc, time.perf_counter_ns() - started)
             outcome = exc
             raise
         except BaseException as exc:  # a server bug, or the caller's task cancelled

@@ -1,6 +1,9 @@
 """Per-version counters in the shape of Triton's statistics extension, so its tools read them as-is.
 
 Everything is recorded from the event loop (batch results come back to it), so no locks are needed.
+Two figures go beyond Triton's, for a rollout's analysis (``rollout/``): the failures the model itself
+caused, and each request's latency while someone holds a list for them (``latencies``; None, the rest
+of the time, costs one attribute test).
 """
 
 from __future__ import annotations
@@ -8,6 +11,11 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+from modelserve.errors import ModelserveError, classify
+
+# Latencies a held list takes at most before it stops growing: memory stays bounded whatever the load.
+LATENCY_SAMPLES = 100_000
 
 
 @dataclass(slots=True)
@@ -46,11 +54,21 @@ class ModelStats:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     batches: defaultdict[int, BatchDurations] = field(default_factory=lambda: defaultdict(BatchDurations))
+    model_failures: int = 0  # failed requests the model was at fault for (``Classification.model_at_fault``)
+    latencies: list[int] | None = None  # successful requests' nanoseconds, while a rollout watches the version
 
     def record_request(self, ok: bool, ns: int) -> None:
         """One request answered, successfully or not, after ``ns`` nanoseconds end to end."""
         (self.success if ok else self.fail).add(ns)
         self.last_inference_ms = time.time_ns() // 1_000_000
+        if ok and (held := self.latencies) is not None and len(held) < LATENCY_SAMPLES:
+            held.append(ns)
+
+    def record_failure(self, error: ModelserveError, ns: int) -> None:
+        """One request that failed with ``error`` after ``ns`` nanoseconds."""
+        self.record_request(False, ns)
+        if classify(error).model_at_fault:
+            self.model_failures += 1
 
     def record_batch(self, requests: int, samples: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One runtime call that served ``requests`` requests holding ``samples`` samples together."""

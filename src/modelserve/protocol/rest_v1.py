@@ -53,10 +53,12 @@ def predict_endpoint(state: ServerState) -> Endpoint:
             with tracing.span("admission"):
                 document = _parse(await read_body(request, state.settings.max_input_bytes))
                 model = label = document["model"]
-                record = await manager.obtain(model, parse_version(document.get("version")))
+                asked = parse_version(document.get("version"))
+                record = await manager.obtain(model, asked)
                 assert record.spec is not None
                 inputs = _inputs(record.spec, document["inputs"])
-            infer_request = InferenceRequest(model=model, inputs=inputs, version=record.version)
+            # The version asked for, not the one looked up: one naming none is the manager's to route.
+            infer_request = InferenceRequest(model=model, inputs=inputs, version=asked)
             result = await manager.infer(infer_request, gone=hang_up(request))
             version = str(result.version)
             with tracing.span("encode"):
