@@ -181,3 +181,16 @@ def deep_onnx(path: Path, *, layers: int = 300, features: int = 64) -> Path:
         current = out
     graph = helper.make_graph(nodes, "deep", [x], [y], initializer=weights)
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def failing_onnx(path: Path, *, features: int = 64) -> Path:
+    """FP32 [batch, features] in and out (``x`` → ``y``), as ``deep_onnx``'s, through a reshape to rows
+    of 127 values: ONNX Runtime raises unless the batch holds a multiple of 127 rows, so a version built
+    from it fails at runtime on every ordinary request."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", features])
+    rows = helper.make_tensor("rows", TensorProto.INT64, [2], [-1, 127])
+    back = helper.make_tensor("back", TensorProto.INT64, [2], [-1, features])
+    nodes = [helper.make_node("Reshape", ["x", "rows"], ["r"]), helper.make_node("Reshape", ["r", "back"], ["y"])]
+    graph = helper.make_graph(nodes, "failing", [x], [y], initializer=[rows, back])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)

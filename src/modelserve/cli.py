@@ -24,6 +24,7 @@ from modelserve.observability.profiling import ProfileFormat
 from modelserve.observability.tracing import otlp_protocol
 from modelserve.prewarm.cli import app as prewarm_app
 from modelserve.regions.cli import app as regions_app
+from modelserve.rollout.cli import app as rollout_app
 
 app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
 models_app = typer.Typer(help="List, load and unload the models of a running server.", no_args_is_help=True)
@@ -31,6 +32,7 @@ app.add_typer(models_app, name="models")
 app.command()(convert)
 app.add_typer(prewarm_app, name="prewarm")
 app.add_typer(regions_app, name="regions")
+app.add_typer(rollout_app, name="rollout")
 err = Console(stderr=True)
 
 

@@ -34,13 +34,14 @@ from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
 from modelserve.prewarm.live import POLICIES, LivePrewarmer
-from modelserve.protocol import debug, health, openapi, rest_v1, rest_v2
+from modelserve.protocol import debug, health, openapi, rest_v1, rest_v2, rollouts
 from modelserve.protocol.errors import error_json, error_response
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.regions.cost_watch import CostWatch, watch_costs
 from modelserve.regions.prices import load_prices
 from modelserve.regions.usage import UsageRecorder, UsageSampler
 from modelserve.repository.remote import open_repository
+from modelserve.rollout.controller import from_settings as rollouts_from_settings
 from modelserve.server.asgi import FrontDoor
 from modelserve.server.auth import Guard
 from modelserve.server.grpc_server import start_grpc
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     startup = ["*"] if mode is ModelControlMode.NONE else settings.load_models
     required = tuple(name for name in startup if name != "*")
     prewarmer = prewarmer_for(settings, manager, metrics)
+    rollout = rollouts_from_settings(settings, manager, metrics)
     usage = UsageRecorder()  # what each model version used, written with the traffic history
     history = history_from_settings(settings, on_dropped=metrics.observe_history_dropped, companions=[usage])
     sampler = (
@@ -105,12 +107,14 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         log.info("authentication on: %s", guard.summary())
 
     async def load_initial_models() -> None:
+        await rollout.restore()  # before loading: a rollout says which versions of its model to load
         try:
             await manager.start(startup)
         except ModelserveError as exc:
             state.startup_error = exc.message
             log.error("startup loading failed: %s", exc.message)
             return
+        await rollout.resume()
         state.ready = True
         log.info("ready: %d model version(s) serving", len(manager.ready()))
 
@@ -178,6 +182,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
                 await grpc_server.stop(grace=1)
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
+            await rollout.close()
             await manager.close()
             if sampler is not None:  # what the models used up to their unload
                 sampler.sample()
@@ -199,6 +204,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     app.include_router(rest_v1.router(state))
     app.include_router(health.router(state))
     app.include_router(debug.router(state.profiler))
+    app.include_router(rollouts.router(rollout))
     openapi.serve_document(app)
     app.add_exception_handler(ModelserveError, _error)
     app.add_exception_handler(RequestValidationError, _validation_error)

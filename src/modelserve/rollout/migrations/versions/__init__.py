@@ -1,0 +1,1 @@
+"""One module per schema revision, in ``down_revision`` order; Alembic skips this file."""

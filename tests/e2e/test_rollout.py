@@ -1,0 +1,298 @@
+"""Progressive rollout on a real server: a version that fails and one three times slower are rolled back
+by the server's own analysis, a healthy one is promoted, an operator pauses, resumes and aborts, and a
+restarted server resumes where the database says (SQLite and PostgreSQL).
+
+Each model's version 1 is ``deep_onnx`` (600 layers, a few milliseconds a request); the tests write
+version 2 into the repository of the running server, as an operator publishes one, then roll it out.
+Load loops are sequential clients, bounded in requests and time, that read the rollout's state every
+few requests; the analyses themselves run on the server's clock.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from tests.builders import deep_onnx, failing_onnx, write_config
+from tests.e2e.server import RunningServer, serve
+
+LAYERS = 600
+MODELS = ("broken", "slow", "healthy", "steered")
+BODY = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.25] * 64}]}
+CONFIG = "platform: onnx\nmax_batch_size: 8\n"
+
+
+def _repository(root: Path, models: tuple[str, ...]) -> Path:
+    repository = root / "model_repository"
+    for name in models:
+        write_config(repository / name, CONFIG)
+        deep_onnx(repository / name / "1" / "model.onnx", layers=LAYERS)
+    return repository
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _repository(tmp_path_factory.mktemp("rollout"), MODELS)
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path) -> Iterator[RunningServer]:
+    with serve(
+        repository, repository.parent / "server.log", "--model-control-mode", "explicit", "--load-model", "*"
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as session:
+        yield session
+
+
+def publish(repository: Path, model: str, build: Callable[[Path], Path]) -> None:
+    """Write version 2 of ``model`` into the repository, as an operator publishes a version."""
+    build(repository / model / "2" / "model.onnx")
+
+
+def start(client: httpx.Client, model: str, **fields: Any) -> dict[str, Any]:
+    response = client.post(f"/v2/repository/models/{model}/rollout", json={"version": 2, **fields})
+    assert response.status_code == 200, response.text
+    started: dict[str, Any] = response.json()
+    assert started["state"] == "progressing", started
+    return started
+
+
+def status(client: httpx.Client, model: str) -> dict[str, Any]:
+    response = client.get(f"/v2/repository/models/{model}/rollout")
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+@dataclass
+class Load:
+    """What a sequential client saw: each answer's status and version, and when the rollout ended."""
+
+    answers: list[tuple[int, str]] = field(default_factory=list)
+    ended_at: int | None = None  # index of the first request sent after the rollout was seen finished
+
+    def failed(self) -> list[int]:
+        return [i for i, (code, _) in enumerate(self.answers) if code != 200]
+
+
+def drive(client: httpx.Client, model: str, *, until: tuple[str, ...], limit_s: float, after: int = 20) -> Load:
+    """Send requests naming no version until the rollout is in a state of ``until`` (then ``after`` more),
+    reading its state every 10 requests; at most 20,000 requests and ``limit_s`` seconds."""
+    load = Load()
+    deadline = time.monotonic() + limit_s
+    while len(load.answers) < 20_000 and time.monotonic() < deadline:
+        answer = client.post(f"/v2/models/{model}/infer", json=BODY)
+        load.answers.append((answer.status_code, answer.json().get("model_version", "")))
+        if load.ended_at is None and len(load.answers) % 10 == 0 and status(client, model)["state"] in until:
+            load.ended_at = len(load.answers)
+        if load.ended_at is not None and len(load.answers) >= load.ended_at + after:
+            return load
+    raise AssertionError(f"the rollout of {model} never reached {until}: {status(client, model)}")
+
+
+def versions(client: httpx.Client, model: str) -> dict[str, str]:
+    index = client.post("/v2/repository/index", json={}).json()
+    return {entry["version"]: entry["state"] for entry in index if entry["name"] == model}
+
+
+def test_a_version_that_fails_is_rolled_back_within_two_intervals(
+    client: httpx.Client, server: RunningServer, repository: Path
+) -> None:
+    publish(repository, "broken", failing_onnx)
+    started = start(client, "broken", steps=[10, 50, 100], interval_s=0.5, min_samples=5)
+    assert started["weight"] == 10
+
+    load = drive(client, "broken", until=("failed",), limit_s=20)
+
+    rollout = status(client, "broken")
+    assert rollout["weight"] == 0
+    assert rollout["reason"].startswith("error rate 100.00%"), rollout
+    assert rollout["finished_at"] - started["updated_at"] <= 2 * 0.5
+    # Only the canary's share failed, and only before the rollback: 10 % of what was sent until then.
+    assert load.ended_at is not None
+    failed = load.failed()
+    assert 0 < len(failed) <= math.ceil(0.10 * load.ended_at) + 1
+    assert all(code == 200 and version == "1" for code, version in load.answers[load.ended_at :])
+    assert versions(client, "broken") == {"1": "READY"}  # the version left is retired
+    metrics = client.get("/metrics").text
+    assert 'model_serving_rollout_rollbacks_total{cause="error_rate",model="broken"} 1.0' in metrics
+    assert 'model_serving_rollout_weight{model="broken",state="failed",version="2"} 0.0' in metrics
+    events = [line for line in server.output().splitlines() if '"rollout rolled back"' in line and '"broken"' in line]
+    assert len(events) == 1, events
+    assert '"cause":"error_rate"' in events[0]
+    assert '"state":"failed"' in events[0]
+
+
+def test_a_version_three_times_slower_is_rolled_back_on_its_latency(client: httpx.Client, repository: Path) -> None:
+    publish(repository, "slow", lambda path: deep_onnx(path, layers=3 * LAYERS))
+    started = start(client, "slow", steps=[50, 100], interval_s=0.5, min_samples=30, max_latency_ratio=1.5)
+    assert started["latency_windows"] == 2  # the default: a p99 over one window is too noisy alone
+
+    load = drive(client, "slow", until=("failed",), limit_s=20)
+
+    rollout = status(client, "slow")
+    assert "p99 latency" in rollout["reason"], rollout
+    assert "above the maximum ratio 1.5" in rollout["reason"]
+    assert [check["outcome"] for check in rollout["checks"]] == ["hold", "breach"]
+    assert all(check["latency_ratio"] > 1.5 for check in rollout["checks"])
+    assert rollout["finished_at"] - started["updated_at"] <= 2 * 0.5 + 0.25  # a tick may wait for a busy loop
+    assert load.failed() == []
+    assert {version for _, version in load.answers} == {"1", "2"}
+    assert {version for _, version in load.answers[load.ended_at :]} == {"1"}
+
+
+def test_a_healthy_version_is_promoted_and_the_old_one_unloaded(client: httpx.Client, repository: Path) -> None:
+    publish(repository, "healthy", lambda path: deep_onnx(path, layers=LAYERS))
+    start(client, "healthy", steps=[20, 50, 100], interval_s=0.5, min_samples=60)
+
+    load = drive(client, "healthy", until=("promoted", "failed"), limit_s=30)
+
+    rollout = status(client, "healthy")
+    assert (rollout["state"], rollout["weight"]) == ("promoted", 100), rollout
+    # 100 % is the promotion: no request would be left to the stable version to compare with.
+    assert [check["weight"] for check in rollout["checks"] if check["outcome"] == "pass"] == [20, 50]
+    assert load.failed() == []
+    assert {version for _, version in load.answers[load.ended_at :]} == {"2"}
+    assert versions(client, "healthy") == {"2": "READY"}
+
+
+def test_a_paused_rollout_holds_its_exact_share_on_every_protocol_then_resumes_and_aborts(
+    client: httpx.Client, server: RunningServer, repository: Path
+) -> None:
+    publish(repository, "steered", lambda path: deep_onnx(path, layers=LAYERS))
+    start(client, "steered", steps=[10, 100], interval_s=600)
+
+    paused = client.post("/v2/repository/models/steered/rollout/pause")
+    assert (paused.status_code, paused.json()["state"]) == (200, "paused")
+    served: list[str] = []
+    for _ in range(60):
+        served.append(client.post("/v2/models/steered/infer", json=BODY).json()["model_version"])
+    for _ in range(20):
+        answer = client.post("/v1/predict", json={"model": "steered", "inputs": [[0.25] * 64]})
+        served.append(answer.json()["version"])
+    with grpcclient.InferenceServerClient(server.grpc_address) as triton:
+        tensor = grpcclient.InferInput("x", [1, 64], "FP32")
+        tensor.set_data_from_numpy(np.full((1, 64), 0.25, dtype=np.float32))
+        for _ in range(20):
+            served.append(triton.infer("steered", [tensor]).get_response().model_version)
+    assert served.count("2") == 10
+    assert served.count("1") == 90
+    # A request naming its version gets it, whatever the share.
+    assert client.post("/v2/models/steered/versions/2/infer", json=BODY).json()["model_version"] == "2"
+
+    assert client.post("/v2/repository/models/steered/rollout/resume").json()["state"] == "progressing"
+    again = client.post("/v2/repository/models/steered/rollout", json={"version": 2})
+    assert again.status_code == 400
+    assert "abort it first" in again.json()["error"]
+
+    aborted = client.post("/v2/repository/models/steered/rollout/abort").json()
+    assert (aborted["state"], aborted["weight"], aborted["reason"]) == ("aborted", 0, "aborted by an operator")
+    assert {client.post("/v2/models/steered/infer", json=BODY).json()["model_version"] for _ in range(20)} == {"1"}
+    assert versions(client, "steered") == {"1": "READY"}
+    refused = client.post("/v2/repository/models/steered/rollout/pause")
+    assert refused.status_code == 400
+    assert "aborted" in refused.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status_code", "message"),
+    [
+        ({"version": 2, "steps": [50, 10]}, 400, "strictly ascending"),
+        ({"version": 2, "steps": [0, 100]}, 400, "from 1 to 100"),
+        ({"version": 2, "steps": [100]}, 400, "a step below 100 is needed"),
+        ({"version": 2, "interval_s": 0}, 400, "interval_s"),
+        ({"version": 1}, 400, "is the one serving already"),
+        ({"version": 9}, 404, "versions in the repository: 1"),
+        ({"steps": [10]}, 400, "version"),
+    ],
+)
+def test_a_rollout_that_cannot_start_is_refused_with_what_to_fix(
+    client: httpx.Client, body: dict[str, Any], status_code: int, message: str
+) -> None:
+    response = client.post("/v2/repository/models/broken/rollout", json=body)
+
+    assert response.status_code == status_code, response.text
+    assert message in response.json()["error"]
+
+
+def test_a_model_without_a_rollout_has_none_to_read_or_change(client: httpx.Client) -> None:
+    for method, path in (("GET", ""), ("POST", "/pause"), ("POST", "/resume"), ("POST", "/abort")):
+        response = client.request(method, f"/v2/repository/models/nothing_here/rollout{path}")
+        assert response.status_code == 404
+        assert "has no rollout" in response.json()["error"]
+    unknown = client.post("/v2/repository/models/nothing_here/rollout", json={"version": 2})
+    assert unknown.status_code == 404
+
+
+def test_the_command_line_starts_reads_and_aborts_a_rollout(server: RunningServer, repository: Path) -> None:
+    write_config(repository / "by_cli", CONFIG)
+    deep_onnx(repository / "by_cli" / "1" / "model.onnx", layers=LAYERS)
+    assert httpx.post(f"{server.url}/v2/repository/models/by_cli/load").status_code == 200
+    deep_onnx(repository / "by_cli" / "2" / "model.onnx", layers=LAYERS)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "modelserve", "rollout", *args, "--url", server.url]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, env={"COLUMNS": "200"})
+
+    started = cli(
+        "start", "by_cli", "--version", "2", "--steps", "5,100", "--interval", "10m", "--max-error-rate", "2%"
+    )
+    assert started.returncode == 0, started.stderr
+    assert (
+        "by_cli: progressing - version 2 takes 5 % (stable 1; step 1 of 2: 5 %, 100 %; every 600 s)" in started.stdout
+    )
+    assert "progressing" in cli("status").stdout
+    aborted = cli("abort", "by_cli")
+    assert aborted.returncode == 0
+    assert "by_cli: aborted" in aborted.stdout
+    assert "aborted by an operator" in aborted.stdout
+    refused = cli("pause", "by_cli")
+    assert refused.returncode == 1
+    assert "400: the rollout of model 'by_cli' is aborted" in refused.stderr
+
+
+def test_a_restarted_server_resumes_the_rollout_and_keeps_a_rolled_back_version_unloaded(
+    tmp_path: Path, database_url: str
+) -> None:
+    repository = _repository(tmp_path, ("kept",))
+    arguments = ("--model-control-mode", "explicit", "--load-model", "kept")
+    env = {"DATABASE_URL": database_url}
+    with serve(repository, tmp_path / "first.log", *arguments, env=env) as first, httpx.Client(base_url=first.url) as c:
+        publish(repository, "kept", lambda path: deep_onnx(path, layers=LAYERS))
+        # More samples than the test sends: the analysis waits, and the share stays at 10 %.
+        start(c, "kept", steps=[10, 100], interval_s=0.5, min_samples=1_000_000)
+        assert [c.post("/v2/models/kept/infer", json=BODY).json()["model_version"] for _ in range(10)].count("2") == 1
+
+    with (
+        serve(repository, tmp_path / "second.log", *arguments, env=env) as second,
+        httpx.Client(base_url=second.url) as c,
+    ):
+        resumed = status(c, "kept")
+        assert (resumed["state"], resumed["weight"], resumed["step"]) == ("progressing", 10, 0)
+        assert versions(c, "kept") == {"1": "READY", "2": "READY"}
+        served = [c.post("/v2/models/kept/infer", json=BODY).json()["model_version"] for _ in range(100)]
+        assert served.count("2") == 10
+        assert c.post("/v2/repository/models/kept/rollout/abort").json()["state"] == "aborted"
+
+    # Version 2 is the newest in the repository, and the version policy (latest 1) would serve it: the
+    # aborted rollout keeps version 1 serving instead.
+    with serve(repository, tmp_path / "third.log", *arguments, env=env) as third, httpx.Client(base_url=third.url) as c:
+        assert status(c, "kept")["state"] == "aborted"
+        assert versions(c, "kept") == {"1": "READY"}
+        assert {c.post("/v2/models/kept/infer", json=BODY).json()["model_version"] for _ in range(10)} == {"1"}
