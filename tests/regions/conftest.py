@@ -88,6 +88,7 @@ def regions(endpoints: dict[str, Endpoint], tmp_path: Path, monkeypatch: pytest.
         endpoint.proxy.injected.clear()
         endpoint.proxy.seen.clear()
         endpoint.proxy.delay_s = 0.0
+        endpoint.proxy.hooks.clear()
     monkeypatch.setenv("REGION_ACCESS_KEY", KEYS["access"])
     monkeypatch.setenv("REGION_SECRET_KEY", KEYS["secret"])
     write_regions_file(tmp_path / "regions.yaml", endpoints)

@@ -49,6 +49,7 @@ class FaultProxy:
         self.scripted: deque[tuple[str, Match]] = deque()
         self.seen: list[tuple[str, str, str]] = []  # (method, path, Range header) of every request
         self.delay_s = 0.0  # added before forwarding each request with a body: a slow link
+        self.hooks: list[tuple[Match, Callable[[], None]]] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -84,6 +85,12 @@ class FaultProxy:
         with self.lock:
             self.scripted.append((kind, match))
 
+    def before_next(self, match: Match, action: Callable[[], None]) -> None:
+        """Run ``action`` just before forwarding the next request ``match`` accepts: another client's
+        write landing between this client's read and its write, say."""
+        with self.lock:
+            self.hooks.append((match, action))
+
     def _draw(self, method: str, path: str, has_key: bool, has_body: bool) -> str | None:
         with self.lock:
             self.requests += 1
@@ -110,6 +117,12 @@ class FaultProxy:
             self.seen.append((method, path, handler.headers.get("Range", "")))
         if body and self.delay_s:
             time.sleep(self.delay_s)
+        with self.lock:
+            due = next((hook for hook in self.hooks if hook[0](method, path)), None)
+            if due is not None:
+                self.hooks.remove(due)
+        if due is not None:
+            due[1]()
         kind = self._draw(method, path, has_key, bool(body))
         handler.close_connection = True
         if kind in _ERRORS:

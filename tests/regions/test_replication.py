@@ -60,3 +60,31 @@ def test_a_second_version_keeps_the_first_in_the_targets_manifest(regions: dict[
         ("2", "ap-southeast-1", "replicated"),
     }
     assert set(parse_checksums(stored(target, "m")["SHA256SUMS"].decode())) == {"1/model.onnx", "2/model.onnx"}
+
+
+def test_a_manifest_written_by_another_replicator_meanwhile_keeps_its_entries(regions: dict[str, Endpoint]) -> None:
+    source, target = regions["us-east-1"], regions["eu-west-1"]
+    publish(source, "m", {"1": {"model.onnx": b"one"}, "2": {"model.onnx": b"two"}})
+    ctx = context()
+    ctx.replicator.plan("m", "1", "us-east-1", ["eu-west-1"])
+    ctx.replicator.run_pending()
+    three = hashlib.sha256(b"three").hexdigest()
+
+    def another_replicator_publishes_version_3() -> None:
+        sums = stored(target, "m")["SHA256SUMS"].decode() + f"{three}  3/model.onnx\n"
+        target.client.put_object(Bucket=target.bucket, Key="models/m/3/model.onnx", Body=b"three")
+        target.client.put_object(Bucket=target.bucket, Key="models/m/SHA256SUMS", Body=sums.encode())
+
+    # Between this job's read of the target's SHA256SUMS and its write.
+    target.proxy.before_next(
+        lambda method, path: method == "PUT" and path.endswith("/m/SHA256SUMS"), another_replicator_publishes_version_3
+    )
+    ctx.replicator.plan("m", "2", "us-east-1", ["eu-west-1"])
+    ctx.replicator.run_pending()
+
+    assert ctx.jobs.jobs("m", "2")[0].state == State.REPLICATED
+    assert set(parse_checksums(stored(target, "m")["SHA256SUMS"].decode())) == {
+        "1/model.onnx",
+        "2/model.onnx",
+        "3/model.onnx",
+    }

@@ -25,23 +25,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from modelserve.regions.config import Region, RegionsFile, RegionsFileError
+from modelserve.regions.config import Region, RegionsFile
 from modelserve.regions.copier import Copier, FileCopy, Mismatch
 from modelserve.regions.jobs import JobStore, progress_of
-from modelserve.regions.s3 import Corrupt, Store, error_text, is_missing, make_client, retry_reason
+from modelserve.regions.outcomes import LeaseLost, ReplicationError, Tally, describe, failure_reason
+from modelserve.regions.s3 import Corrupt, Store, is_conflict, is_missing, make_client, retry_reason
 from modelserve.regions.schema import ReplicationJob, State
 from modelserve.repository.remote import CHECKSUMS, format_checksums, parse_checksums
 
 CONFIG = "config.yaml"
-PROGRESS_EVERY_S = 1.0  # a copy's part-by-part progress is written at most this often
-
-
-class ReplicationError(Exception):
-    """Replication cannot start as asked (unknown model or version, no SHA256SUMS); the message says what."""
-
-
-class LeaseLost(Exception):
-    """Another replicator took the job over (this one was too slow to renew its lease)."""
+PROGRESS_EVERY_S = 1.0
+PUBLISH_TRIES = 5  # a copy's part-by-part progress is written at most this often
 
 
 class Replicator:
@@ -81,14 +75,19 @@ class Replicator:
 
     def manifest(self, region: Region, model: str) -> dict[str, str]:
         """The model's SHA256SUMS in ``region``, as path -> sha256; empty when it has none."""
+        return self.manifest_and_etag(region, model)[0]
+
+    def manifest_and_etag(self, region: Region, model: str) -> tuple[dict[str, str], str | None]:
+        """The model's SHA256SUMS in ``region`` and its ETag (None when there is none), to write it back
+        on the condition that nobody else did meanwhile."""
         store = self.store(region)
         try:
-            data, _ = store.read_small(store.key(model, CHECKSUMS))
+            data, etag = store.read_small(store.key(model, CHECKSUMS))
         except ClientError as exc:
             if is_missing(exc):
-                return {}
+                return {}, None
             raise
-        return parse_checksums(data.decode(errors="replace"))
+        return parse_checksums(data.decode(errors="replace")), etag
 
     def listing(self, region: Region, model: str, version: str) -> dict[str, tuple[int, float]]:
         """Files below ``<model>/<version>/`` in ``region``, as relative path -> (size, last modified)."""
@@ -169,7 +168,7 @@ class Replicator:
 
     def run(self, job: ReplicationJob) -> None:
         """One attempt at a claimed job, ending with its state stored and its lease given back."""
-        retries = _Tally()
+        retries = Tally()
         target = self.regions.region(job.target_region)
 
         def retried(reason: str) -> None:
@@ -210,10 +209,13 @@ class Replicator:
         sizes = self.listing(source.region, job.model, job.version)
         if missing := sorted(p for p in listed if p not in sizes):
             raise ReplicationError(f"{', '.join(missing)} listed in the source's {CHECKSUMS} but not stored")
-        published = self.manifest(target.region, job.model)
-        if not published and target.head(target.key(job.model, CHECKSUMS)) is None:
+        if target.head(target.key(job.model, CHECKSUMS)) is None:
             # Before the first file lands: an empty SHA256SUMS keeps servers from mirroring unverified files.
-            target.put(target.key(job.model, CHECKSUMS), b"")
+            try:
+                target.put(target.key(job.model, CHECKSUMS), b"", if_absent=True)
+            except ClientError as exc:
+                if not is_conflict(exc):  # another replicator wrote one first: as good
+                    raise
         files = [
             FileCopy(p, source.key(job.model, p), target.key(job.model, p), sizes[p][0], listed[p])
             for p in sorted(listed)
@@ -296,20 +298,34 @@ class Replicator:
         stray = [p for p in self.listing(target.region, job.model, job.version) if p not in listed]
         for relative in stray:  # left by an older copy: a published version must hold nothing unlisted
             target.call(target.client.delete_object, Bucket=target.bucket, Key=target.key(job.model, relative))
-        published = {
-            p: d for p, d in self.manifest(target.region, job.model).items() if not p.startswith(f"{job.version}/")
-        }
-        published.update(listed)
+        ours = dict(listed)
         if CONFIG in sums:
             data = source.read(source.key(job.model, CONFIG), 0, _size(source, source.key(job.model, CONFIG)))
             if _sha256(data) != sums[CONFIG]:
                 raise Corrupt(f"{job.model}/{CONFIG}: the bytes read hash otherwise than the source's {CHECKSUMS}")
             target.put(target.key(job.model, CONFIG), data)
-            published[CONFIG] = sums[CONFIG]
-        target.put(target.key(job.model, CHECKSUMS), format_checksums(published).encode())
+            ours[CONFIG] = sums[CONFIG]
+        # Read, merge, write on the condition that it is still what was read (If-Match): another replicator
+        # publishing another version of the model at the same moment makes the write fail, and the merge
+        # is made again on what it wrote, so neither loses the other's entries.
+        for _ in range(PUBLISH_TRIES):
+            current, etag = self.manifest_and_etag(target.region, job.model)
+            merged = {p: d for p, d in current.items() if not p.startswith(f"{job.version}/")} | ours
+            try:
+                target.put(
+                    target.key(job.model, CHECKSUMS),
+                    format_checksums(merged).encode(),
+                    if_match=etag,
+                    if_absent=etag is None,
+                )
+                return
+            except ClientError as exc:
+                if not is_conflict(exc):
+                    raise
+        raise RuntimeError(f"{job.model}/{CHECKSUMS} in {job.target_region} changed under every one of our writes")
 
     def _failed(self, job: ReplicationJob, exc: BaseException) -> None:
-        reason = _failure_reason(exc)
+        reason = failure_reason(exc)
         if self.on_failure is not None:
             self.on_failure(job.target_region, reason)
         now = self.clock()
@@ -322,48 +338,13 @@ class Replicator:
             state=State.DEAD if final else State.PENDING,
             next_attempt_at=now if final else now + wait,
             finished_at=now if final else None,
-            last_error=f"attempt {job.attempts}: {_describe(exc)}"[:4000],
+            last_error=f"attempt {job.attempts}: {describe(exc)}"[:4000],
             last_reason=reason,
         )
 
     def _save(self, job: ReplicationJob, **changes: Any) -> None:
         if not self.jobs.save(job, self.owner, self.clock(), self.policy.lease_s, **changes):
             raise LeaseLost(f"job {job.id} was taken over")
-
-
-class _Tally:
-    """A count added to from several threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self._count += n
-
-    def take(self) -> int:
-        with self._lock:
-            count, self._count = self._count, 0
-        return count
-
-
-def _failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, Mismatch | Corrupt):
-        return "mismatch"
-    if isinstance(exc, ReplicationError | RegionsFileError):
-        return "invalid"
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-            return "denied"
-        if code in ("NoSuchBucket", "NoSuchKey", "404"):
-            return "missing"
-    return retry_reason(exc) or "other"
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ReplicationError | RegionsFileError | Mismatch | Corrupt) else error_text(exc)
 
 
 def _version_order(version: str) -> tuple[int, str]:

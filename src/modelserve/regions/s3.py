@@ -77,7 +77,10 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return f"{error.get('Code', 'Error')} ({status}): {error.get('Message', '')}".strip()
+        code = str(error.get("Code", "Error"))
+        if code.isdigit():  # an answer without a body (HEAD): the status is all there is
+            return f"HTTP {status}: {error.get('Message', '')}".strip()
+        return f"{code} ({status}): {error.get('Message', '')}".strip()
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -162,20 +165,37 @@ class Store:
             raise
         return answer
 
-    def put(self, key: str, data: bytes) -> str:
-        """Write a whole object with its Content-MD5; returns the ETag, checked against the MD5 we sent."""
+    def put(self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> str:
+        """Write a whole object with its Content-MD5; returns the ETag, checked against the MD5 we sent.
+
+        ``if_match`` (an ETag) or ``if_absent`` make the write conditional (S3's If-Match / If-None-Match):
+        a PreconditionFailed ClientError says another writer got there first. A conditional write that
+        stored corrupt bytes is tried again on the condition that the object is still that copy of ours.
+        """
         digest = hashlib.md5(data, usedforsecurity=False)
+        condition = {"IfMatch": f'"{if_match}"'} if if_match else {"IfNoneMatch": "*"} if if_absent else {}
 
         def once() -> str:
             answer = self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentMD5=base64_of(digest.digest())
+                Bucket=self.bucket, Key=key, Body=data, ContentMD5=base64_of(digest.digest()), **condition
             )
             etag = str(answer.get("ETag", "")).strip('"')
             if is_md5(etag) and etag != digest.hexdigest():
+                if condition:
+                    condition.clear()
+                    condition["IfMatch"] = f'"{etag}"'
                 raise Corrupt(f"{key}: the store received other bytes than were sent (ETag {etag})")
             return etag
 
         return self.call(once)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is a conditional write losing to another writer."""
+    if not isinstance(exc, ClientError):
+        return False
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 
 
 class Download:

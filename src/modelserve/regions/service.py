@@ -23,7 +23,8 @@ from sqlalchemy import Engine
 from modelserve.regions.config import RegionsFile, load_regions
 from modelserve.regions.jobs import JobStore, migrate
 from modelserve.regions.metrics import ReplicationMetrics
-from modelserve.regions.replicator import ReplicationError, Replicator
+from modelserve.regions.outcomes import ReplicationError
+from modelserve.regions.replicator import Replicator
 from modelserve.regions.schema import ReplicationJob, State
 
 __all__ = [
@@ -145,8 +146,14 @@ def discover(context: Context, source: str) -> int:
     origin = context.regions.region(source)
     store = context.replicator.store(origin)
     root = f"{origin.store.prefix}/" if origin.store.prefix else ""
-    answer = store.call(store.client.list_objects_v2, Bucket=store.bucket, Prefix=root, Delimiter="/")
-    models = [str(p["Prefix"]).rstrip("/").rsplit("/", 1)[-1] for p in answer.get("CommonPrefixes", [])]
+    models: list[str] = []
+    token: dict[str, str] = {}
+    while True:
+        answer = store.call(store.client.list_objects_v2, Bucket=store.bucket, Prefix=root, Delimiter="/", **token)
+        models += [str(p["Prefix"]).rstrip("/").rsplit("/", 1)[-1] for p in answer.get("CommonPrefixes", [])]
+        if not answer.get("IsTruncated"):
+            break
+        token = {"ContinuationToken": answer["NextContinuationToken"]}
     known = {(j.model, j.version, j.target_region) for j in context.jobs.jobs()}
     targets = [n for n in context.regions.names if n != source]
     added = 0

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelserve.regions.copier import sha256_of
-from modelserve.regions.replicator import ReplicationError, Replicator
+from modelserve.regions.outcomes import ReplicationError
+from modelserve.regions.replicator import Replicator
 from modelserve.repository.remote import CHECKSUMS
 
 
