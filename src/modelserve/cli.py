@@ -98,6 +98,10 @@ def serve(
     region: Annotated[str | None, typer.Option(help=_help("region"))] = None,
     prices_file: Annotated[Path | None, typer.Option(help=_help("prices_file"))] = None,
     cost_refresh_sec: Annotated[float | None, typer.Option(help=_help("cost_refresh_sec"))] = None,
+    regions_file: Annotated[Path | None, typer.Option(help=_help("regions_file"))] = None,
+    probe_model: Annotated[str | None, typer.Option(help=_help("probe_model"))] = None,
+    probe_interval_sec: Annotated[float | None, typer.Option(help=_help("probe_interval_sec"))] = None,
+    probe_timeout_sec: Annotated[float | None, typer.Option(help=_help("probe_timeout_sec"))] = None,
 ) -> None:
     """Serve a model repository over HTTP (Open Inference Protocol and the /v1 API) and gRPC."""
     options: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}

@@ -284,6 +284,15 @@ class Settings(BaseSettings):
     cost_refresh_sec: float = Field(
         60.0, gt=0, le=86_400, description="Seconds between two readings of the cost figures /metrics exports."
     )
+    probe_model: str = Field(
+        "",
+        description="Model this server infers on in every other region of REGIONS_FILE, each PROBE_INTERVAL_SEC, "
+        "to measure cross-region latency and availability (empty: no probes).",
+    )
+    probe_interval_sec: float = Field(15.0, gt=0, le=3600, description="Seconds between two rounds of region probes.")
+    probe_timeout_sec: float = Field(
+        5.0, gt=0, le=60, description="Seconds a region probe may take before it counts as failed."
+    )
 
     @property
     def history_database_url(self) -> str:
@@ -402,6 +411,20 @@ class Settings(BaseSettings):
             from modelserve.regions.prices import load_prices  # pydantic and YAML only, read once at startup
 
             load_prices(value)
+        return value
+
+    @field_validator("probe_model")
+    @classmethod
+    def _probes_need_regions(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            from modelserve.regions.config import load_regions  # pydantic and YAML only, read once at startup
+
+            path, region = info.data.get("regions_file"), info.data.get("region")
+            if path is None:
+                raise ValueError("probes go to the other regions of the regions file: set REGIONS_FILE too")
+            names = load_regions(path).names
+            if region not in names:
+                raise ValueError(f"REGION is {region}, which {path} does not name; it names {', '.join(names)}")
         return value
 
     @field_validator("jwt_public_key_file", "jwt_jwks_file", "prices_file", mode="before")

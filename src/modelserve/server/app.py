@@ -39,6 +39,7 @@ from modelserve.protocol.errors import error_json, error_response
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.regions.cost_watch import CostWatch, watch_costs
 from modelserve.regions.prices import load_prices
+from modelserve.regions.probes import prober_from_settings
 from modelserve.regions.usage import UsageRecorder, UsageSampler
 from modelserve.repository.remote import open_repository
 from modelserve.rollout.controller import from_settings as rollouts_from_settings
@@ -93,6 +94,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         UsageSampler(manager.every_version, usage, settings.region, device_name()) if history is not None else None
     )
     costs = cost_watch(settings) if history is not None else None
+    prober = prober_from_settings(settings, metrics.registry)  # the other regions, as this one sees them
     state = ServerState(
         settings=settings,
         manager=manager,
@@ -167,11 +169,12 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         costing = (
             asyncio.create_task(watch_costs(costs, metrics.observe_costs, settings.cost_refresh_sec)) if costs else None
         )
+        probing = asyncio.create_task(prober.run(settings.probe_interval_sec)) if prober is not None else None
         try:
             yield
         finally:
             state.draining = True
-            for task in (shedding, prewarming, sampling, costing):
+            for task in (shedding, prewarming, sampling, costing, probing):
                 if task is not None:
                     task.cancel()
             if sharing is not None:
@@ -190,6 +193,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
                 await asyncio.to_thread(history.close)
             if costs is not None:
                 await asyncio.to_thread(costs.close)
+            if prober is not None:
+                await prober.close()
             await asyncio.to_thread(state.access_log.close)  # the lines of the requests answered while draining
             executor.shutdown(wait=True)
             tracing.shutdown()
