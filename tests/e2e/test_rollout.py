@@ -11,6 +11,7 @@ few requests; the analyses themselves run on the server's clock.
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -296,3 +297,18 @@ def test_a_restarted_server_resumes_the_rollout_and_keeps_a_rolled_back_version_
         assert status(c, "kept")["state"] == "aborted"
         assert versions(c, "kept") == {"1": "READY"}
         assert {c.post("/v2/models/kept/infer", json=BODY).json()["model_version"] for _ in range(10)} == {"1"}
+
+
+def test_a_rollout_whose_new_version_left_the_repository_is_rolled_back_at_the_next_start(tmp_path: Path) -> None:
+    repository = _repository(tmp_path, ("gone",))
+    arguments = ("--model-control-mode", "explicit", "--load-model", "gone")
+    with serve(repository, tmp_path / "first.log", *arguments) as first, httpx.Client(base_url=first.url) as c:
+        publish(repository, "gone", lambda path: deep_onnx(path, layers=LAYERS))
+        start(c, "gone", steps=[10, 100], interval_s=600)
+    shutil.rmtree(repository / "gone" / "2")
+
+    with serve(repository, tmp_path / "second.log", *arguments) as second, httpx.Client(base_url=second.url) as c:
+        rollout = status(c, "gone")
+        assert (rollout["state"], rollout["weight"]) == ("failed", 0)
+        assert rollout["reason"] == "version 2 did not load again at startup"
+        assert {c.post("/v2/models/gone/infer", json=BODY).json()["model_version"] for _ in range(10)} == {"1"}

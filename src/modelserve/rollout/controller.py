@@ -22,14 +22,20 @@ import structlog
 
 from modelserve.config import ModelControlMode, Settings
 from modelserve.db import open_engine
-from modelserve.errors import InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound, ModelNotReady
-from modelserve.models.breaker import BreakerState
+from modelserve.errors import (
+    InvalidInput,
+    ModelControlDisabled,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    ModelserveError,
+)
 from modelserve.models.manager import ModelManager
 from modelserve.models.records import ModelState, ModelVersion
 from modelserve.rollout.analysis import Outcome, Split, Thresholds, Verdict, judge
 from modelserve.rollout.schema import ACTIVE, Rollout, State
 from modelserve.rollout.store import RolloutStore
-from modelserve.rollout.window import Watch
+from modelserve.rollout.window import Watch, not_serving
 
 log = structlog.get_logger("modelserve.rollout")
 stdlog = logging.getLogger("modelserve.rollout")
@@ -90,17 +96,32 @@ class Rollouts:
 
     async def resume(self) -> None:
         """Once startup loading is done: load what progressing rollouts need, and analyse them again."""
-        for rollout in list(self._current.values()):
-            if rollout.state not in ACTIVE:
-                continue
-            if not all(self._ready(rollout.model, v) for v in (rollout.stable_version, rollout.new_version)):
-                try:
-                    await self._manager.refresh(rollout.model)
-                except ModelLoadError as exc:
-                    await self._roll_back(rollout, State.FAILED, "load_failed", f"cannot load: {exc.message}")
-                    continue
-            if rollout.state == State.PROGRESSING:
-                self._run(rollout)
+        for rollout in [r for r in self._current.values() if r.state in ACTIVE]:
+            try:
+                await self._resume(rollout)
+            except Exception:  # one rollout that cannot go on must not keep the server from serving
+                stdlog.exception("cannot resume the rollout of %s", rollout.model)
+
+    async def _resume(self, rollout: Rollout) -> None:
+        model, new = rollout.model, rollout.new_version
+        if not all(self._ready(model, v) for v in (rollout.stable_version, new)):
+            try:
+                await self._manager.refresh(model)
+            except ModelserveError as exc:
+                await self._roll_back(
+                    rollout, State.FAILED, "load_failed", f"cannot load model '{model}': {exc.message}"
+                )
+                return
+        if not self._ready(model, new):
+            await self._roll_back(rollout, State.FAILED, "load_failed", f"version {new} did not load again at startup")
+            return
+        if self._workers > 1:  # each worker would analyse its own share of the traffic and write the same row
+            stdlog.warning(
+                "the rollout of %s is held at %d %%: it goes on only with --workers 1", model, rollout.weight
+            )
+            return
+        if rollout.state == State.PROGRESSING:
+            self._run(rollout)
 
     async def close(self) -> None:
         """Stop the analyses; the stored state lets the next start resume them."""
@@ -252,7 +273,7 @@ class Rollouts:
                     return
                 new, stable = self._record(model, rollout.new_version), self._record(model, rollout.stable_version)
                 verdict = judge(new_watch.read(new), stable_watch.read(stable), rollout.baseline_p99_s, limits, strikes)
-                if verdict.outcome is not Outcome.BREACH and (why := _not_serving(new)) is not None:
+                if verdict.outcome is not Outcome.BREACH and (why := not_serving(new)) is not None:
                     verdict = Verdict(Outcome.BREACH, why, verdict.figures, "not_serving")
                 self._observer.observe_rollout_check(model, verdict.outcome)
                 self._note(rollout, verdict.outcome, verdict.reason, verdict.figures)
@@ -362,15 +383,6 @@ class Rollouts:
 
     def _lock(self, model: str) -> asyncio.Lock:
         return self._locks.setdefault(model, asyncio.Lock())
-
-
-def _not_serving(record: ModelVersion | None) -> str | None:
-    """Why the new version cannot serve its share (failed, or its circuit breaker open), or None."""
-    if record is not None and record.state is ModelState.FAILED:
-        return f"version {record.version} failed: {record.reason}"
-    if record is not None and record.breaker is not None and record.breaker.state is BreakerState.OPEN:
-        return f"version {record.version}'s circuit breaker is open: its runtime keeps failing"
-    return None
 
 
 def from_settings(settings: Settings, manager: ModelManager, observer: RolloutObserver) -> Rollouts:

@@ -7,7 +7,8 @@ starts from zero on them.
 
 from __future__ import annotations
 
-from modelserve.models.records import ModelVersion
+from modelserve.models.breaker import BreakerState
+from modelserve.models.records import ModelState, ModelVersion
 from modelserve.models.stats import ModelStats
 from modelserve.rollout.analysis import Window
 
@@ -50,3 +51,12 @@ class Watch:
         if self._stats is not None:
             self._stats.latencies = None
             self._stats = None
+
+
+def not_serving(record: ModelVersion | None) -> str | None:
+    """Why the new version cannot serve its share (failed, or its circuit breaker open), or None."""
+    if record is not None and record.state is ModelState.FAILED:
+        return f"version {record.version} failed: {record.reason}"
+    if record is not None and record.breaker is not None and record.breaker.state is BreakerState.OPEN:
+        return f"version {record.version}'s circuit breaker is open: its runtime keeps failing"
+    return None
