@@ -299,7 +299,12 @@ class Replicator:
         for relative in stray:  # left by an older copy: a published version must hold nothing unlisted
             target.call(target.client.delete_object, Bucket=target.bucket, Key=target.key(job.model, relative))
         ours = dict(listed)
-        if CONFIG in sums:
+        published = self.manifest(target.region, job.model)
+        if CONFIG in sums and published.get(CONFIG) == sums[CONFIG] and target.head(target.key(job.model, CONFIG)):
+            ours[CONFIG] = sums[CONFIG]  # published there already, as it is: not written again
+        elif CONFIG in sums:
+            # Written before SHA256SUMS: a server mirroring the model in between refuses it (its config
+            # differs from the entry) until SHA256SUMS follows, moments later; it never loads it unverified.
             data = source.read(source.key(job.model, CONFIG), 0, _size(source, source.key(job.model, CONFIG)))
             if _sha256(data) != sums[CONFIG]:
                 raise Corrupt(f"{job.model}/{CONFIG}: the bytes read hash otherwise than the source's {CHECKSUMS}")
