@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from modelserve.regions.schema import State
@@ -88,3 +89,23 @@ def test_a_manifest_written_by_another_replicator_meanwhile_keeps_its_entries(re
         "2/model.onnx",
         "3/model.onnx",
     }
+
+
+def test_two_replicators_on_one_database_run_every_job_once(regions: dict[str, Endpoint], database_url: str) -> None:
+    source = regions["us-east-1"]
+    for number in range(4):
+        publish(source, f"m{number}", {"1": {"model.onnx": os.urandom(3 * PART_MIN)}})
+    first = open_context(Path(os.environ["REGIONS_FILE"]), database_url, owner="first")
+    second = open_context(Path(os.environ["REGIONS_FILE"]), database_url, owner="second")
+    for number in range(4):
+        first.replicator.plan(f"m{number}", "1", "us-east-1", ["eu-west-1", "ap-southeast-1"])
+
+    with ThreadPoolExecutor(2) as pool:
+        ran = sum(pool.map(lambda ctx: ctx.replicator.run_pending(), [first, second]))
+
+    jobs = first.jobs.jobs()
+    assert ran == 8
+    assert [(j.state, j.attempts) for j in jobs] == [(State.REPLICATED, 1)] * 8, "each job run once, by one of them"
+    assert {j.lease_owner for j in jobs} == {None}
+    first.engine.dispose()
+    second.engine.dispose()
