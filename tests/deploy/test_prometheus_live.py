@@ -34,6 +34,7 @@ SCRAPE_TIMEOUT_S = 15.0
 # Grafana's variables as Grafana fills them for "All models" over a window that spans both phases.
 GRAFANA = {"model": ".*", "__rate_interval": "1m", "__range": "1m"}
 REPLICATION_SERVICE = "the replication service exports it (tests/regions/test_service.py scrapes one)"
+PROBES = "no PROBE_MODEL here (tests/regions/test_probes.py scrapes a probing server)"
 # Queries that may rightly return nothing here, and why. Every other dashboard query must return data.
 MAY_BE_EMPTY = {
     "panel 'Server error rate' A": "the example models never fail on the server; its denominator is checked",
@@ -62,6 +63,9 @@ MAY_BE_EMPTY = {
     "panel 'Cost per model, last 24 hours' A": "no PRICES_FILE here (tests/regions/test_cost_metrics.py sets one)",
     "panel 'Cost anomaly (robust z-score)' A": "no PRICES_FILE here (tests/regions/test_cost_metrics.py sets one)",
     "panel 'Budgets spent' A": "no PRICES_FILE here (tests/regions/test_cost_metrics.py sets one)",
+    "panel 'Region availability (probes)' A": PROBES,
+    "panel 'Cross-region latency p99' A": PROBES,
+    "panel 'Probe failures' A": PROBES,
 }
 # Queries with a model label that rightly leave some models out. Every other one shows every model.
 SOME_MODELS_ONLY = {

@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,9 +17,13 @@ from pydantic import ValidationError
 
 from modelserve.config import Settings, describe_error
 from tests.builders import scale_onnx
+from tests.deploy import promql
+from tests.deploy.test_prometheus_live import GRAFANA, _prometheus
 from tests.e2e.server import free_port, serve
+from tests.regions.test_service import wait_for
 
 pytestmark = pytest.mark.e2e
+REGIONS_ROW = {"Region availability (probes)", "Cross-region latency p99", "Probe failures"}
 
 
 def regions_file(path: Path, endpoints: dict[str, str]) -> Path:
@@ -38,6 +43,13 @@ def sample(metrics: str, name: str, **labels: str) -> float | None:
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", (expr, answer)
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
 
 
 def scrape_until(url: str, condition: Callable[[str], bool], timeout_s: float = 20) -> str:
@@ -88,6 +100,13 @@ def test_a_server_probes_the_other_regions_and_exports_latency_and_availability(
             refused = {"target": "ap-southeast-1", "kind": "health", "reason": "connection"}
             assert (sample(text, "model_serving_region_probe_failures_total", **edges, **refused) or 0) >= 1
             assert sample(text, "model_serving_region_probe_up", source="us-east-1", target="us-east-1") is None
+            with _prometheus(us, tmp_path) as (prometheus, _):
+                queries = [q for q in promql.dashboard_queries() if q.where.split("'")[1] in REGIONS_ROW]
+                queries += [q for q in promql.rule_queries() if "region_probe" in q.expr]
+                assert len(queries) == 5
+                for item in queries:  # each parses and has data; a threshold's comparison may leave none
+                    expr = promql.concrete(item.expr, GRAFANA)
+                    wait_for(lambda e=expr: bool(query(prometheus, e)) or "> " in e, f"data for {item.where}", 20)
 
             os.kill(eu.process.pid, signal.SIGSTOP)  # hung: its probes time out
             try:
