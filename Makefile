@@ -9,7 +9,7 @@ GRPC_PORT ?= 8001
 REPOSITORY := examples/model_repository
 
 TOOLS := .tools
-.PHONY: install tools models run test lint bench constraints
+.PHONY: install tools models run run-regions test lint bench constraints
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ models: install
 run: models
 	$(BIN)/modelserve serve --model-repository $(REPOSITORY) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
 		--model-control-mode explicit --load-model '*'
+
+# The optional multi-region demo: the example models in two regions (moto stores, a server each) behind HAProxy
+# on HTTP_PORT, with the failover commands to try printed (docs/REGIONS.md#routing-and-failover).
+run-regions: models tools
+	$(BIN)/python scripts/regions_demo.py --port $(HTTP_PORT)
 
 test: install tools
 	$(BIN)/python -m pytest
