@@ -104,3 +104,15 @@ def test_a_runbook_line_that_names_nothing_to_do_says_what_to_add() -> None:
     with pytest.raises(SystemExit) as caught:
         translate(["--model-id", MODEL])
     assert caught.value.code == 2
+
+
+def test_replicating_one_model_runs_its_jobs_not_the_whole_queue(published: dict[str, Endpoint]) -> None:
+    publish(published["us-east-1"], "other", {"1": {"model.onnx": b"weights"}})
+    queued = CliRunner().invoke(app, ["replicate", "-m", "other", "--no-wait"], env={"COLUMNS": "300"})
+    assert queued.exit_code == 0, queued.output
+    assert "queued 2 job(s)" in queued.output
+
+    assert runbook(f"--model-id {MODEL} --replicate")[0] == 0
+
+    pending = json.loads(runbook("--list-pending --json")[1])
+    assert {(j["model"], j["state"]) for j in pending} == {("other", "pending")}

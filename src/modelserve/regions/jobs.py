@@ -111,8 +111,11 @@ class JobStore:
                 continue
         raise RuntimeError(f"could not enqueue {model}:{version} → {target}")
 
-    def claim(self, owner: str, now: float, lease_s: float, limit: int) -> list[ReplicationJob]:
-        """Up to ``limit`` runnable jobs (due, and unleased or with their lease run out), leased to ``owner``."""
+    def claim(
+        self, owner: str, now: float, lease_s: float, limit: int, ids: Sequence[int] | None = None
+    ) -> list[ReplicationJob]:
+        """Up to ``limit`` runnable jobs (due, and unleased or with their lease run out; among ``ids`` when
+        given), leased to ``owner``."""
         with self.session() as session, session.begin():
             query = (
                 select(ReplicationJob)
@@ -124,6 +127,8 @@ class JobStore:
                 .order_by(ReplicationJob.published_at, ReplicationJob.id)
                 .limit(limit)
             )
+            if ids is not None:
+                query = query.where(ReplicationJob.id.in_(list(ids)))
             if self.engine.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             jobs = list(session.scalars(query))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -155,11 +155,12 @@ class Replicator:
 
     # -- running ------------------------------------------------------------------------------------
 
-    def run_pending(self, limit: int = 1000, deadline: float | None = None) -> int:
-        """Run every job that is due, one after another, until none is or ``deadline`` passes; how many ran."""
+    def run_pending(self, limit: int = 1000, deadline: float | None = None, ids: Sequence[int] | None = None) -> int:
+        """Run every job that is due (of ``ids``, when given), one after another, until none is or
+        ``deadline`` passes; how many ran."""
         ran = 0
         while ran < limit and (deadline is None or time.monotonic() < deadline):
-            claimed = self.jobs.claim(self.owner, self.clock(), self.policy.lease_s, 1)
+            claimed = self.jobs.claim(self.owner, self.clock(), self.policy.lease_s, 1, ids)
             if not claimed:
                 return ran
             self.run(claimed[0])

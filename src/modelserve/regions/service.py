@@ -98,7 +98,7 @@ def run_with_progress(context: Context, ids: list[int], console: Console) -> lis
     def work() -> None:
         try:
             while not done.is_set():
-                ran = context.replicator.run_pending()
+                ran = context.replicator.run_pending(ids=ids)  # these jobs, not the whole queue
                 states = {j.id: j.state for j in context.jobs.jobs() if j.id in ids}
                 if all(s in (State.REPLICATED, State.DEAD) for s in states.values()):
                     return
