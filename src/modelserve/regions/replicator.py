@@ -177,8 +177,8 @@ class Replicator:
             if self.on_retry is not None:
                 self.on_retry(job.target_region, reason)
 
-        self._save(job, state=State.COPYING, attempts=job.attempts + 1)
         try:
+            self._save(job, state=State.COPYING, attempts=job.attempts + 1)
             source = self.store(self.regions.region(job.source_region), retried)
             destination = self.store(target, retried)
             self._attempt(job, source, destination)
