@@ -19,7 +19,15 @@ import numpy as np
 import pytest
 
 from modelserve.batching.batcher import Batcher
-from modelserve.errors import InferenceFailed, InvalidInput, ModelNotReady, OutOfMemory, Overloaded
+from modelserve.errors import (
+    ClientDisconnected,
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotReady,
+    OutOfMemory,
+    Overloaded,
+)
 from modelserve.models.stats import ModelStats
 from tests.batching.fake_time import FakeTime
 from tests.batching.runs import Arrays, Factory, GatedRun, assert_doubled, double, rows
@@ -475,6 +483,54 @@ async def test_a_request_that_comes_alone_and_fails_fails_at_once(make_batcher: 
     with pytest.raises(InferenceFailed, match="boom"):
         future.result()
     assert_doubled(await batcher.submit(rows(1, 2), 1, alone=True), rows(1, 2))  # the batcher serves on
+
+
+async def test_fifty_requests_whose_callers_left_behind_a_running_batch_never_run_and_are_counted(
+    make_batcher: Factory,
+) -> None:
+    model = GatedRun()
+    reasons: list[str] = []
+    batcher = make_batcher(model, max_batch_size=8, observe_abandoned=reasons.append)
+    running = asyncio.create_task(batcher.submit(rows(1, 0), 1))
+    await model.started()
+    hung_up = threading.Event()
+    futures = [batcher.enqueue(rows(1, i), 1, gone=hung_up.is_set if i % 3 == 0 else None) for i in range(1, 51)]
+    await until(lambda: batcher.queued == 50, "fifty requests queued behind the running batch")
+
+    hung_up.set()  # the HTTP callers: read when a batch forms
+    for i, future in enumerate(futures, start=1):
+        if i % 3 == 1:
+            future.cancel()  # a cancelled gRPC call cancels its handler's task, and so the awaited future
+        elif i % 3 == 2:
+            future.set_exception(DeadlineExceeded("passed"))  # what the manager's timer does
+    model.gate.set()
+    assert_doubled(await running, rows(1, 0))
+    await until(lambda: len(reasons) == 50, "every abandoned request counted")
+    await asyncio.gather(*futures, return_exceptions=True)
+
+    assert model.sizes == [1], "a request whose caller had left ran"
+    assert sorted(reasons) == ["cancelled"] * 17 + ["deadline"] * 17 + ["disconnected"] * 16
+    assert all(isinstance(f.exception(), ClientDisconnected) for f in futures[2::3])
+
+
+async def test_a_request_whose_caller_leaves_while_its_batch_waits_for_a_thread_is_counted_not_run(
+    make_batcher: Factory, executor: ThreadPoolExecutor
+) -> None:
+    model = GatedRun(open_=True)
+    reasons: list[str] = []
+    batcher = make_batcher(model, max_batch_size=8, observe_abandoned=reasons.append)
+    blocker = threading.Event()
+    occupied = [executor.submit(blocker.wait, 30) for _ in range(2)]  # both of the pool's threads busy
+
+    future = batcher.enqueue(rows(1, 0), 1)
+    await until(lambda: batcher.queued == 0, "the batch taken, waiting for a thread")
+    future.cancel()
+    blocker.set()
+    for busy in occupied:
+        busy.result(30)
+    await until(lambda: reasons == ["cancelled"], "the cancelled request counted")
+
+    assert model.sizes == []
 
 
 # -- statistics and construction ---------------------------------------------------------------------

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import queue
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from tests.builders import batched_copy_of_simple, echo_bytes_onnx, reference_inputs
@@ -23,12 +26,14 @@ from tests.e2e.server import RunningServer, serve
 
 @pytest.fixture(scope="module")
 def server(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """The example models, a BYTES echo, and `slow_simple`, which holds each batch up to 10 s to fill."""
+    """The example models, a BYTES echo, and `slow_simple` and `held_simple`, which hold each batch up to
+    10 s to fill."""
     root = tmp_path_factory.mktemp("grpc")
     repository = root / "model_repository"
     shutil.copytree(built_repository, repository)
     echo_bytes_onnx(repository / "echo" / "1" / "model.onnx")
     batched_copy_of_simple(repository, "slow_simple", "  max_queue_delay_ms: 10000\n")
+    batched_copy_of_simple(repository, "held_simple", "  max_queue_delay_ms: 10000\n")
     with serve(repository, root / "server.log", "--model-control-mode", "explicit", "--load-model", "*") as running:
         yield running
 
@@ -175,6 +180,58 @@ def test_client_deadline_is_honoured(client: grpcclient.InferenceServerClient) -
         client.infer("slow_simple", simple_inputs(a, a), client_timeout=0.3)
     assert "DEADLINE_EXCEEDED" in caught.value.status()
     np.testing.assert_array_equal(client.infer("simple", simple_inputs(a, a)).as_numpy("OUTPUT0"), 2 * a)
+
+
+def metric(server: RunningServer, name: str, **labels: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def test_cancelled_calls_leave_the_queue_unrun_and_are_counted(
+    server: RunningServer, stub: service_pb2_grpc.GRPCInferenceServiceStub
+) -> None:
+    """Five calls held in held_simple's queue are cancelled by their client; eight more then fill a
+    batch, which runs the eight alone, and the five are counted as cancelled."""
+    request = service_pb2.ModelInferRequest(model_name="held_simple")
+    for name in ("INPUT0", "INPUT1"):
+        request.inputs.add(name=name, datatype="INT32", shape=[1, 16])
+        request.raw_input_contents.append(np.arange(16, dtype=np.int32).tobytes())
+    cancelled = {"model": "held_simple", "reason": "cancelled"}
+    before = metric(server, "model_serving_requests_abandoned_total", **cancelled)
+    samples_before = _inferred(server, "held_simple")
+
+    calls = [stub.ModelInfer.future(request, timeout=30) for _ in range(5)]
+    _until(lambda: metric(server, "model_serving_queue_depth", model="held_simple") == 5, "five calls queued")
+    for call in calls:
+        call.cancel()
+    live = [stub.ModelInfer.future(request, timeout=30) for _ in range(8)]
+    answers = [call.result() for call in live]
+    _until(
+        lambda: metric(server, "model_serving_requests_abandoned_total", **cancelled) == before + 5,
+        "the five cancelled calls counted",
+    )
+
+    assert all(call.cancelled() for call in calls)
+    assert len(answers) == 8
+    assert _inferred(server, "held_simple") == samples_before + 8
+
+
+def _inferred(server: RunningServer, model: str) -> int:
+    """Samples the model has run, from Triton's statistics extension."""
+    stats = httpx.get(f"{server.url}/v2/models/{model}/stats").raise_for_status().json()
+    return sum(int(version["inference_count"]) for version in stats["model_stats"])
+
+
+def _until(predicate: Callable[[], bool], what: str, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
 
 
 def test_shared_memory_rpcs_answer_clearly(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:

@@ -49,6 +49,7 @@ class Recorder:
     loads: list[tuple[str, float, bool]] = field(default_factory=list)
     evictions: list[tuple[str, str]] = field(default_factory=list)
     cold_starts: list[str] = field(default_factory=list)
+    abandoned: list[tuple[str, str]] = field(default_factory=list)
 
     def observe_batch(self, model: str, samples: int, compute_s: float, queued_s: list[float]) -> None:
         self.batches.append((model, samples))
@@ -61,6 +62,9 @@ class Recorder:
 
     def observe_cold_start(self, model: str) -> None:
         self.cold_starts.append(model)
+
+    def observe_abandoned(self, model: str, reason: str) -> None:
+        self.abandoned.append((model, reason))
 
 
 def scaled_versions(repo: Path, versions: tuple[int, ...], *, config: str | None = None) -> Path:

@@ -37,6 +37,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, Statu
 from modelserve.batching.delay import Traffic, hold_until
 from modelserve.errors import (
     ClientDisconnected,
+    DeadlineExceeded,
     InferenceFailed,
     ModelNotReady,
     ModelserveError,
@@ -91,6 +92,7 @@ class Batcher:
         max_queue_size: int = 0,
         instance_count: int = 1,
         observe_batch: Callable[[int, float, list[float]], None] | None = None,
+        observe_abandoned: Callable[[str], None] | None = None,
         inline_below_us: float = 0.0,
         tracer: Tracer | None = None,
         clock: Callable[[], int] = time.perf_counter_ns,
@@ -112,6 +114,7 @@ class Batcher:
         self._max_queue = max_queue_size
         self._instances = instance_count
         self._observe_batch = observe_batch
+        self._observe_abandoned = observe_abandoned
         self._inline_below_ns = inline_below_us * 1000
         self._tracer = tracer
         self._clock = clock
@@ -285,8 +288,18 @@ class Batcher:
             pending.future.set_exception(
                 ClientDisconnected(f"the caller of model '{self.name}' hung up while the request was queued")
             )
-        _abandon(pending)
+        self._abandon(pending)
         return True
+
+    def _abandon(self, pending: _Pending) -> None:
+        """A request whose caller stopped waiting leaves without running: its trace says so, and the
+        metric counts why (``abandoned_reason``)."""
+        if pending.waiting is not None:
+            pending.waiting.set_status(Status(StatusCode.ERROR, "the caller stopped waiting before a batch ran it"))
+            pending.waiting.end()
+            pending.waiting = None
+        if self._observe_abandoned is not None:
+            self._observe_abandoned(abandoned_reason(pending.future))
 
     @property
     def _inline(self) -> bool:
@@ -326,9 +339,15 @@ class Batcher:
                 ran = self._run_live(batch)
             if isinstance(ran, Exception):
                 raise ran
-            batch, outputs, join_ns, compute_ns = ran
+            live, outputs, join_ns, compute_ns = ran
+            if len(live) < len(batch):  # callers that gave up while the batch waited for a thread
+                ran_ids = {id(p) for p in live}
+                for pending in batch:
+                    if id(pending) not in ran_ids:
+                        self._abandon(pending)
+            batch = live
             if not batch:
-                return  # every caller gave up while the batch waited for a thread: nothing ran
+                return  # nothing ran
             previous = self._compute_ns
             self._compute_ns = compute_ns if previous is None else 0.8 * previous + 0.2 * compute_ns
             done = time.perf_counter_ns()
@@ -359,6 +378,7 @@ class Batcher:
         for pending in batch:
             if pending.waiting is not None:
                 pending.waiting.end()
+                pending.waiting = None
         if not callers:
             return None  # no request in it is traced: the batch is not either
         return self._tracer.start_span(
@@ -409,11 +429,12 @@ class Batcher:
         return {n: np.concatenate([first[n], second[n]]) for n in first}
 
 
-def _abandon(pending: _Pending) -> None:
-    """A request whose caller stopped waiting leaves the queue without running; its trace says so."""
-    if pending.waiting is not None:
-        pending.waiting.set_status(Status(StatusCode.ERROR, "the caller stopped waiting before a batch ran it"))
-        pending.waiting.end()
+def abandoned_reason(future: asyncio.Future[Arrays]) -> str:
+    """Why a request's caller stopped waiting: ``cancelled`` (its task was, as grpc.aio does when a call
+    is cancelled), ``deadline`` (its time ran out) or ``disconnected`` (its HTTP client hung up)."""
+    if future.cancelled():
+        return "cancelled"
+    return "deadline" if isinstance(future.exception(), DeadlineExceeded) else "disconnected"
 
 
 def _out_of_memory(error: Exception) -> bool:

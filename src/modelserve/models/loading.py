@@ -232,6 +232,7 @@ class ModelLoader:
         if warmup is None and self._budgets:  # the footprint must include what a first request allocates
             await first_run(runtime, spec, model_file, self._load_timeout_s, self._executor)
         observe = partial(self._observer.observe_batch, source.name) if self._observer else None
+        abandoned = partial(self._observer.observe_abandoned, source.name) if self._observer else None
         record.batcher = Batcher(
             f"{source.name}:{record.version}",
             runtime.infer,
@@ -244,6 +245,7 @@ class ModelLoader:
             max_queue_size=spec.max_queue_size,
             instance_count=spec.instance_count,
             observe_batch=observe,
+            observe_abandoned=abandoned,
             inline_below_us=self._defaults.inline_below_us,
             tracer=self._tracer,
         )

@@ -42,6 +42,8 @@ class ManagerObserver(Protocol):
 
     def observe_cold_start(self, model: str) -> None: ...
 
+    def observe_abandoned(self, model: str, reason: str) -> None: ...
+
 
 class LoadAdvisor(Protocol):
     """A pre-warming policy as the manager consults it: told of requests (once answered, with their

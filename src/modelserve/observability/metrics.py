@@ -159,6 +159,13 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.abandoned = Counter(
+            "model_serving_requests_abandoned",
+            "Requests that left their model's queue without running because their caller stopped waiting: "
+            "disconnected (the HTTP client hung up), cancelled (the gRPC call was) or deadline (its time ran out).",
+            ["model", "reason"],
+            registry=registry,
+        )
         self.memory_rss = Gauge(
             "model_serving_memory_rss_bytes",
             "Resident memory of the server process, in bytes (summed over worker processes).",
@@ -353,6 +360,10 @@ class Metrics:
     def observe_cold_start(self, model: str) -> None:
         """Count a request that found its model not READY and waited for it to load."""
         self.cold_starts.labels(model).inc()
+
+    def observe_abandoned(self, model: str, reason: str) -> None:
+        """Count a request that left the queue unrun, its caller gone (``batcher.abandoned_reason``)."""
+        self.abandoned.labels(model, reason).inc()
 
     def refresh(self, ready: list[ModelVersion]) -> None:
         """Set the state gauges from the versions serving now; versions gone since read 0."""
