@@ -20,6 +20,8 @@ CORE = [
     "modelserve.repository.remote",
     "modelserve.runtimes.onnx",
     "modelserve.history.recorder",
+    "modelserve.generative.engine",
+    "modelserve.generative.runtime",
 ]
 FRAMEWORKS = ("fastapi", "starlette", "grpc", "uvicorn")
 # The model manager's parts, each a class of its own that the manager composes.

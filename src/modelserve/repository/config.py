@@ -24,6 +24,7 @@ class Platform(StrEnum):
     TORCHSCRIPT = "torchscript"
     SKLEARN = "sklearn"
     TENSORRT = "tensorrt"
+    LLM = "llm"  # a Hugging Face model folder (config.json, *.safetensors, tokenizer.json): generative/
 
     @property
     def filenames(self) -> tuple[str, ...]:
@@ -36,6 +37,7 @@ _FILENAMES = {
     Platform.TORCHSCRIPT: ("model.pt",),
     Platform.SKLEARN: ("model.joblib",),
     Platform.TENSORRT: ("model.plan", "model.trt"),
+    Platform.LLM: ("config.json",),
 }
 
 
@@ -166,6 +168,22 @@ class Warmup(_Strict):
         return self
 
 
+class LLMConfig(_Strict):
+    """A generative model's engine and its default sampling; a request's own parameters win over these."""
+
+    engine: Literal["transformers", "vllm"] = "transformers"  # transformers: the CPU engine; vllm: GPU
+    max_model_len: int | None = Field(None, ge=2)  # prompt plus output, in tokens; left out: the model's own
+    max_num_seqs: int = Field(8, ge=1, le=1024)  # sequences in the running batch
+    max_waiting: int = Field(64, ge=0)  # sequences queued beyond those; more are refused (429)
+    max_num_batched_tokens: int = Field(512, ge=1)  # prompt tokens prefilled in one step
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    max_tokens: int | None = Field(None, ge=1)  # left out: the rest of max_model_len
+    stop: list[str] = Field(default_factory=list)
+
+
 class ModelConfig(_Strict):
     """A model's config.yaml. Every field is optional: what is absent is read from the model file."""
 
@@ -181,6 +199,7 @@ class ModelConfig(_Strict):
     pinned: bool = False  # never evicted to make room for another model (on-demand mode)
     parameters: dict[str, Any] = Field(default_factory=dict)
     warmup: Warmup | None = None
+    llm: LLMConfig | None = None  # platform llm only
 
     @field_validator("inputs", "outputs")
     @classmethod

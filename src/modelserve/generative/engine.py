@@ -1,0 +1,246 @@
+"""The CPU engine: a causal LM from a Hugging Face folder, run by PyTorch with continuous batching.
+
+One thread owns the model. Each turn it asks the scheduler for a step, prefills the sequences that join
+(each alone: its prompt is one forward pass), then decodes one token for every running sequence in a
+single batched forward pass. Every sequence keeps its own key/value cache; for the batched pass the
+caches are left-padded to the longest and masked, and split again after, so sequences of any length join
+and leave between two steps. Callers are told of each new piece of text through a callback, from this
+thread; ``Generation`` turns that into an async iterator on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from modelserve.errors import InvalidInput, ModelLoadError
+from modelserve.generative.params import SamplingParams
+from modelserve.generative.sampling import next_token
+from modelserve.generative.scheduler import Scheduler, Sequence
+from modelserve.repository.config import LLMConfig
+
+log = logging.getLogger("modelserve.generative")
+
+REPLACEMENT = "\ufffd"  # what a token that ends inside a UTF-8 character decodes to, until the next one
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """New text of one sequence since the last output; ``finish_reason`` set on its last."""
+
+    text: str
+    new_tokens: int
+    finish_reason: str | None = None
+
+
+Listener = Callable[[Sequence, Output], None]
+
+
+class TransformersEngine:
+    """A loaded model, its tokenizer and the thread that runs its steps."""
+
+    def __init__(self, folder: Path, config: LLMConfig) -> None:
+        self.config = config
+        dtype = getattr(torch, config.dtype)
+        try:
+            # Typed Any: transformers' unions (a tokenizer's output, a cache's layers) are wider than these models.
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+            self.model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{folder}: not a loadable Hugging Face causal LM: {exc}") from exc
+        own_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self.max_model_len = min(config.max_model_len or own_length, own_length)
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        self.scheduler = Scheduler(config.max_num_seqs, config.max_waiting, config.max_num_batched_tokens)
+        self._listeners: dict[Sequence, Listener] = {}
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side (any thread) --------------------------------------------------------------
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """A chat's prompt token ids through the model's chat template."""
+        if not self.tokenizer.chat_template:
+            raise InvalidInput("this model has no chat template; use /v1/completions with a prompt")
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = encoded["input_ids"] if isinstance(encoded, dict) or hasattr(encoded, "keys") else encoded
+        return [int(i) for i in ids]
+
+    def encode(self, text: str) -> list[int]:
+        """A plain prompt's token ids."""
+        return [int(i) for i in self.tokenizer(text)["input_ids"]]
+
+    def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, listener: Listener) -> Sequence:
+        """Queue a generation; refuse it now if it cannot fit the context or the waiting queue is full."""
+        if not prompt_ids:
+            raise InvalidInput("the prompt is empty")
+        room = self.max_model_len - len(prompt_ids)
+        if room < 1:
+            raise InvalidInput(
+                f"the prompt is {len(prompt_ids)} tokens; this model's max_model_len is {self.max_model_len}, "
+                "which must leave room for at least one generated token: shorten the prompt"
+            )
+        if params.max_tokens is not None and params.max_tokens > room:
+            raise InvalidInput(
+                f"max_tokens {params.max_tokens} plus the prompt's {len(prompt_ids)} tokens exceed max_model_len "
+                f"{self.max_model_len}; ask for at most {room}"
+            )
+        sequence = Sequence(request_id, list(prompt_ids), params, params.max_tokens or room)
+        if params.seed is not None:
+            sequence.generator = torch.Generator().manual_seed(params.seed)
+        with self._wake:
+            self.scheduler.add(sequence)
+            self._listeners[sequence] = listener
+            self._wake.notify()
+        return sequence
+
+    def cancel(self, sequence: Sequence) -> None:
+        """Stop a sequence at the next step and free its cache; a finished one is left as it is."""
+        with self._wake:
+            sequence.cancelled = True
+            self._wake.notify()
+
+    def counts(self) -> tuple[int, int]:
+        """Sequences running and waiting now."""
+        return len(self.scheduler.running), len(self.scheduler.waiting)
+
+    def memory_bytes(self) -> int:
+        """The weights' size; the caches grow with the running sequences and are not reserved."""
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def close(self) -> None:
+        """Stop the thread; sequences still running end with finish reason ``abort``."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout=30)
+
+    # -- the engine's thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._wake:
+                    while self.scheduler.idle and not self._stopping:
+                        self._wake.wait()
+                    if self._stopping:
+                        break
+                    step, dropped = self.scheduler.schedule()
+                for sequence in dropped:
+                    self._end(sequence, "abort")
+                try:
+                    for sequence in step.prefill:
+                        self._prefill(sequence)
+                    if step.decode:
+                        self._decode(step.decode)
+                except Exception:  # a bug or an allocation failure: every sequence of the step ends
+                    log.exception("generation step failed")
+                    for sequence in [*step.prefill, *step.decode]:
+                        if sequence.finish_reason is None:
+                            self._end(sequence, "abort", failed=True)
+        for sequence in [*self.scheduler.running, *self.scheduler.waiting]:
+            self._end(sequence, "abort")
+
+    def _prefill(self, sequence: Sequence) -> None:
+        cache = DynamicCache()
+        ids = torch.tensor([sequence.prompt_ids])
+        logits = self.model(input_ids=ids, cache=cache, use_cache=True).logits[0, -1]
+        sequence.cache = _layers(cache)
+        self._accept(sequence, logits)
+
+    def _decode(self, batch: list[Sequence]) -> None:
+        batch = [s for s in batch if s.finish_reason is None]
+        if not batch:
+            return
+        lengths = [s.cache[0][0].shape[-2] for s in batch]
+        longest = max(lengths)
+        layers = []
+        for index in range(len(batch[0].cache)):
+            keys = [_left_pad(s.cache[index][0], longest) for s in batch]
+            values = [_left_pad(s.cache[index][1], longest) for s in batch]
+            layers.append((torch.cat(keys), torch.cat(values)))
+        cache = DynamicCache(ddp_cache_data=layers)
+        mask = torch.zeros(len(batch), longest + 1, dtype=torch.long)
+        for row, length in enumerate(lengths):
+            mask[row, longest - length :] = 1
+        ids = torch.tensor([[s.output_ids[-1]] for s in batch])
+        positions = torch.tensor([[length] for length in lengths])
+        logits = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+        ).logits[:, -1]
+        grown = _layers(cache)
+        for row, (sequence, length) in enumerate(zip(batch, lengths, strict=True)):
+            start = longest - length
+            sequence.cache = [(k[row : row + 1, :, start:], v[row : row + 1, :, start:]) for k, v in grown]
+            self._accept(sequence, logits[row])
+
+    def _accept(self, sequence: Sequence, logits: torch.Tensor) -> None:
+        """Take the next token, hand the caller its new text, and end the sequence where it ends."""
+        token = next_token(logits, sequence.params, sequence.generator)
+        now = time.perf_counter()
+        sequence.first_token = sequence.first_token or now
+        sequence.last_token = now
+        if token in self.eos_ids:  # counted as a generated token, as vLLM counts it
+            self._end(sequence, "stop", new_tokens=1)
+            return
+        sequence.output_ids.append(token)
+        text = self.tokenizer.decode(sequence.output_ids, skip_special_tokens=True)
+        for stop in sequence.params.stop:
+            if (at := text.find(stop)) >= 0:
+                self._end(sequence, "stop", text=text[:at], new_tokens=1)
+                return
+        if len(sequence.output_ids) >= sequence.max_tokens:
+            self._end(sequence, "length", text=text, new_tokens=1)
+            return
+        # Hold back a character cut mid-way and what may be the start of a stop string.
+        ready = len(text.rstrip(REPLACEMENT)) - max((len(s) - 1 for s in sequence.params.stop), default=0)
+        piece = text[sequence.text_sent : ready] if ready > sequence.text_sent else ""
+        sequence.text_sent += len(piece)
+        with self._wake:
+            listener = self._listeners.get(sequence)
+        if listener is not None:
+            listener(sequence, Output(piece, 1))
+
+    def _end(
+        self, sequence: Sequence, reason: str, *, text: str | None = None, new_tokens: int = 0, failed: bool = False
+    ) -> None:
+        if text is None:
+            text = self.tokenizer.decode(sequence.output_ids, skip_special_tokens=True).rstrip(REPLACEMENT)
+        rest = text[sequence.text_sent :]
+        sequence.text_sent = max(sequence.text_sent, len(text))
+        with self._wake:
+            self.scheduler.finish(sequence, reason)
+            listener = self._listeners.pop(sequence, None)
+        if listener is not None:
+            listener(sequence, Output(rest, new_tokens, "error" if failed else reason))
+
+
+def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    missing = length - tensor.shape[-2]
+    if missing == 0:
+        return tensor
+    return torch.nn.functional.pad(tensor, (0, 0, missing, 0))
+
+
+def build(folder: Path, config: LLMConfig) -> Any:
+    """The engine ``config.engine`` names; vLLM only where it and a GPU are there."""
+    if config.engine == "vllm":
+        from modelserve.generative.vllm_engine import check_available
+
+        check_available()
+    return TransformersEngine(folder, config)

@@ -1,0 +1,108 @@
+"""Which sequences run at the next decoding step: plain logic over a waiting and a running queue.
+
+Iteration-level (continuous) batching: at every step finished or cancelled sequences leave the running
+batch and waiting ones join it, up to ``max_num_seqs``. A step prefills new prompts only within a token
+budget, so a long prompt delays the running streams by one bounded prefill, not by several; a prompt longer
+than the budget is prefilled alone. The waiting queue is bounded: beyond it a request is refused at once.
+Nothing here touches a tensor, so the rules are tested without a model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from modelserve.errors import Overloaded
+from modelserve.generative.params import SamplingParams
+
+
+class SequenceState(StrEnum):
+    """Where a sequence stands; it only moves forward."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generation: its prompt, what it generated, its cache while it runs, and its timings."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_tokens: int
+    state: SequenceState = SequenceState.WAITING
+    output_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None  # "stop", "length", or "abort" for a caller gone or a deadline passed
+    cancelled: bool = False  # set by the caller's side; the engine frees the sequence at its next step
+    cache: Any = None  # the engine's key/value cache of this sequence, dropped when it finishes
+    generator: Any = None  # its random generator when the request gave a seed
+    text_sent: int = 0  # characters of the decoded output already handed to the caller
+    arrived: float = field(default_factory=time.perf_counter)
+    scheduled: float | None = None
+    first_token: float | None = None
+    last_token: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one engine step does: prefill the new sequences, then decode one token for the running ones."""
+
+    prefill: list[Sequence]
+    decode: list[Sequence]
+
+
+class Scheduler:
+    """The waiting queue (bounded) and the running batch (at most ``max_num_seqs``)."""
+
+    def __init__(self, max_num_seqs: int, max_waiting: int, prefill_token_budget: int) -> None:
+        self.max_num_seqs = max_num_seqs
+        self.max_waiting = max_waiting
+        self.prefill_token_budget = prefill_token_budget
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    def add(self, sequence: Sequence) -> None:
+        """Queue a sequence, or refuse it when the waiting queue is full (places free in the running batch
+        are not waiting: they are taken at the next step)."""
+        if len(self.waiting) >= self.max_waiting + max(0, self.max_num_seqs - len(self.running)):
+            raise Overloaded(
+                f"{len(self.waiting)} generations are waiting (at most {self.max_waiting}) and "
+                f"{len(self.running)} running (max_num_seqs {self.max_num_seqs}); retry later"
+            )
+        self.waiting.append(sequence)
+
+    def schedule(self) -> tuple[Step, list[Sequence]]:
+        """The next step, and the sequences cancelled since the last one (removed, to be told so)."""
+        dropped = [s for s in self.waiting if s.cancelled] + [s for s in self.running if s.cancelled]
+        if dropped:
+            self.waiting = deque(s for s in self.waiting if not s.cancelled)
+            self.running = [s for s in self.running if not s.cancelled]
+        decode = list(self.running)
+        prefill: list[Sequence] = []
+        budget = self.prefill_token_budget
+        while self.waiting and len(self.running) < self.max_num_seqs:
+            length = len(self.waiting[0].prompt_ids)
+            if prefill and length > budget:
+                break
+            sequence = self.waiting.popleft()
+            sequence.state, sequence.scheduled = SequenceState.RUNNING, time.perf_counter()
+            self.running.append(sequence)
+            prefill.append(sequence)
+            budget -= length
+        return Step(prefill, decode), dropped
+
+    def finish(self, sequence: Sequence, reason: str) -> None:
+        """Take a sequence out of the running batch and drop its cache."""
+        sequence.state, sequence.finish_reason, sequence.cache = SequenceState.FINISHED, reason, None
+        if sequence in self.running:
+            self.running.remove(sequence)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits and nothing runs."""
+        return not self.waiting and not self.running

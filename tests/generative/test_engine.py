@@ -1,0 +1,114 @@
+"""The CPU engine against transformers' own generate(), and continuous batching at work."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from modelserve.errors import InvalidInput, Overloaded
+from modelserve.generative.engine import Output, TransformersEngine
+from modelserve.generative.params import SamplingParams
+from modelserve.generative.scheduler import Sequence
+from modelserve.repository.config import LLMConfig
+
+PROMPTS = ["Hello, world! How are", "The model server", "Tokens are counted, latencies", "Paris"]
+
+
+class Collector:
+    """What one sequence was told, and when it ended."""
+
+    def __init__(self) -> None:
+        self.outputs: list[Output] = []
+        self.done = threading.Event()
+
+    def __call__(self, _: Sequence, output: Output) -> None:
+        self.outputs.append(output)
+        if output.finish_reason is not None:
+            self.done.set()
+
+    @property
+    def text(self) -> str:
+        return "".join(o.text for o in self.outputs)
+
+
+@pytest.fixture
+def engine(tiny_llama_folder: Path) -> Iterator[TransformersEngine]:
+    running = TransformersEngine(tiny_llama_folder, LLMConfig(max_num_seqs=3, max_waiting=4))
+    yield running
+    running.close()
+
+
+def reference(folder: Path, prompt: str, tokens: int) -> list[int]:
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    ids = AutoTokenizer.from_pretrained(folder)(prompt)["input_ids"]
+    out = model.generate(torch.tensor([ids]), max_new_tokens=tokens, do_sample=False, eos_token_id=None)
+    return [int(t) for t in out[0][len(ids) :]]
+
+
+def test_greedy_equals_generate_token_for_token_while_batched(
+    engine: TransformersEngine, tiny_llama_folder: Path
+) -> None:
+    """Sequences of different lengths decoded in one batch each produce generate()'s own tokens."""
+    collectors = [Collector() for _ in PROMPTS]
+    sequences = [
+        engine.submit(f"r{i}", engine.encode(p), SamplingParams(temperature=0, max_tokens=12), c)
+        for i, (p, c) in enumerate(zip(PROMPTS, collectors, strict=True))
+    ]
+    for collector in collectors:
+        assert collector.done.wait(30)
+    engine.eos_ids.clear()  # the random model may end early; the reference below never stops on eos
+    for prompt, sequence, collector in zip(PROMPTS, sequences, collectors, strict=True):
+        expected = reference(tiny_llama_folder, prompt, 12)
+        assert sequence.output_ids == expected[: len(sequence.output_ids)]
+        assert collector.outputs[-1].finish_reason in {"stop", "length"}
+        assert sum(o.new_tokens for o in collector.outputs) == len(sequence.output_ids) + (
+            collector.outputs[-1].finish_reason == "stop"
+        )
+
+
+def test_a_seed_repeats_a_sampled_generation(engine: TransformersEngine) -> None:
+    params = SamplingParams(temperature=1.0, top_p=0.9, top_k=50, max_tokens=10, seed=7)
+    runs = [Collector(), Collector()]
+    for collector in runs:
+        engine.submit("s", engine.encode("Hello"), params, collector)
+        assert collector.done.wait(30)
+    assert runs[0].text == runs[1].text
+
+
+def test_stop_string_ends_the_text_before_it(engine: TransformersEngine) -> None:
+    free = Collector()
+    engine.submit("a", engine.encode("Paris"), SamplingParams(temperature=0, max_tokens=8), free)
+    assert free.done.wait(30)
+    if len(free.text) < 3:
+        pytest.skip("the random model ended at once")
+    stop = free.text[1:3]
+    stopped = Collector()
+    engine.submit("b", engine.encode("Paris"), SamplingParams(temperature=0, max_tokens=8, stop=(stop,)), stopped)
+    assert stopped.done.wait(30)
+    assert stopped.text == free.text[: free.text.index(stop)]
+    assert stopped.outputs[-1].finish_reason == "stop"
+
+
+def test_prompt_too_long_and_full_queue_are_refused(tiny_llama_folder: Path) -> None:
+    engine = TransformersEngine(tiny_llama_folder, LLMConfig(max_model_len=8, max_num_seqs=1, max_waiting=1))
+    try:
+        with pytest.raises(InvalidInput, match="max_model_len is 8"):
+            engine.submit("x", list(range(8)), SamplingParams(), Collector())
+        with pytest.raises(InvalidInput, match="ask for at most 4"):
+            engine.submit("x", list(range(4)), SamplingParams(max_tokens=5), Collector())
+        with engine._wake:  # no step runs meanwhile: one place in the batch, one in the queue, no third
+            engine.submit("y", [5, 6], SamplingParams(max_tokens=2), Collector())
+            engine.submit("z", [5, 6], SamplingParams(max_tokens=2), Collector())
+            with pytest.raises(Overloaded, match="at most 1"):
+                engine.submit("w", [5, 6], SamplingParams(max_tokens=2), Collector())
+    finally:
+        engine.close()
+    with pytest.raises(InvalidInput, match="temperature"):
+        SamplingParams(temperature=-1)
+    with pytest.raises(InvalidInput, match="max_tokens"):
+        SamplingParams(max_tokens=0)

@@ -1,0 +1,63 @@
+"""The scheduler's rules, without a model: who joins and leaves the running batch at each step."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelserve.errors import Overloaded
+from modelserve.generative.params import SamplingParams
+from modelserve.generative.scheduler import Scheduler, Sequence, SequenceState
+
+
+def sequence(name: str, prompt: int = 4) -> Sequence:
+    return Sequence(name, list(range(prompt)), SamplingParams(), max_tokens=8)
+
+
+def test_sequences_join_at_the_next_step_up_to_max_num_seqs() -> None:
+    scheduler = Scheduler(max_num_seqs=2, max_waiting=2, prefill_token_budget=100)
+    a, b, c = sequence("a"), sequence("b"), sequence("c")
+    for s in (a, b, c):
+        scheduler.add(s)
+    step, _ = scheduler.schedule()
+    assert step.prefill == [a, b]
+    assert step.decode == []
+    assert c.state is SequenceState.WAITING
+    scheduler.finish(a, "stop")
+    step, _ = scheduler.schedule()
+    assert step.prefill == [c]
+    assert step.decode == [b]
+    assert a.state is SequenceState.FINISHED
+    assert a.cache is None
+
+
+def test_a_step_prefills_within_its_token_budget_but_never_starves_a_long_prompt() -> None:
+    scheduler = Scheduler(max_num_seqs=8, max_waiting=8, prefill_token_budget=10)
+    long, short = sequence("long", 30), sequence("short", 4)
+    scheduler.add(long)
+    scheduler.add(short)
+    first, _ = scheduler.schedule()
+    assert first.prefill == [long]  # alone: over the budget, but first in line
+    second, _ = scheduler.schedule()
+    assert second.prefill == [short]
+    assert second.decode == [long]
+
+
+def test_cancelled_sequences_leave_at_the_next_step() -> None:
+    scheduler = Scheduler(max_num_seqs=1, max_waiting=1, prefill_token_budget=100)
+    running, waiting = sequence("r"), sequence("w")
+    scheduler.add(running)
+    scheduler.schedule()
+    scheduler.add(waiting)
+    running.cancelled = waiting.cancelled = True
+    step, dropped = scheduler.schedule()
+    assert dropped == [waiting, running]
+    assert step.decode == []
+    assert scheduler.idle
+
+
+def test_the_waiting_queue_is_bounded() -> None:
+    scheduler = Scheduler(max_num_seqs=1, max_waiting=1, prefill_token_budget=100)
+    scheduler.add(sequence("a"))
+    scheduler.add(sequence("b"))
+    with pytest.raises(Overloaded, match="retry later"):
+        scheduler.add(sequence("c"))
