@@ -53,10 +53,8 @@ class RolloutRequest(BaseModel):
     ] = 100
     latency_windows: Annotated[
         int,
-        Field(
-            ge=1, le=100, description="Windows in a row whose p99 ratio must breach before a rollback (errors: one)."
-        ),
-    ] = 2
+        Field(ge=1, le=100, description="Windows in a row whose latency must breach before a rollback (errors: one)."),
+    ] = 1
 
     @field_validator("steps")
     @classmethod

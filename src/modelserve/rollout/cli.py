@@ -93,7 +93,17 @@ def _show(rollout: dict[str, Any], as_json: bool) -> None:
     if rollout["reason"]:
         out.print(f"reason: {rollout['reason']}", markup=False, highlight=False)
     if rollout["checks"]:
-        table = Table("time (UTC)", "share", "outcome", "requests", "failures", "p99 new", "p99 stable", "ratio")
+        table = Table(
+            "time (UTC)",
+            "share",
+            "outcome",
+            "requests",
+            "failures",
+            "p99 new",
+            "p99 stable",
+            "p99 ratio",
+            "median ratio",
+        )
         for check in rollout["checks"]:
             table.add_row(
                 datetime.fromtimestamp(check["at"], UTC).strftime("%H:%M:%S.%f")[:-3],
@@ -104,6 +114,7 @@ def _show(rollout: dict[str, Any], as_json: bool) -> None:
                 _ms(check["new_p99_ms"]),
                 _ms(check["stable_p99_ms"]),
                 str(check.get("latency_ratio", "-")),
+                str(check.get("median_ratio", "-")),
             )
         out.print(table)
 
@@ -130,8 +141,8 @@ def start(
         int, typer.Option(min=1, help="Requests the new version answers before a check is judged.")
     ] = 100,
     latency_windows: Annotated[
-        int, typer.Option(min=1, help="Windows in a row whose p99 must breach before a rollback.")
-    ] = 2,
+        int, typer.Option(min=1, help="Windows in a row whose latency must breach before a rollback.")
+    ] = 1,
     wait: Annotated[
         bool, typer.Option(help="Follow it until it is promoted (exit 0) or rolled back (exit 1).")
     ] = False,

@@ -20,8 +20,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from modelserve.config import ModelControlMode, Settings
-from modelserve.db import open_engine
 from modelserve.errors import (
     InvalidInput,
     ModelControlDisabled,
@@ -295,31 +293,36 @@ class Rollouts:
                 steps = json.loads(rollout.steps)
                 # A last step of 100 is the promotion itself: no request would be left to the stable
                 # version to compare with.
-                if rollout.step + 1 >= len(steps) or steps[rollout.step + 1] == 100:
-                    self._stop(model)
-                    await self._promote(rollout)
-                    return
-                rollout.step += 1
-                rollout.weight, rollout.reason = steps[rollout.step], ""
-                await self._save(rollout)
+                promote = rollout.step + 1 >= len(steps) or steps[rollout.step + 1] == 100
+                undo = rollout.step, rollout.weight, rollout.state, rollout.finished_at
+                if promote:
+                    rollout.state, rollout.weight, rollout.finished_at = State.PROMOTED, 100, self._clock()
+                else:
+                    rollout.step += 1
+                    rollout.weight = steps[rollout.step]
+                if not await self._stored(rollout):  # not acted on: the next interval tries again
+                    rollout.step, rollout.weight, rollout.state, rollout.finished_at = undo
+                    continue
+                rollout.reason = ""
                 self._apply(rollout)
+                if promote:
+                    self._stop(model)
+                    log.info(
+                        "rollout promoted", model=model, version=rollout.new_version, stable=rollout.stable_version
+                    )
+                    await self._settle(rollout)
+                    return
                 log.info("rollout step", model=model, version=rollout.new_version, weight=rollout.weight)
                 new_watch.restart(self._record(model, rollout.new_version))
                 stable_watch.restart(self._record(model, rollout.stable_version))
-
-    async def _promote(self, rollout: Rollout) -> None:
-        rollout.state, rollout.weight, rollout.reason = State.PROMOTED, 100, ""
-        rollout.finished_at = self._clock()
-        await self._save(rollout)
-        self._apply(rollout)
-        log.info("rollout promoted", model=rollout.model, version=rollout.new_version, stable=rollout.stable_version)
-        await self._settle(rollout)
 
     async def _roll_back(self, rollout: Rollout, state: State, cause: str, reason: str) -> None:
         """Send every request back to the stable version (stored first), then unload the new one."""
         rollout.state, rollout.weight, rollout.reason = state, 0, reason
         rollout.finished_at = self._clock()
-        await self._save(rollout)
+        # Unstored, the rollback happens all the same: serving the faulty version is worse than a restart
+        # that resumes the rollout (and rolls it back again).
+        await self._stored(rollout)
         self._apply(rollout)
         self._observer.observe_rollback(rollout.model, cause)
         log.warning(
@@ -361,6 +364,17 @@ class Rollouts:
         rollout.updated_at = self._clock()
         await asyncio.to_thread(self._store.save, rollout)
 
+    async def _stored(self, rollout: Rollout) -> bool:
+        """Save ``rollout``; False, logged, when the database cannot be written."""
+        try:
+            await self._save(rollout)
+        except Exception as exc:
+            stdlog.error(
+                "cannot store the rollout of %s (%s): %s: %s", rollout.model, rollout.state, type(exc).__name__, exc
+            )
+            return False
+        return True
+
     def _note(self, rollout: Rollout, outcome: str, reason: str, figures: dict[str, Any]) -> None:
         checks = json.loads(rollout.checks)
         checks.append(
@@ -383,13 +397,3 @@ class Rollouts:
 
     def _lock(self, model: str) -> asyncio.Lock:
         return self._locks.setdefault(model, asyncio.Lock())
-
-
-def from_settings(settings: Settings, manager: ModelManager, observer: RolloutObserver) -> Rollouts:
-    """The rollouts of a server with ``settings``, stored in its database (DATABASE_URL, else the traffic
-    history's SQLite file), which is read at startup but not written until a rollout starts."""
-    engine = open_engine(
-        settings.history_database_url, "rollout", pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
-    )
-    control = settings.model_control_mode is not ModelControlMode.NONE
-    return Rollouts(manager, RolloutStore(engine), observer, control_enabled=control, workers=settings.workers)

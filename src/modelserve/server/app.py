@@ -26,6 +26,7 @@ from modelserve.config import ModelControlMode, PrewarmPolicy, Settings
 from modelserve.errors import ModelserveError
 from modelserve.history import from_settings as history_from_settings
 from modelserve.models.budget import MemoryBudget
+from modelserve.models.cache import ResponseCache
 from modelserve.models.manager import ModelManager
 from modelserve.models.memory import MIB, MemoryWatchdog, rss_bytes
 from modelserve.models.spec import BatchingDefaults
@@ -34,7 +35,7 @@ from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
 from modelserve.prewarm.live import POLICIES, LivePrewarmer
-from modelserve.protocol import debug, health, openapi, rest_v1, rest_v2, rollouts
+from modelserve.protocol import debug, health, openai, openapi, rest_v1, rest_v2, rollouts
 from modelserve.protocol.errors import error_json, error_response
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.regions.cost_watch import CostWatch, watch_costs
@@ -42,7 +43,7 @@ from modelserve.regions.prices import load_prices
 from modelserve.regions.probes import prober_from_settings
 from modelserve.regions.usage import UsageRecorder, UsageSampler
 from modelserve.repository.remote import open_repository
-from modelserve.rollout.controller import from_settings as rollouts_from_settings
+from modelserve.rollout.service import from_settings as rollouts_from_settings
 from modelserve.server.asgi import FrontDoor
 from modelserve.server.auth import Guard
 from modelserve.server.grpc_server import start_grpc
@@ -83,6 +84,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         watchdog=MemoryWatchdog(int(settings.memory_soft_limit_mb * MIB), int(settings.memory_hard_limit_mb * MIB)),
         observer=metrics,
         tracer=tracing.tracer,
+        cache=response_cache(settings, metrics),
     )
     startup = ["*"] if mode is ModelControlMode.NONE else settings.load_models
     required = tuple(name for name in startup if name != "*")
@@ -207,6 +209,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     )
     app.include_router(rest_v2.router(state, shared_memory))
     app.include_router(rest_v1.router(state))
+    app.include_router(openai.router(state))
     app.include_router(health.router(state))
     app.include_router(debug.router(state.profiler))
     app.include_router(rollouts.router(rollout))
@@ -218,6 +221,15 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     infer = rest_v2.infer_endpoint(state, shared_memory)
     door = FrontDoor(app, infer, rest_v1.predict_endpoint(state), state, guard)
     return door
+
+
+def response_cache(settings: Settings, metrics: Metrics) -> ResponseCache | None:
+    """The server's response cache, reporting to ``metrics``; None under a budget of 0."""
+    if not settings.response_cache_mb:
+        return None
+    return ResponseCache(
+        int(settings.response_cache_mb * MIB), evicted=metrics.observe_cache_eviction, resized=metrics.cache_bytes.set
+    )
 
 
 def create_app_from_env() -> FrontDoor:
