@@ -27,6 +27,7 @@ import tritonclient.grpc as grpcclient
 
 from tests.builders import deep_onnx, failing_onnx, write_config
 from tests.e2e.server import RunningServer, serve
+from tests.postgres import PostgresServer
 
 LAYERS = 600
 MODELS = ("broken", "slow", "healthy", "steered")
@@ -311,3 +312,24 @@ def test_a_rollout_whose_new_version_left_the_repository_is_rolled_back_at_the_n
         assert (rollout["state"], rollout["weight"]) == ("failed", 0)
         assert rollout["reason"] == "version 2 did not load again at startup"
         assert {c.post("/v2/models/gone/infer", json=BODY).json()["model_version"] for _ in range(10)} == {"1"}
+
+
+def test_a_breach_rolls_back_even_when_the_database_cannot_be_written(tmp_path: Path, postgres: PostgresServer) -> None:
+    repository = _repository(tmp_path, ("unstored",))
+    database = postgres.create_database()
+    env = {"DATABASE_URL": postgres.url(database)}
+    arguments = ("--model-control-mode", "explicit", "--load-model", "unstored")
+    with (
+        serve(repository, tmp_path / "server.log", *arguments, env=env) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        publish(repository, "unstored", failing_onnx)
+        start(client, "unstored", steps=[10, 100], interval_s=0.5, min_samples=5)
+        postgres.drop_database(database)  # an outage: every write from now on fails
+
+        load = drive(client, "unstored", until=("failed",), limit_s=20)
+
+        assert status(client, "unstored")["reason"].startswith("error rate 100.00%")
+        assert load.ended_at is not None
+        assert all(code == 200 and version == "1" for code, version in load.answers[load.ended_at :])
+        assert "cannot store the rollout of unstored (failed)" in server.output()
