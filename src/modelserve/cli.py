@@ -64,6 +64,7 @@ def serve(
     request_timeout_sec: Annotated[float | None, typer.Option(help=_help("request_timeout_sec"))] = None,
     max_input_size_mb: Annotated[float | None, typer.Option(help=_help("max_input_size_mb"))] = None,
     max_inflight_requests: Annotated[int | None, typer.Option(help=_help("max_inflight_requests"))] = None,
+    response_cache_mb: Annotated[float | None, typer.Option(help=_help("response_cache_mb"))] = None,
     grpc_stream_max_inflight: Annotated[int | None, typer.Option(help=_help("grpc_stream_max_inflight"))] = None,
     circuit_breaker_failures: Annotated[int | None, typer.Option(help=_help("circuit_breaker_failures"))] = None,
     circuit_breaker_cooldown_sec: Annotated[

@@ -148,6 +148,12 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds a request may wait and run before it is answered 504."
     )
     max_input_size_mb: float = Field(64.0, gt=0, description="Largest request body accepted (MiB); larger is 413.")
+    response_cache_mb: float = Field(
+        256.0,
+        ge=0,
+        description="Bytes of answers the response cache keeps, all models together (MiB), for the models whose "
+        "config.yaml sets response_cache: {enable: true}; least recently used out first (0: no cache).",
+    )
     max_inflight_requests: int = Field(
         0,
         ge=0,

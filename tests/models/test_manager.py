@@ -50,6 +50,7 @@ class Recorder:
     evictions: list[tuple[str, str]] = field(default_factory=list)
     cold_starts: list[str] = field(default_factory=list)
     abandoned: list[tuple[str, str]] = field(default_factory=list)
+    cache_lookups: list[tuple[str, bool]] = field(default_factory=list)
 
     def observe_batch(self, model: str, samples: int, compute_s: float, queued_s: list[float]) -> None:
         self.batches.append((model, samples))
@@ -65,6 +66,9 @@ class Recorder:
 
     def observe_abandoned(self, model: str, reason: str) -> None:
         self.abandoned.append((model, reason))
+
+    def observe_cache(self, model: str, hit: bool) -> None:
+        self.cache_lookups.append((model, hit))
 
 
 def scaled_versions(repo: Path, versions: tuple[int, ...], *, config: str | None = None) -> Path:

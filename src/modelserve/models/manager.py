@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 
 from opentelemetry.trace import Tracer
 
-from modelserve.batching.batcher import Arrays
+from modelserve.batching.batcher import Arrays, Batcher
 from modelserve.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -35,6 +35,7 @@ from modelserve.errors import (
     Overloaded,
 )
 from modelserve.models.budget import MemoryBudget
+from modelserve.models.cache import ResponseCache
 from modelserve.models.eviction import Eviction
 from modelserve.models.loading import ModelLoader
 from modelserve.models.memory import MemoryWatchdog
@@ -78,8 +79,10 @@ class ModelManager:
         watchdog: MemoryWatchdog | None = None,
         observer: ManagerObserver | None = None,
         tracer: Tracer | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.repository = repository
+        self.cache = cache  # answers of the models whose config.yaml enables the response cache
         self._records = ModelRecords()
         self._eviction = Eviction(
             self._records,
@@ -326,6 +329,14 @@ class ModelManager:
         spec, batcher = record.spec, record.batcher
         assert spec is not None
         assert batcher is not None
+        key, lookup_ns = None, 0
+        if spec.response_cache and self.cache is not None:
+            # Before admission: an answer computed before needs no model, no breaker's leave, no queue.
+            looked_up = time.perf_counter_ns()
+            key = self.cache.key(record.name, spec.version, request.inputs, request.outputs or spec.output_names)
+            if (hit := self.cache.get(key, batcher)) is not None:
+                return self._hit(record, request, hit, looked_up)
+            lookup_ns = time.perf_counter_ns() - looked_up
         if self._max_in_flight and self.in_flight >= self._max_in_flight:
             raise Overloaded(
                 f"the server holds {self.in_flight} inference requests (MAX_INFLIGHT_REQUESTS); retry later"
@@ -358,6 +369,8 @@ class ModelManager:
                     outputs = await future
                 finally:
                     expiry.cancel()
+            if key is not None:
+                self._store(record, batcher, key, {n: outputs[n] for n in wanted}, lookup_ns)
         except ModelserveError as exc:
             record.stats.record_failure(exc, time.perf_counter_ns() - started)
             outcome = exc
@@ -376,6 +389,29 @@ class ModelManager:
                 self.advisor.arrived(request.model, arrived_at)
         record.stats.record_request(True, time.perf_counter_ns() - started)
         return InferenceResponse(request.model, spec.version, {n: outputs[n] for n in wanted}, request.id)
+
+    def _hit(self, record: ModelVersion, request: InferenceRequest, hit: Arrays, looked_up: int) -> InferenceResponse:
+        """Answer from the response cache: counted as a success and a hit, never as a run."""
+        spec = record.spec
+        assert spec is not None
+        now = time.perf_counter_ns()
+        record.last_used_ns = now
+        record.stats.cache_hit.add(now - looked_up)
+        record.stats.record_request(True, now - looked_up)
+        if self._observer is not None:
+            self._observer.observe_cache(record.name, True)
+        if self.advisor is not None:
+            self.advisor.arrived(request.model, time.time())
+        return InferenceResponse(request.model, spec.version, dict(hit), request.id)
+
+    def _store(self, record: ModelVersion, batcher: Batcher, key: bytes, outputs: Arrays, lookup_ns: int) -> None:
+        """Keep a computed answer in the response cache: a miss, counted with its lookup and its store."""
+        assert self.cache is not None
+        stored = time.perf_counter_ns()
+        self.cache.put(key, record.name, batcher, outputs)
+        record.stats.cache_miss.add(lookup_ns + time.perf_counter_ns() - stored)
+        if self._observer is not None:
+            self._observer.observe_cache(record.name, False)
 
 
 def _timeout_parameter(parameters: dict[str, object]) -> float | None:

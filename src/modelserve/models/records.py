@@ -44,6 +44,8 @@ class ManagerObserver(Protocol):
 
     def observe_abandoned(self, model: str, reason: str) -> None: ...
 
+    def observe_cache(self, model: str, hit: bool) -> None: ...
+
 
 class LoadAdvisor(Protocol):
     """A pre-warming policy as the manager consults it: told of requests (once answered, with their

@@ -44,6 +44,7 @@ class ModelSpec:
     max_queue_size: int
     instance_count: int
     adaptive_delay: bool = True  # config.yaml's dynamic_batching.queue_delay
+    response_cache: bool = False  # config.yaml's response_cache.enable
     parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -151,6 +152,7 @@ def resolve(
         adaptive_delay=batching is None or batching.queue_delay == "adaptive",
         max_queue_size=int(_first(batching.max_queue_size if batching else None, defaults.max_queue_size)),
         instance_count=_instance_count(platform, config),
+        response_cache=config.response_cache.enable,
         parameters=dict(config.parameters),
     )
 

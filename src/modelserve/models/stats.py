@@ -53,6 +53,8 @@ class ModelStats:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+    cache_hit: Duration = field(default_factory=Duration)  # answered from the response cache: the lookups
+    cache_miss: Duration = field(default_factory=Duration)  # looked up in vain: the lookups and the stores
     batches: defaultdict[int, BatchDurations] = field(default_factory=lambda: defaultdict(BatchDurations))
     model_failures: int = 0  # failed requests the model was at fault for (``Classification.model_at_fault``)
     latencies: list[int] | None = None  # successful requests' nanoseconds, while a rollout watches the version

@@ -166,6 +166,25 @@ class Metrics:
             ["model", "reason"],
             registry=registry,
         )
+        self.cache_lookups = Counter(
+            "model_serving_response_cache_lookups",
+            "Response-cache lookups of the models that enable it: result hit (answered from the cache, no run) or "
+            "miss (run, then stored).",
+            ["model", "result"],
+            registry=registry,
+        )
+        self.cache_evictions = Counter(
+            "model_serving_response_cache_evictions",
+            "Answers the response cache dropped, least recently used first, to stay within RESPONSE_CACHE_MB.",
+            ["model"],
+            registry=registry,
+        )
+        self.cache_bytes = Gauge(
+            "model_serving_response_cache_bytes",
+            "Bytes of answers the response cache holds (summed over worker processes).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.memory_rss = Gauge(
             "model_serving_memory_rss_bytes",
             "Resident memory of the server process, in bytes (summed over worker processes).",
@@ -360,6 +379,14 @@ class Metrics:
     def observe_cold_start(self, model: str) -> None:
         """Count a request that found its model not READY and waited for it to load."""
         self.cold_starts.labels(model).inc()
+
+    def observe_cache(self, model: str, hit: bool) -> None:
+        """Count one response-cache lookup of ``model``."""
+        self.cache_lookups.labels(model, "hit" if hit else "miss").inc()
+
+    def observe_cache_eviction(self, model: str) -> None:
+        """Count one answer of ``model`` the response cache dropped to make room."""
+        self.cache_evictions.labels(model).inc()
 
     def observe_abandoned(self, model: str, reason: str) -> None:
         """Count a request that left the queue unrun, its caller gone (``batcher.abandoned_reason``)."""

@@ -54,6 +54,7 @@ def model_config(record: ModelVersion) -> dict[str, Any]:
         "output": [_config_tensor(t, batch, is_input=False) for t in spec.outputs],
         "instance_group": [{"name": spec.name, "kind": "KIND_CPU", "count": spec.instance_count, "gpus": []}],
         "parameters": {k: {"string_value": str(v)} for k, v in spec.parameters.items()},
+        "response_cache": {"enable": spec.response_cache},
     }
     if spec.max_batch_size > 0:
         config["dynamic_batching"] = {
@@ -83,8 +84,8 @@ def model_statistics(records: list[ModelVersion]) -> dict[str, Any]:
                     "compute_input": _duration(s.compute_input),
                     "compute_infer": _duration(s.compute_infer),
                     "compute_output": _duration(s.compute_output),
-                    "cache_hit": _duration(Duration()),
-                    "cache_miss": _duration(Duration()),
+                    "cache_hit": _duration(s.cache_hit),
+                    "cache_miss": _duration(s.cache_miss),
                 },
                 "batch_stats": [
                     {

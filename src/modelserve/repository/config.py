@@ -85,6 +85,12 @@ class DynamicBatching(_Strict):
         return sorted(set(value))
 
 
+class ResponseCache(_Strict):
+    """Triton's ``response_cache``: answers of this model kept in the server's cache (RESPONSE_CACHE_MB)."""
+
+    enable: bool = False
+
+
 class VersionPolicy(_Strict):
     """Which versions to serve: the latest N, all, or a specific list (exactly one of them).
 
@@ -193,6 +199,7 @@ class ModelConfig(_Strict):
     inputs: list[TensorConfig] = Field(default_factory=list)
     outputs: list[TensorConfig] = Field(default_factory=list)
     dynamic_batching: DynamicBatching | None = None
+    response_cache: ResponseCache = Field(default_factory=ResponseCache)
     version_policy: VersionPolicy = Field(default_factory=lambda: VersionPolicy(latest=1))
     # Left out, an ONNX model on the CPU gets one per CPU instead (runtimes/onnx.py, instance_count).
     instance_count: int = Field(1, ge=1, le=64)
