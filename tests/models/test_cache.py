@@ -16,7 +16,9 @@ def ints(*values: int) -> np.ndarray:
     return np.array([values], dtype=np.int32)
 
 
-def key(inputs: dict[str, np.ndarray], *, model: str = "m", version: int = 1, outputs: tuple[str, ...] = ("y",)) -> bytes:
+def key(
+    inputs: dict[str, np.ndarray], *, model: str = "m", version: int = 1, outputs: tuple[str, ...] = ("y",)
+) -> bytes:
     return ResponseCache.key(model, version, inputs, outputs)
 
 
@@ -79,7 +81,8 @@ def test_the_least_recently_used_answers_leave_to_keep_within_the_budget() -> No
     assert cache.bytes == 1200 == sizes[-1]
     cache.put(b"huge", "e", computer, {"y": np.zeros(1000, np.float32)})  # larger than the whole budget
     assert cache.get(b"huge", computer) is None
-    assert len(cache) == 3 and evicted == ["b"]
+    assert len(cache) == 3
+    assert evicted == ["b"]
 
 
 def test_a_stale_answer_is_replaced_by_the_new_versions() -> None:
@@ -90,4 +93,5 @@ def test_a_stale_answer_is_replaced_by_the_new_versions() -> None:
     held = cache.get(b"k", new)
     assert held is not None
     np.testing.assert_array_equal(held["y"], ints(2))
-    assert len(cache) == 1 and cache.bytes == 4
+    assert len(cache) == 1
+    assert cache.bytes == 4
