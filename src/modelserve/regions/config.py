@@ -154,7 +154,9 @@ class Replication(BaseModel):
     part_size_mb: float = Field(
         8.0, ge=0.0625, le=5120.0, description="Multipart part size; S3 refuses parts under 5 MiB but the last."
     )
-    multipart_threshold_mb: float = Field(16.0, gt=0, description="Files larger than this are copied in parts.")
+    multipart_threshold_mb: float = Field(
+        8.0, gt=0, description="Files larger than this are copied in parts; smaller ones are held whole, once each."
+    )
     max_files: int = Field(4, ge=1, le=64, description="Files of one job copied at once.")
     max_parts: int = Field(8, ge=1, le=256, description="Parts in flight at once, all files together.")
     request_attempts: int = Field(8, ge=1, le=50, description="Tries of one S3 call before the job attempt fails.")
