@@ -7,9 +7,9 @@ datatype, shape and bytes, and the outputs asked for (SHA-256, the fastest hash 
 with SHA instructions: 0.7 ms per MiB here, against 1.3 for BLAKE2b; its first 128 bits, whose
 collision is less likely than a flipped bit in memory). A hit is answered before the batcher, so it
 never queues; a miss runs as any request does and its answer is stored once computed. Answers are
-stored as copies, marked read-only,
-so that what the budget counts is what the cache holds (a request's outputs are views of its batch's
-arrays, which a view would keep alive whole) and no reader can change another's answer. Each answer
+stored as copies, marked read-only, so that what the budget counts is what the cache holds (a
+request's outputs are views of its batch's arrays, which a view would keep alive whole) and no reader
+can change another's answer. Each answer
 remembers, weakly, the loaded version that computed it (its batcher): after an unload or a reload,
 whose files may differ, it is never served again, and leaves by the LRU order like any other.
 
