@@ -48,6 +48,8 @@ class Router:
     api: RuntimeAPI
     socket: Path
     log: Path
+    grpc_port: int = 0
+    metrics_port: int = 0
 
     @property
     def url(self) -> str:
@@ -68,7 +70,10 @@ def running_router(regions_file: Path, folder: Path, settings: RouterSettings) -
         process = subprocess.Popen(
             [binary, "-db", "-f", str(config)], stdout=sink, stderr=subprocess.STDOUT, env=haproxy_env(binary)
         )
-    router = Router(process, settings.http_port, RuntimeAPI(settings.runtime_socket), settings.runtime_socket, log)
+    api = RuntimeAPI(settings.runtime_socket)
+    router = Router(
+        process, settings.http_port, api, settings.runtime_socket, log, settings.grpc_port, settings.metrics_port
+    )
     try:
         deadline = time.monotonic() + 10
         while not router.socket.exists() or not _all_up(router):
@@ -95,7 +100,7 @@ def router_settings(**overrides: object) -> RouterSettings:
         "runtime_socket": folder / "api.sock",
         "bind_host": "127.0.0.1",
         "http_port": free_port(),
-        "grpc_port": 0,
+        "grpc_port": free_port(),
         "metrics_port": free_port(),
         "server_timeout_s": 1.0,
         "check_interval_ms": 100,

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from typer.testing import CliRunner
 
 from modelserve.regions.cli import app
@@ -153,6 +155,14 @@ def test_a_killed_region_is_failed_over_by_the_router_with_no_failed_request(
     assert detected <= 1.0
     assert traffic.records[-1].served_by == f"{EU}_0"
     assert f"Server http_{US}/{US}_0 is DOWN" in router.output()
+    metrics = httpx.get(f"http://127.0.0.1:{router.metrics_port}/metrics", timeout=5).text
+    assert f'haproxy_server_status{{proxy="http_{US}",server="{US}_0",state="DOWN"}} 1' in metrics
+    # gRPC goes through the router too, to the region left.
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{router.grpc_port}") as client:
+        x = grpcclient.InferInput("x", [1, 4], "FP32")
+        x.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+        answer = client.infer("scale", [x], headers={"x-client-region": US})
+        assert answer.as_numpy("y").tolist() == [[2.0] * 4]
 
 
 def test_a_hung_region_keeps_every_request_within_the_timeout_with_no_failed_request(

@@ -66,3 +66,24 @@ def test_what_cannot_be_routed_is_named(tmp_path: Path) -> None:
     code, text = router_config(tmp_path, REGIONS, "--client-map", str(clients))
     assert code == 2
     assert "no region 'mars-1'" in text
+
+
+def test_failover_says_what_is_wrong_before_touching_anything(tmp_path: Path) -> None:
+    path = tmp_path / "regions.yaml"
+    path.write_text(yaml.safe_dump(REGIONS))
+    runner = CliRunner()
+    common = ["--regions-file", str(path), "--runtime-api", str(tmp_path / "absent.sock")]
+
+    same = runner.invoke(app, ["failover", "--from-region", "us-east-1", "--to-region", "us-east-1", *common])
+    assert same.exit_code == 1
+    assert "the source and the target are the same region" in same.output
+
+    unknown = runner.invoke(app, ["failover", "--from-region", "us-east-1", "--to-region", "mars-1", *common])
+    assert unknown.exit_code == 2
+    assert "no region 'mars-1'" in unknown.output
+
+    no_router = runner.invoke(
+        app, ["failover", "--from-region", "us-east-1", "--to-region", "eu-west-1", *common], env={"COLUMNS": "300"}
+    )
+    assert no_router.exit_code == 2
+    assert f"cannot reach HAProxy's runtime API at {tmp_path / 'absent.sock'}" in no_router.output

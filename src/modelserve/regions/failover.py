@@ -183,8 +183,8 @@ def failover(
     report = Report()
     with client or httpx.Client(timeout=5.0) as http:
         with report.step(f"check {target.name} is ready") as detail:
+            up = [r.server for r in _rows(api, target) if r.up and not r.backup]  # the router first: it must answer
             ready, problems = ready_endpoints(target, http)
-            up = [r.server for r in _rows(api, target) if r.up and not r.backup]
             detail.append(f"{len(ready)} endpoint(s) ready, router sees {len(set(up))} server(s) up")
             if (not ready or not up) and not force:
                 why = "; ".join(problems) or "the router sees none of its servers up"
