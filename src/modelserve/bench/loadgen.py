@@ -12,12 +12,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import grpc
 import numpy as np
 
 Send = Callable[[], Awaitable[bool]]
+
+
+class Target(Protocol):
+    """What the clients load: each opens a session, a send function (True when answered) and a closer."""
+
+    async def session(self) -> tuple[Send, Callable[[], Awaitable[None]]]: ...
 
 
 @dataclass
@@ -108,7 +115,7 @@ class GrpcTarget:
 
 
 async def run_load(
-    target: HttpTarget | GrpcTarget,
+    target: Target,
     clients: int,
     duration_s: float,
     *,
