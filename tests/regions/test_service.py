@@ -84,6 +84,9 @@ def test_the_service_replicates_what_its_source_publishes_and_prometheus_sees_it
         wait_for(lambda: [j["state"] for j in jobs()] == ["replicated"] * 12, "replicated jobs", 60)
         source.proxy.rate = target.proxy.rate = 0.0
         assert {j["lag_seconds"] for j in jobs()} == {0.0}
+        lines = log.read_text()
+        assert "replicated resnet:1 from us-east-1 to eu-west-1" in lines
+        assert "replication of resnet:1 to eu-west-1, attempt 1 (throttled) failed, next try in" in lines
 
         with _prometheus(Scraped(f"127.0.0.1:{port}"), tmp_path) as (prometheus, _):  # type: ignore[arg-type]
 

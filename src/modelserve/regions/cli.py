@@ -238,7 +238,7 @@ def serve(
         context.regions.region(source)
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
-    run_service(context, source, interval, host, metrics_port, err)
+    run_service(context, source, interval, host, metrics_port)
 
 
 def _print_status(jobs: list[Any], as_json: bool) -> None:

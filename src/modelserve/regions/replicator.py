@@ -16,6 +16,7 @@ last error kept for ``--list-pending``.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -33,6 +34,7 @@ from modelserve.regions.s3 import Corrupt, Store, is_conflict, is_missing, make_
 from modelserve.regions.schema import ReplicationJob, State
 from modelserve.repository.remote import CHECKSUMS, format_checksums, parse_checksums
 
+log = logging.getLogger("modelserve.regions")
 CONFIG = "config.yaml"
 PROGRESS_EVERY_S = 1.0
 PUBLISH_TRIES = 5  # a copy's part-by-part progress is written at most this often
@@ -190,6 +192,16 @@ class Replicator:
             return
         self.jobs.count_retries(job.id, retries.take())
         now = self.clock()
+        log.info(
+            "replicated %s:%s from %s to %s: %d file(s), %d bytes, attempt %d",
+            job.model,
+            job.version,
+            job.source_region,
+            job.target_region,
+            job.files_total,
+            job.bytes_total,
+            job.attempts,
+        )
         self.jobs.release(
             job,
             self.owner,
@@ -337,6 +349,11 @@ class Replicator:
         now = self.clock()
         final = (retry_reason(exc) is None and reason != "mismatch") or job.attempts >= self.policy.max_attempts
         wait = self.policy.job_backoff_s * 2 ** (job.attempts - 1) * random.uniform(0.5, 1.0)
+        what = f"{job.model}:{job.version} to {job.target_region}, attempt {job.attempts} ({reason})"
+        if final:
+            log.error("replication of %s failed for good, dead-lettered: %s", what, describe(exc))
+        else:
+            log.warning("replication of %s failed, next try in %.0f s: %s", what, wait, describe(exc))
         self.jobs.release(
             job,
             self.owner,

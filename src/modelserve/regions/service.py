@@ -7,6 +7,7 @@ source region publishes for every other region and runs the jobs, beside an HTTP
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,8 @@ from modelserve.regions.metrics import ReplicationMetrics
 from modelserve.regions.outcomes import ReplicationError
 from modelserve.regions.replicator import Replicator
 from modelserve.regions.schema import ReplicationJob, State
+
+log = logging.getLogger("modelserve.regions")
 
 __all__ = [
     "Context",
@@ -171,20 +174,29 @@ def discover(context: Context, source: str) -> int:
     return added
 
 
-def run_service(context: Context, source: str, interval: float, host: str, port: int, log: Console) -> None:
-    """Discover and replicate until interrupted, serving /metrics and /jobs on ``host:port`` (0: none)."""
+def run_service(context: Context, source: str, interval: float, host: str, port: int) -> None:
+    """Discover and replicate until interrupted, serving /metrics and /jobs on ``host:port`` (0: none).
+
+    Logs go where the servers' go (LOG_LEVEL, LOG_FORMAT: JSON lines by default), one line per job
+    replicated, per failed attempt with its next try, per job dead-lettered.
+    """
+    from modelserve.config import Settings
+    from modelserve.observability.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
     server = _serve_http(context, host, port) if port else None
     stop = threading.Event()
-    log.print(f"replicating from {source} every {interval:g} s; metrics on {host}:{port}", highlight=False)
+    log.info("replicating from %s every %g s; /metrics and /jobs on %s:%d", source, interval, host, port)
     try:
         while not stop.is_set():
             try:
                 added = discover(context, source)
                 if added:
-                    log.print(f"{added} new replication job(s)", highlight=False)
+                    log.info("%d new replication job(s)", added)
                 context.replicator.run_pending(deadline=time.monotonic() + interval * 10)
             except Exception as exc:  # a store or the database out for a while: the next round tries again
-                log.print(f"replication round failed: {type(exc).__name__}: {exc}", style="red", highlight=False)
+                log.error("replication round failed: %s: %s", type(exc).__name__, exc)
             stop.wait(interval)
     except KeyboardInterrupt:
         pass
