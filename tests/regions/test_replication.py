@@ -109,3 +109,16 @@ def test_two_replicators_on_one_database_run_every_job_once(regions: dict[str, E
     assert {j.lease_owner for j in jobs} == {None}
     first.engine.dispose()
     second.engine.dispose()
+
+
+def test_a_file_left_in_the_targets_version_folder_is_removed_before_publishing(regions: dict[str, Endpoint]) -> None:
+    source, target = regions["us-east-1"], regions["eu-west-1"]
+    publish(source, "m", {"1": {"model.onnx": b"weights"}})
+    target.client.put_object(Bucket=target.bucket, Key="models/m/1/old-model.onnx", Body=b"an earlier copy")
+    ctx = context()
+    ctx.replicator.plan("m", "1", "us-east-1", ["eu-west-1"])
+
+    ctx.replicator.run_pending()
+
+    copy = stored(target, "m")
+    assert set(copy) == {"1/model.onnx", "SHA256SUMS"}, "a published version holds only what its manifest lists"
