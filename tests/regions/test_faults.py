@@ -119,3 +119,23 @@ def test_a_job_whose_target_keeps_failing_is_dead_lettered_with_its_last_error(
     assert job.last_reason == "throttled"
     assert (job.last_error or "").startswith("attempt 2: HTTP 503"), job.last_error
     assert stored(regions[TARGET], "m") == {}, "nothing published"
+
+
+def test_a_source_file_changed_after_publishing_is_never_published_and_its_job_dies(
+    regions: dict[str, Endpoint], tmp_path: Path
+) -> None:
+    source, target = regions[SOURCE], regions[TARGET]
+    publish(source, "m", {"1": {"model.onnx": b"as published"}})
+    source.client.put_object(Bucket=source.bucket, Key="models/m/1/model.onnx", Body=b"changed in place")
+    path = write_regions_file(tmp_path / "regions.yaml", regions, max_attempts=2, request_attempts=2)
+    ctx = context(path)
+    ctx.replicator.plan("m", "1", SOURCE, [TARGET])
+
+    run_until_settled(ctx, budget_s=20)
+
+    job = ctx.jobs.jobs("m")[0]
+    assert (job.state, job.last_reason, job.attempts) == (State.DEAD, "mismatch", 2)
+    assert job.mismatches == 4, "two copies per attempt, each discarded"
+    copy = stored(target, "m")
+    assert copy.get("SHA256SUMS", b"") == b"", "nothing published"
+    assert "1/model.onnx" not in copy
