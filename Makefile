@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[torch,sklearn,s3,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[torch,sklearn,s3,llm,dev]'
 	touch $@
 
 # promtool, amtool and prometheus, and jq (the runbooks pipe into it), from Debian's packages, unpacked into

@@ -56,6 +56,7 @@ class TransformersEngine:
             self.model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{folder}: not a loadable Hugging Face causal LM: {exc}") from exc
+        self.vocab_size = int(self.model.config.vocab_size)
         own_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_model_len = min(config.max_model_len or own_length, own_length)
         eos = self.model.generation_config.eos_token_id
@@ -85,6 +86,10 @@ class TransformersEngine:
         """Queue a generation; refuse it now if it cannot fit the context or the waiting queue is full."""
         if not prompt_ids:
             raise InvalidInput("the prompt is empty")
+        if max(prompt_ids) >= self.vocab_size:
+            raise InvalidInput(
+                f"the prompt holds token id {max(prompt_ids)}; this model's vocabulary has {self.vocab_size}"
+            )
         room = self.max_model_len - len(prompt_ids)
         if room < 1:
             raise InvalidInput(
@@ -189,9 +194,11 @@ class TransformersEngine:
         """Take the next token, hand the caller its new text, and end the sequence where it ends."""
         token = next_token(logits, sequence.params, sequence.generator)
         now = time.perf_counter()
+        if sequence.last_token is not None:
+            sequence.gaps.append(now - sequence.last_token)
         sequence.first_token = sequence.first_token or now
         sequence.last_token = now
-        if token in self.eos_ids:  # counted as a generated token, as vLLM counts it
+        if token in self.eos_ids and not sequence.params.ignore_eos:  # counted as a generated token, as vLLM counts it
             self._end(sequence, "stop", new_tokens=1)
             return
         sequence.output_ids.append(token)

@@ -23,6 +23,7 @@ class SamplingParams:
     max_tokens: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says (benchmarks)
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature <= 2:

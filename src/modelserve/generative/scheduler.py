@@ -46,6 +46,7 @@ class Sequence:
     scheduled: float | None = None
     first_token: float | None = None
     last_token: float | None = None
+    gaps: list[float] = field(default_factory=list)  # seconds between two tokens, for the inter-token latency
 
 
 @dataclass(frozen=True, slots=True)

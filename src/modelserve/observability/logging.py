@@ -47,7 +47,8 @@ WRITE_LINES = 256
 
 # What a request leaves for its access line: time.time(), model, version, protocol, code, seconds, the
 # error's message, (trace id, span id).
-_Line = tuple[float, str, str, str, int | str, float, str | None, tuple[int, int] | None]
+# The last item: a generation's own fields (tokens, time to first token, user), None for other requests.
+_Line = tuple[float, str, str, str, int | str, float, str | None, tuple[int, int] | None, dict[str, Any] | None]
 # orjson writes a UTC datetime as structlog's TimeStamper(fmt="iso", utc=True) does, in less time.
 _OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_UTC_Z
 
@@ -136,7 +137,14 @@ class AccessLog:
         self._writer = _Writer(only, on_dropped) if isinstance(only, JsonLines) else None
 
     def record(
-        self, model: str, version: str, protocol: str, code: int | str, seconds: float, error: Exception | None
+        self,
+        model: str,
+        version: str,
+        protocol: str,
+        code: int | str,
+        seconds: float,
+        error: Exception | None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Queue or write the request's line, unless sampling or the log level leaves it out."""
         if self._rate <= 0 or (self._rate < 1 and random.random() >= self._rate):
@@ -149,10 +157,12 @@ class AccessLog:
                 error.message if isinstance(error, ModelserveError) else f"internal error ({type(error).__name__})"
             )
         if self._writer is None:
-            self._log.info("inference request", **_fields(model, version, protocol, code, seconds, message))
+            self._log.info(
+                "inference request", **_fields(model, version, protocol, code, seconds, message), **(extra or {})
+            )
             return
         # The ids live in the request's context: taken here, formatted by the writer.
-        self._writer.put((time.time(), model, version, protocol, code, seconds, message, request_ids()))
+        self._writer.put((time.time(), model, version, protocol, code, seconds, message, request_ids(), extra))
 
     def close(self) -> None:
         """Write every queued line and stop the writer thread (a later line starts another)."""
@@ -237,8 +247,10 @@ class _Writer:
 
     def _render(self, lines: list[_Line]) -> str:
         rendered = []
-        for stamp, model, version, protocol, code, seconds, error, ids in lines:
+        for stamp, model, version, protocol, code, seconds, error, ids, extra in lines:
             document = _fields(model, version, protocol, code, seconds, error)
+            if extra:
+                document.update(extra)
             if ids is not None:
                 document["trace_id"], document["span_id"] = hex_ids(ids)
             document["message"] = "inference request"

@@ -29,6 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from modelserve.errors import classify
 from modelserve.observability import pools
+from modelserve.observability.generation_metrics import GenerationMetrics
 from modelserve.observability.gpu import GpuCollector
 from modelserve.observability.pools import PoolWatch
 
@@ -305,6 +306,7 @@ class Metrics:
         self._pool_names: set[str] = set()
 
         self._shown: set[tuple[str, str]] = set()
+        self.generation = GenerationMetrics(registry)
         # Labelled children, looked up once per label set: prometheus-client's labels() costs about a
         # microsecond, five times a request, as much as a small model's share of the batch.
         self._request_children: dict[tuple[str, str, str, int | str], tuple[Counter, Histogram]] = {}
@@ -407,6 +409,7 @@ class Metrics:
                 gauge.labels(*labels).set(0)
         self._shown = shown
         self.models_loaded.set(len(ready))
+        self.generation.refresh(ready)
         self._refresh_pools()
 
     def _refresh_pools(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from modelserve.config import Settings
 from modelserve.errors import Classification, classify
@@ -47,6 +48,7 @@ class ServerState:
         code: int | str,
         seconds: float,
         error: Exception | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Account for one answered inference request: metrics, its span's outcome, its access log line,
         the traffic history.
@@ -63,7 +65,7 @@ class ServerState:
             self.history.record_request(model, version, seconds, error)
         if self.tracing.enabled:
             finish_span(model, version, code, error)
-        self.access_log.record(model, version, protocol, code, seconds, error)
+        self.access_log.record(model, version, protocol, code, seconds, error, extra)
 
     def not_live(self) -> str | None:
         """Why the liveness probe should fail (memory above MEMORY_HARD_LIMIT_MB), or None."""

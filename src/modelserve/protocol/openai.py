@@ -1,0 +1,231 @@
+"""The OpenAI-compatible API: chat completions, completions (both streamed or not) and the model list.
+
+The official ``openai`` SDK pointed at ``http://host:port/v1`` works unchanged. Generative models are
+repository models like the others: the manager finds (or loads, on demand) them, the front door checks
+their credentials (``infer``) and refuses them while draining. A streamed answer is server-sent events
+of ``data: {chunk}`` ending with ``data: [DONE]``; when the caller hangs up, the iteration is cancelled
+and the engine drops the sequence at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.responses import Response, StreamingResponse
+
+from modelserve.errors import ClientDisconnected, InferenceFailed, InvalidInput, ModelNotReady, ModelserveError
+from modelserve.generative.runtime import GenerativeRuntime
+from modelserve.generative.stream import Generation
+from modelserve.protocol import openapi
+from modelserve.protocol.errors import error_response
+from modelserve.protocol.http import json_response
+from modelserve.protocol.openai_schema import ChatCompletionRequest, CompletionRequest
+from modelserve.repository.config import Platform
+from modelserve.server.state import ServerState
+
+PROTOCOL = "openai"
+
+
+@dataclass
+class _Call:
+    """One request's bookkeeping, from its arrival to its last byte."""
+
+    kind: str  # "chat.completion" or "text_completion"
+    model: str
+    started: float = field(default_factory=time.perf_counter)
+    version: str = ""
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def chunk(self, choice: dict[str, Any], usage: dict[str, int] | None = None) -> bytes:
+        document = {
+            "id": self.response_id,
+            "object": f"{self.kind}.chunk" if self.kind == "chat.completion" else self.kind,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice] if choice else [],
+        }
+        if usage is not None:
+            document["usage"] = usage
+        return b"data: " + orjson.dumps(document) + b"\n\n"
+
+    @property
+    def response_id(self) -> str:
+        return ("chatcmpl-" if self.kind == "chat.completion" else "cmpl-") + self.id
+
+
+def router(state: ServerState) -> APIRouter:
+    """The /v1 OpenAI routes, bound to one server's state."""
+    manager = state.manager
+    api = APIRouter(tags=["OpenAI-compatible API (/v1)"])
+
+    async def runtime_of(model: str) -> tuple[GenerativeRuntime, str]:
+        record = await manager.obtain(model)
+        if record.spec is None or record.spec.platform is not Platform.LLM or record.runtime is None:
+            platform = record.spec.platform.value if record.spec is not None else "unknown"
+            raise InvalidInput(
+                f"model '{model}' is a {platform} model, not a generative one; the OpenAI routes serve models "
+                "with platform llm (GET /v1/models lists them)"
+            )
+        assert isinstance(record.runtime, GenerativeRuntime)
+        return record.runtime, str(record.version)
+
+    async def start(call: _Call, body: ChatCompletionRequest | CompletionRequest) -> Generation:
+        runtime, call.version = await runtime_of(body.model)
+        engine = runtime.engine
+        if isinstance(body, ChatCompletionRequest):
+            prompt_ids = await asyncio.to_thread(engine.encode_chat, body.conversation())
+            max_tokens = body.max_completion_tokens or body.max_tokens
+        else:
+            prompt = body.prompt
+            prompt_ids = prompt if isinstance(prompt, list) else await asyncio.to_thread(engine.encode, prompt)
+            max_tokens = body.max_tokens
+        params = runtime.sampling(**body.sampling(max_tokens))
+        return Generation(engine, call.id, prompt_ids, params)
+
+    def finish(
+        call: _Call,
+        body: ChatCompletionRequest | CompletionRequest,
+        status: int,
+        error: Exception | None,
+        generation: Generation | None,
+        completion: int,
+    ) -> None:
+        """Account for a request once it is answered: its generation's metrics, and its access line with
+        the tokens, the time to first token and the caller's ``user``."""
+        extra: dict[str, Any] = {"user_id": body.user}
+        if generation is not None:
+            sequence = generation.sequence
+            state.metrics.generation.observe(body.model, sequence, completion)
+            first = sequence.first_token
+            extra |= {
+                "input_tokens": generation.prompt_tokens,
+                "output_tokens": completion,
+                "ttft_ms": None if first is None else round((first - sequence.arrived) * 1000, 3),
+                "finish_reason": sequence.finish_reason,
+            }
+        state.finish_request(body.model, call.version, PROTOCOL, status, _since(call), error, extra)
+
+    async def answer(call: _Call, body: ChatCompletionRequest | CompletionRequest) -> Response:
+        generation: Generation | None = None
+        pieces: list[str] = []
+        reason: str | None = None
+        completion = 0
+        try:
+            generation = await start(call, body)
+            if body.stream:
+                return StreamingResponse(stream(call, body, generation), media_type="text/event-stream")
+            async for output in generation.outputs():
+                pieces.append(output.text)
+                completion += output.new_tokens
+                reason = output.finish_reason
+            if reason not in ("stop", "length"):
+                raise _failure(body.model, reason)
+        except Exception as exc:
+            response = error_response(exc)
+            finish(call, body, response.status_code, exc, generation, completion)
+            return response
+        finish(call, body, 200, None, generation, completion)
+        text = "".join(pieces)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+        if call.kind == "chat.completion":
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        return json_response(
+            {
+                "id": call.response_id,
+                "object": call.kind,
+                "created": call.created,
+                "model": body.model,
+                "choices": [choice],
+                "usage": _usage(generation.prompt_tokens, completion),
+            }
+        )
+
+    async def stream(
+        call: _Call, body: ChatCompletionRequest | CompletionRequest, generation: Generation
+    ) -> AsyncIterator[bytes]:
+        chat = call.kind == "chat.completion"
+        error: Exception | None = ClientDisconnected("the caller hung up during the stream; generation stopped")
+        completion = 0
+        try:
+            if chat:
+                yield call.chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
+            async for output in generation.outputs():
+                completion += output.new_tokens
+                reason = output.finish_reason
+                if reason in ("error", "abort"):
+                    error = _failure(body.model, reason)
+                    yield b"data: " + orjson.dumps({"error": error.message}) + b"\n\n"
+                    break
+                if not output.text and reason is None:
+                    continue
+                piece = {"content": output.text} if output.text else {}
+                choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+                choice |= {"delta": piece} if chat else {"text": output.text}
+                yield call.chunk(choice)
+            else:
+                error = None
+            if error is None and body.include_usage:
+                yield call.chunk({}, _usage(generation.prompt_tokens, completion))
+            yield b"data: [DONE]\n\n"
+        finally:
+            status = 200 if error is None else error_response(error).status_code
+            finish(call, body, status, error, generation, completion)
+
+    errors = openapi.errors(400, 404, 413, 429, 503, 504, 507)
+    streamed: openapi.Responses = {
+        200: {"content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}}}
+    }
+
+    @api.post(
+        "/v1/chat/completions",
+        summary="Generate the next message of a conversation (OpenAI-compatible; stream: true for SSE)",
+        responses={**streamed, **errors},
+    )
+    async def chat_completions(body: ChatCompletionRequest) -> Response:
+        return await answer(_Call("chat.completion", body.model), body)
+
+    @api.post(
+        "/v1/completions",
+        summary="Continue a prompt (OpenAI-compatible; stream: true for SSE)",
+        responses={**streamed, **errors},
+    )
+    async def completions(body: CompletionRequest) -> Response:
+        return await answer(_Call("text_completion", body.model), body)
+
+    @api.get("/v1/models", summary="The generative models served (OpenAI's model list)")
+    async def models() -> Response:
+        started = int(time.time() - (time.monotonic() - state.started_at))
+        listed = [
+            {"id": record.name, "object": "model", "created": started, "owned_by": "modelserve"}
+            for record in manager.ready()
+            if record.spec is not None and record.spec.platform is Platform.LLM
+        ]
+        unique = list({entry["id"]: entry for entry in listed}.values())
+        return json_response({"object": "list", "data": unique})
+
+    return api
+
+
+def _failure(model: str, reason: str | None) -> ModelserveError:
+    """Why a generation ended without an answer: the engine failed, or it stopped (the model unloaded)."""
+    if reason == "abort":
+        return ModelNotReady(f"model '{model}' stopped generating: it was unloaded or the server is stopping")
+    return InferenceFailed("generation failed; the server log has the details")
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _since(call: _Call) -> float:
+    return time.perf_counter() - call.started

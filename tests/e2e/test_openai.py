@@ -1,0 +1,155 @@
+"""The OpenAI-compatible API, driven by the official ``openai`` SDK against a real server process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.builders import add_sub_onnx
+from tests.e2e.server import RunningServer, serve
+from tests.generative.builders import tiny_llama
+
+MODEL = "tiny-llm"
+CONFIG = "platform: llm\nllm:\n  max_model_len: 512\n  max_num_seqs: 4\n  max_waiting: 4\n  max_tokens: 12\n"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("openai")
+    repository = root / "model_repository"
+    tiny_llama(repository / MODEL / "1")
+    (repository / MODEL / "config.yaml").write_text(CONFIG)
+    add_sub_onnx(repository / "simple" / "1" / "model.onnx")
+    with serve(repository, root / "server.log") as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[OpenAI]:
+    with OpenAI(base_url=f"{server.url}/v1", api_key="not-checked", max_retries=0, timeout=30) as sdk:
+        yield sdk
+
+
+def test_models_lists_the_generative_models(client: OpenAI) -> None:
+    assert [m.id for m in client.models.list()] == [MODEL]
+
+
+def test_chat_completion_streamed_and_not_agree(client: OpenAI) -> None:
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    whole = client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=10)  # type: ignore[arg-type]
+    choice = whole.choices[0]
+    assert choice.finish_reason in {"stop", "length"}
+    assert whole.usage is not None
+    assert whole.usage.prompt_tokens > 5
+    assert 1 <= whole.usage.completion_tokens <= 10
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=0,
+            max_tokens=10,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == choice.message.content
+    assert chunks[-1].usage == whole.usage
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == choice.finish_reason
+
+
+def test_completion_takes_text_or_token_ids(client: OpenAI) -> None:
+    first = client.completions.create(model=MODEL, prompt="The model server", temperature=0, max_tokens=6)
+    assert first.usage is not None
+    assert first.usage.completion_tokens <= 6
+    streamed = client.completions.create(
+        model=MODEL, prompt="The model server", temperature=0, max_tokens=6, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed) == first.choices[0].text
+    ids = client.completions.create(model=MODEL, prompt=[5, 6, 7], max_tokens=3)
+    assert ids.usage is not None
+    assert ids.usage.prompt_tokens == 3
+
+
+@pytest.mark.parametrize(
+    ("asked", "error", "words"),
+    [
+        ({"model": "nope"}, openai.NotFoundError, "unknown model: 'nope'"),
+        ({"model": "simple"}, openai.BadRequestError, "not a generative one"),
+        ({"max_tokens": 0}, openai.BadRequestError, "max_tokens"),
+        ({"temperature": 3}, openai.BadRequestError, "temperature"),
+        ({"top_p": 0}, openai.BadRequestError, "top_p"),
+        ({"messages": []}, openai.BadRequestError, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, openai.BadRequestError, "role"),
+        ({"messages": [{"role": "user", "content": "Hello " * 600}]}, openai.BadRequestError, "max_model_len"),
+        ({"max_tokens": 600}, openai.BadRequestError, "ask for at most"),
+        ({"presence_penalty": 1}, openai.BadRequestError, "presence_penalty"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(client: OpenAI, asked: dict[str, object], error: type[Exception], words: str) -> None:
+    request = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]} | asked
+    with pytest.raises(error) as refused:
+        client.chat.completions.create(**request)  # type: ignore[call-overload]
+    assert words in str(refused.value.body)  # type: ignore[attr-defined]
+
+
+def test_malformed_json_is_a_400(server: RunningServer) -> None:
+    answer = httpx.post(
+        f"{server.url}/v1/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400
+
+
+def scrape(server: RunningServer, series: str) -> float:
+    """One series' value on /metrics (0 when absent)."""
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_caller_hanging_up_mid_stream_stops_its_generation(client: OpenAI, server: RunningServer) -> None:
+    running = f'model_serving_generation_requests_running{{model="{MODEL}"}}'
+    aborted = f'model_serving_generation_finished_total{{model="{MODEL}",reason="abort"}}'
+    before = scrape(server, aborted)
+    stream = client.completions.create(
+        model=MODEL, prompt="Hello", max_tokens=400, stream=True, extra_body={"ignore_eos": True}
+    )
+    for _, _chunk in zip(range(3), stream, strict=False):
+        pass
+    assert scrape(server, running) == 1
+    stream.close()
+    deadline = time.monotonic() + 10
+    while scrape(server, aborted) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scrape(server, aborted) == before + 1
+    assert scrape(server, running) == 0
+    line = server.access_lines(1, timeout_s=5)[-1]
+    assert line["code"] == 499
+    assert 3 <= line["output_tokens"] < 400
+
+
+def test_a_generation_is_counted_and_logged_with_its_tokens(client: OpenAI, server: RunningServer) -> None:
+    prompt_tokens = f'model_serving_generation_prompt_tokens_total{{model="{MODEL}"}}'
+    before = scrape(server, prompt_tokens)
+    answer = client.completions.create(model=MODEL, prompt="Paris is", max_tokens=5, user="alice")
+    assert answer.usage is not None
+    assert scrape(server, prompt_tokens) == before + answer.usage.prompt_tokens
+    assert scrape(server, f'model_serving_generation_time_to_first_token_seconds_count{{model="{MODEL}"}}') >= 1
+    lines = [line for line in server.access_lines(1, timeout_s=5) if line.get("user_id") == "alice"]
+    deadline = time.monotonic() + 5
+    while not lines and time.monotonic() < deadline:
+        lines = [line for line in server.access_lines(1, timeout_s=1) if line.get("user_id") == "alice"]
+    (line,) = lines
+    assert line["model"] == MODEL
+    assert line["protocol"] == "openai"
+    assert line["input_tokens"] == answer.usage.prompt_tokens
+    assert line["output_tokens"] == answer.usage.completion_tokens
+    assert line["ttft_ms"] > 0
+    assert line["latency_ms"] >= line["ttft_ms"]
+    assert len(line["trace_id"]) == 32
