@@ -7,11 +7,15 @@ from collections.abc import Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, inspect
 
 from modelserve.db import open_engine
 from modelserve.regions.jobs import JobStore, migrate
+from modelserve.regions.metrics import ReplicationMetrics
 from modelserve.regions.schema import VERSION_TABLE, Base, State
+
+DAY = 86_400.0
 
 
 @pytest.fixture
@@ -69,3 +73,24 @@ def test_counts_and_the_queue(jobs: JobStore) -> None:
     jobs.release(job, "a", 1001.0, state=State.REPLICATED)
     assert jobs.counts() == {"pending": 1, "copying": 0, "publishing": 0, "replicated": 1, "dead": 0}
     assert [j.version for j in jobs.active()] == ["2"]
+
+
+def test_the_metrics_are_read_from_the_table_at_each_scrape(jobs: JobStore) -> None:
+    enqueue(jobs, "1")  # published at 900
+    enqueue(jobs, "2")
+    enqueue(jobs, "3")
+    old, recent, _ = jobs.claim("a", 1000.0, 60.0, 3)
+    jobs.release(old, "a", 1000.0, state=State.REPLICATED, finished_at=1000.0, bytes_copied=10)
+    jobs.release(recent, "a", 1000.0 + DAY, state=State.REPLICATED, finished_at=1000.0 + DAY, bytes_copied=10)
+    registry = CollectorRegistry()
+    ReplicationMetrics(registry, jobs, clock=lambda: 1000.0 + DAY + 60)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"region": "eu-west-1", **labels})
+
+    assert value("model_serving_replication_lag_seconds", model="m", version="3") == DAY + 60 + 100
+    assert value("model_serving_replication_lag_seconds", model="m", version="2") == 0.0
+    assert value("model_serving_replication_lag_seconds", model="m", version="1") is None, "replicated a day ago"
+    assert value("model_serving_replication_queue_depth") == 1
+    assert value("model_serving_replication_jobs", state="replicated") == 2
+    assert value("model_serving_replication_bytes_copied_total", source="us-east-1") == 20

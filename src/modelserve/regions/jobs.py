@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from modelserve.regions.schema import ACTIVE, ReplicationJob, State
 
@@ -190,6 +190,11 @@ class JobStore:
             query = query.where(ReplicationJob.version == version)
         with self.session() as session:
             return list(session.scalars(query))
+
+    def summary(self) -> list[ReplicationJob]:
+        """Every job without its progress (which can be long): what the metrics read at each scrape."""
+        with self.session() as session:
+            return list(session.scalars(select(ReplicationJob).options(defer(ReplicationJob.progress))))
 
     def active(self) -> list[ReplicationJob]:
         """Jobs not yet replicated nor dead: the queue, oldest published first."""

@@ -21,6 +21,8 @@ from modelserve.observability.pools import PoolCollector
 from modelserve.regions.jobs import JobStore
 from modelserve.regions.schema import ACTIVE, State
 
+LAG_KEPT_S = 86_400  # how long a replicated version's lag (0) is still exported
+
 
 class ReplicationMetrics:
     """The replicator's metrics on ``registry``."""
@@ -69,7 +71,7 @@ class JobsCollector(Collector):
             "model_serving_replication_database_up", "1 when the replication jobs' table could be read."
         )
         try:
-            jobs = self.jobs.jobs()
+            jobs = self.jobs.summary()
         except SQLAlchemyError:
             up.add_metric([], 0)
             yield up
@@ -88,7 +90,9 @@ class JobsCollector(Collector):
         copied: dict[tuple[str, str], int] = defaultdict(int)
         mismatches: dict[str, int] = defaultdict(int)
         for job in jobs:
-            lag.add_metric([job.model, job.version, job.target_region], job.lag_s(now))
+            # A version replicated more than a day ago is not worth a series of zeros forever.
+            if job.state != State.REPLICATED or (job.finished_at or now) > now - LAG_KEPT_S:
+                lag.add_metric([job.model, job.version, job.target_region], job.lag_s(now))
             states[job.target_region, job.state] += 1
             queue[job.target_region] += job.state in ACTIVE
             copied[job.source_region, job.target_region] += job.bytes_copied
