@@ -141,7 +141,7 @@ def router(rollouts: Rollouts) -> APIRouter:
 
     @api.get(base, summary="The model's newest rollout: its state, share and latest analyses", responses=one)
     async def status(model: str) -> Response:
-        return json_response(document(rollouts.get(model)))
+        return json_response(document(await rollouts.status(model)))
 
     @api.post(f"{base}/pause", summary="Hold a progressing rollout at its share", responses=one)
     async def pause(model: str) -> Response:

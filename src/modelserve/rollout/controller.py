@@ -138,6 +138,12 @@ class Rollouts:
             )
         return rollout
 
+    async def status(self, model: str) -> Rollout:
+        """The newest rollout of ``model`` once any change under way is stored and in effect: a rollout
+        read as promoted or failed already routes as it says."""
+        async with self._lock(model):
+            return self.get(model)
+
     def all(self) -> list[Rollout]:
         """The newest rollout of every model that had one."""
         return list(self._current.values())
@@ -171,27 +177,7 @@ class Rollouts:
             if version not in source.files:
                 held = ", ".join(str(v) for v in sorted(source.files))
                 raise ModelNotFound.unknown(model, version, f"versions in the repository: {held}")
-            now = self._clock()
-            rollout = Rollout(
-                model=model,
-                stable_version=stable.version,
-                new_version=version,
-                state=State.PROGRESSING,
-                steps=json.dumps(steps),
-                step=0,
-                weight=0,
-                interval_s=interval_s,
-                max_error_rate=limits.max_error_rate,
-                max_latency_ratio=limits.max_latency_ratio,
-                min_samples=limits.min_samples,
-                latency_windows=limits.latency_windows,
-                baseline_p99_s=None,
-                reason=f"loading version {version}",
-                checks="[]",
-                created_at=now,
-                updated_at=now,
-                finished_at=None,
-            )
+            rollout = Rollout.begin(model, stable.version, version, steps, interval_s, limits, self._clock())
             await self._save(rollout)
             self._current[model] = rollout
             self._apply(rollout)

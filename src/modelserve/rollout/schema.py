@@ -8,10 +8,15 @@ migration that does the same.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Float, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+if TYPE_CHECKING:
+    from modelserve.rollout.analysis import Thresholds
 
 TABLE = "rollouts"
 VERSION_TABLE = "rollouts_version"
@@ -62,3 +67,29 @@ class Rollout(Base):
     created_at: Mapped[float] = mapped_column(Float)  # epoch seconds
     updated_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    @classmethod
+    def begin(
+        cls, model: str, stable: int, new: int, steps: list[int], interval_s: float, limits: Thresholds, now: float
+    ) -> Rollout:
+        """A rollout about to load its new version: progressing, at no share yet."""
+        return cls(
+            model=model,
+            stable_version=stable,
+            new_version=new,
+            state=State.PROGRESSING,
+            steps=json.dumps(steps),
+            step=0,
+            weight=0,
+            interval_s=interval_s,
+            max_error_rate=limits.max_error_rate,
+            max_latency_ratio=limits.max_latency_ratio,
+            min_samples=limits.min_samples,
+            latency_windows=limits.latency_windows,
+            baseline_p99_s=None,
+            reason=f"loading version {new}",
+            checks="[]",
+            created_at=now,
+            updated_at=now,
+            finished_at=None,
+        )
