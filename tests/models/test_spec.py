@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from modelserve.batching.priority import QueuePolicy
 from modelserve.cpus import available_cpus
 from modelserve.errors import InvalidInput, ModelLoadError
 from modelserve.models.spec import BatchingDefaults, ModelSpec, resolve
@@ -412,3 +413,29 @@ def test_check_outputs(simple: ModelSpec) -> None:
     assert str(caught.value) == (
         "model 'simple' has no output 'OUTPUT9'; its outputs are OUTPUT0 INT32 [-1, 16], OUTPUT1 INT32 [-1, 16]"
     )
+
+
+def test_each_priority_level_gets_its_own_queue_policy_or_the_default(tmp_path: Path) -> None:
+    model_file = scale_onnx(tmp_path / "ranked" / "1" / "model.onnx")
+    spec = _resolve(
+        model_file,
+        "dynamic_batching:\n  priority_levels: 3\n  default_queue_policy: {max_queue_size: 9}\n"
+        "  priority_queue_policy: {1: {timeout_action: DELAY, default_timeout_microseconds: 100}}\n",
+    )
+
+    assert spec.priority_levels == spec.default_priority_level == 3  # no default named: the lowest
+    assert spec.queue_policies[1] == QueuePolicy("DELAY", 100, False, 0)
+    assert spec.queue_policies[2] == spec.queue_policies[3] == QueuePolicy(max_queue_size=9)
+    assert spec.priority_of({}) == 3
+    assert spec.priority_of({"priority": 0}) == 3
+    assert spec.priority_of({"priority": 1}) == 1
+    for wrong in (4, -1, "1", True, 1.0):
+        with pytest.raises(InvalidInput, match="priority levels 1 \\(the highest\\) to 3"):
+            spec.priority_of({"priority": wrong})
+
+
+def test_a_model_without_priority_levels_ignores_the_priority_parameter(tmp_path: Path) -> None:
+    spec = _resolve(scale_onnx(tmp_path / "plain" / "1" / "model.onnx"))
+
+    assert spec.priority_of({"priority": 9}) == 0
+    assert spec.queue_policies == {}

@@ -252,3 +252,15 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
     message = _error(tmp_path, "max_batch_sise: 4\ninstance_count: 0\n")
     assert "max_batch_sise: unknown field" in message
     assert "instance_count: " in message
+
+
+@pytest.mark.parametrize(
+    ("batching", "words"),
+    [
+        ("{priority_levels: 2, default_priority_level: 3}", "default_priority_level 3 is not among priority_levels"),
+        ("{priority_levels: 2, priority_queue_policy: {3: {max_queue_size: 1}}}", "levels [3] outside priority_levels"),
+        ("{default_queue_policy: {timeout_action: DROP}}", "timeout_action"),
+    ],
+)
+def test_priority_levels_and_queue_policies_must_agree(tmp_path: Path, batching: str, words: str) -> None:
+    assert words in _error(tmp_path, f"dynamic_batching: {batching}\n")

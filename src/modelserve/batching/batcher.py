@@ -35,6 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, Status, StatusCode, Tracer
 
 from modelserve.batching.delay import Traffic, hold_until
+from modelserve.batching.priority import demote, insert
 from modelserve.errors import (
     ClientDisconnected,
     DeadlineExceeded,
@@ -68,6 +69,8 @@ class _Pending:
     gone: Callable[[], bool] | None = None  # whether its caller has hung up
     caller: SpanContext | None = None  # the request's span, when traced
     waiting: Span | None = None  # its queue span, ended when its batch starts
+    level: int = 0  # its priority level (batching/priority.py); 0 where the model has none
+    delay_at_ns: int = 0  # when a DELAY queue policy moves it behind the others (0: never)
 
 
 # What running a batch gave: the requests it ran, their outputs, and the nanoseconds spent joining
@@ -91,6 +94,7 @@ class Batcher:
         adaptive_delay: bool = True,
         max_queue_size: int = 0,
         instance_count: int = 1,
+        priority_levels: int = 0,
         observe_batch: Callable[[int, float, list[float]], None] | None = None,
         observe_abandoned: Callable[[str], None] | None = None,
         inline_below_us: float = 0.0,
@@ -112,6 +116,8 @@ class Batcher:
         self._adaptive = adaptive_delay
         self._target = max(preferred_batch_sizes, default=self._max_samples)
         self._max_queue = max_queue_size
+        self._levels = priority_levels
+        self._delaying = False  # whether a request with a DELAY queue policy's timeout has been queued
         self._instances = instance_count
         self._observe_batch = observe_batch
         self._observe_abandoned = observe_abandoned
@@ -144,7 +150,15 @@ class Batcher:
         return await self.enqueue(inputs, size, gone, alone=alone)
 
     def enqueue(
-        self, inputs: Arrays, size: int, gone: Callable[[], bool] | None = None, *, alone: bool = False
+        self,
+        inputs: Arrays,
+        size: int,
+        gone: Callable[[], bool] | None = None,
+        *,
+        alone: bool = False,
+        level: int = 0,
+        level_max_queue: int = 0,
+        delay_ns: int = 0,
     ) -> asyncio.Future[Arrays]:
         """Queue one validated request of ``size`` samples: the future of its outputs.
 
@@ -158,12 +172,21 @@ class Batcher:
         batch anyway: the model runs on the loop, nothing is queued or running, and no delay is set. It
         then skips the dispatcher's turn, and its caller never suspends: under grpc.aio a suspension and
         the batcher's hand-offs cost a unary call some 100 µs of CPU.
+
+        ``level`` is the request's priority level, ``level_max_queue`` the most requests its level may
+        hold (0: no bound of its own), ``delay_ns`` how long it may wait before a DELAY queue policy moves
+        it behind the others (0: never); batching/priority.py.
         """
         if self._closing:
             raise ModelNotReady(f"model '{self.name}' is unloading")
         if self._max_queue and len(self._queue) >= self._max_queue:
             raise Overloaded(
                 f"model '{self.name}' has {len(self._queue)} requests queued (max_queue_size); retry later"
+            )
+        if level_max_queue and (held := sum(1 for p in self._queue if p.level == level)) >= level_max_queue:
+            raise Overloaded(
+                f"model '{self.name}' has {held} requests of priority level {level} queued (its queue policy's "
+                "max_queue_size); retry later"
             )
         if self._task is None:
             self._wakeup, self._free = asyncio.Event(), asyncio.Semaphore(self._instances)
@@ -174,7 +197,9 @@ class Batcher:
         key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items()) if self._batching else None
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
         now = self._clock()
-        pending = _Pending(inputs, size, key, future, now, gone)
+        pending = _Pending(inputs, size, key, future, now, gone, level=level)
+        if delay_ns:
+            pending.delay_at_ns, self._delaying = now + delay_ns, True
         if self._tracer is not None and (caller := trace.get_current_span()).is_recording():
             pending.caller = caller.get_span_context()
             pending.waiting = self._tracer.start_span("queue", attributes={"modelserve.model": self.name})
@@ -182,7 +207,10 @@ class Batcher:
             self._in_batches += 1
             self._settle([pending], *self._start([pending]))
             return future
-        self._queue.append(pending)
+        if self._levels:
+            insert(self._queue, pending)
+        else:
+            self._queue.append(pending)
         if self._holds:
             self._traffic.arrived(now, len(self._queue) + self._in_batches)
         self._wakeup.set()
@@ -259,7 +287,10 @@ class Batcher:
                 timer.cancel()
 
     def _take(self) -> list[_Pending]:
-        """The oldest live request plus later compatible ones, up to the batch limit, in order."""
+        """The oldest live request of the highest level plus later compatible ones, up to the batch
+        limit, in the queue's order."""
+        if self._delaying:
+            demote(self._queue, self._clock(), self._levels + 1)
         while self._queue and self._left(self._queue[0]):
             self._queue.popleft()
         if not self._queue:

@@ -244,6 +244,7 @@ class ModelLoader:
             adaptive_delay=spec.adaptive_delay,
             max_queue_size=spec.max_queue_size,
             instance_count=spec.instance_count,
+            priority_levels=spec.priority_levels,
             observe_batch=observe,
             observe_abandoned=abandoned,
             inline_below_us=self._defaults.inline_below_us,

@@ -353,12 +353,31 @@ class ModelManager:
             wanted = request.outputs or spec.output_names
             if request.outputs:
                 spec.check_outputs(request.outputs)
+            level = spec.priority_of(request.parameters)
+            policy = spec.queue_policies.get(level)
+            requested_us = _timeout_parameter(request.parameters)
             limit, reason = self._request_timeout_s, "REQUEST_TIMEOUT_SEC"
             if deadline_s is not None and deadline_s < limit:
                 limit, reason = deadline_s, "the caller's deadline"
-            if (timeout := _timeout_parameter(request.parameters)) is not None and timeout < limit:
-                limit, reason = timeout, "the request's timeout parameter"
-            future = batcher.enqueue(request.inputs, size, gone, alone=alone)
+            delay_ns = 0
+            if policy is not None and (queue_us := policy.timeout_us(requested_us)):
+                if policy.timeout_action == "DELAY":
+                    delay_ns = queue_us * 1000
+                elif queue_us / 1e6 < limit:
+                    limit, reason = queue_us / 1e6, f"the queue policy's timeout of priority level {level}"
+            # Under a DELAY policy that lets requests set it, a request's timeout delays rather than refuses it.
+            delays = policy is not None and policy.timeout_action == "DELAY" and policy.allow_timeout_override
+            if requested_us is not None and not delays and requested_us / 1e6 < limit:
+                limit, reason = requested_us / 1e6, "the request's timeout parameter"
+            future = batcher.enqueue(
+                request.inputs,
+                size,
+                gone,
+                alone=alone,
+                level=level,
+                level_max_queue=policy.max_queue_size if policy is not None else 0,
+                delay_ns=delay_ns,
+            )
             if future.done():  # run at once: no deadline can pass
                 outputs = future.result()
             else:
@@ -414,14 +433,14 @@ class ModelManager:
             self._observer.observe_cache(record.name, False)
 
 
-def _timeout_parameter(parameters: dict[str, object]) -> float | None:
-    """The V2 ``timeout`` request parameter in seconds: Triton's microseconds, 0 or absent for none."""
+def _timeout_parameter(parameters: dict[str, object]) -> int | None:
+    """The V2 ``timeout`` request parameter: Triton's microseconds, None where 0 or absent."""
     value = parameters.get("timeout")
     if value is None or value == 0:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(f"parameter 'timeout' is {value!r}; send a whole number of microseconds (0: no timeout)")
-    return value / 1e6
+    return value
 
 
 def _expire(future: asyncio.Future[Arrays], model: str, limit: float, reason: str) -> None:

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from modelserve.batching.priority import QueuePolicy
 from modelserve.errors import InvalidInput, ModelLoadError
-from modelserve.repository.config import ModelConfig, Platform, TensorConfig
+from modelserve.repository.config import DynamicBatching, ModelConfig, Platform, TensorConfig
 from modelserve.runtimes.base import Signature
 from modelserve.types import TensorSpec, datatype_of, numpy_dtype
 
@@ -45,7 +46,23 @@ class ModelSpec:
     instance_count: int
     adaptive_delay: bool = True  # config.yaml's dynamic_batching.queue_delay
     response_cache: bool = False  # config.yaml's response_cache.enable
+    priority_levels: int = 0  # dynamic_batching.priority_levels: 0, one queue in arrival order
+    default_priority_level: int = 0  # the level of a request that names none
+    queue_policies: dict[int, QueuePolicy] = field(default_factory=dict)  # by level (0: the model's one queue)
     parameters: dict[str, Any] = field(default_factory=dict)
+
+    def priority_of(self, parameters: dict[str, object]) -> int:
+        """The priority level a request's ``priority`` parameter names (0 or none: the default level), or
+        InvalidInput; 0 for a model without priority levels, which ignores the parameter, as Triton does."""
+        if not self.priority_levels:
+            return 0
+        value = parameters.get("priority", 0)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= self.priority_levels:
+            raise InvalidInput(
+                f"parameter 'priority' is {value!r}; model '{self.name}' has priority levels 1 (the highest) to "
+                f"{self.priority_levels}, and 0 for its default level"
+            )
+        return value or self.default_priority_level
 
     @property
     def output_names(self) -> list[str]:
@@ -153,8 +170,28 @@ def resolve(
         max_queue_size=int(_first(batching.max_queue_size if batching else None, defaults.max_queue_size)),
         instance_count=_instance_count(platform, config),
         response_cache=config.response_cache.enable,
+        priority_levels=batching.priority_levels if batching else 0,
+        default_priority_level=(batching.default_priority_level or batching.priority_levels) if batching else 0,
+        queue_policies=_queue_policies(batching),
         parameters=dict(config.parameters),
     )
+
+
+def _queue_policies(batching: DynamicBatching | None) -> dict[int, QueuePolicy]:
+    """Each level's queue policy: its own, else the default one; level 0 where the model has no levels."""
+    if batching is None:
+        return {}
+    levels = range(1, batching.priority_levels + 1) if batching.priority_levels else [0]
+    policies = {}
+    for level in levels:
+        if (given := batching.priority_queue_policy.get(level, batching.default_queue_policy)) is not None:
+            policies[level] = QueuePolicy(
+                given.timeout_action,
+                given.default_timeout_microseconds,
+                given.allow_timeout_override,
+                given.max_queue_size,
+            )
+    return policies
 
 
 def _instance_count(platform: Platform, config: ModelConfig) -> int:

@@ -61,6 +61,18 @@ def model_config(record: ModelVersion) -> dict[str, Any]:
             "preferred_batch_size": list(spec.preferred_batch_sizes),
             "max_queue_delay_microseconds": int(spec.max_queue_delay_ms * 1000),
             "default_queue_policy": {"max_queue_size": spec.max_queue_size},
+            "priority_levels": spec.priority_levels,
+            "default_priority_level": spec.default_priority_level,
+            "priority_queue_policy": {
+                str(level): {
+                    "timeout_action": policy.timeout_action,
+                    "default_timeout_microseconds": policy.default_timeout_us,
+                    "allow_timeout_override": policy.allow_timeout_override,
+                    "max_queue_size": policy.max_queue_size,
+                }
+                for level, policy in spec.queue_policies.items()
+                if level
+            },
         }
     return config
 

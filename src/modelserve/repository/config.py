@@ -67,6 +67,16 @@ class TensorConfig(_Strict):
         return value
 
 
+class QueuePolicyConfig(_Strict):
+    """Triton's ModelQueuePolicy: what a priority level's queue holds, and what a request that waited
+    too long gets (batching/priority.py)."""
+
+    timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
+    default_timeout_microseconds: int = Field(0, ge=0)
+    allow_timeout_override: bool = False
+    max_queue_size: int = Field(0, ge=0)
+
+
 class DynamicBatching(_Strict):
     """How long to wait for a batch to fill, and how many requests may wait at most."""
 
@@ -76,6 +86,21 @@ class DynamicBatching(_Strict):
     queue_delay: Literal["adaptive", "fixed"] = "adaptive"
     preferred_batch_sizes: list[int] = Field(default_factory=list)
     max_queue_size: int | None = Field(None, ge=0)
+    priority_levels: int = Field(0, ge=0, le=1000)  # 0: one queue, in arrival order
+    default_priority_level: int = Field(0, ge=0)  # the level of a request that names none (0: the lowest)
+    default_queue_policy: QueuePolicyConfig | None = None
+    priority_queue_policy: dict[int, QueuePolicyConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _levels_exist(self) -> DynamicBatching:
+        levels = self.priority_levels
+        if self.default_priority_level > levels:
+            raise ValueError(
+                f"default_priority_level {self.default_priority_level} is not among priority_levels 1..{levels}"
+            )
+        if stray := sorted(level for level in self.priority_queue_policy if not 1 <= level <= levels):
+            raise ValueError(f"priority_queue_policy names levels {stray} outside priority_levels 1..{levels}")
+        return self
 
     @field_validator("preferred_batch_sizes")
     @classmethod
