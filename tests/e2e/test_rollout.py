@@ -28,6 +28,7 @@ import tritonclient.grpc as grpcclient
 from tests.builders import deep_onnx, failing_onnx, write_config
 from tests.e2e.server import RunningServer, serve
 from tests.postgres import PostgresServer
+from tests.server.credentials import ADMIN_KEY, API_KEYS, INFER_KEY
 
 LAYERS = 600
 MODELS = ("broken", "slow", "healthy", "steered")
@@ -333,3 +334,24 @@ def test_a_breach_rolls_back_even_when_the_database_cannot_be_written(tmp_path: 
         assert load.ended_at is not None
         assert all(code == 200 and version == "1" for code, version in load.answers[load.ended_at :])
         assert "cannot store the rollout of unstored (failed)" in server.output()
+
+
+def test_with_authentication_on_a_rollout_needs_the_admin_scope(tmp_path: Path) -> None:
+    repository = _repository(tmp_path, ("guarded",))
+    arguments = ("--model-control-mode", "explicit", "--load-model", "guarded")
+    with serve(repository, tmp_path / "server.log", *arguments, env={"API_KEYS": API_KEYS}) as server:
+        publish(repository, "guarded", lambda path: deep_onnx(path, layers=LAYERS))
+        path = f"{server.url}/v2/repository/models/guarded/rollout"
+        as_infer = {"Authorization": f"Bearer {INFER_KEY}"}
+
+        assert httpx.post(path, json={"version": 2}).status_code == 401
+        refused = httpx.post(path, json={"version": 2}, headers=as_infer)
+        assert refused.status_code == 403
+        assert "needs the 'admin' scope" in refused.json()["error"]
+        assert httpx.get(path, headers=as_infer).status_code == 403
+
+        command = [sys.executable, "-m", "modelserve", "rollout", "start", "guarded", "--version", "2"]
+        command += ["--interval", "10m", "--url", server.url, "--token", ADMIN_KEY]
+        started = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        assert started.returncode == 0, started.stderr
+        assert "guarded: progressing - version 2 takes 1 %" in started.stdout
