@@ -153,3 +153,21 @@ def test_a_generation_is_counted_and_logged_with_its_tokens(client: OpenAI, serv
     assert line["ttft_ms"] > 0
     assert line["latency_ms"] >= line["ttft_ms"]
     assert len(line["trace_id"]) == 32
+
+
+def test_a_full_batch_and_queue_answer_429(client: OpenAI) -> None:
+    """max_num_seqs 4 and max_waiting 4: an eighth long generation queues, a ninth is refused."""
+    streams = [
+        client.completions.create(
+            model=MODEL, prompt="Hello", max_tokens=500, stream=True, extra_body={"ignore_eos": True}
+        )
+        for _ in range(8)
+    ]
+    try:
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.completions.create(model=MODEL, prompt="Hello", max_tokens=5)
+        assert "retry later" in str(refused.value.body)
+        assert refused.value.response.headers["retry-after"] == "1"
+    finally:
+        for stream in streams:
+            stream.close()
