@@ -10,7 +10,9 @@ counters and the metrics. boto3 does not retry a streaming GET that is cut in th
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -282,14 +284,24 @@ def make_client(region: Region, policy: Replication, pool: int = 32) -> Any:
         # HTTP, as to an in-cluster store) would hash every byte once more for nothing.
         s3={"payload_signing_enabled": False, **({"addressing_style": "path"} if store.endpoint_url else {})},
     )
-    session = boto3.session.Session()
-    return session.client(
-        "s3",
-        endpoint_url=store.endpoint_url,
-        region_name=store.region_name or _aws_region(region.name),
-        config=config,
-        **options,
-    )
+    # One session for every client: building a client loads S3's service model, about 0.2 s a session,
+    # and a session keeps what it loaded. Sessions are not thread-safe: clients are built under a lock.
+    with _SESSION_LOCK:
+        return _session().client(
+            "s3",
+            endpoint_url=store.endpoint_url,
+            region_name=store.region_name or _aws_region(region.name),
+            config=config,
+            **options,
+        )
+
+
+_SESSION_LOCK = threading.Lock()
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    return boto3.session.Session()
 
 
 def _aws_region(name: str) -> str:
