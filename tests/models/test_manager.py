@@ -8,6 +8,7 @@ version that produced it.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -644,6 +645,62 @@ async def test_the_v2_timeout_parameter_drops_a_queued_request_without_running_i
     await manager.infer(simple_request(2))
 
     assert stats.execution_count == 2  # the timed-out request never ran: only the two others did
+
+
+def ranked_request(seed: int = 0) -> InferenceRequest:
+    """``simple_request`` for the model `ranked`."""
+    request = simple_request(seed)
+    return InferenceRequest("ranked", request.inputs)
+
+
+def ranked_simple(built_repository: Path, target: Path, policy: str) -> Path:
+    """A repository holding `ranked`, `simple` with two priority levels and ``policy`` for level 1."""
+    shutil.copytree(built_repository / "simple" / "1", target / "ranked" / "1")
+    config = (built_repository / "simple" / "config.yaml").read_text()
+    write_config(
+        target / "ranked",
+        config + f"dynamic_batching:\n  priority_levels: 2\n  priority_queue_policy:\n    1: {policy}\n",
+    )
+    return target
+
+
+async def test_a_reject_queue_policy_refuses_a_request_that_waited_past_its_levels_timeout(
+    make_manager: Factory, built_repository: Path, executor: ThreadPoolExecutor, tmp_path: Path
+) -> None:
+    repository = ranked_simple(built_repository, tmp_path, "{default_timeout_microseconds: 50000}")
+    manager = make_manager(repository)
+    await manager.start(["ranked"])
+    await manager.infer(ranked_request())
+    request = ranked_request(1)
+    request.parameters["priority"] = 1
+
+    async with busy(executor):
+        with pytest.raises(DeadlineExceeded, match=r"within 0.05 s \(the queue policy's timeout of priority level 1\)"):
+            await manager.infer(request)
+    slow = ranked_request(2)
+    slow.parameters["priority"] = 2  # level 2 has no policy: no queue timeout
+    await manager.infer(slow)
+
+    assert manager.get("ranked").stats.execution_count == 2
+
+
+async def test_under_delay_a_requests_own_timeout_delays_it_rather_than_refusing_it(
+    make_manager: Factory, built_repository: Path, executor: ThreadPoolExecutor, tmp_path: Path
+) -> None:
+    policy = "{timeout_action: DELAY, default_timeout_microseconds: 1000000, allow_timeout_override: true}"
+    manager = make_manager(ranked_simple(built_repository, tmp_path, policy))
+    await manager.start(["ranked"])
+    await manager.infer(ranked_request())
+    request = ranked_request(1)
+    request.parameters.update(priority=1, timeout=1_000)  # 1 ms: far shorter than the time it waits
+
+    async with busy(executor):
+        answer = asyncio.create_task(manager.infer(request))
+        await asyncio.sleep(0.05)
+        assert not answer.done()
+    result = await answer
+
+    assert result.model == "ranked"
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, "100", True])
