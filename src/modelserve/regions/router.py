@@ -8,7 +8,7 @@ Each region gets an HTTP backend and, where its endpoints name gRPC ones, a gRPC
   that dies, hangs or is drained passes its traffic to the next healthy region by priority;
 - one health check per endpoint (``GET /health/ready``): the backup copies ``track`` it, so a
   region's state, and an operator's ``drain`` or ``maint`` on it, is the same in every backend;
-- ``observe layer7`` with ``on-error mark-down`` takes a server out on its first few errors,
+- ``observe layer7`` with ``on-error mark-down`` takes a server out on its first errors in live traffic,
   before the next check; ``retry-on`` with ``redispatch`` sends a request that failed on one
   server to another (inference is idempotent); each try waits at most ``server_timeout_s``;
 - the client's region picks the backend: the ``X-Client-Region`` header, else its source address
@@ -114,13 +114,13 @@ def primaries(regions: RegionsFile, region: str) -> list[tuple[str, str]]:
     return [(b, n) for b, n in (h.split("/", 1) for h in sorted(held))]
 
 
-def read_client_map(path: Path, regions: RegionsFile) -> list[tuple[str, str]]:
-    """The ``CIDR region`` lines of a client map, checked: a bad network or an unknown region is named."""
+def check_client_map(path: Path, regions: RegionsFile) -> None:
+    """Check the ``CIDR region`` lines of a client map (HAProxy reads it itself): a bad network or an unknown
+    region is named."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise RegionsFileError(f"cannot read the client map {path}: {exc.strerror or exc}") from None
-    entries: list[tuple[str, str]] = []
     for number, line in enumerate(text.splitlines(), 1):
         words = line.split("#", 1)[0].split()
         if not words:
@@ -128,12 +128,10 @@ def read_client_map(path: Path, regions: RegionsFile) -> list[tuple[str, str]]:
         if len(words) != 2:
             raise RegionsFileError(f"{path}:{number}: write one 'CIDR region' pair per line")
         try:
-            network = str(ipaddress.ip_network(words[0], strict=False))
+            ipaddress.ip_network(words[0], strict=False)
         except ValueError:
             raise RegionsFileError(f"{path}:{number}: {words[0]} is not an IP network (10.0.0.0/8, say)") from None
         regions.region(words[1])
-        entries.append((network, words[1]))
-    return entries
 
 
 def _server_line(server: Server, track: str | None, backup: bool, settings: RouterSettings) -> str:
@@ -144,13 +142,6 @@ def _server_line(server: Server, track: str | None, backup: bool, settings: Rout
         words += ["track", track]
     else:
         words += ["check", "observe", "layer7", "error-limit", str(settings.error_limit), "on-error", "mark-down"]
-        if not server.grpc:
-            words += [
-                "inter",
-                f"{settings.check_interval_ms}ms",
-                "fastinter",
-                f"{max(50, settings.check_interval_ms // 2)}ms",
-            ]
     if server.grpc:
         words += ["proto", "h2"]
     if server.tls:
@@ -206,7 +197,7 @@ def render(regions: RegionsFile, settings: RouterSettings) -> str:
     if not any(not s.grpc for r in regions.regions for s in servers(r)):
         raise RegionsFileError("no region names an http:// or https:// endpoint: there is nothing to route to")
     if settings.client_map is not None:
-        read_client_map(settings.client_map, regions)
+        check_client_map(settings.client_map, regions)
     check_s, inter = settings.check_timeout_ms, settings.check_interval_ms
     lines = [
         "# Written by `modelserve regions router-config` from the regions file; edit that file, not this one.",
@@ -227,8 +218,8 @@ def render(regions: RegionsFile, settings: RouterSettings) -> str:
         f"    timeout http-request {int(settings.client_timeout_s * 1000)}ms",
         f"    timeout queue {int(settings.server_timeout_s * 1000)}ms",
         f"    timeout check {check_s}ms",
-        f"    default-server init-addr last,libc,none inter {inter}ms fall {settings.fall} rise {settings.rise} "
-        f"downinter {inter * 2}ms",
+        f"    default-server init-addr last,libc,none inter {inter}ms fastinter {max(50, inter // 2)}ms "
+        f"downinter {inter * 2}ms fall {settings.fall} rise {settings.rise}",
         "",
         *_frontend("http_in", settings.http_port, regions, False, settings),
         "",
