@@ -24,7 +24,9 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from typer.testing import CliRunner, Result
 
+from modelserve.cli import app
 from tests.builders import deep_onnx, failing_onnx, write_config
 from tests.e2e.server import RunningServer, serve
 from tests.postgres import PostgresServer
@@ -248,33 +250,37 @@ def test_the_command_line_starts_reads_and_aborts_a_rollout(server: RunningServe
     assert httpx.post(f"{server.url}/v2/repository/models/by_cli/load").status_code == 200
     deep_onnx(repository / "by_cli" / "2" / "model.onnx", layers=LAYERS)
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "modelserve", "rollout", *args, "--url", server.url]
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, env={"COLUMNS": "200"})
-
-    started = cli(
-        "start", "by_cli", "--version", "2", "--steps", "5,100", "--interval", "10m", "--max-error-rate", "2%"
-    )
+    # The installed command once; the others in this process, where the interpreter is already up.
+    command = [sys.executable, "-m", "modelserve", "rollout", "start", "by_cli", "--version", "2"]
+    command += ["--steps", "5,100", "--interval", "10m", "--max-error-rate", "2%", "--url", server.url]
+    started = subprocess.run(command, capture_output=True, text=True, timeout=60, env={"COLUMNS": "200"}, check=False)
     assert started.returncode == 0, started.stderr
     assert (
         "by_cli: progressing - version 2 takes 5 % (stable 1; step 1 of 2: 5 %, 100 %; every 600 s)" in started.stdout
     )
+
+    def cli(*args: str) -> Result:
+        return CliRunner().invoke(app, ["rollout", *args, "--url", server.url], env={"COLUMNS": "200"})
+
     assert "progressing" in cli("status").stdout
+    assert '"max_error_rate": 0.02' in cli("status", "by_cli", "--json").stdout
     aborted = cli("abort", "by_cli")
-    assert aborted.returncode == 0
+    assert aborted.exit_code == 0
     assert "by_cli: aborted" in aborted.stdout
     assert "aborted by an operator" in aborted.stdout
     refused = cli("pause", "by_cli")
-    assert refused.returncode == 1
+    assert refused.exit_code == 1
     assert "400: the rollout of model 'by_cli' is aborted" in refused.stderr
 
 
 def test_a_restarted_server_resumes_the_rollout_and_keeps_a_rolled_back_version_unloaded(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, postgres: PostgresServer
 ) -> None:
+    # On PostgreSQL; the next test restarts on the default SQLite file, and tests/rollout/test_store.py
+    # runs the store on both.
     repository = _repository(tmp_path, ("kept",))
     arguments = ("--model-control-mode", "explicit", "--load-model", "kept")
-    env = {"DATABASE_URL": database_url}
+    env = {"DATABASE_URL": postgres.url(postgres.create_database())}
     with serve(repository, tmp_path / "first.log", *arguments, env=env) as first, httpx.Client(base_url=first.url) as c:
         publish(repository, "kept", lambda path: deep_onnx(path, layers=LAYERS))
         # More samples than the test sends: the analysis waits, and the share stays at 10 %.
