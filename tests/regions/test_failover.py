@@ -55,13 +55,15 @@ def servers(stores: dict[str, Endpoint], tmp_path: Path) -> Iterator[dict[str, R
 
 
 @pytest.fixture
-def router(stores: dict[str, Endpoint], servers: dict[str, RunningServer], tmp_path: Path) -> Iterator[Router]:
+def router(
+    stores: dict[str, Endpoint], servers: dict[str, RunningServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Router]:
+    """HAProxy in front of both; REGIONS_FILE and ROUTER_RUNTIME_API name them, as an operator's would."""
     path = write_regions(tmp_path / "regions.yaml", stores, servers)
-    os.environ["REGIONS_FILE"] = str(path)  # the `regions` fixture's monkeypatch restores it
+    monkeypatch.setenv("REGIONS_FILE", str(path))
     with running_router(path, tmp_path, router_settings()) as running:
-        os.environ["ROUTER_RUNTIME_API"] = str(running.socket)
+        monkeypatch.setenv("ROUTER_RUNTIME_API", str(running.socket))
         yield running
-        os.environ.pop("ROUTER_RUNTIME_API", None)
 
 
 def served_by(router: Router, region: str | None = None) -> str:
