@@ -87,6 +87,17 @@ def test_a_clients_region_picks_its_region_and_the_next_by_priority_when_it_is_d
     assert served_by(router, EU) == f"{US}_0"
 
 
+def test_a_client_without_the_header_is_placed_by_its_address(
+    stores: dict[str, Endpoint], servers: dict[str, RunningServer], tmp_path: Path
+) -> None:
+    clients = tmp_path / "clients.map"
+    clients.write_text(f"127.0.0.0/8 {EU}\n")
+    path = write_regions(tmp_path / "regions.yaml", stores, servers)
+    with running_router(path, tmp_path, router_settings(client_map=clients)) as router:
+        assert served_by(router) == f"{EU}_0", "127.0.0.1 is in eu-west-1's network"
+        assert served_by(router, US) == f"{US}_0", "the header wins"
+
+
 def test_a_planned_move_and_back_under_load_fails_no_request(router: Router) -> None:
     with Traffic(router.url, clients=4) as traffic:
         traffic.wait_for(200)
