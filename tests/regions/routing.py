@@ -192,7 +192,9 @@ class Traffic:
         self._thread.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
+        if error is not None:  # the test failed: stop now rather than run the load out
+            self.finish_after(0)
         self._thread.join(self.max_seconds + 10)
 
     def wait_for(self, count: int) -> None:
