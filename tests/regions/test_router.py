@@ -55,6 +55,16 @@ def test_the_configuration_passes_haproxy_check_and_routes_by_priority(tmp_path:
     assert "retry-on conn-failure empty-response junk-response response-timeout" in text
 
 
+def test_the_runtime_api_may_listen_on_tcp(tmp_path: Path) -> None:
+    path = tmp_path / "regions.yaml"
+    path.write_text(yaml.safe_dump(REGIONS))
+    result = CliRunner().invoke(
+        app, ["router-config", "--regions-file", str(path), "--runtime-socket", "10.0.0.9:9999"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "stats socket ipv4@10.0.0.9:9999 level admin" in result.output
+
+
 def test_what_cannot_be_routed_is_named(tmp_path: Path) -> None:
     bad = {"regions": [{"name": "us-east-1", "store": {"bucket": "models-us"}, "endpoints": ["ftp://10.0.0.1"]}]}
     code, text = router_config(tmp_path, bad)

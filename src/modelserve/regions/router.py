@@ -192,6 +192,14 @@ def _frontend(name: str, port: int, regions: RegionsFile, grpc: bool, settings: 
     return lines
 
 
+def _socket(address: Path) -> str:
+    """A Unix socket only its owner may use, or ``host:port`` on TCP (no authentication: a private address)."""
+    text = str(address)
+    if "/" not in text and text.rpartition(":")[2].isdigit():
+        return f"ipv4@{text}"
+    return f"{text} mode 600"
+
+
 def render(regions: RegionsFile, settings: RouterSettings) -> str:
     """The whole HAProxy configuration; a RegionsFileError says what in the regions file cannot be routed."""
     if not any(not s.grpc for r in regions.regions for s in servers(r)):
@@ -203,7 +211,7 @@ def render(regions: RegionsFile, settings: RouterSettings) -> str:
         "# Written by `modelserve regions router-config` from the regions file; edit that file, not this one.",
         "global",
         f"    maxconn {settings.maxconn}",
-        f"    stats socket {settings.runtime_socket} mode 600 level admin",
+        f"    stats socket {_socket(settings.runtime_socket)} level admin",
         "    stats timeout 30s",
         "    log stderr format short local0 info",
         "",
