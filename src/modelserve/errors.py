@@ -23,6 +23,7 @@ so no consumer can disagree with another about what an error is. The tree::
     ├── ModelLoadError       the model's files or config cannot be loaded (names the file)
     ├── InsufficientMemory   a load refused: the process is above its memory limit
     ├── InferenceFailed      the runtime raised while executing a batch
+    ├── DatabaseUnavailable  the server's database did not take a write it needed (a rollout's state)
     └── OutOfMemory          the runtime ran out of memory on a batch, and on its halves: retry later
 """
 
@@ -123,6 +124,10 @@ class InferenceFailed(ModelserveError):
     """The runtime raised while executing; every request in that batch gets this error."""
 
 
+class DatabaseUnavailable(ModelserveError):
+    """The server's database could not be written; nothing was changed, retry when it answers."""
+
+
 class OutOfMemory(ModelserveError):
     """The runtime could not allocate memory for a batch, even split in two; a retry may find it free."""
 
@@ -170,6 +175,7 @@ CLASSIFICATION: dict[type[ModelserveError], Classification] = {
     ModelControlDisabled: Classification(400, "FAILED_PRECONDITION", Outcome.FAILED),
     ModelLoadError: Classification(400, "INVALID_ARGUMENT", Outcome.FAILED),
     InferenceFailed: Classification(500, "INTERNAL", Outcome.FAILED, model_at_fault=True),
+    DatabaseUnavailable: Classification(503, "UNAVAILABLE", Outcome.FAILED),
     # WebDAV's Insufficient Storage: the server cannot hold what was asked.
     InsufficientMemory: Classification(507, "RESOURCE_EXHAUSTED", Outcome.FAILED),
     # The request was fine and may succeed when memory frees: retryable, not 500.

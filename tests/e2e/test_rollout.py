@@ -339,7 +339,12 @@ def test_a_breach_rolls_back_even_when_the_database_cannot_be_written(tmp_path: 
         assert status(client, "unstored")["reason"].startswith("error rate 100.00%")
         assert load.ended_at is not None
         assert all(code == 200 and version == "1" for code, version in load.answers[load.ended_at :])
-        assert "cannot store the rollout of unstored (failed)" in server.output()
+        assert "cannot write the rollout of unstored (failed)" in server.output()
+        publish_3 = repository / "unstored" / "3" / "model.onnx"
+        deep_onnx(publish_3, layers=LAYERS)
+        refused = client.post("/v2/repository/models/unstored/rollout", json={"version": 3})
+        assert refused.status_code == 503
+        assert "the rollouts' database could not be written (OperationalError)" in refused.json()["error"]
 
 
 def test_with_authentication_on_a_rollout_needs_the_admin_scope(tmp_path: Path) -> None:

@@ -118,7 +118,8 @@ def document(rollout: Rollout) -> dict[str, Any]:
 def router(rollouts: Rollouts) -> APIRouter:
     """The rollout routes of one server."""
     api = APIRouter(tags=["Progressive rollout"])
-    one = openapi.responses(RolloutDocument, 400, 404)
+    database = {"model": openapi.Error, "description": "The rollouts' database could not be written; retry"}
+    one = {**openapi.responses(RolloutDocument, 400, 404), 503: database}
     base = "/v2/repository/models/{model}/rollout"
 
     @api.get(
@@ -132,7 +133,14 @@ def router(rollouts: Rollouts) -> APIRouter:
     @api.post(
         base,
         summary="Start rolling out a version: a share of the requests naming none, step by step, analysed",
-        responses=openapi.responses(RolloutDocument, 400, 404, 503, 507),
+        responses={
+            **openapi.responses(RolloutDocument, 400, 404, 507),
+            503: {
+                **database,
+                "description": "The model serves no version yet, or the rollouts' database could not "
+                "be written; the message says which",
+            },
+        },
     )
     async def start(model: str, body: RolloutRequest) -> Response:
         limits = Thresholds(body.max_error_rate, body.max_latency_ratio, body.min_samples, body.latency_windows)

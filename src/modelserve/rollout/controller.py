@@ -19,8 +19,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from modelserve.errors import (
+    DatabaseUnavailable,
     InvalidInput,
     ModelControlDisabled,
     ModelLoadError,
@@ -348,16 +350,22 @@ class Rollouts:
 
     async def _save(self, rollout: Rollout) -> None:
         rollout.updated_at = self._clock()
-        await asyncio.to_thread(self._store.save, rollout)
+        try:
+            await asyncio.to_thread(self._store.save, rollout)
+        except SQLAlchemyError as exc:
+            stdlog.error(
+                "cannot write the rollout of %s (%s): %s: %s", rollout.model, rollout.state, type(exc).__name__, exc
+            )
+            raise DatabaseUnavailable(
+                f"the rollouts' database could not be written ({type(exc).__name__}); nothing was changed, "
+                "retry when it answers (the server log has the details)"
+            ) from None
 
     async def _stored(self, rollout: Rollout) -> bool:
-        """Save ``rollout``; False, logged, when the database cannot be written."""
+        """Save ``rollout``; False (``_save`` has logged why) when the database cannot be written."""
         try:
             await self._save(rollout)
-        except Exception as exc:
-            stdlog.error(
-                "cannot store the rollout of %s (%s): %s: %s", rollout.model, rollout.state, type(exc).__name__, exc
-            )
+        except DatabaseUnavailable:
             return False
         return True
 
