@@ -322,15 +322,17 @@ def test_a_rollout_whose_new_version_left_the_repository_is_rolled_back_at_the_n
 
 
 def test_a_breach_rolls_back_even_when_the_database_cannot_be_written(tmp_path: Path, postgres: PostgresServer) -> None:
-    repository = _repository(tmp_path, ("unstored",))
+    repository = _repository(tmp_path, ("unstored", "held"))
     database = postgres.create_database()
     env = {"DATABASE_URL": postgres.url(database)}
-    arguments = ("--model-control-mode", "explicit", "--load-model", "unstored")
+    arguments = ("--model-control-mode", "explicit", "--load-model", "*")
     with (
         serve(repository, tmp_path / "server.log", *arguments, env=env) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
         publish(repository, "unstored", failing_onnx)
+        publish(repository, "held", lambda path: deep_onnx(path, layers=LAYERS))
+        start(client, "held", steps=[10, 100], interval_s=600)
         start(client, "unstored", steps=[10, 100], interval_s=0.5, min_samples=5)
         postgres.drop_database(database)  # an outage: every write from now on fails
 
@@ -345,6 +347,9 @@ def test_a_breach_rolls_back_even_when_the_database_cannot_be_written(tmp_path: 
         refused = client.post("/v2/repository/models/unstored/rollout", json={"version": 3})
         assert refused.status_code == 503
         assert "the rollouts' database could not be written (OperationalError)" in refused.json()["error"]
+        # An operator's change that cannot be stored is not made.
+        assert client.post("/v2/repository/models/held/rollout/pause").status_code == 503
+        assert (status(client, "held")["state"], status(client, "held")["weight"]) == ("progressing", 10)
 
 
 def test_with_authentication_on_a_rollout_needs_the_admin_scope(tmp_path: Path) -> None:

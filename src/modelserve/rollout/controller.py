@@ -201,8 +201,7 @@ class Rollouts:
         """Hold a progressing rollout at its share: no analysis, no step, until resumed."""
         async with self._lock(model):
             rollout = self._active(model, State.PROGRESSING, "pause")
-            rollout.state, rollout.reason = State.PAUSED, "paused by an operator"
-            await self._save(rollout)
+            await self._move(rollout, State.PAUSED, "paused by an operator")
             self._stop(model)
             log.info("rollout paused", model=model, weight=rollout.weight)
             return rollout
@@ -211,8 +210,7 @@ class Rollouts:
         """Go on with a paused rollout: a fresh window at the share it was paused at."""
         async with self._lock(model):
             rollout = self._active(model, State.PAUSED, "resume")
-            rollout.state, rollout.reason = State.PROGRESSING, ""
-            await self._save(rollout)
+            await self._move(rollout, State.PROGRESSING, "")
             self._run(rollout)
             log.info("rollout resumed", model=model, weight=rollout.weight)
             return rollout
@@ -360,6 +358,16 @@ class Rollouts:
                 f"the rollouts' database could not be written ({type(exc).__name__}); nothing was changed, "
                 "retry when it answers (the server log has the details)"
             ) from None
+
+    async def _move(self, rollout: Rollout, state: State, reason: str) -> None:
+        """Store ``rollout`` in ``state``; unstored, it stays as it was (DatabaseUnavailable raised)."""
+        before = rollout.state, rollout.reason
+        rollout.state, rollout.reason = state, reason
+        try:
+            await self._save(rollout)
+        except DatabaseUnavailable:
+            rollout.state, rollout.reason = before
+            raise
 
     async def _stored(self, rollout: Rollout) -> bool:
         """Save ``rollout``; False (``_save`` has logged why) when the database cannot be written."""
