@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import httpx
 import openai
+import orjson
 import pytest
 from openai import OpenAI
 
@@ -155,7 +156,7 @@ def test_a_generation_is_counted_and_logged_with_its_tokens(client: OpenAI, serv
     assert len(line["trace_id"]) == 32
 
 
-def test_a_full_batch_and_queue_answer_429(client: OpenAI) -> None:
+def test_a_full_batch_and_queue_answer_429(client: OpenAI, server: RunningServer) -> None:
     """max_num_seqs 4 and max_waiting 4: an eighth long generation queues, a ninth is refused."""
     streams = [
         client.completions.create(
@@ -171,3 +172,59 @@ def test_a_full_batch_and_queue_answer_429(client: OpenAI) -> None:
     finally:
         for stream in streams:
             stream.close()
+        deadline = time.monotonic() + 10  # the next test must find the engine idle again
+        while time.monotonic() < deadline and any(
+            scrape(server, f'model_serving_generation_requests_{gauge}{{model="{MODEL}"}}')
+            for gauge in ("running", "waiting")
+        ):
+            time.sleep(0.05)
+
+
+# The Open Inference Protocol's generate extension, on the same server.
+
+
+def test_v2_generate_answers_what_the_openai_route_does(client: OpenAI, server: RunningServer) -> None:
+    expected = client.completions.create(model=MODEL, prompt="The model server", temperature=0, max_tokens=6)
+    body = {"text_input": "The model server", "parameters": {"temperature": 0, "max_tokens": 6}}
+    answer = httpx.post(f"{server.url}/v2/models/{MODEL}/generate", json=body, timeout=30)
+    assert answer.status_code == 200
+    document = answer.json()
+    assert document["model_name"] == MODEL
+    assert document["model_version"] == "1"
+    assert document["text_output"] == expected.choices[0].text
+    versioned = httpx.post(f"{server.url}/v2/models/{MODEL}/versions/1/generate", json=body, timeout=30)
+    assert versioned.json()["text_output"] == document["text_output"]
+    with httpx.stream("POST", f"{server.url}/v2/models/{MODEL}/generate_stream", json=body, timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = [orjson.loads(line[len("data: ") :]) for line in stream.iter_lines() if line.startswith("data: ")]
+    assert "".join(e["text_output"] for e in events) == document["text_output"]
+    assert events[-1]["finish_reason"] == document["finish_reason"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "words"),
+    [
+        ("/v2/models/nope/generate", {"text_input": "hi"}, 404, "unknown model: 'nope'"),
+        (f"/v2/models/{MODEL}/generate", {"text_input": ""}, 400, "text_input"),
+        (f"/v2/models/{MODEL}/generate", {"text_input": "hi", "parameters": {"max_tokens": 0}}, 400, "max_tokens"),
+        (f"/v2/models/{MODEL}/versions/7/generate_stream", {"text_input": "hi"}, 404, "version 7"),
+        ("/v2/models/simple/generate_stream", {"text_input": "hi"}, 400, "not a generative one"),
+    ],
+)
+def test_v2_generate_refuses_bad_input(
+    server: RunningServer, path: str, body: dict[str, object], status: int, words: str
+) -> None:
+    answer = httpx.post(f"{server.url}{path}", json=body, timeout=30)
+    assert answer.status_code == status
+    assert words in answer.json()["error"]
+
+
+def test_v2_infer_takes_text_input_as_triton_vllm_backend_does(server: RunningServer) -> None:
+    """A BYTES text_input in, a BYTES text_output out, generated with the model's default sampling."""
+    body = {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1], "data": ["The model server"]}]}
+    answer = httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    (output,) = answer.json()["outputs"]
+    assert output["name"] == "text_output"
+    assert output["datatype"] == "BYTES"
+    assert isinstance(output["data"][0], str)

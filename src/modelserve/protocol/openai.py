@@ -20,11 +20,11 @@ import orjson
 from fastapi import APIRouter
 from starlette.responses import Response, StreamingResponse
 
-from modelserve.errors import ClientDisconnected, InferenceFailed, InvalidInput, ModelNotReady, ModelserveError
-from modelserve.generative.runtime import GenerativeRuntime
+from modelserve.errors import ClientDisconnected
 from modelserve.generative.stream import Generation
 from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
+from modelserve.protocol.generation import account, failure, generative_runtime
 from modelserve.protocol.http import json_response
 from modelserve.protocol.openai_schema import ChatCompletionRequest, CompletionRequest
 from modelserve.repository.config import Platform
@@ -66,19 +66,8 @@ def router(state: ServerState) -> APIRouter:
     manager = state.manager
     api = APIRouter(tags=["OpenAI-compatible API (/v1)"])
 
-    async def runtime_of(model: str) -> tuple[GenerativeRuntime, str]:
-        record = await manager.obtain(model)
-        if record.spec is None or record.spec.platform is not Platform.LLM or record.runtime is None:
-            platform = record.spec.platform.value if record.spec is not None else "unknown"
-            raise InvalidInput(
-                f"model '{model}' is a {platform} model, not a generative one; the OpenAI routes serve models "
-                "with platform llm (GET /v1/models lists them)"
-            )
-        assert isinstance(record.runtime, GenerativeRuntime)
-        return record.runtime, str(record.version)
-
     async def start(call: _Call, body: ChatCompletionRequest | CompletionRequest) -> Generation:
-        runtime, call.version = await runtime_of(body.model)
+        runtime, call.version = await generative_runtime(manager, body.model)
         engine = runtime.engine
         if isinstance(body, ChatCompletionRequest):
             prompt_ids = await asyncio.to_thread(engine.encode_chat, body.conversation())
@@ -98,20 +87,18 @@ def router(state: ServerState) -> APIRouter:
         generation: Generation | None,
         completion: int,
     ) -> None:
-        """Account for a request once it is answered: its generation's metrics, and its access line with
-        the tokens, the time to first token and the caller's ``user``."""
-        extra: dict[str, Any] = {"user_id": body.user}
-        if generation is not None:
-            sequence = generation.sequence
-            state.metrics.generation.observe(body.model, sequence, completion)
-            first = sequence.first_token
-            extra |= {
-                "input_tokens": generation.prompt_tokens,
-                "output_tokens": completion,
-                "ttft_ms": None if first is None else round((first - sequence.arrived) * 1000, 3),
-                "finish_reason": sequence.finish_reason,
-            }
-        state.finish_request(body.model, call.version, PROTOCOL, status, _since(call), error, extra)
+        account(
+            state,
+            model=body.model,
+            version=call.version,
+            protocol=PROTOCOL,
+            seconds=_since(call),
+            status=status,
+            error=error,
+            generation=generation,
+            completion=completion,
+            user=body.user,
+        )
 
     async def answer(call: _Call, body: ChatCompletionRequest | CompletionRequest) -> Response:
         generation: Generation | None = None
@@ -127,7 +114,7 @@ def router(state: ServerState) -> APIRouter:
                 completion += output.new_tokens
                 reason = output.finish_reason
             if reason not in ("stop", "length"):
-                raise _failure(body.model, reason)
+                raise failure(body.model, reason)
         except Exception as exc:
             response = error_response(exc)
             finish(call, body, response.status_code, exc, generation, completion)
@@ -163,7 +150,7 @@ def router(state: ServerState) -> APIRouter:
                 completion += output.new_tokens
                 reason = output.finish_reason
                 if reason in ("error", "abort"):
-                    error = _failure(body.model, reason)
+                    error = failure(body.model, reason)
                     yield b"data: " + orjson.dumps({"error": error.message}) + b"\n\n"
                     break
                 if not output.text and reason is None:
@@ -214,13 +201,6 @@ def router(state: ServerState) -> APIRouter:
         return json_response({"object": "list", "data": unique})
 
     return api
-
-
-def _failure(model: str, reason: str | None) -> ModelserveError:
-    """Why a generation ended without an answer: the engine failed, or it stopped (the model unloaded)."""
-    if reason == "abort":
-        return ModelNotReady(f"model '{model}' stopped generating: it was unloaded or the server is stopping")
-    return InferenceFailed("generation failed; the server log has the details")
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:

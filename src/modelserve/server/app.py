@@ -35,7 +35,7 @@ from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
 from modelserve.prewarm.live import POLICIES, LivePrewarmer
-from modelserve.protocol import debug, health, openai, openapi, rest_v1, rest_v2, rollouts
+from modelserve.protocol import debug, generate, health, openai, openapi, rest_v1, rest_v2, rollouts
 from modelserve.protocol.errors import error_json, error_response
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.regions.cost_watch import CostWatch, watch_costs
@@ -210,6 +210,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     app.include_router(rest_v2.router(state, shared_memory))
     app.include_router(rest_v1.router(state))
     app.include_router(openai.router(state))
+    app.include_router(generate.router(state))
     app.include_router(health.router(state))
     app.include_router(debug.router(state.profiler))
     app.include_router(rollouts.router(rollout))

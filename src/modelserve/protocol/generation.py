@@ -1,0 +1,64 @@
+"""What the generative routes share, whichever API they speak (OpenAI's, the V2 generate extension):
+finding the model's engine, and accounting for a generation once it is answered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelserve.errors import InferenceFailed, InvalidInput, ModelNotReady, ModelserveError
+from modelserve.generative.runtime import GenerativeRuntime
+from modelserve.generative.stream import Generation
+from modelserve.models.manager import ModelManager
+from modelserve.repository.config import Platform
+from modelserve.server.state import ServerState
+
+
+async def generative_runtime(
+    manager: ModelManager, model: str, version: int | None = None
+) -> tuple[GenerativeRuntime, str]:
+    """The READY generative model (loaded on demand where the mode allows) and its version."""
+    record = await manager.obtain(model, version)
+    if record.spec is None or record.spec.platform is not Platform.LLM or record.runtime is None:
+        platform = record.spec.platform.value if record.spec is not None else "unknown"
+        raise InvalidInput(
+            f"model '{model}' is a {platform} model, not a generative one; generation serves models with "
+            "platform llm (GET /v1/models lists them)"
+        )
+    assert isinstance(record.runtime, GenerativeRuntime)
+    return record.runtime, str(record.version)
+
+
+def account(
+    state: ServerState,
+    *,
+    model: str,
+    version: str,
+    protocol: str,
+    seconds: float,
+    status: int,
+    error: Exception | None,
+    generation: Generation | None,
+    completion: int,
+    user: str | None = None,
+) -> None:
+    """One answered request: its generation's metrics, and its access line with the tokens, the time to
+    first token and the caller's ``user``."""
+    extra: dict[str, Any] = {"user_id": user}
+    if generation is not None:
+        sequence = generation.sequence
+        state.metrics.generation.observe(model, sequence, completion)
+        first = sequence.first_token
+        extra |= {
+            "input_tokens": generation.prompt_tokens,
+            "output_tokens": completion,
+            "ttft_ms": None if first is None else round((first - sequence.arrived) * 1000, 3),
+            "finish_reason": sequence.finish_reason,
+        }
+    state.finish_request(model, version, protocol, status, seconds, error, extra)
+
+
+def failure(model: str, reason: str | None) -> ModelserveError:
+    """Why a generation ended without an answer: the engine failed, or it stopped (the model unloaded)."""
+    if reason == "abort":
+        return ModelNotReady(f"model '{model}' stopped generating: it was unloaded or the server is stopping")
+    return InferenceFailed("generation failed; the server log has the details")
