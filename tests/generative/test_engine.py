@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from modelserve.errors import InvalidInput, Overloaded
@@ -112,3 +113,24 @@ def test_prompt_too_long_and_full_queue_are_refused(tiny_llama_folder: Path) -> 
         SamplingParams(temperature=-1)
     with pytest.raises(InvalidInput, match="max_tokens"):
         SamplingParams(max_tokens=0)
+
+
+def test_int8_quantization_shrinks_the_weights_and_still_generates(
+    engine: TransformersEngine, tiny_llama_folder: Path
+) -> None:
+    quantized = TransformersEngine(tiny_llama_folder, LLMConfig(quantization="int8"))
+    try:
+        assert quantized.memory_bytes() < engine.memory_bytes() / 2
+        collector = Collector()
+        quantized.submit("q", quantized.encode("Paris"), SamplingParams(temperature=0, max_tokens=6), collector)
+        assert collector.done.wait(30)
+        assert collector.outputs[-1].finish_reason in {"stop", "length"}
+    finally:
+        quantized.close()
+
+
+def test_quantization_the_engine_cannot_honour_is_refused_at_load() -> None:
+    with pytest.raises(ValidationError, match="set dtype: float32"):
+        LLMConfig(quantization="int8", dtype="bfloat16")
+    with pytest.raises(ValidationError, match="'int8'"):
+        LLMConfig.model_validate({"quantization": "fp8"})

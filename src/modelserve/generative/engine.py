@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ class TransformersEngine:
             self.model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{folder}: not a loadable Hugging Face causal LM: {exc}") from exc
+        if config.quantization == "int8":
+            self.model = _int8(self.model)
         self.vocab_size = int(self.model.config.vocab_size)
         own_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_model_len = min(config.max_model_len or own_length, own_length)
@@ -121,8 +124,9 @@ class TransformersEngine:
         return len(self.scheduler.running), len(self.scheduler.waiting)
 
     def memory_bytes(self) -> int:
-        """The weights' size; the caches grow with the running sequences and are not reserved."""
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        """The weights' size (int8 ones included, which are not parameters); the caches grow with the
+        running sequences and are not reserved."""
+        return sum(_tensor_bytes(value) for value in self.model.state_dict().values())
 
     def close(self) -> None:
         """Stop the thread; sequences still running end with finish reason ``abort``."""
@@ -231,6 +235,24 @@ class TransformersEngine:
             listener = self._listeners.pop(sequence, None)
         if listener is not None:
             listener(sequence, Output(rest, new_tokens, "error" if failed else reason))
+
+
+def _int8(model: Any) -> Any:
+    """The model with its linear layers quantized to int8 weights, activations quantized per call."""
+    with warnings.catch_warnings():
+        # torch.ao.quantization warns of its own deprecation on every call; it is what torch 2.13 has on
+        # the CPU without torchao, and a warning here would fail a load (warnings are errors in the tests).
+        warnings.simplefilter("ignore")
+        quantize: Any = torch.ao.quantization.quantize_dynamic  # untyped in torch
+        return quantize(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _tensor_bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, tuple | list):  # a quantized layer's packed weight and bias
+        return sum(_tensor_bytes(item) for item in value)
+    return 0
 
 
 def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:

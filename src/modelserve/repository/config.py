@@ -208,11 +208,19 @@ class LLMConfig(_Strict):
     max_waiting: int = Field(64, ge=0)  # sequences queued beyond those; more are refused (429)
     max_num_batched_tokens: int = Field(512, ge=1)  # prompt tokens prefilled in one step
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # int8: the CPU engine's linear layers quantized dynamically (int8 weights, activations per call)
+    quantization: Literal["int8"] | None = None
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     max_tokens: int | None = Field(None, ge=1)  # left out: the rest of max_model_len
     stop: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _int8_from_float32(self) -> LLMConfig:
+        if self.quantization == "int8" and self.dtype != "float32":
+            raise ValueError(f"quantization int8 quantizes float32 weights; set dtype: float32, not {self.dtype}")
+        return self
 
 
 class ModelConfig(_Strict):
