@@ -27,9 +27,8 @@ async def test_the_highest_level_queued_runs_first_whatever_arrived_before_it(ma
     await asyncio.gather(running, *low, middle, high)
 
     firsts = [int(call["x"][0, 0]) // 1000 for call in model.calls]
-    assert firsts[:2] == [0, 20]  # the running batch, then the high request with the middle one
-    assert int(model.calls[1]["x"][1, 0]) // 1000 == 10
-    assert model.sizes == [1, 2, 2, 2, 1]
+    assert firsts == [0, 20, 10, 1, 3, 5]  # the running batch, then by level: a batch holds one level only
+    assert model.sizes == [1, 1, 1, 2, 2, 1]
     assert_doubled(high.result(), rows(1, 20))
 
 

@@ -302,7 +302,7 @@ class Batcher:
         for pending in self._queue:
             if self._left(pending):
                 continue
-            if pending.key == head.key and samples + pending.size <= self._max_samples:
+            if pending.key == head.key and pending.level == head.level and samples + pending.size <= self._max_samples:
                 batch.append(pending)
                 samples += pending.size
             else:

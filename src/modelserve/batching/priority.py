@@ -3,7 +3,9 @@
 A model with ``priority_levels: N`` takes requests at levels 1 (the highest) to N; a request names its
 level with the ``priority`` parameter (0 or none: ``default_priority_level``). The queue is kept in
 the order batches are taken from: by level, then by arrival, so the batcher forms each batch from the
-highest levels first. Each level has a queue policy (``priority_queue_policy``, else
+highest level waiting, and from that level only: a high-priority request is never held up by the
+low-priority requests a full batch would carry (ResNet-18 computes a batch of 16 some 10x longer
+than a batch of one). Each level has a queue policy (``priority_queue_policy``, else
 ``default_queue_policy``): ``max_queue_size`` bounds that level alone (a full level gets 429 while the
 others queue on), and a request still queued after ``default_timeout_microseconds`` (or its own
 ``timeout`` parameter, when ``allow_timeout_override`` lets a request shorten it) is either refused
