@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -20,13 +21,18 @@ CONFIG = "platform: llm\nllm:\n  max_model_len: 512\n  max_num_seqs: 4\n  max_wa
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    root = tmp_path_factory.mktemp("openai")
-    repository = root / "model_repository"
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny LLM and, to be refused by the generative routes, Triton's `simple`."""
+    repository = tmp_path_factory.mktemp("openai") / "model_repository"
     tiny_llama(repository / MODEL / "1")
     (repository / MODEL / "config.yaml").write_text(CONFIG)
     add_sub_onnx(repository / "simple" / "1" / "model.onnx")
-    with serve(repository, root / "server.log") as running:
+    return repository
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path) -> Iterator[RunningServer]:
+    with serve(repository, repository.parent / "server.log") as running:
         yield running
 
 
@@ -114,6 +120,19 @@ def scrape(server: RunningServer, series: str) -> float:
     return 0.0
 
 
+def engine_idle(server: RunningServer, timeout_s: float = 10.0) -> bool:
+    """Whether the engine runs and queues nothing within ``timeout_s`` (it drops cancelled sequences at
+    its next step)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = [
+            scrape(server, f'model_serving_generation_requests_{g}{{model="{MODEL}"}}') for g in ("running", "waiting")
+        ]
+        if not any(busy) or time.monotonic() > deadline:
+            return not any(busy)
+        time.sleep(0.05)
+
+
 def test_a_caller_hanging_up_mid_stream_stops_its_generation(client: OpenAI, server: RunningServer) -> None:
     running = f'model_serving_generation_requests_running{{model="{MODEL}"}}'
     aborted = f'model_serving_generation_finished_total{{model="{MODEL}",reason="abort"}}'
@@ -172,12 +191,7 @@ def test_a_full_batch_and_queue_answer_429(client: OpenAI, server: RunningServer
     finally:
         for stream in streams:
             stream.close()
-        deadline = time.monotonic() + 10  # the next test must find the engine idle again
-        while time.monotonic() < deadline and any(
-            scrape(server, f'model_serving_generation_requests_{gauge}{{model="{MODEL}"}}')
-            for gauge in ("running", "waiting")
-        ):
-            time.sleep(0.05)
+        assert engine_idle(server)  # and the next test finds it so
 
 
 # The Open Inference Protocol's generate extension, on the same server.
@@ -228,3 +242,19 @@ def test_v2_infer_takes_text_input_as_triton_vllm_backend_does(server: RunningSe
     assert output["name"] == "text_output"
     assert output["datatype"] == "BYTES"
     assert isinstance(output["data"][0], str)
+
+
+def test_a_generation_past_request_timeout_is_stopped_with_504(repository: Path, tmp_path: Path) -> None:
+    long = {"model": MODEL, "prompt": "Hello", "max_tokens": 500, "ignore_eos": True}
+    with serve(repository, tmp_path / "server.log", env={"REQUEST_TIMEOUT_SEC": "0.2"}) as server:
+        answer = httpx.post(f"{server.url}/v1/completions", json=long, timeout=30)
+        assert answer.status_code == 504
+        assert "REQUEST_TIMEOUT_SEC" in answer.json()["error"]
+        with httpx.stream("POST", f"{server.url}/v1/completions", json=long | {"stream": True}, timeout=30) as stream:
+            events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert "REQUEST_TIMEOUT_SEC" in events[-2]
+        assert events[-1] == "data: [DONE]"
+        assert engine_idle(server)
+        stopped = [line for line in server.access_lines(2) if line["model"] == MODEL]
+        assert [line["code"] for line in stopped] == [504, 504]
+        assert all(line["output_tokens"] < 500 for line in stopped)

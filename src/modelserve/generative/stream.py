@@ -1,7 +1,8 @@
 """A generation seen from the event loop: the engine thread's outputs as an async iterator.
 
-Leaving the iteration early (the caller hung up, a deadline passed) cancels the sequence, which the
-engine drops at its next step, freeing its cache.
+Leaving the iteration early (the caller hung up) cancels the sequence, which the engine drops at its
+next step, freeing its cache. A generation still running when its time is up (``REQUEST_TIMEOUT_SEC``)
+raises DeadlineExceeded from the iteration, and is cancelled the same way.
 """
 
 from __future__ import annotations
@@ -10,21 +11,34 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from modelserve.errors import DeadlineExceeded
 from modelserve.generative.params import SamplingParams
 from modelserve.generative.scheduler import Sequence
 
 if TYPE_CHECKING:
     from modelserve.generative.engine import Output, TransformersEngine
 
+_EXPIRED = None  # what the timer puts on the queue: no output, the time is up
+
 
 class Generation:
     """One submitted sequence and the queue its outputs arrive on."""
 
-    def __init__(self, engine: TransformersEngine, request_id: str, prompt_ids: list[int], params: SamplingParams):
+    def __init__(
+        self,
+        engine: TransformersEngine,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        timeout_s: float | None = None,
+    ) -> None:
         self._engine = engine
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Output] = asyncio.Queue()
+        self._queue: asyncio.Queue[Output | None] = asyncio.Queue()
+        self._timeout_s = timeout_s
         self.sequence: Sequence = engine.submit(request_id, prompt_ids, params, self._deliver)
+        # One timer for the whole generation, rather than a timeout around every token's wait.
+        self._timer = None if timeout_s is None else self._loop.call_later(timeout_s, self._queue.put_nowait, _EXPIRED)
 
     def _deliver(self, _: Sequence, output: Output) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, output)
@@ -34,10 +48,17 @@ class Generation:
         try:
             while True:
                 output = await self._queue.get()
+                if output is _EXPIRED:
+                    raise DeadlineExceeded(
+                        f"generation did not finish within {self._timeout_s:g} s (REQUEST_TIMEOUT_SEC) after "
+                        f"{len(self.sequence.output_ids)} tokens; it was stopped: ask for fewer max_tokens"
+                    )
                 yield output
                 if output.finish_reason is not None:
                     return
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             if self.sequence.finish_reason is None:
                 self._engine.cancel(self.sequence)
 

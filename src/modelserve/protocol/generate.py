@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
-from modelserve.errors import ClientDisconnected
+from modelserve.errors import ClientDisconnected, DeadlineExceeded
 from modelserve.generative.stream import Generation
 from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
@@ -73,7 +73,8 @@ def router(state: ServerState) -> APIRouter:
     async def start(model: str, version: str | None, body: GenerateRequest) -> tuple[Generation, str]:
         runtime, served = await generative_runtime(manager, model, parse_version(version))
         prompt_ids = await asyncio.to_thread(runtime.engine.encode, body.text_input)
-        generation = Generation(runtime.engine, "", prompt_ids, runtime.sampling(**body.sampling()))
+        params = runtime.sampling(**body.sampling())
+        generation = Generation(runtime.engine, "", prompt_ids, params, state.settings.request_timeout_sec)
         return generation, served
 
     async def whole(model: str, version: str | None, body: GenerateRequest) -> Response:
@@ -154,6 +155,9 @@ def router(state: ServerState) -> APIRouter:
                     yield b"data: " + orjson.dumps(event) + b"\n\n"
                 else:
                     error = None
+            except DeadlineExceeded as exc:  # the headers are gone: the stream ends with the reason
+                error = exc
+                yield b"data: " + orjson.dumps({"error": exc.message}) + b"\n\n"
             finally:
                 seconds = time.perf_counter() - started
                 status = 200 if error is None else error_response(error).status_code

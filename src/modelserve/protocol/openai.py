@@ -20,7 +20,7 @@ import orjson
 from fastapi import APIRouter
 from starlette.responses import Response, StreamingResponse
 
-from modelserve.errors import ClientDisconnected
+from modelserve.errors import ClientDisconnected, DeadlineExceeded
 from modelserve.generative.stream import Generation
 from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
@@ -77,7 +77,7 @@ def router(state: ServerState) -> APIRouter:
             prompt_ids = prompt if isinstance(prompt, list) else await asyncio.to_thread(engine.encode, prompt)
             max_tokens = body.max_tokens
         params = runtime.sampling(**body.sampling(max_tokens))
-        return Generation(engine, call.id, prompt_ids, params)
+        return Generation(engine, call.id, prompt_ids, params, state.settings.request_timeout_sec)
 
     def finish(
         call: _Call,
@@ -146,21 +146,25 @@ def router(state: ServerState) -> APIRouter:
         try:
             if chat:
                 yield call.chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
-            async for output in generation.outputs():
-                completion += output.new_tokens
-                reason = output.finish_reason
-                if reason in ("error", "abort"):
-                    error = failure(body.model, reason)
-                    yield b"data: " + orjson.dumps({"error": error.message}) + b"\n\n"
-                    break
-                if not output.text and reason is None:
-                    continue
-                piece = {"content": output.text} if output.text else {}
-                choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
-                choice |= {"delta": piece} if chat else {"text": output.text}
-                yield call.chunk(choice)
-            else:
-                error = None
+            try:
+                async for output in generation.outputs():
+                    completion += output.new_tokens
+                    reason = output.finish_reason
+                    if reason in ("error", "abort"):
+                        error = failure(body.model, reason)
+                        yield b"data: " + orjson.dumps({"error": error.message}) + b"\n\n"
+                        break
+                    if not output.text and reason is None:
+                        continue
+                    piece = {"content": output.text} if output.text else {}
+                    choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+                    choice |= {"delta": piece} if chat else {"text": output.text}
+                    yield call.chunk(choice)
+                else:
+                    error = None
+            except DeadlineExceeded as exc:  # the headers are gone: the stream ends with the reason
+                error = exc
+                yield b"data: " + orjson.dumps({"error": exc.message}) + b"\n\n"
             if error is None and body.include_usage:
                 yield call.chunk({}, _usage(generation.prompt_tokens, completion))
             yield b"data: [DONE]\n\n"
