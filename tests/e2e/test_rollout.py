@@ -27,6 +27,10 @@ import tritonclient.grpc as grpcclient
 from typer.testing import CliRunner, Result
 
 from modelserve.cli import app
+from modelserve.db import open_engine
+from modelserve.rollout.analysis import Thresholds
+from modelserve.rollout.schema import Rollout
+from modelserve.rollout.store import RolloutStore
 from tests.builders import deep_onnx, failing_onnx, write_config
 from tests.e2e.server import RunningServer, serve
 from tests.postgres import PostgresServer
@@ -371,3 +375,20 @@ def test_with_authentication_on_a_rollout_needs_the_admin_scope(tmp_path: Path) 
         started = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         assert started.returncode == 0, started.stderr
         assert "guarded: progressing - version 2 takes 1 %" in started.stdout
+
+
+def test_a_rollout_stopped_while_its_version_loaded_takes_its_first_share_at_the_next_start(tmp_path: Path) -> None:
+    repository = _repository(tmp_path, ("crashed",))
+    deep_onnx(repository / "crashed" / "2" / "model.onnx", layers=LAYERS)
+    # What a server killed during the new version's load leaves: the rollout stored, at no share yet.
+    engine = open_engine(f"sqlite:///{tmp_path / 'cache' / 'history.sqlite3'}")
+    limits = Thresholds(max_error_rate=0.01, max_latency_ratio=1.5, min_samples=1_000_000)
+    RolloutStore(engine).save(Rollout.begin("crashed", 1, 2, [25, 100], 600.0, limits, time.time()))
+    engine.dispose()
+
+    arguments = ("--model-control-mode", "explicit", "--load-model", "crashed")
+    with serve(repository, tmp_path / "server.log", *arguments) as server, httpx.Client(base_url=server.url) as c:
+        rollout = status(c, "crashed")
+        assert (rollout["state"], rollout["weight"], rollout["reason"]) == ("progressing", 25, "")
+        served = [c.post("/v2/models/crashed/infer", json=BODY).json()["model_version"] for _ in range(100)]
+        assert served.count("2") == 25

@@ -120,7 +120,9 @@ class Rollouts:
                 "the rollout of %s is held at %d %%: it goes on only with --workers 1", model, rollout.weight
             )
             return
-        if rollout.state == State.PROGRESSING:
+        if rollout.state == State.PROGRESSING and rollout.weight == 0:  # stopped while its version loaded
+            await self._begin(rollout)
+        elif rollout.state == State.PROGRESSING:
             self._run(rollout)
 
     async def close(self) -> None:
@@ -191,11 +193,15 @@ class Rollouts:
                     rollout, State.FAILED, "load_failed", f"version {version} failed to load: {exc.message}"
                 )
                 return rollout
-            rollout.weight, rollout.reason = steps[0], ""
-            await self._save(rollout)
-            self._apply(rollout)
-            self._run(rollout)
+            await self._begin(rollout)
             return rollout
+
+    async def _begin(self, rollout: Rollout) -> None:
+        """Its new version loaded, give it the first step's share and start the analysis."""
+        rollout.weight, rollout.reason = json.loads(rollout.steps)[0], ""
+        await self._save(rollout)
+        self._apply(rollout)
+        self._run(rollout)
 
     async def pause(self, model: str) -> Rollout:
         """Hold a progressing rollout at its share: no analysis, no step, until resumed."""
