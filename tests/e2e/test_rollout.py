@@ -310,19 +310,31 @@ def test_a_restarted_server_resumes_the_rollout_and_keeps_a_rolled_back_version_
         assert {c.post("/v2/models/kept/infer", json=BODY).json()["model_version"] for _ in range(10)} == {"1"}
 
 
-def test_a_rollout_whose_new_version_left_the_repository_is_rolled_back_at_the_next_start(tmp_path: Path) -> None:
-    repository = _repository(tmp_path, ("gone",))
-    arguments = ("--model-control-mode", "explicit", "--load-model", "gone")
+def test_at_the_next_start_a_rollout_whose_version_left_is_rolled_back_and_one_stopped_while_loading_begins(
+    tmp_path: Path,
+) -> None:
+    repository = _repository(tmp_path, ("gone", "crashed"))
+    arguments = ("--model-control-mode", "explicit", "--load-model", "*")
     with serve(repository, tmp_path / "first.log", *arguments) as first, httpx.Client(base_url=first.url) as c:
         publish(repository, "gone", lambda path: deep_onnx(path, layers=LAYERS))
         start(c, "gone", steps=[10, 100], interval_s=600)
     shutil.rmtree(repository / "gone" / "2")
+    # What a server killed during the new version's load leaves: the rollout stored, at no share yet.
+    publish(repository, "crashed", lambda path: deep_onnx(path, layers=LAYERS))
+    engine = open_engine(f"sqlite:///{tmp_path / 'cache' / 'history.sqlite3'}")
+    limits = Thresholds(max_error_rate=0.01, max_latency_ratio=1.5, min_samples=1_000_000)
+    RolloutStore(engine).save(Rollout.begin("crashed", 1, 2, [25, 100], 600.0, limits, time.time()))
+    engine.dispose()
 
     with serve(repository, tmp_path / "second.log", *arguments) as second, httpx.Client(base_url=second.url) as c:
-        rollout = status(c, "gone")
-        assert (rollout["state"], rollout["weight"]) == ("failed", 0)
-        assert rollout["reason"] == "version 2 did not load again at startup"
+        gone = status(c, "gone")
+        assert (gone["state"], gone["weight"]) == ("failed", 0)
+        assert gone["reason"] == "version 2 did not load again at startup"
         assert {c.post("/v2/models/gone/infer", json=BODY).json()["model_version"] for _ in range(10)} == {"1"}
+        crashed = status(c, "crashed")
+        assert (crashed["state"], crashed["weight"], crashed["reason"]) == ("progressing", 25, "")
+        served = [c.post("/v2/models/crashed/infer", json=BODY).json()["model_version"] for _ in range(100)]
+        assert served.count("2") == 25
 
 
 def test_a_breach_rolls_back_even_when_the_database_cannot_be_written(tmp_path: Path, postgres: PostgresServer) -> None:
@@ -375,20 +387,3 @@ def test_with_authentication_on_a_rollout_needs_the_admin_scope(tmp_path: Path) 
         started = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         assert started.returncode == 0, started.stderr
         assert "guarded: progressing - version 2 takes 1 %" in started.stdout
-
-
-def test_a_rollout_stopped_while_its_version_loaded_takes_its_first_share_at_the_next_start(tmp_path: Path) -> None:
-    repository = _repository(tmp_path, ("crashed",))
-    deep_onnx(repository / "crashed" / "2" / "model.onnx", layers=LAYERS)
-    # What a server killed during the new version's load leaves: the rollout stored, at no share yet.
-    engine = open_engine(f"sqlite:///{tmp_path / 'cache' / 'history.sqlite3'}")
-    limits = Thresholds(max_error_rate=0.01, max_latency_ratio=1.5, min_samples=1_000_000)
-    RolloutStore(engine).save(Rollout.begin("crashed", 1, 2, [25, 100], 600.0, limits, time.time()))
-    engine.dispose()
-
-    arguments = ("--model-control-mode", "explicit", "--load-model", "crashed")
-    with serve(repository, tmp_path / "server.log", *arguments) as server, httpx.Client(base_url=server.url) as c:
-        rollout = status(c, "crashed")
-        assert (rollout["state"], rollout["weight"], rollout["reason"]) == ("progressing", 25, "")
-        served = [c.post("/v2/models/crashed/infer", json=BODY).json()["model_version"] for _ in range(100)]
-        assert served.count("2") == 25
