@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from typer.testing import CliRunner
 
 from modelserve.regions.cli import app
@@ -72,6 +74,18 @@ def served_by(router: Router, region: str | None = None) -> str:
     return str(response.headers.get(SERVED_BY_HEADER, ""))
 
 
+def grpc_served_by(router: Router, region: str) -> str:
+    """Which server answered a gRPC ModelInfer through the router's h2 frontend (its X-Served-By metadata)."""
+    request = service_pb2.ModelInferRequest(model_name="scale")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(np.ones((1, 4), dtype=np.float32).tobytes())
+    with grpc.insecure_channel(f"127.0.0.1:{router.grpc_port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        answer, call = stub.ModelInfer.with_call(request, metadata=[("x-client-region", region)], timeout=10)
+    assert np.frombuffer(answer.raw_output_contents[0], dtype=np.float32).tolist() == [2.0] * 4
+    return str(dict(call.initial_metadata()).get(SERVED_BY_HEADER.lower(), ""))
+
+
 def failover(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, ["failover", *args], env={"COLUMNS": "300"}, catch_exceptions=False)
     return result.exit_code, result.output
@@ -82,9 +96,12 @@ def test_a_clients_region_picks_its_region_and_the_next_by_priority_when_it_is_d
     assert served_by(router, US) == f"{US}_0"
     assert served_by(router) == f"{US}_0", "no header: the first region by priority"
     assert served_by(router, "mars-1") == f"{US}_0"
+    assert grpc_served_by(router, EU) == f"{EU}_grpc_0"
+    assert grpc_served_by(router, US) == f"{US}_grpc_0"
 
     router.api.set_state(f"http_{EU}", f"{EU}_0", "maint")
     assert served_by(router, EU) == f"{US}_0"
+    assert grpc_served_by(router, EU) == f"{US}_grpc_0", "the region's gRPC server follows its HTTP server"
 
 
 def test_a_client_without_the_header_is_placed_by_its_address(
