@@ -147,13 +147,24 @@ def test_a_planned_move_and_back_under_load_fails_no_request(router: Router) -> 
 def test_a_move_is_refused_when_the_target_lacks_a_version_or_is_not_ready(
     stores: dict[str, Endpoint], servers: dict[str, RunningServer], router: Router, tmp_path: Path
 ) -> None:
-    publish(stores[US], "only-us", {"1": {"model.onnx": scale_onnx(tmp_path / "o.onnx").read_bytes()}})
-    loaded = httpx.post(f"{servers[US].url}/v2/repository/models/only-us/load", timeout=60)
-    assert loaded.status_code == 200, loaded.text
+    model = scale_onnx(tmp_path / "o.onnx").read_bytes()
+    publish(stores[US], "only-us", {"1": {"model.onnx": model}})
+    for name, factor in ((US, 2.0), (EU, 3.0)):  # the same version, not the same bytes: no verified replica
+        publish(
+            stores[name],
+            "twin",
+            {"1": {"model.onnx": scale_onnx(tmp_path / f"twin-{name}.onnx", factor=factor).read_bytes()}},
+        )
+        publish(stores[name], "cold", {"1": {"model.onnx": model}})
+    for name in ("only-us", "twin", "cold"):
+        assert httpx.post(f"{servers[US].url}/v2/repository/models/{name}/load", timeout=60).status_code == 200
+    assert httpx.post(f"{servers[EU].url}/v2/repository/models/twin/load", timeout=60).status_code == 200
 
     code, text = failover("--from-region", US, "--to-region", EU)
     assert code == 1
     assert "only-us:1 is not published in eu-west-1's store" in text
+    assert "twin:1 in eu-west-1 differs from us-east-1's SHA256SUMS" in text
+    assert "cold:1 is not loaded (READY) on eu-west-1's servers" in text
     assert router.api.stats()[0].status == "UP", "nothing moved"
 
     kill(servers[EU])
