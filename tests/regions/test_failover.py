@@ -204,6 +204,10 @@ def test_a_killed_region_is_failed_over_by_the_router_with_no_failed_request(
         x.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
         answer = client.infer("scale", [x], headers={"x-client-region": US})
         assert answer.as_numpy("y").tolist() == [[2.0] * 4]
+    # The dead region's servers cannot say what they served: its store says what it publishes.
+    code, text = failover("--from-region", US, "--to-region", EU, "--json")
+    assert code == 0, text
+    assert "1 version(s) checked, 0 problem(s)" in text
 
 
 def test_a_hung_region_keeps_every_request_within_the_timeout_with_no_failed_request(
