@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import joblib
 import numpy as np
 import onnxruntime as ort
@@ -122,6 +123,25 @@ def test_compressed_requests(client: httpclient.InferenceServerClient, algorithm
         "simple", [tensor("INPUT0", a, True), tensor("INPUT1", a, True)], request_compression_algorithm=algorithm
     )
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a * 2)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_answers(triton: RunningServer, client: httpclient.InferenceServerClient, algorithm: str) -> None:
+    """tritonclient asks for a compressed answer and inflates it; the server sent it compressed."""
+    a = np.arange(8 * 16, dtype=np.int32).reshape(8, 16) * 1_000_003  # large numbers: a JSON answer of 2 KB
+    inputs = [tensor("INPUT0", a, False), tensor("INPUT1", a, False)]
+    result = client.infer("simple", inputs, response_compression_algorithm=algorithm)
+    body = {
+        "inputs": [
+            {"name": n, "datatype": "INT32", "shape": [8, 16], "data": a.ravel().tolist()} for n in ("INPUT0", "INPUT1")
+        ]
+    }
+    raw = httpx.post(f"{triton.url}/v2/models/simple/infer", json=body, headers={"Accept-Encoding": algorithm})
+
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a * 2)
+    assert raw.headers["content-encoding"] == algorithm
+    assert int(raw.headers["content-length"]) < len(raw.content) // 2  # httpx inflated what came compressed
+    assert raw.json()["outputs"][0]["data"] == (a * 2).ravel().tolist()
 
 
 def test_errors_surface_as_client_exceptions(client: httpclient.InferenceServerClient) -> None:

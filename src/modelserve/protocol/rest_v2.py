@@ -15,6 +15,7 @@ from starlette.responses import Response
 from modelserve import __version__
 from modelserve.errors import InvalidInput
 from modelserve.protocol import openapi
+from modelserve.protocol.compression import compressed
 from modelserve.protocol.errors import error_response
 from modelserve.protocol.http import (
     Endpoint,
@@ -82,9 +83,14 @@ def infer_endpoint(state: ServerState, shared_memory: SharedMemory) -> Endpoint:
             state.finish_request(label, version, "http", response.status_code, elapsed, exc)
             return response
         state.finish_request(label, str(result.version), "http", 200, time.perf_counter() - started)
-        if header_length is None:
-            return RawResponse(payload, b"application/json")
-        return RawResponse(payload, b"application/octet-stream", ((HEADER_LENGTH, str(header_length).encode()),))
+        extra: tuple[tuple[bytes, bytes], ...] = ()
+        if header_length is not None:
+            extra = ((HEADER_LENGTH, str(header_length).encode()),)
+        payload, encoding = await compressed(payload, header(scope, b"accept-encoding"))
+        if encoding is not None:
+            extra = (*extra, (b"content-encoding", encoding.encode()), (b"vary", b"accept-encoding"))
+        kind = b"application/json" if header_length is None else b"application/octet-stream"
+        return RawResponse(payload, kind, extra)
 
     return infer
 
