@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +261,23 @@ def test_a_generation_past_request_timeout_is_stopped_with_504(repository: Path,
         stopped = [line for line in server.access_lines(2) if line["model"] == MODEL]
         assert [line["code"] for line in stopped] == [504, 504]
         assert all(line["output_tokens"] < 500 for line in stopped)
+
+
+def test_readme_generative_examples_run_against_make_run_llm(server: RunningServer) -> None:
+    """The README's Generative models section (its ``sh`` and ``py`` blocks), run verbatim against a
+    server of the same model; the README's other blocks run against `make run` in tests/e2e/test_docs.py."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Generative models") :]
+    section = section[: section.index("\n## ", 1)]
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```", section, re.S | re.M)
+    assert [language for language, _ in blocks] == ["sh", "py"]
+    commands = blocks[0][1].replace("\\\n", "").replace("localhost:8000", server.address)
+    for line in commands.splitlines():
+        command = line.replace("curl -s ", "curl -sf ", 1)
+        run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode == 0, f"README line failed: {line}\n{run.stderr}"
+        assert MODEL in run.stdout
+    code = blocks[1][1].replace("localhost:8000", server.address)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "completion_tokens=" in run.stdout

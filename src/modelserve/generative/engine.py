@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.utils import logging as hf_logging
 
 from modelserve.errors import InvalidInput, ModelLoadError
 from modelserve.generative.params import SamplingParams
@@ -51,6 +52,7 @@ class TransformersEngine:
     def __init__(self, folder: Path, config: LLMConfig) -> None:
         self.config = config
         dtype = getattr(torch, config.dtype)
+        hf_logging.disable_progress_bar()  # a progress bar on stderr would break the JSON log lines
         try:
             # Typed Any: transformers' unions (a tokenizer's output, a cache's layers) are wider than these models.
             self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
