@@ -282,14 +282,16 @@ def test_a_restarted_server_resumes_the_rollout_and_keeps_a_rolled_back_version_
 ) -> None:
     # On PostgreSQL; the next test restarts on the default SQLite file, and tests/rollout/test_store.py
     # runs the store on both.
-    repository = _repository(tmp_path, ("kept",))
-    arguments = ("--model-control-mode", "explicit", "--load-model", "kept")
+    repository = _repository(tmp_path, ("kept", "pinned"))
+    arguments = ("--model-control-mode", "explicit", "--load-model", "*")
     env = {"DATABASE_URL": postgres.url(postgres.create_database())}
     with serve(repository, tmp_path / "first.log", *arguments, env=env) as first, httpx.Client(base_url=first.url) as c:
-        publish(repository, "kept", lambda path: deep_onnx(path, layers=LAYERS))
-        # More samples than the test sends: the analysis waits, and the share stays at 10 %.
-        start(c, "kept", steps=[10, 100], interval_s=0.5, min_samples=1_000_000)
+        for model in ("kept", "pinned"):
+            publish(repository, model, lambda path: deep_onnx(path, layers=LAYERS))
+            # More samples than the test sends: the analysis waits, and the share stays at 10 %.
+            start(c, model, steps=[10, 100], interval_s=0.5, min_samples=1_000_000)
         assert [c.post("/v2/models/kept/infer", json=BODY).json()["model_version"] for _ in range(10)].count("2") == 1
+        assert c.post("/v2/repository/models/pinned/rollout/abort").json()["state"] == "aborted"
 
     with (
         serve(repository, tmp_path / "second.log", *arguments, env=env) as second,
@@ -300,14 +302,11 @@ def test_a_restarted_server_resumes_the_rollout_and_keeps_a_rolled_back_version_
         assert versions(c, "kept") == {"1": "READY", "2": "READY"}
         served = [c.post("/v2/models/kept/infer", json=BODY).json()["model_version"] for _ in range(100)]
         assert served.count("2") == 10
-        assert c.post("/v2/repository/models/kept/rollout/abort").json()["state"] == "aborted"
-
-    # Version 2 is the newest in the repository, and the version policy (latest 1) would serve it: the
-    # aborted rollout keeps version 1 serving instead.
-    with serve(repository, tmp_path / "third.log", *arguments, env=env) as third, httpx.Client(base_url=third.url) as c:
-        assert status(c, "kept")["state"] == "aborted"
-        assert versions(c, "kept") == {"1": "READY"}
-        assert {c.post("/v2/models/kept/infer", json=BODY).json()["model_version"] for _ in range(10)} == {"1"}
+        # Version 2 is the newest in the repository, and the version policy (latest 1) would serve it:
+        # the aborted rollout keeps version 1 serving instead.
+        assert status(c, "pinned")["state"] == "aborted"
+        assert versions(c, "pinned") == {"1": "READY"}
+        assert {c.post("/v2/models/pinned/infer", json=BODY).json()["model_version"] for _ in range(10)} == {"1"}
 
 
 def test_at_the_next_start_a_rollout_whose_version_left_is_rolled_back_and_one_stopped_while_loading_begins(
