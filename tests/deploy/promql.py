@@ -18,7 +18,7 @@ METRICS_DOC = ROOT / "docs" / "METRICS.md"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 # Series that other exporters (kube-state-metrics, Kubecost, cAdvisor, DCGM) or Prometheus itself provide.
-EXTERNAL = re.compile(r"^(kube_|kubecost_|container_|DCGM_)|^(up|ALERTS)$")
+EXTERNAL = re.compile(r"^(kube_|kubecost_|container_|DCGM_|haproxy_)|^(up|ALERTS)$")
 _KEYWORDS = {"and", "or", "unless", "bool"}
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 

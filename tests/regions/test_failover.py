@@ -198,6 +198,7 @@ def test_a_killed_region_is_failed_over_by_the_router_with_no_failed_request(
     assert f"Server http_{US}/{US}_0 is DOWN" in router.output()
     metrics = httpx.get(f"http://127.0.0.1:{router.metrics_port}/metrics", timeout=5).text
     assert f'haproxy_server_status{{proxy="http_{US}",server="{US}_0",state="DOWN"}} 1' in metrics
+    assert f'haproxy_backend_active_servers{{proxy="http_{US}"}} 0' in metrics  # ModelServingRegionRoutedAway's
     # gRPC goes through the router too, to the region left.
     with grpcclient.InferenceServerClient(f"127.0.0.1:{router.grpc_port}") as client:
         x = grpcclient.InferInput("x", [1, 4], "FP32")
