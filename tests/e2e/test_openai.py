@@ -281,3 +281,21 @@ def test_readme_generative_examples_run_against_make_run_llm(server: RunningServ
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
     assert "completion_tokens=" in run.stdout
+
+
+def test_a_running_generation_counts_as_a_request_inside_its_model(client: OpenAI, server: RunningServer) -> None:
+    """Eviction leaves a model with requests inside alone: a generation must count as one."""
+    inside = f'model_serving_requests_in_flight{{model="{MODEL}",version="1"}}'
+    stream = client.completions.create(
+        model=MODEL, prompt="Hello", max_tokens=400, stream=True, extra_body={"ignore_eos": True}
+    )
+    try:
+        next(iter(stream))
+        assert scrape(server, inside) == 1
+    finally:
+        stream.close()
+    assert engine_idle(server)
+    deadline = time.monotonic() + 10
+    while scrape(server, inside) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scrape(server, inside) == 0

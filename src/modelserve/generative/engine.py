@@ -52,7 +52,8 @@ class TransformersEngine:
     def __init__(self, folder: Path, config: LLMConfig) -> None:
         self.config = config
         dtype = getattr(torch, config.dtype)
-        hf_logging.disable_progress_bar()  # a progress bar on stderr would break the JSON log lines
+        quiet: Any = hf_logging.disable_progress_bar  # untyped in transformers
+        quiet()  # a progress bar on stderr would break the JSON log lines
         try:
             # Typed Any: transformers' unions (a tokenizer's output, a cache's layers) are wider than these models.
             self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)

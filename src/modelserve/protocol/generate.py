@@ -20,9 +20,10 @@ from starlette.responses import Response, StreamingResponse
 
 from modelserve.errors import ClientDisconnected, DeadlineExceeded
 from modelserve.generative.stream import Generation
+from modelserve.models.records import ModelVersion
 from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.generation import account, failure, generative_runtime
+from modelserve.protocol.generation import account, admit, failure, generative_runtime
 from modelserve.protocol.http import json_response
 from modelserve.protocol.v2_codec import parse_version
 from modelserve.server.state import ServerState
@@ -70,20 +71,42 @@ def router(state: ServerState) -> APIRouter:
     manager = state.manager
     api = APIRouter(tags=["Open Inference Protocol (V2)"])
 
-    async def start(model: str, version: str | None, body: GenerateRequest) -> tuple[Generation, str]:
-        runtime, served = await generative_runtime(manager, model, parse_version(version))
+    async def start(model: str, version: str | None, body: GenerateRequest) -> tuple[Generation, ModelVersion]:
+        runtime, record = await generative_runtime(manager, model, parse_version(version))
         prompt_ids = await asyncio.to_thread(runtime.engine.encode, body.text_input)
         params = runtime.sampling(**body.sampling())
         generation = Generation(runtime.engine, "", prompt_ids, params, state.settings.request_timeout_sec)
-        return generation, served
+        return generation, admit(record)
+
+    def done(
+        model: str,
+        started: float,
+        status: int,
+        error: Exception | None,
+        held: tuple[Generation, ModelVersion] | None,
+        completion: int,
+    ) -> None:
+        generation, record = held if held is not None else (None, None)
+        account(
+            state,
+            model=model,
+            version="" if record is None else str(record.version),
+            protocol=PROTOCOL,
+            seconds=time.perf_counter() - started,
+            status=status,
+            error=error,
+            generation=generation,
+            completion=completion,
+            record=record,
+        )
 
     async def whole(model: str, version: str | None, body: GenerateRequest) -> Response:
-        started, served, generation, completion = time.perf_counter(), "", None, 0
+        started, held, completion = time.perf_counter(), None, 0
         pieces: list[str] = []
         reason: str | None = None
         try:
-            generation, served = await start(model, version, body)
-            async for output in generation.outputs():
+            held = await start(model, version, body)
+            async for output in held[0].outputs():
                 pieces.append(output.text)
                 completion += output.new_tokens
                 reason = output.finish_reason
@@ -91,53 +114,22 @@ def router(state: ServerState) -> APIRouter:
                 raise failure(model, reason)
         except Exception as exc:
             response = error_response(exc)
-            seconds = time.perf_counter() - started
-            account(
-                state,
-                model=model,
-                version=served,
-                protocol=PROTOCOL,
-                seconds=seconds,
-                status=response.status_code,
-                error=exc,
-                generation=generation,
-                completion=completion,
-            )
+            done(model, started, response.status_code, exc, held, completion)
             return response
-        seconds = time.perf_counter() - started
-        account(
-            state,
-            model=model,
-            version=served,
-            protocol=PROTOCOL,
-            seconds=seconds,
-            status=200,
-            error=None,
-            generation=generation,
-            completion=completion,
-        )
+        done(model, started, 200, None, held, completion)
+        served = str(held[1].version)
         document = {"model_name": model, "model_version": served, "text_output": "".join(pieces)}
         return json_response(document | {"finish_reason": reason})
 
     async def streamed(model: str, version: str | None, body: GenerateRequest) -> Response:
         started = time.perf_counter()
         try:
-            generation, served = await start(model, version, body)
+            held = await start(model, version, body)
         except Exception as exc:
             response = error_response(exc)
-            seconds = time.perf_counter() - started
-            account(
-                state,
-                model=model,
-                version="",
-                protocol=PROTOCOL,
-                seconds=seconds,
-                status=response.status_code,
-                error=exc,
-                generation=None,
-                completion=0,
-            )
+            done(model, started, response.status_code, exc, None, 0)
             return response
+        generation, served = held[0], str(held[1].version)
 
         async def events() -> AsyncIterator[bytes]:
             error: Exception | None = ClientDisconnected("the caller hung up during the stream; generation stopped")
@@ -159,19 +151,8 @@ def router(state: ServerState) -> APIRouter:
                 error = exc
                 yield b"data: " + orjson.dumps({"error": exc.message}) + b"\n\n"
             finally:
-                seconds = time.perf_counter() - started
                 status = 200 if error is None else error_response(error).status_code
-                account(
-                    state,
-                    model=model,
-                    version=served,
-                    protocol=PROTOCOL,
-                    seconds=seconds,
-                    status=status,
-                    error=error,
-                    generation=generation,
-                    completion=completion,
-                )
+                done(model, started, status, error, held, completion)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -3,20 +3,22 @@ finding the model's engine, and accounting for a generation once it is answered.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from modelserve.errors import InferenceFailed, InvalidInput, ModelNotReady, ModelserveError
 from modelserve.generative.runtime import GenerativeRuntime
 from modelserve.generative.stream import Generation
 from modelserve.models.manager import ModelManager
+from modelserve.models.records import ModelVersion
 from modelserve.repository.config import Platform
 from modelserve.server.state import ServerState
 
 
 async def generative_runtime(
     manager: ModelManager, model: str, version: int | None = None
-) -> tuple[GenerativeRuntime, str]:
-    """The READY generative model (loaded on demand where the mode allows) and its version."""
+) -> tuple[GenerativeRuntime, ModelVersion]:
+    """The READY generative model (loaded on demand where the mode allows) and its version's record."""
     record = await manager.obtain(model, version)
     if record.spec is None or record.spec.platform is not Platform.LLM or record.runtime is None:
         platform = record.spec.platform.value if record.spec is not None else "unknown"
@@ -25,7 +27,15 @@ async def generative_runtime(
             "platform llm (GET /v1/models lists them)"
         )
     assert isinstance(record.runtime, GenerativeRuntime)
-    return record.runtime, str(record.version)
+    return record.runtime, record
+
+
+def admit(record: ModelVersion) -> ModelVersion:
+    """Count a generation as a request inside its model version until ``account`` releases it: eviction
+    leaves a model with requests inside alone, and the LRU order sees it used."""
+    record.in_flight += 1
+    record.last_used_ns = time.perf_counter_ns()
+    return record
 
 
 def account(
@@ -40,9 +50,12 @@ def account(
     generation: Generation | None,
     completion: int,
     user: str | None = None,
+    record: ModelVersion | None = None,
 ) -> None:
     """One answered request: its generation's metrics, and its access line with the tokens, the time to
     first token and the caller's ``user``."""
+    if record is not None:
+        record.in_flight -= 1
     extra: dict[str, Any] = {"user_id": user}
     if generation is not None:
         sequence = generation.sequence

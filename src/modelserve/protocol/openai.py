@@ -22,9 +22,10 @@ from starlette.responses import Response, StreamingResponse
 
 from modelserve.errors import ClientDisconnected, DeadlineExceeded
 from modelserve.generative.stream import Generation
+from modelserve.models.records import ModelVersion
 from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.generation import account, failure, generative_runtime
+from modelserve.protocol.generation import account, admit, failure, generative_runtime
 from modelserve.protocol.http import json_response
 from modelserve.protocol.openai_schema import ChatCompletionRequest, CompletionRequest
 from modelserve.repository.config import Platform
@@ -41,6 +42,7 @@ class _Call:
     model: str
     started: float = field(default_factory=time.perf_counter)
     version: str = ""
+    record: ModelVersion | None = None  # the version serving it, once its generation is admitted
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -67,7 +69,8 @@ def router(state: ServerState) -> APIRouter:
     api = APIRouter(tags=["OpenAI-compatible API (/v1)"])
 
     async def start(call: _Call, body: ChatCompletionRequest | CompletionRequest) -> Generation:
-        runtime, call.version = await generative_runtime(manager, body.model)
+        runtime, record = await generative_runtime(manager, body.model)
+        call.version = str(record.version)
         engine = runtime.engine
         if isinstance(body, ChatCompletionRequest):
             prompt_ids = await asyncio.to_thread(engine.encode_chat, body.conversation())
@@ -77,7 +80,9 @@ def router(state: ServerState) -> APIRouter:
             prompt_ids = prompt if isinstance(prompt, list) else await asyncio.to_thread(engine.encode, prompt)
             max_tokens = body.max_tokens
         params = runtime.sampling(**body.sampling(max_tokens))
-        return Generation(engine, call.id, prompt_ids, params, state.settings.request_timeout_sec)
+        generation = Generation(engine, call.id, prompt_ids, params, state.settings.request_timeout_sec)
+        call.record = admit(record)
+        return generation
 
     def finish(
         call: _Call,
@@ -98,6 +103,7 @@ def router(state: ServerState) -> APIRouter:
             generation=generation,
             completion=completion,
             user=body.user,
+            record=call.record,
         )
 
     async def answer(call: _Call, body: ChatCompletionRequest | CompletionRequest) -> Response:
