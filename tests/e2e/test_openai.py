@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -299,3 +301,18 @@ def test_a_running_generation_counts_as_a_request_inside_its_model(client: OpenA
     while scrape(server, inside) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert scrape(server, inside) == 0
+
+
+def test_running_streams_finish_within_the_grace_on_sigterm(repository: Path, tmp_path: Path) -> None:
+    body = {"model": MODEL, "prompt": "Hello", "max_tokens": 300, "ignore_eos": True, "stream": True}
+    env = {"SHUTDOWN_GRACE_SEC": "20"}
+    with serve(repository, tmp_path / "server.log", env=env) as server:
+        with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=30) as stream:
+            lines = stream.iter_lines()
+            first = next(line for line in lines if line.startswith("data: "))
+            os.killpg(server.process.pid, signal.SIGTERM)
+            rest = [line for line in lines if line.startswith("data: ")]
+        assert server.process.wait(timeout=30) == 0
+    chunks = [orjson.loads(line[len("data: ") :]) for line in [first, *rest[:-1]]]
+    assert rest[-1] == "data: [DONE]"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
