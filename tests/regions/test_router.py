@@ -47,7 +47,10 @@ def test_the_configuration_passes_haproxy_check_and_routes_by_priority(tmp_path:
     backend = text.split("\nbackend http_eu-west-1\n")[1].split("\n\n")[0]
     servers = [line.split()[1] for line in backend.splitlines() if line.strip().startswith("server ")]
     assert servers == ["eu-west-1_0", "us-east-1_0", "us-east-1_1", "ap-southeast-1_0"], "own first, then by priority"
-    assert "server eu-west-1_0 eu-west-1.ml.example.com:443 check observe layer7" in backend
+    assert (
+        "server eu-west-1_0 eu-west-1.ml.example.com:443 check observe layer7 error-limit 1 on-error mark-down"
+        in backend
+    )
     assert "server us-east-1_0 10.0.0.1:8000 backup track http_us-east-1/us-east-1_0" in backend
     grpc = text.split("\nbackend grpc_us-east-1\n")[1].split("\n\n")[0]
     assert "server us-east-1_grpc_0 10.0.0.1:8001 track http_us-east-1/us-east-1_0 proto h2" in grpc

@@ -20,6 +20,7 @@ from modelserve.regions.config import RegionsFile, RegionsFileError, load_region
 from modelserve.regions.router import DEFAULT_SOCKET, RouterSettings, render
 
 err = Console(stderr=True)
+DEFAULTS = RouterSettings()  # the options' defaults are the settings', so the two never drift apart
 
 RegionsPath = Annotated[
     Path | None, typer.Option("--regions-file", envvar="REGIONS_FILE", help="The regions file (YAML).")
@@ -69,12 +70,16 @@ def router_config(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; default: stdout.")] = None,
     runtime_api: Annotated[
         Path, typer.Option("--runtime-socket", envvar="ROUTER_RUNTIME_API", help="Path of the runtime API socket.")
-    ] = DEFAULT_SOCKET,
-    bind_host: Annotated[str, typer.Option(help="Address the router listens on.")] = "0.0.0.0",
-    http_port: Annotated[int, typer.Option(help="HTTP port (Open Inference Protocol and /v1).")] = 8080,
-    grpc_port: Annotated[int, typer.Option(help="gRPC (h2) port; 0: none.")] = 8081,
-    metrics_port: Annotated[int, typer.Option(help="Port of HAProxy's /metrics and /stats; 0: none.")] = 8404,
-    connect_timeout_ms: Annotated[int, typer.Option(envvar="ROUTER_CONNECT_TIMEOUT_MS", min=1)] = 1000,
+    ] = DEFAULTS.runtime_socket,
+    bind_host: Annotated[str, typer.Option(help="Address the router listens on.")] = DEFAULTS.bind_host,
+    http_port: Annotated[int, typer.Option(help="HTTP port (Open Inference Protocol and /v1).")] = DEFAULTS.http_port,
+    grpc_port: Annotated[int, typer.Option(help="gRPC (h2) port; 0: none.")] = DEFAULTS.grpc_port,
+    metrics_port: Annotated[
+        int, typer.Option(help="Port of HAProxy's /metrics and /stats; 0: none.")
+    ] = DEFAULTS.metrics_port,
+    connect_timeout_ms: Annotated[
+        int, typer.Option(envvar="ROUTER_CONNECT_TIMEOUT_MS", min=1)
+    ] = DEFAULTS.connect_timeout_ms,
     server_timeout: Annotated[
         float | None,
         typer.Option(
@@ -84,12 +89,20 @@ def router_config(
             show_default=False,
         ),
     ] = None,
-    check_interval_ms: Annotated[int, typer.Option(envvar="ROUTER_CHECK_INTERVAL_MS", min=10)] = 250,
-    check_timeout_ms: Annotated[int, typer.Option(envvar="ROUTER_CHECK_TIMEOUT_MS", min=10)] = 500,
-    fall: Annotated[int, typer.Option(min=1, help="Failed checks in a row that mark a server down.")] = 2,
-    rise: Annotated[int, typer.Option(min=1, help="Passed checks in a row that mark it up again.")] = 2,
-    error_limit: Annotated[int, typer.Option(min=1, help="Errors in a row in live traffic that mark it down.")] = 2,
-    retries: Annotated[int, typer.Option(min=0, help="Tries of a request after its first, on other servers.")] = 3,
+    check_interval_ms: Annotated[
+        int, typer.Option(envvar="ROUTER_CHECK_INTERVAL_MS", min=10)
+    ] = DEFAULTS.check_interval_ms,
+    check_timeout_ms: Annotated[
+        int, typer.Option(envvar="ROUTER_CHECK_TIMEOUT_MS", min=10)
+    ] = DEFAULTS.check_timeout_ms,
+    fall: Annotated[int, typer.Option(min=1, help="Failed checks in a row that mark a server down.")] = DEFAULTS.fall,
+    rise: Annotated[int, typer.Option(min=1, help="Passed checks in a row that mark it up again.")] = DEFAULTS.rise,
+    error_limit: Annotated[
+        int, typer.Option(min=1, help="Errors in a row in live traffic that mark it down.")
+    ] = DEFAULTS.error_limit,
+    retries: Annotated[
+        int, typer.Option(min=0, help="Tries of a request after its first, on other servers.")
+    ] = DEFAULTS.retries,
     client_map: Annotated[
         Path | None, typer.Option(help="'CIDR region' lines: the region of a client that sends no X-Client-Region.")
     ] = None,
