@@ -57,10 +57,14 @@ class Generation:
                 if output.finish_reason is not None:
                     return
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-            if self.sequence.finish_reason is None:
-                self._engine.cancel(self.sequence)
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Stop the generation (at the engine's next step) unless it has ended; nothing is read after."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.sequence.finish_reason is None:
+            self._engine.cancel(self.sequence)
 
     @property
     def prompt_tokens(self) -> int:

@@ -16,14 +16,14 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from modelserve.errors import ClientDisconnected, DeadlineExceeded
 from modelserve.generative.stream import Generation
 from modelserve.models.records import ModelVersion
 from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.generation import account, admit, failure, generative_runtime
+from modelserve.protocol.generation import GONE, GenerationStream, account, admit, failure, generative_runtime
 from modelserve.protocol.http import json_response
 from modelserve.protocol.v2_codec import parse_version
 from modelserve.server.state import ServerState
@@ -154,7 +154,11 @@ def router(state: ServerState) -> APIRouter:
                 status = 200 if error is None else error_response(error).status_code
                 done(model, started, status, error, held, completion)
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        def abandon() -> None:
+            generation.cancel()
+            done(model, started, 499, ClientDisconnected(GONE), held, 0)
+
+        return GenerationStream(events(), abandon)
 
     errors = openapi.errors(400, 404, 413, 429, 503, 504, 507)
     sse: openapi.Responses = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}}

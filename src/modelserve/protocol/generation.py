@@ -4,7 +4,11 @@ finding the model's engine, and accounting for a generation once it is answered.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from modelserve.errors import InferenceFailed, InvalidInput, ModelNotReady, ModelserveError
 from modelserve.generative.runtime import GenerativeRuntime
@@ -68,6 +72,35 @@ def account(
             "finish_reason": sequence.finish_reason,
         }
     state.finish_request(model, version, protocol, status, seconds, error, extra)
+
+
+GONE = "the caller hung up before its stream began; generation stopped"
+
+
+class GenerationStream(StreamingResponse):
+    """A generation's server-sent events, accounted for even when its body never starts: a caller gone
+    before the answer's first bytes leaves the events unstarted, so their own ``finally`` never runs,
+    and ``abandon`` does its work instead (stop the generation, account for the request)."""
+
+    def __init__(self, events: AsyncGenerator[bytes], abandon: Callable[[], None]) -> None:
+        super().__init__(self._watch(events), media_type="text/event-stream")
+        self._abandon = abandon
+        self._started = False
+
+    async def _watch(self, events: AsyncGenerator[bytes]) -> AsyncIterator[bytes]:
+        self._started = True
+        try:
+            async for chunk in events:
+                yield chunk
+        finally:
+            await events.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self._started:
+                self._abandon()
 
 
 def failure(model: str, reason: str | None) -> ModelserveError:

@@ -18,14 +18,14 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from modelserve.errors import ClientDisconnected, DeadlineExceeded
 from modelserve.generative.stream import Generation
 from modelserve.models.records import ModelVersion
 from modelserve.protocol import openapi
 from modelserve.protocol.errors import error_response
-from modelserve.protocol.generation import account, admit, failure, generative_runtime
+from modelserve.protocol.generation import GONE, GenerationStream, account, admit, failure, generative_runtime
 from modelserve.protocol.http import json_response
 from modelserve.protocol.openai_schema import ChatCompletionRequest, CompletionRequest
 from modelserve.repository.config import Platform
@@ -114,7 +114,13 @@ def router(state: ServerState) -> APIRouter:
         try:
             generation = await start(call, body)
             if body.stream:
-                return StreamingResponse(stream(call, body, generation), media_type="text/event-stream")
+                started = generation
+
+                def abandon() -> None:
+                    started.cancel()
+                    finish(call, body, 499, ClientDisconnected(GONE), started, 0)
+
+                return GenerationStream(stream(call, body, generation), abandon)
             async for output in generation.outputs():
                 pieces.append(output.text)
                 completion += output.new_tokens
