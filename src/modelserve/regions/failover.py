@@ -99,9 +99,13 @@ def served(urls: list[str], client: httpx.Client) -> ModelVersions | None:
     return found
 
 
-def published(regions: RegionsFile, region: Region, models: set[str]) -> dict[str, dict[str, str]]:
-    """Each of ``models``' SHA256SUMS in ``region``'s store (path -> sha256), empty for one it lacks."""
-    store = Store(region, regions.replication, make_client(region, regions.replication, pool=4))
+def store_of(regions: RegionsFile, region: Region) -> Store:
+    """``region``'s model store, on a client of its own."""
+    return Store(region, regions.replication, make_client(region, regions.replication, pool=4))
+
+
+def published(store: Store, models: set[str]) -> dict[str, dict[str, str]]:
+    """Each of ``models``' SHA256SUMS in ``store`` (path -> sha256), empty for one it lacks."""
     found: dict[str, dict[str, str]] = {}
     for model in models:
         try:
@@ -127,10 +131,11 @@ def missing_versions(
     target_serves = served(ready_endpoints(target, client)[0], client) or set()
     problems: list[str] = []
     try:
+        stores = store_of(regions, source), store_of(regions, target)
         if wanted is None:  # the source answers no one: what its store publishes is what it served
-            wanted = _published_versions(regions, source)
+            wanted = _published_versions(stores[0])
         models = {m for m, _ in wanted}
-        ours, theirs = published(regions, source, models), published(regions, target, models)
+        ours, theirs = published(stores[0], models), published(stores[1], models)
     except (BotoCoreError, ClientError, ValueError) as exc:
         return wanted or set(), [f"cannot read the model stores: {exc}"]
     for model, version in sorted(wanted):
@@ -144,12 +149,12 @@ def missing_versions(
     return wanted, problems
 
 
-def _published_versions(regions: RegionsFile, region: Region) -> ModelVersions:
-    store = Store(region, regions.replication, make_client(region, regions.replication, pool=4))
-    root = f"{region.store.prefix}/" if region.store.prefix else ""
+def _published_versions(store: Store) -> ModelVersions:
+    prefix = store.region.store.prefix
+    root = f"{prefix}/" if prefix else ""
     answer = store.call(store.client.list_objects_v2, Bucket=store.bucket, Prefix=root, Delimiter="/")
     models = {str(p["Prefix"]).rstrip("/").rsplit("/", 1)[-1] for p in answer.get("CommonPrefixes", [])}
-    return {(m, p.split("/", 1)[0]) for m, sums in published(regions, region, models).items() for p in sums if "/" in p}
+    return {(m, p.split("/", 1)[0]) for m, sums in published(store, models).items() for p in sums if "/" in p}
 
 
 def _rows(api: RuntimeAPI, region: Region) -> list[ServerStat]:
@@ -183,7 +188,8 @@ def failover(
     report = Report()
     with client or httpx.Client(timeout=5.0) as http:
         with report.step(f"check {target.name} is ready") as detail:
-            up = [r.server for r in _rows(api, target) if r.up and not r.backup]  # the router first: it must answer
+            held = {server for _, server in primaries(regions, target.name)}
+            up = [r.server for r in _rows(api, target) if r.up and r.server in held]  # the router first: it must answer
             ready, problems = ready_endpoints(target, http)
             detail.append(f"{len(ready)} endpoint(s) ready, router sees {len(set(up))} server(s) up")
             if (not ready or not up) and not force:
