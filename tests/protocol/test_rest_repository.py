@@ -103,10 +103,10 @@ def test_load_and_unload_of_an_unknown_model_are_404(client: TestClient) -> None
     _mlp_serves(client)
 
 
-def test_load_parameters_are_refused(client: TestClient) -> None:
-    response = client.post("/v2/repository/models/mlp/load", json={"parameters": {"config": "{}"}})
+def test_a_load_with_a_malformed_config_parameter_is_refused(client: TestClient) -> None:
+    response = client.post("/v2/repository/models/mlp/load", json={"parameters": {"config": "{nope"}})
 
-    assert "parameters" in _error(response, 400)
+    assert "failed to load 'mlp': the config parameter is not JSON" in _error(response, 400)
     _mlp_serves(client)
 
 

@@ -28,6 +28,7 @@ from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelRecords
 from modelserve.models.spec import BatchingDefaults, resolve
 from modelserve.models.warmup import first_run, warm_up
 from modelserve.repository.layout import ModelRepository, ModelSource
+from modelserve.repository.overrides import Overrides
 from modelserve.runtimes.base import Runtime, runtime_class
 
 log = logging.getLogger("modelserve.models")
@@ -49,8 +50,10 @@ class ModelLoader:
         breaker_cooldown_s: float = 30.0,
         observer: ManagerObserver | None = None,
         tracer: Tracer | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.repository = repository
+        self.overrides = overrides  # models a load request's parameters serve instead of the repository's
         self._executor = executor
         self._records = records
         self._eviction = eviction
@@ -155,6 +158,8 @@ class ModelLoader:
             return [r for r in versions.values() if r.state is ModelState.READY]
 
     def _read_source(self, name: str) -> ModelSource:
+        if self.overrides is not None and (override := self.overrides.get(name)) is not None:
+            return override
         try:
             return self.repository.source(name)
         except ModelserveError:

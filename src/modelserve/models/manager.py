@@ -49,7 +49,9 @@ from modelserve.models.records import (
     not_ready,
 )
 from modelserve.models.spec import BatchingDefaults
+from modelserve.repository.config import ModelConfig
 from modelserve.repository.layout import ModelRepository
+from modelserve.repository.overrides import Overrides
 from modelserve.types import InferenceRequest, InferenceResponse
 
 log = logging.getLogger("modelserve.models")
@@ -80,6 +82,7 @@ class ModelManager:
         observer: ManagerObserver | None = None,
         tracer: Tracer | None = None,
         cache: ResponseCache | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.repository = repository
         self.cache = cache  # answers of the models whose config.yaml enables the response cache
@@ -104,6 +107,7 @@ class ModelManager:
             breaker_cooldown_s=breaker_cooldown_s,
             observer=observer,
             tracer=tracer,
+            overrides=overrides,
         )
         self.budgets = self._eviction.budgets
         self.watchdog = self._eviction.watchdog
@@ -156,12 +160,30 @@ class ModelManager:
 
     # -- control -------------------------------------------------------------------------------------
 
-    async def load(self, name: str) -> list[ModelVersion]:
-        """Load (or reload) a model at the operator's request; the versions now served are returned."""
+    async def load(
+        self, name: str, config: ModelConfig | None = None, files: dict[str, bytes] | None = None
+    ) -> list[ModelVersion]:
+        """Load (or reload) a model at the operator's request; the versions now served are returned.
+
+        With ``config`` (and ``files``), the model is served with that config (from those files) until a
+        load without them, as Triton's repository extension does (repository/overrides.py)."""
         if not self._control_enabled:
             raise ModelControlDisabled(
                 "loading models at runtime is disabled; start the server with --model-control-mode explicit"
             )
+        overrides = self._loader.overrides
+        if config is None and files:
+            raise InvalidInput(f"failed to load '{name}': file: parameters need a config parameter beside them")
+        if config is not None and overrides is None:
+            raise InvalidInput(f"failed to load '{name}': this server takes no config override")
+        changed = config is not None or (overrides is not None and overrides.get(name) is not None)
+        if config is not None and overrides is not None:
+            base = None if files else await asyncio.to_thread(self._loader.repository.source, name)
+            await asyncio.to_thread(overrides.apply, name, base, config, files or {})
+        elif overrides is not None:
+            overrides.clear(name)
+        if changed:  # loaded versions keep their config: serve the new one from a fresh load
+            await self._loader.unload(name, "reloaded with another config")
         return await self._loader.load(name)
 
     async def refresh(self, name: str) -> list[ModelVersion]:

@@ -89,7 +89,7 @@ def decode_infer_request(
         version=parse_version(message.model_version),
         outputs=[o.name for o in outputs] or None,
         id=message.id or None,
-        parameters=_parameters(message),
+        parameters=parameters_of(message),
     )
 
 
@@ -130,10 +130,10 @@ def _from_contents(tensor: Any, shape: list[int]) -> np.ndarray[Any, Any]:
 
 def _placement(tensor: Any) -> Placement | None:
     """Where a tensor's ``shared_memory_*`` parameters place it; most tensors have no parameters at all."""
-    return Placement.from_parameters(_parameters(tensor), tensor.name) if tensor.parameters else None
+    return Placement.from_parameters(parameters_of(tensor), tensor.name) if tensor.parameters else None
 
 
-def _parameters(holder: Any) -> dict[str, Any]:
+def parameters_of(holder: Any) -> dict[str, Any]:
     """A message's ``parameters`` map as plain values."""
     if not holder.parameters:
         return {}

@@ -20,10 +20,15 @@ from google.protobuf.json_format import ParseDict
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelserve import __version__
-from modelserve.errors import InvalidInput, ModelNotReady, ModelserveError, ShuttingDown
+from modelserve.errors import ModelNotReady, ModelserveError, ShuttingDown
 from modelserve.observability.tracing import begin_request, current_trace_id
 from modelserve.protocol.errors import abort, grpc_status
-from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response, output_placements
+from modelserve.protocol.grpc_codec import (
+    decode_infer_request,
+    encode_infer_response,
+    output_placements,
+    parameters_of,
+)
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.protocol.v2_codec import parse_version
 from modelserve.protocol.v2_documents import (
@@ -33,6 +38,7 @@ from modelserve.protocol.v2_documents import (
     model_statistics,
     repository_entry,
 )
+from modelserve.repository.overrides import from_parameters
 from modelserve.server.state import ServerState
 
 log = logging.getLogger("modelserve.grpc")
@@ -119,9 +125,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
     @_rpc
     async def RepositoryModelLoad(self, request: Any, context: Any) -> service_pb2.RepositoryModelLoadResponse:
-        if request.parameters:
-            raise InvalidInput("load parameters (config override, file upload) are not supported; edit the repository")
-        await self.manager.load(request.model_name)
+        config, files = from_parameters(request.model_name, parameters_of(request), base64_files=False)
+        await self.manager.load(request.model_name, config, files)
         return service_pb2.RepositoryModelLoadResponse()
 
     @_rpc

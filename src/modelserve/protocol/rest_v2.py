@@ -35,6 +35,7 @@ from modelserve.protocol.v2_documents import (
     model_statistics,
     repository_entry,
 )
+from modelserve.repository.overrides import from_parameters
 from modelserve.server.state import ServerState
 
 _CONTROL_BODY_LIMIT = 1024 * 1024
@@ -216,15 +217,27 @@ def router(state: ServerState, shared_memory: SharedMemory) -> APIRouter:
         response_class=Response,
         responses=control_errors,
         openapi_extra=openapi.request_body(
-            {"type": "object", "properties": {"parameters": {"type": "object", "maxProperties": 0}}},
-            "Optional; load parameters (config override, file upload) are refused.",
+            {
+                "type": "object",
+                "properties": {
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"config": {"type": "string"}},
+                        "additionalProperties": {"type": "string"},
+                    }
+                },
+            },
+            "Optional: `config`, Triton's JSON model configuration to serve the model with; with it, "
+            "`file:<version>/<name>` parameters carrying the model's files in base64.",
         ),
     )
     async def load(model: str, request: Request) -> Response:
-        body = await json_body(request, _CONTROL_BODY_LIMIT)
-        if isinstance(body, dict) and body.get("parameters"):
-            raise InvalidInput("load parameters (config override, file upload) are not supported; edit the repository")
-        await manager.load(model)
+        body = await json_body(request, state.settings.max_input_bytes)
+        parameters = body.get("parameters") if isinstance(body, dict) else None
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InvalidInput(f"failed to load '{model}': parameters must be a JSON object")
+        config, files = from_parameters(model, parameters or {}, base64_files=True)
+        await manager.load(model, config, files)
         return Response(status_code=200)
 
     @api.post(

@@ -100,10 +100,12 @@ class ModelRepository:
             return read_source(name, self.root / name)
 
 
-def read_source(name: str, directory: Path) -> ModelSource:
-    """One model folder's config, versions and model files, or a ModelLoadError naming what is wrong."""
+def read_source(name: str, directory: Path, config: ModelConfig | None = None) -> ModelSource:
+    """One model folder's config, versions and model files, or a ModelLoadError naming what is wrong;
+    with ``config``, that config instead of the folder's (a load request's, repository/overrides.py)."""
     config_path = directory / "config.yaml"
-    config = ModelConfig.from_file(config_path) if config_path.exists() else ModelConfig()
+    if config is None:
+        config = ModelConfig.from_file(config_path) if config_path.exists() else ModelConfig()
     if config.name is not None and config.name != name:
         raise ModelLoadError(f"{config_path}: name '{config.name}' differs from its folder '{name}'; make them equal")
     versions = sorted(

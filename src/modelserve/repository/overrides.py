@@ -1,0 +1,205 @@
+"""What a load request puts in place of the repository's own model (Triton's repository extension): a
+``config`` parameter, the model configuration as Triton's JSON (what ``GET .../config`` answers and
+tritonclient's ``load_model(config=...)`` sends), and ``file:<version>/<name>`` parameters carrying the
+model's files. They stay in force until the model is loaded again without them, as in Triton.
+
+Triton's JSON is read into config.yaml's fields: its platform and backend names, ``TYPE_*`` datatypes,
+``max_queue_delay_microseconds``, instance groups (their counts add up), ``string_value`` parameters
+and nested version policies. Fields with no counterpart here (``optimization``, ``model_warmup``, ...)
+are ignored, as a config.yaml cannot hold them; a field it reads that holds a wrong value refuses the
+load with 400, naming the field.
+
+Files are written under ``MODEL_CACHE_DIR/overrides/<model>/``: a path that is absolute, climbs out
+with ``..`` or names no version folder is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelserve.errors import InvalidInput
+from modelserve.repository.config import ModelConfig
+from modelserve.repository.layout import ModelSource, read_source
+
+# Triton's platform and backend names, and ours.
+PLATFORMS = {
+    "onnxruntime_onnx": "onnx",
+    "onnxruntime": "onnx",
+    "onnx": "onnx",
+    "pytorch_libtorch": "torchscript",
+    "pytorch": "torchscript",
+    "torchscript": "torchscript",
+    "tensorrt_plan": "tensorrt",
+    "tensorrt": "tensorrt",
+    "sklearn": "sklearn",
+    "vllm": "llm",
+    "llm": "llm",
+}
+
+
+def from_triton(model: str, text: str) -> ModelConfig:
+    """A ``config`` load parameter as a ModelConfig, or InvalidInput saying what is wrong with it."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _failed(model, f"the config parameter is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise _failed(model, "the config parameter must be a JSON object (Triton's model configuration)")
+    try:
+        return ModelConfig.model_validate(_fields(document))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise _failed(model, f"the config parameter is not a valid model configuration: {problems}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise _failed(model, f"the config parameter is not a valid model configuration: {exc}") from None
+
+
+def _fields(document: dict[str, Any]) -> dict[str, Any]:
+    """config.yaml's fields from Triton's JSON model configuration."""
+    fields: dict[str, Any] = {}
+    if name := document.get("name"):
+        fields["name"] = name
+    kind = document.get("platform") or document.get("backend")
+    if kind:
+        if kind not in PLATFORMS:
+            raise ValueError(f"platform {kind!r} is not served here; one of {', '.join(sorted(PLATFORMS))}")
+        fields["platform"] = PLATFORMS[kind]
+    if "max_batch_size" in document:
+        fields["max_batch_size"] = document["max_batch_size"]
+    for key, ours in (("input", "inputs"), ("output", "outputs")):
+        if key in document:
+            fields[ours] = [_tensor(t) for t in document[key]]
+    if (batching := document.get("dynamic_batching")) is not None:
+        section: dict[str, Any] = {}
+        if "max_queue_delay_microseconds" in batching:
+            section["max_queue_delay_ms"] = (
+                _whole(batching["max_queue_delay_microseconds"], "max_queue_delay_microseconds") / 1000
+            )
+        if "preferred_batch_size" in batching:
+            section["preferred_batch_sizes"] = batching["preferred_batch_size"]
+        for key in ("priority_levels", "default_priority_level"):
+            if key in batching:
+                section[key] = batching[key]
+        if (queue := batching.get("default_queue_policy")) and "max_queue_size" in queue:
+            section["max_queue_size"] = queue["max_queue_size"]
+        fields["dynamic_batching"] = section
+    if groups := document.get("instance_group"):
+        fields["instance_count"] = sum(_whole(group.get("count", 1), "instance_group.count") for group in groups)
+    if "version_policy" in document:
+        fields["version_policy"] = document["version_policy"]
+    if parameters := document.get("parameters"):
+        fields["parameters"] = {k: v.get("string_value") if isinstance(v, dict) else v for k, v in parameters.items()}
+    if (cache := document.get("response_cache")) is not None:
+        fields["response_cache"] = {"enable": bool(cache.get("enable", False))}
+    return fields
+
+
+def from_parameters(
+    model: str, parameters: dict[str, Any], *, base64_files: bool
+) -> tuple[ModelConfig | None, dict[str, bytes]]:
+    """A load request's ``config`` and ``file:<path>`` parameters: its config and its files (base64 over
+    HTTP's JSON, bytes over gRPC), or InvalidInput naming the parameter that is wrong."""
+    config: ModelConfig | None = None
+    files: dict[str, bytes] = {}
+    for key, value in parameters.items():
+        if key == "config":
+            if not isinstance(value, str):
+                raise _failed(model, "the config parameter must be a string holding Triton's JSON model configuration")
+            config = from_triton(model, value)
+        elif key.startswith("file:"):
+            files[key.removeprefix("file:")] = _content(model, key, value, base64_files)
+        else:
+            raise _failed(model, f"unknown load parameter {key!r}; the parameters are config and file:<version>/<name>")
+    return config, files
+
+
+def _content(model: str, key: str, value: Any, base64_files: bool) -> bytes:
+    if not base64_files:
+        if not isinstance(value, bytes):
+            raise _failed(model, f"parameter {key} must hold the file's bytes")
+        return value
+    if not isinstance(value, str):
+        raise _failed(model, f"parameter {key} must hold the file's content in base64")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise _failed(model, f"parameter {key} is not base64: {exc}") from None
+
+
+def _tensor(tensor: dict[str, Any]) -> dict[str, Any]:
+    datatype = str(tensor.get("data_type", ""))
+    datatype = datatype.removeprefix("TYPE_")
+    return {
+        "name": tensor["name"],
+        "datatype": "BYTES" if datatype == "STRING" else datatype,
+        "dims": tensor.get("dims", []),
+    }
+
+
+def _whole(value: Any, field: str) -> int:
+    """Triton's JSON writes 64-bit integers as strings ("8"); anything else that is not one is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).lstrip("-").isdigit():
+        raise ValueError(f"{field}: {value!r} is not a whole number")
+    return int(value)
+
+
+def _failed(model: str, why: str) -> InvalidInput:
+    return InvalidInput(f"failed to load '{model}': {why}")
+
+
+@dataclass
+class Overrides:
+    """The models served from a load request's parameters rather than from the repository as it is."""
+
+    scratch: Path  # where models sent as files are written: MODEL_CACHE_DIR/overrides
+
+    def __post_init__(self) -> None:
+        self._sources: dict[str, ModelSource] = {}
+
+    def get(self, name: str) -> ModelSource | None:
+        """The source in force for ``name``, or None for the repository's own."""
+        return self._sources.get(name)
+
+    def names(self) -> list[str]:
+        """The models in force, those sent as files included."""
+        return sorted(self._sources)
+
+    def apply(self, name: str, base: ModelSource | None, config: ModelConfig, files: dict[str, bytes]) -> None:
+        """Serve ``name`` with ``config``, from ``files`` when given (else from ``base``, the repository's
+        folder). Blocks on the file system: call it off the event loop."""
+        if files:
+            directory = self.scratch / name / uuid.uuid4().hex
+            for relative, data in files.items():
+                target = directory / _safe(name, relative)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        elif base is not None:
+            directory = base.directory
+        else:
+            raise _failed(name, "it is not in the repository; send its files as file:<version>/<name> parameters")
+        source = read_source(name, directory, config)  # the config given, never the folder's config.yaml
+        self.clear(name)
+        self._sources[name] = source
+
+    def clear(self, name: str) -> None:
+        """Serve ``name`` from the repository again; files it was sent are deleted."""
+        source = self._sources.pop(name, None)
+        if source is not None and source.directory.is_relative_to(self.scratch):
+            shutil.rmtree(source.directory, ignore_errors=True)
+
+
+def _safe(model: str, relative: str) -> PurePosixPath:
+    """A ``file:`` parameter's path, checked: inside a version folder of the model, never above it."""
+    path = PurePosixPath(relative)
+    if path.is_absolute() or ".." in path.parts or len(path.parts) < 2 or not path.parts[0].isdigit():
+        raise _failed(model, f"file:{relative} must be <version>/<name> in the model's folder, as file:1/model.onnx")
+    return path
