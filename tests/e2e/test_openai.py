@@ -251,7 +251,7 @@ def test_v2_infer_takes_text_input_as_triton_vllm_backend_does(server: RunningSe
 
 def test_a_generation_past_request_timeout_is_stopped_with_504(repository: Path, tmp_path: Path) -> None:
     long = {"model": MODEL, "prompt": "Hello", "max_tokens": 500, "ignore_eos": True}
-    with serve(repository, tmp_path / "server.log", env={"REQUEST_TIMEOUT_SEC": "0.2"}) as server:
+    with serve(repository, tmp_path / "server.log", env={"REQUEST_TIMEOUT_SEC": "0.1"}) as server:
         answer = httpx.post(f"{server.url}/v1/completions", json=long, timeout=30)
         assert answer.status_code == 504
         assert "REQUEST_TIMEOUT_SEC" in answer.json()["error"]
