@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import orjson
@@ -131,7 +131,7 @@ def router(state: ServerState) -> APIRouter:
             return response
         generation, served = held[0], str(held[1].version)
 
-        async def events() -> AsyncIterator[bytes]:
+        async def events() -> AsyncGenerator[bytes]:
             error: Exception | None = ClientDisconnected("the caller hung up during the stream; generation stopped")
             completion = 0
             try:

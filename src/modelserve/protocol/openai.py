@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,7 +151,7 @@ def router(state: ServerState) -> APIRouter:
 
     async def stream(
         call: _Call, body: ChatCompletionRequest | CompletionRequest, generation: Generation
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes]:
         chat = call.kind == "chat.completion"
         error: Exception | None = ClientDisconnected("the caller hung up during the stream; generation stopped")
         completion = 0
