@@ -35,6 +35,8 @@ SCRAPE_TIMEOUT_S = 15.0
 GRAFANA = {"model": ".*", "__rate_interval": "1m", "__range": "1m"}
 REPLICATION_SERVICE = "the replication service exports it (tests/regions/test_service.py scrapes one)"
 PROBES = "no PROBE_MODEL here (tests/regions/test_probes.py scrapes a probing server)"
+CACHE = "no model here enables the response cache (tests/e2e/test_response_cache.py)"
+ROLLOUT = "no rollout runs here (tests/e2e/test_rollout.py)"
 # Queries that may rightly return nothing here, and why. Every other dashboard query must return data.
 MAY_BE_EMPTY = {
     "panel 'Server error rate' A": "the example models never fail on the server; its denominator is checked",
@@ -66,6 +68,13 @@ MAY_BE_EMPTY = {
     "panel 'Region availability (probes)' A": PROBES,
     "panel 'Cross-region latency p99' A": PROBES,
     "panel 'Probe failures' A": PROBES,
+    "panel 'Response cache hit ratio' A": CACHE,
+    "panel 'Response cache memory and evictions' A": CACHE,
+    "panel 'Response cache memory and evictions' B": CACHE,
+    "panel 'Requests abandoned before running' A": "no caller leaves early here (tests/batching, tests/e2e/test_grpc.py)",
+    "panel 'Rollout share' A": ROLLOUT,
+    "panel 'Rollout checks and rollbacks' A": ROLLOUT,
+    "panel 'Rollout checks and rollbacks' B": ROLLOUT,
 }
 # Queries with a model label that rightly leave some models out. Every other one shows every model.
 SOME_MODELS_ONLY = {
