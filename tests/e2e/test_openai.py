@@ -294,6 +294,7 @@ def test_a_running_generation_counts_as_a_request_inside_its_model(client: OpenA
     try:
         next(iter(stream))
         assert scrape(server, inside) == 1
+        assert 0 < scrape(server, f'model_serving_generation_kv_cache_usage_ratio{{model="{MODEL}"}}') < 1
     finally:
         stream.close()
     assert engine_idle(server)
@@ -301,6 +302,7 @@ def test_a_running_generation_counts_as_a_request_inside_its_model(client: OpenA
     while scrape(server, inside) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert scrape(server, inside) == 0
+    assert scrape(server, f'model_serving_generation_kv_cache_usage_ratio{{model="{MODEL}"}}') == 0
 
 
 def test_running_streams_finish_within_the_grace_on_sigterm(repository: Path, tmp_path: Path) -> None:

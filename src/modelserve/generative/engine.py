@@ -122,9 +122,13 @@ class TransformersEngine:
             sequence.cancelled = True
             self._wake.notify()
 
-    def counts(self) -> tuple[int, int]:
-        """Sequences running and waiting now."""
-        return len(self.scheduler.running), len(self.scheduler.waiting)
+    def counts(self) -> tuple[int, int, int, int]:
+        """Sequences running and waiting now; tokens held in their caches, and the most the running batch
+        may hold (``max_num_seqs`` times ``max_model_len``): their ratio is vLLM's KV-cache usage."""
+        running = list(self.scheduler.running)  # read from another thread: a copy, not the list itself
+        held = sum(len(s.prompt_ids) + len(s.output_ids) for s in running if s.cache is not None)
+        capacity = self.config.max_num_seqs * self.max_model_len
+        return len(running), len(self.scheduler.waiting), held, capacity
 
     def memory_bytes(self) -> int:
         """The weights' size (int8 ones included, which are not parameters); the caches grow with the

@@ -79,9 +79,9 @@ class GenerativeRuntime(Runtime):
             raise InferenceFailed(f"generation ended with {endings[0]}; the server log has the details")
         return {TEXT_OUTPUT: np.array(["".join(pieces).encode()], dtype=np.object_)}
 
-    def generation_counts(self) -> tuple[int, int]:
-        """Sequences running and waiting now, for the metrics."""
-        return self.engine.counts() if self.engine is not None else (0, 0)
+    def generation_counts(self) -> tuple[int, int, int, int]:
+        """Sequences running and waiting, cache tokens held and the most that may be, for the metrics."""
+        return self.engine.counts() if self.engine is not None else (0, 0, 0, 0)
 
     def memory_bytes(self) -> int:
         return int(self.engine.memory_bytes()) if self.engine is not None else 0

@@ -76,6 +76,14 @@ class GenerationMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.kv_cache = Gauge(
+            "model_serving_generation_kv_cache_usage_ratio",
+            "Tokens held in the running generations' key/value caches over the most the running batch may "
+            "hold, max_num_seqs times max_model_len (vllm:kv_cache_usage_perc).",
+            ["model"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         self._shown: set[str] = set()
 
     def observe(self, model: str, sequence: Any, completion_tokens: int) -> None:
@@ -92,17 +100,19 @@ class GenerationMetrics:
                 self.itl.labels(model).observe(gap)
 
     def refresh(self, ready: list[ModelVersion]) -> None:
-        """Set running and waiting from each generative model's engine; models gone since read 0."""
-        engines: dict[str, tuple[int, int]] = {}
+        """Set running, waiting and cache usage from each generative model's engines (its versions added
+        up); models gone since read 0."""
+        engines: dict[str, list[int]] = {}
         for record in ready:
             if (counts := getattr(record.runtime, "generation_counts", None)) is not None:
-                running, waiting = engines.get(record.name, (0, 0))
-                more = counts()
-                engines[record.name] = running + more[0], waiting + more[1]
-        for model, (running, waiting) in engines.items():
+                total = engines.setdefault(record.name, [0, 0, 0, 0])
+                for index, value in enumerate(counts()):
+                    total[index] += value
+        for model, (running, waiting, held, capacity) in engines.items():
             self.running.labels(model).set(running)
             self.waiting.labels(model).set(waiting)
+            self.kv_cache.labels(model).set(held / capacity if capacity else 0.0)
         for model in self._shown - engines.keys():
-            self.running.labels(model).set(0)
-            self.waiting.labels(model).set(0)
+            for gauge in (self.running, self.waiting, self.kv_cache):
+                gauge.labels(model).set(0)
         self._shown = set(engines)
