@@ -137,7 +137,7 @@ def test_keyword_arguments_override_the_environment(monkeypatch: pytest.MonkeyPa
         ("REQUEST_TIMEOUT_SEC", "soon", "valid number"),
         ("MAX_INPUT_SIZE_MB", "-5", "greater than 0"),
         ("UVICORN_WORKERS", "0", "greater than or equal to 1"),
-        ("MODEL_CONTROL_MODE", "poll", "'none', 'explicit' or 'on-demand'"),
+        ("MODEL_CONTROL_MODE", "sometimes", "'none', 'explicit', 'on-demand' or 'poll'"),
         ("LOG_LEVEL", "loud", "not a log level; use one of critical, error, warning, info, debug"),
         ("LOG_LEVEL", "notset", "not a log level"),
         ("HTTP_PORT", "70000", "less than or equal to 65535"),

@@ -51,6 +51,7 @@ def serve(
     grpc_keepalive_timeout_ms: Annotated[int | None, typer.Option(help=_help("grpc_keepalive_timeout_ms"))] = None,
     workers: Annotated[int | None, typer.Option(help=_help("workers"))] = None,
     model_control_mode: Annotated[ModelControlMode | None, typer.Option(help=_help("model_control_mode"))] = None,
+    repository_poll_secs: Annotated[float | None, typer.Option(help=_help("repository_poll_secs"))] = None,
     load_model: Annotated[
         list[str] | None, typer.Option("--load-model", help=_help("load_models") + " Repeatable.")
     ] = None,

@@ -25,6 +25,7 @@ class ModelControlMode(StrEnum):
     NONE = "none"  # everything in the repository loads at start; load/unload requests are refused
     EXPLICIT = "explicit"  # models named by LOAD_MODELS load at start; the rest through the API
     ON_DEMAND = "on-demand"  # as explicit, and a request for a model not loaded loads it, evicting idle ones
+    POLL = "poll"  # as none, and the repository is read again every REPOSITORY_POLL_SECS: changes load
 
 
 class PrewarmPolicy(StrEnum):
@@ -106,7 +107,13 @@ class Settings(BaseSettings):
         ModelControlMode.NONE,
         description="none: load every model at start; explicit: load LOAD_MODELS at start, the rest by API; "
         "on-demand: as explicit, and a request for a model not loaded loads it, evicting idle models "
-        "least recently used first when memory is short.",
+        "least recently used first when memory is short; poll: as none, and the repository is read again "
+        "every REPOSITORY_POLL_SECS, new models and versions loaded and removed ones unloaded.",
+    )
+    repository_poll_secs: float = Field(
+        15.0,
+        gt=0,
+        description="In poll mode, seconds between two reads of the repository (Triton's --repository-poll-secs).",
     )
     load_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -139,6 +139,22 @@ class ModelManager:
         """Load the models named (``*`` for all) at startup; failures are recorded, never fatal."""
         await self._loader.start(names)
 
+    async def poll(self) -> None:
+        """Read the repository again and serve what it holds now (poll mode): models and versions that
+        appeared load, versions its version policy no longer selects retire, and models gone from it
+        unload. A remote repository's mirror takes only versions whose SHA256SUMS lists them, so a
+        version being replicated there is picked up once published. A model that fails to load keeps
+        its reason in the index and is tried again at the next poll."""
+        present = set(await asyncio.to_thread(self.repository.names))
+        for name in sorted(set(self._records.names()) - present):
+            if any(r.state is ModelState.READY for r in (self._records.of(name) or {}).values()):
+                await self._loader.unload(name, "removed from the repository")
+        for name in sorted(present):
+            try:
+                await self._loader.load(name)
+            except ModelserveError as exc:
+                log.warning("poll: model %s did not load: %s", name, exc.message)
+
     async def close(self) -> None:
         """Unload every model, letting queued requests finish first."""
         await self._loader.close()

@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from modelserve import __version__
 from modelserve.config import ModelControlMode, PrewarmPolicy, Settings
-from modelserve.errors import ModelserveError
+from modelserve.errors import ModelserveError, StoreUnavailable
 from modelserve.history import from_settings as history_from_settings
 from modelserve.models.budget import MemoryBudget
 from modelserve.models.cache import ResponseCache
@@ -88,7 +88,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         cache=response_cache(settings, metrics),
         overrides=Overrides(settings.model_cache_dir / "overrides"),
     )
-    startup = ["*"] if mode is ModelControlMode.NONE else settings.load_models
+    startup = ["*"] if mode in (ModelControlMode.NONE, ModelControlMode.POLL) else settings.load_models
     required = tuple(name for name in startup if name != "*")
     prewarmer = prewarmer_for(settings, manager, metrics)
     rollout = rollouts_from_settings(settings, manager, metrics)
@@ -147,6 +147,15 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
                 log.warning("pre-warming starts without the traffic history: %s: %s", type(exc).__name__, exc)
         await prewarmer.run()
 
+    async def poll_repository(loading: asyncio.Task[None]) -> None:
+        await asyncio.gather(loading, return_exceptions=True)  # the first poll starts from what loaded at start
+        while True:
+            await asyncio.sleep(settings.repository_poll_secs)
+            try:
+                await manager.poll()
+            except StoreUnavailable as exc:  # what is loaded serves on; the next poll tries again
+                log.warning("poll: %s", exc.message)
+
     async def sample_usage(sampler: UsageSampler) -> None:
         while True:
             await asyncio.sleep(settings.history_flush_interval_sec)
@@ -174,11 +183,12 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
             asyncio.create_task(watch_costs(costs, metrics.observe_costs, settings.cost_refresh_sec)) if costs else None
         )
         probing = asyncio.create_task(prober.run(settings.probe_interval_sec)) if prober is not None else None
+        polling = asyncio.create_task(poll_repository(loading)) if mode is ModelControlMode.POLL else None
         try:
             yield
         finally:
             state.draining = True
-            for task in (shedding, prewarming, sampling, costing, probing):
+            for task in (shedding, prewarming, sampling, costing, probing, polling):
                 if task is not None:
                     task.cancel()
             if sharing is not None:
