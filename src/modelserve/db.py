@@ -16,7 +16,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
@@ -139,3 +139,41 @@ def _sqlite_connect(dbapi_connection: Any, _: object) -> None:
 def _sqlite_begin(connection: Any) -> None:
     # IMMEDIATE: the write lock is taken now, so two processes' read-then-write transactions cannot deadlock.
     connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def upgrade(engine: Engine, script_location: str, lock_key: int, metadata: MetaData, version_table: str) -> None:
+    """Bring a store's tables to the newest revision of its Alembic chain (``upgrade head``); concurrent
+    callers take turns.
+
+    The whole upgrade is one transaction under a lock (PostgreSQL's advisory lock ``lock_key``; SQLite's
+    write lock, taken by BEGIN IMMEDIATE), so the second of two servers starting together finds the
+    work done. There is no alembic.ini and no offline (SQL script) mode: each chain's env.py is
+    ``run_migrations``, on the connection opened and locked here.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", script_location)
+    config.set_main_option("path_separator", "os")
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
+        config.attributes.update(connection=connection, metadata=metadata, version_table=version_table)
+        command.upgrade(config, "head")
+
+
+def run_migrations() -> None:
+    """The body of every chain's env.py: migrate on what ``upgrade`` handed over. Batch mode lets later
+    migrations alter columns on SQLite, which has almost no ALTER TABLE."""
+    from alembic import context
+
+    attributes = context.config.attributes
+    context.configure(
+        connection=attributes["connection"],
+        target_metadata=attributes["metadata"],
+        version_table=attributes["version_table"],
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

@@ -5,32 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, delete, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from modelserve.db import upgrade
 from modelserve.history.recorder import Bucket, BucketKey
-from modelserve.history.schema import COUNTERS, LATENCY_COLUMNS, OUTCOMES, VERSION_TABLE, TrafficBucket
+from modelserve.history.schema import COUNTERS, LATENCY_COLUMNS, OUTCOMES, VERSION_TABLE, Base, TrafficBucket
 
 # pg_advisory_xact_lock key that serialises migrations of concurrent starters ("modelsrv" in ASCII).
 _MIGRATION_LOCK = 0x6D6F64656C737276
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the database to the newest schema (Alembic ``upgrade head``); concurrent callers take turns.
-
-    The whole upgrade is one transaction under a lock (PostgreSQL's advisory lock; SQLite's write lock,
-    taken by BEGIN IMMEDIATE), so the second of two servers starting together finds the work done.
-    """
-    config = Config()
-    config.set_main_option("script_location", "modelserve.history:migrations")
-    config.set_main_option("path_separator", "os")
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    """Bring the traffic history's tables to the newest revision; concurrent callers take turns (db.upgrade)."""
+    upgrade(engine, "modelserve.history:migrations", _MIGRATION_LOCK, Base.metadata, VERSION_TABLE)
 
 
 def revision(engine: Engine) -> str | None:

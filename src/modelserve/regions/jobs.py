@@ -11,13 +11,12 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, and_, func, or_, select, text, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
-from modelserve.regions.schema import ACTIVE, ReplicationJob, State
+from modelserve.db import upgrade
+from modelserve.regions.schema import ACTIVE, VERSION_TABLE, Base, ReplicationJob, State
 
 # pg_advisory_xact_lock key serialising the migrations of concurrent starters ("replicat" in ASCII).
 _MIGRATION_LOCK = 0x7265706C69636174
@@ -25,14 +24,7 @@ _MIGRATION_LOCK = 0x7265706C69636174
 
 def migrate(engine: Engine) -> None:
     """Bring the jobs' table to the newest revision; concurrent callers take turns (as history.store.migrate)."""
-    config = Config()
-    config.set_main_option("script_location", "modelserve.regions:migrations")
-    config.set_main_option("path_separator", "os")
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    upgrade(engine, "modelserve.regions:migrations", _MIGRATION_LOCK, Base.metadata, VERSION_TABLE)
 
 
 class JobStore:

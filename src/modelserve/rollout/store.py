@@ -6,12 +6,11 @@ or rolled back), so a server that stops at any point resumes from what the table
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session
 
-from modelserve.rollout.schema import TABLE, Rollout
+from modelserve.db import upgrade
+from modelserve.rollout.schema import TABLE, VERSION_TABLE, Base, Rollout
 
 # pg_advisory_xact_lock key serialising the migrations of concurrent starters ("rollouts" in ASCII).
 _MIGRATION_LOCK = 0x726F6C6C6F757473
@@ -19,14 +18,7 @@ _MIGRATION_LOCK = 0x726F6C6C6F757473
 
 def migrate(engine: Engine) -> None:
     """Bring the rollouts' table to the newest revision; concurrent callers take turns (as history.store.migrate)."""
-    config = Config()
-    config.set_main_option("script_location", "modelserve.rollout:migrations")
-    config.set_main_option("path_separator", "os")
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    upgrade(engine, "modelserve.rollout:migrations", _MIGRATION_LOCK, Base.metadata, VERSION_TABLE)
 
 
 class RolloutStore:

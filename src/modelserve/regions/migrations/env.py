@@ -1,17 +1,6 @@
-"""Alembic's environment: migrations run on the connection ``jobs.migrate`` opened and locked."""
+"""Alembic's environment for the replication jobs' chain: ``db.run_migrations``, on the connection ``db.upgrade``
+opened and locked."""
 
-from __future__ import annotations
+from modelserve.db import run_migrations
 
-from alembic import context
-
-from modelserve.regions.schema import VERSION_TABLE, Base
-
-connection = context.config.attributes["connection"]
-context.configure(
-    connection=connection,
-    target_metadata=Base.metadata,
-    version_table=VERSION_TABLE,
-    render_as_batch=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+run_migrations()
