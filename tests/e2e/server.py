@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelserve.observability.logging import ACCESS_LOGGER, FLUSH_INTERVAL_S
 
@@ -56,6 +57,16 @@ class RunningServer:
     def output(self) -> str:
         """Everything the server printed so far."""
         return self.log.read_text(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` on /metrics whose labels include ``labels``."""
+        text = httpx.get(f"{self.url}/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
     def access_lines(self, at_least: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         """The server's JSON access lines, once it has written ``at_least`` of them (or ``timeout_s`` has

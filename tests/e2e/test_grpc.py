@@ -17,7 +17,6 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from tests.builders import batched_copy_of_simple, echo_bytes_onnx, reference_inputs
@@ -182,16 +181,6 @@ def test_client_deadline_is_honoured(client: grpcclient.InferenceServerClient) -
     np.testing.assert_array_equal(client.infer("simple", simple_inputs(a, a)).as_numpy("OUTPUT0"), 2 * a)
 
 
-def metric(server: RunningServer, name: str, **labels: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
-
-
 def test_cancelled_calls_leave_the_queue_unrun_and_are_counted(
     server: RunningServer, stub: service_pb2_grpc.GRPCInferenceServiceStub
 ) -> None:
@@ -202,17 +191,17 @@ def test_cancelled_calls_leave_the_queue_unrun_and_are_counted(
         request.inputs.add(name=name, datatype="INT32", shape=[1, 16])
         request.raw_input_contents.append(np.arange(16, dtype=np.int32).tobytes())
     cancelled = {"model": "held_simple", "reason": "cancelled"}
-    before = metric(server, "model_serving_requests_abandoned_total", **cancelled)
+    before = server.metric("model_serving_requests_abandoned_total", **cancelled)
     samples_before = _inferred(server, "held_simple")
 
     calls = [stub.ModelInfer.future(request, timeout=30) for _ in range(5)]
-    _until(lambda: metric(server, "model_serving_queue_depth", model="held_simple") == 5, "five calls queued")
+    _until(lambda: server.metric("model_serving_queue_depth", model="held_simple") == 5, "five calls queued")
     for call in calls:
         call.cancel()
     live = [stub.ModelInfer.future(request, timeout=30) for _ in range(8)]
     answers = [call.result() for call in live]
     _until(
-        lambda: metric(server, "model_serving_requests_abandoned_total", **cancelled) == before + 5,
+        lambda: server.metric("model_serving_requests_abandoned_total", **cancelled) == before + 5,
         "the five cancelled calls counted",
     )
 

@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.server import RunningServer, serve
 
@@ -21,16 +19,6 @@ def server(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("on-demand")
     with serve(built_repository, root / "server.log", "--model-control-mode", "on-demand") as running:
         yield running
-
-
-def metric(server: RunningServer, name: str, **labels: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
 
 
 def simple_inputs(a: np.ndarray, b: np.ndarray) -> list[grpcclient.InferInput]:
@@ -49,7 +37,7 @@ def test_metadata_then_inference_on_a_model_nobody_loaded(server: RunningServer)
         a = np.arange(16, dtype=np.int32).reshape(1, 16)
         b = np.ones((1, 16), np.int32)
         np.testing.assert_array_equal(client.infer("simple", simple_inputs(a, b)).as_numpy("OUTPUT0"), a + b)
-    assert metric(server, "model_serving_cold_starts_total", model="simple") == 1
+    assert server.metric("model_serving_cold_starts_total", model="simple") == 1
 
 
 def test_concurrent_first_requests_share_one_load_and_all_get_answers(server: RunningServer) -> None:
@@ -62,5 +50,5 @@ def test_concurrent_first_requests_share_one_load_and_all_get_answers(server: Ru
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(infer, range(8)))
     assert all(answer.shape == (1,) for answer in answers)
-    assert metric(server, "model_serving_model_load_duration_seconds_count", model="iris") == 1
-    assert metric(server, "model_serving_cold_starts_total", model="iris") >= 1
+    assert server.metric("model_serving_model_load_duration_seconds_count", model="iris") == 1
+    assert server.metric("model_serving_cold_starts_total", model="iris") >= 1

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.builders import write_config
 from tests.e2e.server import RunningServer, serve
@@ -51,21 +50,12 @@ def statistics(server: RunningServer, model: str) -> dict[str, object]:
     return stats
 
 
-def metric(server: RunningServer, name: str, **labels: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
-
-
 def test_a_repeated_request_is_answered_from_the_cache_over_both_protocols(server: RunningServer) -> None:
     a = np.arange(16, dtype=np.int32).reshape(1, 16)
-    with httpclient.InferenceServerClient(server.address) as http, grpcclient.InferenceServerClient(
-        server.grpc_address
-    ) as grpc:
+    with (
+        httpclient.InferenceServerClient(server.address) as http,
+        grpcclient.InferenceServerClient(server.grpc_address) as grpc,
+    ):
         first = http.infer("cached", http_inputs(a))
         again = http.infer("cached", http_inputs(a))
         over_grpc = grpc.infer("cached", grpc_inputs(a))
@@ -86,9 +76,9 @@ def test_a_repeated_request_is_answered_from_the_cache_over_both_protocols(serve
     assert int(grpc_stats["cache_hit"]["count"]) == 2  # Triton's statistics over gRPC, as its clients read them
     config = httpx.get(f"{server.url}/v2/models/cached/config").json()
     assert config["response_cache"] == {"enable": True}
-    assert metric(server, "model_serving_response_cache_lookups_total", model="cached", result="hit") == 2
-    assert metric(server, "model_serving_response_cache_lookups_total", model="cached", result="miss") == 2
-    assert metric(server, "model_serving_response_cache_bytes") == 2 * 2 * 16 * 4  # two answers of two outputs
+    assert server.metric("model_serving_response_cache_lookups_total", model="cached", result="hit") == 2
+    assert server.metric("model_serving_response_cache_lookups_total", model="cached", result="miss") == 2
+    assert server.metric("model_serving_response_cache_bytes") == 2 * 2 * 16 * 4  # two answers of two outputs
 
 
 def test_the_outputs_asked_for_are_part_of_the_request(server: RunningServer) -> None:
