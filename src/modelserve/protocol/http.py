@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from modelserve.errors import ClientDisconnected, InvalidInput, PayloadTooLarge
 
@@ -58,13 +58,58 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 class RawResponse(Response):
     """A 200 answer given its headers whole: what ``Response.__init__`` works out (the length, the content
-    type's charset, a header table) the inference routes know already, on every request."""
+    type's charset, a header table) the inference routes know already, on every request.
+
+    Sent in one write where the server is uvicorn: its request cycle writes the status line and headers,
+    then the body, each to the socket at once, two system calls where one does; and a server killed
+    between the two leaves a proxy (HAProxy) holding a head it has passed on and cannot retry. Here the
+    cycle's transport is lent a gatherer for the two sends, and what they wrote leaves together."""
 
     def __init__(self, body: bytes, content_type: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.status_code = 200
         self.body = body
         self.background = None
         self.raw_headers = [(b"content-length", str(len(body)).encode()), (b"content-type", content_type), *headers]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cycle = getattr(send, "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if not callable(getattr(transport, "write", None)):  # not uvicorn's cycle: the ASGI way
+            await super().__call__(scope, receive, send)
+            return
+        gathered = _Gathered(transport)
+        cycle.transport = gathered  # type: ignore[union-attr]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": self.body})
+        finally:
+            cycle.transport = transport  # type: ignore[union-attr]
+            gathered.release()
+
+
+class _Gathered:
+    """What uvicorn's request cycle writes while it holds this in its transport's place, kept for one
+    write of the real transport; a close it asks for (a connection not kept alive) follows that write."""
+
+    def __init__(self, transport: Any) -> None:  # uvloop's and asyncio's transports, which share no base
+        self._transport = transport
+        self._parts: list[bytes] = []
+        self._close = False
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def close(self) -> None:
+        self._close = True
+
+    def is_closing(self) -> bool:
+        return self._close or self._transport.is_closing()
+
+    def release(self) -> None:
+        if self._parts and not self._transport.is_closing():
+            self._transport.write(b"".join(self._parts))
+        if self._close:
+            self._transport.close()
 
 
 def hang_up(request: Request) -> Callable[[], bool] | None:
