@@ -37,6 +37,7 @@ REPLICATION_SERVICE = "the replication service exports it (tests/regions/test_se
 PROBES = "no PROBE_MODEL here (tests/regions/test_probes.py scrapes a probing server)"
 CACHE = "no model here enables the response cache (tests/e2e/test_response_cache.py)"
 ROLLOUT = "no rollout runs here (tests/e2e/test_rollout.py)"
+GENERATIVE = "no generative model here (tests/e2e/test_openai.py)"
 # Queries that may rightly return nothing here, and why. Every other dashboard query must return data.
 MAY_BE_EMPTY = {
     "panel 'Server error rate' A": "the example models never fail on the server; its denominator is checked",
@@ -75,6 +76,17 @@ MAY_BE_EMPTY = {
     "panel 'Rollout share' A": ROLLOUT,
     "panel 'Rollout checks and rollbacks' A": ROLLOUT,
     "panel 'Rollout checks and rollbacks' B": ROLLOUT,
+    "panel 'Time to first token' A": GENERATIVE,
+    "panel 'Time to first token' B": GENERATIVE,
+    "panel 'Inter-token latency' A": GENERATIVE,
+    "panel 'Inter-token latency' B": GENERATIVE,
+    "panel 'Generation queue time' A": GENERATIVE,
+    "panel 'Tokens per second' A": GENERATIVE,
+    "panel 'Tokens per second' B": GENERATIVE,
+    "panel 'Generations running and waiting, KV cache' A": GENERATIVE,
+    "panel 'Generations running and waiting, KV cache' B": GENERATIVE,
+    "panel 'Generations running and waiting, KV cache' C": GENERATIVE,
+    "panel 'Generations finished, by reason' A": GENERATIVE,
 }
 # Queries with a model label that rightly leave some models out. Every other one shows every model.
 SOME_MODELS_ONLY = {
