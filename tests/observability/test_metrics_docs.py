@@ -1,4 +1,4 @@
-"""docs/METRICS.md documents every metric the server registers, with each of its labels."""
+"""docs/METRICS.md documents every metric the server and the replication service register, with each of its labels."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
+from modelserve.db import open_engine
 from modelserve.observability.gpu import GPU_METRICS
 from modelserve.observability.metrics import Metrics
+from modelserve.regions.jobs import JobStore, migrate
+from modelserve.regions.metrics import ReplicationMetrics
+from modelserve.regions.probes import ProbeMetrics
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "METRICS.md"
 
@@ -56,12 +60,22 @@ def test_gpu_metrics_are_documented_whether_or_not_this_host_has_a_gpu() -> None
         assert documented.get(name) == {"gpu"}, f"{name} missing from docs/METRICS.md or documented without 'gpu'"
 
 
-def test_the_document_lists_no_metric_that_does_not_exist() -> None:
-    registry = CollectorRegistry()
-    Metrics(registry)
-    exposed = {f"{f.name}_total" if f.type == "counter" else f.name for f in _ours(registry)}
+def _exposed(registry: CollectorRegistry) -> set[str]:
+    return {f"{f.name}_total" if f.type == "counter" else f.name for f in _ours(registry)}
 
-    assert set(_documented()) == exposed | set(GPU_METRICS)
+
+def test_the_document_lists_no_metric_that_does_not_exist(tmp_path: Path) -> None:
+    """What the document lists is what a model server exports (its probes' metrics included, which it
+    registers when PROBE_MODEL is set) and what the replication service does."""
+    server = CollectorRegistry()
+    Metrics(server)
+    ProbeMetrics(server)
+    service = CollectorRegistry()
+    engine = open_engine(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    migrate(engine)
+    ReplicationMetrics(service, JobStore(engine))
+
+    assert set(_documented()) == _exposed(server) | _exposed(service) | set(GPU_METRICS)
 
 
 def test_the_process_metrics_the_document_promises_are_exported() -> None:
