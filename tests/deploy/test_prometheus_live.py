@@ -72,7 +72,7 @@ MAY_BE_EMPTY = {
     "panel 'Response cache hit ratio' A": CACHE,
     "panel 'Response cache memory and evictions' A": CACHE,
     "panel 'Response cache memory and evictions' B": CACHE,
-    "panel 'Requests abandoned before running' A": "no caller leaves early here (tests/batching, tests/e2e/test_grpc.py)",
+    "panel 'Requests abandoned before running' A": "no caller leaves early here (tests/e2e/test_grpc.py)",
     "panel 'Rollout share' A": ROLLOUT,
     "panel 'Rollout checks and rollbacks' A": ROLLOUT,
     "panel 'Rollout checks and rollbacks' B": ROLLOUT,
