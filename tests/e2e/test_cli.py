@@ -56,7 +56,7 @@ def test_serve_help_names_every_setting_and_its_environment_variable() -> None:
         ({"MAX_BATCH_SIZE": "lots"}, (), "MAX_BATCH_SIZE='lots'"),
         ({"BATCH_TIMEOUT_MS": "-5"}, (), "BATCH_TIMEOUT_MS='-5'"),
         ({"UVICORN_WORKERS": "0"}, (), "UVICORN_WORKERS='0'"),
-        ({"MODEL_CONTROL_MODE": "poll"}, (), "MODEL_CONTROL_MODE='poll'"),
+        ({"MODEL_CONTROL_MODE": "sometimes"}, (), "MODEL_CONTROL_MODE='sometimes'"),
         ({"TRACE_SAMPLE_RATE": "2"}, (), "TRACE_SAMPLE_RATE='2'"),
         ({}, ("--http-port", "70000"), "HTTP_PORT=70000"),
     ],

@@ -4,7 +4,9 @@ a broken model among good ones, requests that failed, logs in JSON.
 Every command that can run without a cluster runs, and must succeed with output: `curl` and
 `modelserve` against the server, and the `kubectl logs deploy/modelserve | jq ...` filters against the
 server's own log. What needs a cluster or a GPU cannot run here and is listed, so that a command of
-any other kind has to be made runnable or added to the list on purpose.
+any other kind has to be made runnable or added to the list on purpose. The replication and failover
+commands need regions (S3 stores, a router, probes): tests/regions/test_runbook.py, test_failover.py,
+test_service.py and test_probes.py run them against two local ones.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 LOGS = re.compile(r"^kubectl (-n inference )?logs deploy/modelserve( --previous)? \|")
 NEEDS_A_CLUSTER = ("kubectl ", "nvidia-smi ")
 NEEDS_A_GPU = "model_serving_gpu_"
+NEEDS_REGIONS = ("python -m src.replication.", "python -m src.failover.")
+REPLICATION_SERVICE = "localhost:9108"  # `modelserve regions serve`, scraped by tests/regions/test_service.py
+NEEDS_PROBES = "model_serving_region_probe_"  # a server with PROBE_MODEL, scraped by tests/regions/test_probes.py
+NEEDS_A_ROUTER = "haproxy.sock"  # HAProxy's runtime API, driven by tests/regions/test_failover.py
 GOOD = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [0.5] * 16}]}
 BAD = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 15], "data": [0.5] * 15}]}
 
@@ -80,7 +86,7 @@ def runnable(command: str, server: RunningServer, scratch: Path) -> str:
 def test_every_command_that_can_run_here_runs(troubled: RunningServer, document: Path, tmp_path: Path) -> None:
     ran, elsewhere = 0, []
     for command in commands(document):
-        if LOGS.match(command) is None and (command.startswith(NEEDS_A_CLUSTER) or NEEDS_A_GPU in command):
+        if LOGS.match(command) is None and _elsewhere(command):
             elsewhere.append(command)
             continue
         result = shell(runnable(command, troubled, tmp_path))
@@ -93,7 +99,14 @@ def test_every_command_that_can_run_here_runs(troubled: RunningServer, document:
             assert result.stdout.strip(), f"{document.name}: `{command}` printed nothing"
         ran += 1
     assert ran >= 15, f"only {ran} commands of {document.name} ran"
-    assert all(c.startswith(NEEDS_A_CLUSTER) or NEEDS_A_GPU in c for c in elsewhere)
+    assert all(_elsewhere(c) for c in elsewhere)
+
+
+def _elsewhere(command: str) -> bool:
+    """Whether ``command`` needs what this test has not: a cluster, a GPU, regions."""
+    return command.startswith(NEEDS_A_CLUSTER + NEEDS_REGIONS) or any(
+        needed in command for needed in (NEEDS_A_GPU, REPLICATION_SERVICE, NEEDS_PROBES, NEEDS_A_ROUTER)
+    )
 
 
 def test_the_log_filters_find_what_they_look_for(troubled: RunningServer) -> None:
