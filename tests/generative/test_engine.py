@@ -85,8 +85,8 @@ def test_stop_string_ends_the_text_before_it(engine: TransformersEngine) -> None
     free = Collector()
     engine.submit("a", engine.encode("Paris"), SamplingParams(temperature=0, max_tokens=8), free)
     assert free.done.wait(30)
-    if len(free.text) < 3:
-        pytest.skip("the random model ended at once")
+    # The tiny model's weights come from a fixed seed, so its greedy answer is fixed too: long enough.
+    assert len(free.text) >= 3, free.text
     stop = free.text[1:3]
     stopped = Collector()
     engine.submit("b", engine.encode("Paris"), SamplingParams(temperature=0, max_tokens=8, stop=(stop,)), stopped)
