@@ -265,10 +265,11 @@ class ModelConfig(_Strict):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            raise ModelLoadError(f"{path}: {_explain(exc)}") from exc
+            raise ModelLoadError(f"{path}: {explain(exc)}") from exc
 
 
-def _explain(error: ValidationError) -> str:
+def explain(error: ValidationError) -> str:
+    """A validation error as config.yaml's readers see it: each field's path and what is wrong there."""
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "config"

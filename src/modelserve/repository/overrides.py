@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelserve.errors import InvalidInput
-from modelserve.repository.config import ModelConfig
+from modelserve.repository.config import ModelConfig, explain
 from modelserve.repository.layout import ModelSource, read_source
 
 # Triton's platform and backend names, and ours.
@@ -57,8 +57,7 @@ def from_triton(model: str, text: str) -> ModelConfig:
     try:
         return ModelConfig.model_validate(_fields(document))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise _failed(model, f"the config parameter is not a valid model configuration: {problems}") from None
+        raise _failed(model, f"the config parameter is not a valid model configuration: {explain(exc)}") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise _failed(model, f"the config parameter is not a valid model configuration: {exc}") from None
 
