@@ -6,20 +6,26 @@ one with a multipart upload whose parts go up on a shared pool while the next pa
 Memory is bounded by ``max_parts`` part buffers, all files together.
 
 Verification is a chain: the sha256 of the bytes read must equal the source's SHA256SUMS entry, and
-each write's ETag (the MD5 of what the target stored) must equal the MD5 of the bytes sent (Content-MD5
-is sent too, so real S3 refuses a corrupted body itself). Where the target's ETag is not an MD5 (SSE-KMS,
-some S3-compatible stores) the written object is read back and hashed instead. A file that fails is
-copied again; it is never reported verified.
+the target's ETag (the MD5 of what it stored) must equal the MD5 of the bytes sent (Content-MD5 is sent
+too, so real S3 refuses a corrupted body itself; each part also carries a CRC32, as boto3 sends). The
+MD5 of the bytes sent is where the copy spends most of its CPU, so it is taken from the source where the
+source vouches for it: an object written in the same layout as the copy (one PUT, or parts of the same
+size, as ``aws s3 cp`` writes them) has the ETag the copy must get, when that ETag is an MD5 (not SSE-KMS
+or SSE-C); rclone uses source ETags alike. Otherwise, or after a vouched copy failed, the copy hashes
+what it sends. Where the target's ETag is not an MD5 (SSE-KMS, some S3-compatible stores) the written
+object is read back and hashed instead. A file that fails is copied again; it is never reported verified.
 
 The multipart upload in flight (its id and every completed part with its MD5) is handed to
 ``on_progress`` after each part, for the job to store: a copy that resumes skips the parts the store
-holds with the MD5 of the bytes read again (the sha256 of the whole file needs every byte).
+holds with the MD5 of the bytes read again (the sha256 of the whole file needs every byte); a vouched
+copy keeps the parts the store holds as recorded, as the completed object's ETag checks them all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
@@ -28,7 +34,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from modelserve.regions.s3 import Corrupt, Store, base64_of, is_md5, is_missing
+from modelserve.regions.s3 import Corrupt, Store, base64_of, is_md5, is_missing, vouches
 
 
 class Mismatch(Exception):
@@ -65,35 +71,54 @@ class Copier:
         """Stop the pool once its work is done."""
         self.pool.shutdown(wait=True)
 
-    def copy(self, file: FileCopy, progress: Progress, on_progress: Callable[[Progress, int], None]) -> tuple[str, int]:
+    def copy(
+        self,
+        file: FileCopy,
+        progress: Progress,
+        on_progress: Callable[[Progress, int], None],
+        *,
+        trust_source: bool = True,
+    ) -> tuple[str, int]:
         """Copy ``file`` and verify it; returns the target's ETag and the bytes written.
 
         ``progress`` is what an earlier attempt stored (resumed from); ``on_progress(progress, nbytes)``
-        is called after each part written. Raises Mismatch when the bytes read differ from the manifest.
+        is called after each part written. ``trust_source`` lets the source's ETag stand for the MD5 of
+        the bytes sent where it can (off after a copy that relied on it failed). Raises Mismatch when the
+        bytes read differ from the manifest, Corrupt when the target stored other bytes than were sent.
         """
         if file.size <= self.threshold:
-            return self._copy_whole(file, on_progress)
-        return self._copy_parts(file, progress, on_progress)
+            return self._copy_whole(file, on_progress, trust_source)
+        return self._copy_parts(file, progress, on_progress, trust_source)
 
-    def _copy_whole(self, file: FileCopy, on_progress: Callable[[Progress, int], None]) -> tuple[str, int]:
+    def _copy_whole(
+        self, file: FileCopy, on_progress: Callable[[Progress, int], None], trust_source: bool
+    ) -> tuple[str, int]:
         with self.budget:
-            data = self.source.read(file.source_key, 0, file.size)
+            with self.source.download(file.source_key, file.size) as download:
+                data = download.take(file.size)
             if hashlib.sha256(data).hexdigest() != file.sha256:
                 raise Mismatch(f"{file.source_key}: the bytes read hash otherwise than SHA256SUMS says")
-            etag = self.target.put(file.target_key, data)
+            md5 = download.etag if trust_source and download.vouches() else None
+            etag = self.target.put(file.target_key, data, md5=md5)
         if not is_md5(etag):
             self._read_back(file)
         on_progress({}, len(data))
         return etag, len(data)
 
     def _copy_parts(
-        self, file: FileCopy, progress: Progress, on_progress: Callable[[Progress, int], None]
+        self, file: FileCopy, progress: Progress, on_progress: Callable[[Progress, int], None], trust_source: bool
     ) -> tuple[str, int]:
         count = -(-file.size // self.part_size)
-        upload_id, done = self._resumable(file, progress)
+        vouched = self._vouched_etag(file, count) if trust_source else None
+        upload_id, done = self._resumable(file, progress, vouched is not None)
         if upload_id is None:
+            # A CRC32 per part, as boto3 sends by default: the store checks each part against it, and the
+            # object's checksum is built from the parts' (otherwise S3 computes a CRC64 over the whole object).
             answer = self.target.call(
-                self.target.client.create_multipart_upload, Bucket=self.target.bucket, Key=file.target_key
+                self.target.client.create_multipart_upload,
+                Bucket=self.target.bucket,
+                Key=file.target_key,
+                ChecksumAlgorithm="CRC32",
             )
             upload_id, done = str(answer["UploadId"]), {}
             on_progress({"upload_id": upload_id, "parts": {}}, 0)
@@ -102,7 +127,7 @@ class Copier:
         digest = hashlib.sha256()
         uploads: list[Future[int]] = []
 
-        def upload(number: int, data: bytes, md5: str) -> int:
+        def upload(number: int, data: bytearray, md5: str | None) -> int:
             try:
                 answer = self.target.call(self._upload_part, file.target_key, upload_id, number, data, md5)
             finally:
@@ -116,7 +141,7 @@ class Copier:
         # One streaming GET for the whole file (resumed with Range where it is cut), read part by part in
         # order for the sha256, while the parts already read go up on the pool.
         try:
-            with self.source.download(file.source_key, 0, file.size) as download:
+            with self.source.download(file.source_key, file.size) as download:
                 for number in range(1, count + 1):
                     # This thread holds no part buffer while it waits for one: every earlier part is
                     # with an upload, which frees its buffer by itself.
@@ -127,9 +152,11 @@ class Copier:
                         self.budget.release()
                         raise
                     digest.update(data)
-                    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-                    if done.get(str(number)) == md5:
-                        self.budget.release()  # uploaded by an earlier attempt, and the same bytes
+                    md5 = None if vouched else hashlib.md5(data, usedforsecurity=False).hexdigest()
+                    if str(number) in done and (vouched or done[str(number)] == md5):
+                        # Uploaded by an earlier attempt: the same bytes, by their MD5 or, vouched, by
+                        # the completed object's ETag below.
+                        self.budget.release()
                     else:
                         uploads.append(self.pool.submit(upload, number, data, md5))
                     del data
@@ -146,7 +173,7 @@ class Copier:
             on_progress({}, 0)
             raise Mismatch(f"{file.source_key}: the bytes read hash otherwise than SHA256SUMS says")
         parts = [{"PartNumber": n, "ETag": f'"{state["parts"][str(n)]}"'} for n in range(1, count + 1)]
-        expected = (
+        expected = vouched or (
             hashlib.md5(
                 b"".join(bytes.fromhex(state["parts"][str(n)]) for n in range(1, count + 1)), usedforsecurity=False
             ).hexdigest()
@@ -159,21 +186,42 @@ class Copier:
             raise Corrupt(f"{file.target_key}: the stored object's ETag {etag} is not that of the parts sent")
         return etag, written
 
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes, md5: str) -> str:
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytearray, md5: str | None) -> str:
+        """Upload one part; returns its ETag. Without ``md5`` (a vouched copy) the part is checked by the
+        store against its CRC32 and, with every other part, by the completed object's ETag."""
         answer = self.target.client.upload_part(
             Bucket=self.target.bucket,
             Key=key,
             UploadId=upload_id,
             PartNumber=number,
             Body=data,
-            ContentMD5=base64_of(bytes.fromhex(md5)),
+            ChecksumCRC32=base64_of(zlib.crc32(data).to_bytes(4, "big")),
+            **({"ContentMD5": base64_of(bytes.fromhex(md5))} if md5 else {}),
         )
         etag = str(answer.get("ETag", "")).strip('"')
+        if md5 is None:
+            return etag
         if is_md5(etag) and etag != md5:
             raise Corrupt(f"{key}: part {number} arrived otherwise than sent (ETag {etag}, sent {md5})")
         return md5
 
-    def _resumable(self, file: FileCopy, progress: Progress) -> tuple[str | None, dict[str, str]]:
+    def _vouched_etag(self, file: FileCopy, count: int) -> str | None:
+        """The source's ETag where it is the ETag a good copy in ``count`` parts of ``part_size`` gets:
+        the source was written in parts of that size, and not with KMS or customer keys. A HEAD of part
+        1 answers the object's ETag with the part's length."""
+        try:
+            first = self.source.call(
+                self.source.client.head_object, Bucket=self.source.bucket, Key=file.source_key, PartNumber=1
+            )
+        except ClientError as exc:
+            if is_missing(exc):
+                return None  # the GET says so, in its own words
+            raise
+        etag = str(first.get("ETag", "")).strip('"')
+        layout = etag == f"{etag[:32]}-{count}" and int(first.get("ContentLength", -1)) == self.part_size
+        return etag if layout and is_md5(etag[:32]) and vouches(first) else None
+
+    def _resumable(self, file: FileCopy, progress: Progress, vouched: bool) -> tuple[str | None, dict[str, str]]:
         """The upload an earlier attempt left, with its parts, if the store still has it."""
         upload_id = progress.get("upload_id")
         if not upload_id:
@@ -188,10 +236,11 @@ class Copier:
             raise
         stored = {str(p["PartNumber"]): str(p["ETag"]).strip('"') for p in answer.get("Parts", [])}
         # A part counts as done when the store holds it as recorded, or (parts uploaded after the last
-        # record was written) when its ETag is an MD5: the copy compares it with the bytes it reads again.
+        # record was written, not vouched for) when its ETag is an MD5: the copy compares it with the
+        # bytes it reads again.
         recorded: dict[str, str] = progress.get("parts", {})
-        done = {n: etag for n, etag in stored.items() if is_md5(etag)}
-        done.update({n: md5 for n, md5 in recorded.items() if stored.get(n) == md5})
+        done = {} if vouched else {n: etag for n, etag in stored.items() if is_md5(etag)}
+        done.update({n: etag for n, etag in recorded.items() if stored.get(n) == etag})
         return str(upload_id), done
 
     def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]], expected: str) -> str:
@@ -229,7 +278,7 @@ class Copier:
 def sha256_of(store: Store, key: str, size: int, part_size: int) -> str:
     """The sha256 of an object, read in parts (each resumed with Range when cut)."""
     digest = hashlib.sha256()
-    with store.download(key, 0, size) as download:
+    with store.download(key, size) as download:
         while data := download.take(part_size):
             digest.update(data)
     return digest.hexdigest()

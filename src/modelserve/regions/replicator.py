@@ -16,6 +16,7 @@ last error kept for ``--list-pending``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -277,10 +278,15 @@ class Replicator:
         def copy(file: FileCopy) -> None:
             if progress.get(file.relative, {}).get("done") and self._still_there(target, file, progress):
                 return
-            for _ in range(policy.request_attempts):
+            for attempt in range(policy.request_attempts):
                 try:
                     etag, written = copier.copy(
-                        file, progress.get(file.relative, {}), lambda state, n: save(file.relative, state, 0)
+                        file,
+                        progress.get(file.relative, {}),
+                        lambda state, n: save(file.relative, state, 0),
+                        # A copy that failed hashes what it sends the next time, in case the source's ETag
+                        # was not the MD5 it looked like.
+                        trust_source=attempt == 0,
                     )
                 except (Mismatch, Corrupt):
                     save(file.relative, {}, 0, mismatch=True)
@@ -318,8 +324,8 @@ class Replicator:
         elif CONFIG in sums:
             # Written before SHA256SUMS: a server mirroring the model in between refuses it (its config
             # differs from the entry) until SHA256SUMS follows, moments later; it never loads it unverified.
-            data = source.read(source.key(job.model, CONFIG), 0, _size(source, source.key(job.model, CONFIG)))
-            if _sha256(data) != sums[CONFIG]:
+            data = source.read(source.key(job.model, CONFIG), _size(source, source.key(job.model, CONFIG)))
+            if hashlib.sha256(data).hexdigest() != sums[CONFIG]:
                 raise Corrupt(f"{job.model}/{CONFIG}: the bytes read hash otherwise than the source's {CHECKSUMS}")
             target.put(target.key(job.model, CONFIG), data)
             ours[CONFIG] = sums[CONFIG]
@@ -388,9 +394,3 @@ def _size(store: Store, key: str) -> int:
     if head is None:
         raise ReplicationError(f"{key} is listed in {CHECKSUMS} but not stored")
     return int(head["ContentLength"])
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()

@@ -36,7 +36,7 @@ T = TypeVar("T")
 # Reads of a body take this much at a time: a read cut short loses the chunk it was in (urllib3 raises
 # rather than return part of it), so a resumed read asks again from the end of the last whole chunk.
 # Smaller chunks lose less to a cut and cost more CPU per MiB (each read crosses botocore and urllib3).
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
 # Error codes S3 answers when it wants the caller to slow down or try again.
 _THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"})
 _TRANSIENT = frozenset({"InternalError", "ServiceUnavailable", "RequestTimeout", "BadDigest", "InvalidDigest"})
@@ -129,14 +129,14 @@ class Store:
             exc = state.outcome.exception()
             self.on_retry((retry_reason(exc) if exc is not None else None) or "other")
 
-    def read(self, key: str, start: int, length: int) -> bytes:
-        """Bytes ``[start, start + length)`` of ``key``; a body cut short is asked for again from where it broke."""
-        with self.download(key, start, start + length) as download:
-            return download.take(length)
+    def read(self, key: str, size: int) -> bytearray:
+        """The whole object ``key`` of ``size`` bytes; a body cut short is asked for again from where it broke."""
+        with self.download(key, size) as download:
+            return download.take(size)
 
-    def download(self, key: str, start: int, end: int) -> Download:
-        """One streaming GET of bytes ``[start, end)`` of ``key``, read in pieces with ``take``."""
-        return Download(self, key, start, end)
+    def download(self, key: str, size: int) -> Download:
+        """One streaming GET of the object ``key`` of ``size`` bytes, read in pieces with ``take``."""
+        return Download(self, key, size)
 
     def read_small(self, key: str) -> tuple[bytes, str]:
         """A whole small object (a manifest) and its ETag, checked against the ETag where that is its MD5."""
@@ -167,22 +167,31 @@ class Store:
             raise
         return answer
 
-    def put(self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> str:
+    def put(
+        self,
+        key: str,
+        data: bytes | bytearray,
+        *,
+        md5: str | None = None,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str:
         """Write a whole object with its Content-MD5; returns the ETag, checked against the MD5 we sent.
 
+        ``md5`` (hex) is the bytes' MD5 where a source vouches for it, not computed again.
         ``if_match`` (an ETag) or ``if_absent`` make the write conditional (S3's If-Match / If-None-Match):
         a PreconditionFailed ClientError says another writer got there first. A conditional write that
         stored corrupt bytes is tried again on the condition that the object is still that copy of ours.
         """
-        digest = hashlib.md5(data, usedforsecurity=False)
+        digest = bytes.fromhex(md5) if md5 else hashlib.md5(data, usedforsecurity=False).digest()
         condition = {"IfMatch": f'"{if_match}"'} if if_match else {"IfNoneMatch": "*"} if if_absent else {}
 
         def once() -> str:
             answer = self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentMD5=base64_of(digest.digest()), **condition
+                Bucket=self.bucket, Key=key, Body=data, ContentMD5=base64_of(digest), **condition
             )
             etag = str(answer.get("ETag", "")).strip('"')
-            if is_md5(etag) and etag != digest.hexdigest():
+            if is_md5(etag) and etag != digest.hex():
                 if condition:
                     condition.clear()
                     condition["IfMatch"] = f'"{etag}"'
@@ -203,14 +212,19 @@ def is_conflict(exc: BaseException) -> bool:
 class Download:
     """A streaming GET read piece by piece. A body cut short (a reset, a read timeout, a connection
     closed early) is closed and asked for again, after the policy's backoff, with a Range header from
-    the first byte not yet read: boto3 retries the request, never a body already streaming."""
+    the first byte not yet read: boto3 retries the request, never a body already streaming.
 
-    def __init__(self, store: Store, key: str, start: int, end: int) -> None:
+    The first GET asks for the whole object, without a Range: a store answers a range with a slice of
+    the object, a copy of every byte on its side. Bytes past ``size`` (an object rewritten since it was
+    listed) are never read: the connection is closed instead, and the hash of what was read tells."""
+
+    def __init__(self, store: Store, key: str, size: int) -> None:
         self.store = store
         self.key = key
-        self.offset = start
-        self.end = end
+        self.offset = 0
+        self.end = size
         self.body: Any = None
+        self.answer: dict[str, Any] = {}  # the first GET's answer, less its body
 
     def __enter__(self) -> Download:
         return self
@@ -224,31 +238,54 @@ class Download:
             self.body.close()
             self.body = None
 
-    def take(self, length: int) -> bytes:
-        """The next ``length`` bytes (fewer only at the end of the range)."""
-        length = min(length, self.end - self.offset)
-        buffer = bytearray()
+    def take(self, length: int) -> bytearray:
+        """The next ``length`` bytes (fewer only at the end of the object), read into one buffer: a part
+        of a large file is hashed and sent from it without another copy."""
+        buffer = bytearray(min(length, self.end - self.offset))
+        view = memoryview(buffer)
+        filled = 0
 
         def once() -> None:
+            nonlocal filled
             if self.body is None:
-                answer = self.store.client.get_object(
-                    Bucket=self.store.bucket, Key=self.key, Range=f"bytes={self.offset}-{self.end - 1}"
-                )
-                self.body = answer["Body"]
+                ranged = {"Range": f"bytes={self.offset}-{self.end - 1}"} if self.offset else {}
+                answer = self.store.client.get_object(Bucket=self.store.bucket, Key=self.key, **ranged)
+                self.body = answer.pop("Body")
+                self.answer = self.answer or answer
             try:
-                while len(buffer) < length:
-                    chunk = self.body.read(min(CHUNK, length - len(buffer)))
-                    if not chunk:
+                while filled < len(buffer):
+                    count = self.body.readinto(view[filled : filled + CHUNK])
+                    if not count:
                         raise CutDownload(f"{self.key}: body ended at byte {self.offset} of {self.end}")
-                    buffer.extend(chunk)
-                    self.offset += len(chunk)
+                    filled += count
+                    self.offset += count
             except BaseException:
                 self.close()
                 raise
 
-        if length > 0:
-            self.store.call(once)
-        return bytes(buffer)
+        if buffer:
+            try:
+                self.store.call(once)
+            finally:
+                view.release()
+        return buffer
+
+    @property
+    def etag(self) -> str:
+        """The object's ETag, as its first GET answered it."""
+        return str(self.answer.get("ETag", "")).strip('"')
+
+    def vouches(self) -> bool:
+        """Whether the object's ETag is the MD5 of its bytes: one PUT, not under KMS or customer keys."""
+        return is_md5(self.etag) and vouches(self.answer)
+
+
+def vouches(answer: dict[str, Any]) -> bool:
+    """Whether a GET's or HEAD's answer leaves the ETag as S3 computes it from the bytes: not under a
+    KMS key or a customer's key, whose objects' ETags are not their MD5."""
+    return not str(answer.get("ServerSideEncryption", "")).startswith("aws:kms") and not answer.get(
+        "SSECustomerAlgorithm"
+    )
 
 
 def is_md5(etag: str) -> bool:
