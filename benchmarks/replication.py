@@ -1,13 +1,16 @@
 """Verified replication against plain copies: one model version of 20 files (200 MiB) from region A to B.
 
     .venv/bin/python -m benchmarks.replication [--runs 3] [--size-mib 200] [--files 20]
-                                               [--max-files 4] [--part-size-mib 8] [--json]
+                                               [--max-files 4] [--part-size-mib 8]
+                                               [--source-layout cp|put] [--json]
 
-Two moto S3 servers on loopback stand for the two regions' stores. Each run copies the same version,
-into a fresh prefix of B, in three ways, in turn:
+Two moto S3 servers on loopback stand for the two regions' stores. The version is written to A as
+``aws s3 cp`` writes files (``--source-layout cp``: parts of 8 MiB from 8 MiB on), or each file in one
+PUT (``put``). Each run copies the same version, into a fresh prefix of B, in three ways, in turn:
 
-- ``verified``: a replication job (modelserve.regions): sha256 of every byte against SHA256SUMS, MD5
-  of every write against the ETag B returns, SHA256SUMS written last; the job's state in SQLite;
+- ``verified``: a replication job (modelserve.regions): sha256 of every byte against SHA256SUMS, every
+  write's ETag against the MD5 of the bytes sent (the source's ETag where it vouches for it, else
+  hashed: with ``put``, the files in parts), SHA256SUMS written last; the job's state in SQLite;
 - ``boto3``: per file, ``get_object`` streamed into ``upload_fileobj`` (boto3's transfer manager, its
   defaults: multipart from 8 MiB, 10 threads per file); nothing verified;
 - ``s3fs``: per file, ``open`` on A read into ``open(..., "wb")`` on B in 8 MiB blocks; nothing verified.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import resource
@@ -62,15 +66,21 @@ def sizes(total_mib: int, files: int) -> list[int]:
     return out
 
 
-def publish(url: str, bucket: str, file_sizes: list[int]) -> list[tuple[str, int]]:
-    """The version in A, with its SHA256SUMS: ``(relative path, size)`` of each file."""
+def publish(url: str, bucket: str, file_sizes: list[int], layout: str) -> list[tuple[str, int]]:
+    """The version in A, with its SHA256SUMS: ``(relative path, size)`` of each file.
+
+    ``layout`` is how A's files were written: ``cp`` as ``aws s3 cp`` and boto3's ``upload_file`` write
+    them (parts of 8 MiB from 8 MiB on), ``put`` each in one PUT whatever its size."""
     s3 = client(url)
     s3.create_bucket(Bucket=bucket)
     sums, files = [], []
     for index, size in enumerate(file_sizes):
         data = os.urandom(size)
         relative = f"{VERSION}/shard-{index:02d}.bin"
-        s3.put_object(Bucket=bucket, Key=f"models/{MODEL}/{relative}", Body=data)
+        if layout == "cp":
+            s3.upload_fileobj(io.BytesIO(data), bucket, f"models/{MODEL}/{relative}")
+        else:
+            s3.put_object(Bucket=bucket, Key=f"models/{MODEL}/{relative}", Body=data)
         sums.append(f"{hashlib.sha256(data).hexdigest()}  {relative}\n")
         files.append((relative, size))
     s3.put_object(Bucket=bucket, Key=f"models/{MODEL}/SHA256SUMS", Body="".join(sums).encode())
@@ -167,6 +177,12 @@ def main() -> None:
     parser.add_argument("--max-files", type=int, default=4)
     parser.add_argument("--part-size-mib", type=float, default=8.0)
     parser.add_argument("--max-parts", type=int, default=8, help="Part buffers in flight (the copier's memory bound).")
+    parser.add_argument(
+        "--source-layout",
+        choices=("cp", "put"),
+        default="cp",
+        help="How A's files were written: cp (as aws s3 cp: 8 MiB parts) or put (one PUT each).",
+    )
     parser.add_argument("--json", action="store_true", help="One JSON object per method instead of a table.")
     args = parser.parse_args()
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
@@ -181,7 +197,7 @@ def main() -> None:
         a = stack.enter_context(running_s3(folder / "a.log"))
         b = stack.enter_context(running_s3(folder / "b.log"))
         client(b).create_bucket(Bucket=bucket)
-        files = publish(a, bucket, sizes(args.size_mib, args.files))
+        files = publish(a, bucket, sizes(args.size_mib, args.files), args.source_layout)
         total_mib = sum(size for _, size in files) / 1048576
         database = f"sqlite:///{folder / 'jobs.sqlite3'}"
         methods: dict[str, Callable[[str], None]] = {
