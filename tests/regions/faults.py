@@ -48,6 +48,7 @@ class FaultProxy:
         self.requests = 0
         self.scripted: deque[tuple[str, Match]] = deque()
         self.seen: list[tuple[str, str, str]] = []  # (method, path, Range header) of every request
+        self.sent: list[tuple[str, str, str]] = []  # (method, path, Content-MD5 header) of every request with a body
         self.delay_s = 0.0  # added before forwarding each request with a body: a slow link
         self.hooks: list[tuple[Match, Callable[[], None]]] = []
         proxy = self
@@ -115,6 +116,8 @@ class FaultProxy:
         has_key = len(urlsplit(path).path.strip("/").split("/", 1)) == 2
         with self.lock:
             self.seen.append((method, path, handler.headers.get("Range", "")))
+            if body:
+                self.sent.append((method, path, handler.headers.get("Content-MD5", "")))
         if body and self.delay_s:
             time.sleep(self.delay_s)
         with self.lock:

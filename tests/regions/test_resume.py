@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from modelserve.regions.jobs import progress_of
 from modelserve.regions.schema import State
 from modelserve.regions.service import open_context
@@ -18,12 +20,13 @@ from tests.regions.conftest import PART_MIN, Endpoint, publish, stored, write_re
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.parametrize("layout", ["put", "cp"])  # parts checked by their MD5s, or vouched for by the source's ETag
 def test_a_killed_replicators_multipart_copy_resumes_from_its_last_completed_part(
-    regions: dict[str, Endpoint], tmp_path: Path
+    regions: dict[str, Endpoint], tmp_path: Path, layout: str
 ) -> None:
     source, target = regions["us-east-1"], regions["eu-west-1"]
     data = os.urandom(10 * PART_MIN)
-    publish(source, "big", {"1": {"model.onnx": data}})
+    publish(source, "big", {"1": {"model.onnx": data}}, layout=layout)
     path = write_regions_file(tmp_path / "regions.yaml", regions, max_parts=1, lease_s=1)
     target.proxy.delay_s = 0.2  # each part takes a while: the replicator is killed part-way
     database = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
@@ -72,6 +75,8 @@ def test_a_killed_replicators_multipart_copy_resumes_from_its_last_completed_par
     assert sent, "the resumed copy uploaded the rest"
     assert not set(sent) & {int(n) for n in before["parts"]}, "no completed part is uploaded again"
     assert not [p for m, p, _ in target.proxy.seen if m == "POST" and p.endswith("?uploads")], "same upload"
+    md5s = {md5 for m, p, md5 in target.proxy.sent if m == "PUT" and f"uploadId={before['upload_id']}" in p}
+    assert md5s == {""} if layout == "cp" else "" not in md5s, md5s
 
 
 def test_a_cut_download_is_asked_for_again_from_the_first_missing_byte(regions: dict[str, Endpoint]) -> None:

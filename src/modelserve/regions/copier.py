@@ -207,19 +207,16 @@ class Copier:
 
     def _vouched_etag(self, file: FileCopy, count: int) -> str | None:
         """The source's ETag where it is the ETag a good copy in ``count`` parts of ``part_size`` gets:
-        the source was written in parts of that size, and not with KMS or customer keys. A HEAD of part
-        1 answers the object's ETag with the part's length."""
-        try:
-            first = self.source.call(
-                self.source.client.head_object, Bucket=self.source.bucket, Key=file.source_key, PartNumber=1
-            )
-        except ClientError as exc:
-            if is_missing(exc):
-                return None  # the GET says so, in its own words
-            raise
-        etag = str(first.get("ETag", "")).strip('"')
-        layout = etag == f"{etag[:32]}-{count}" and int(first.get("ContentLength", -1)) == self.part_size
-        return etag if layout and is_md5(etag[:32]) and vouches(first) else None
+        the source was written in parts of that size, and not with KMS or customer keys. The length of
+        part 1 tells the part size (a HEAD with a part number; its ETag is not asked: stores differ)."""
+        head = self.source.head(file.source_key)
+        if head is None:
+            return None  # the GET says so, in its own words
+        etag = str(head.get("ETag", "")).strip('"')
+        if etag != f"{etag[:32]}-{count}" or not is_md5(etag[:32]) or not vouches(head):
+            return None
+        first = self.source.head(file.source_key, part=1)
+        return etag if first is not None and int(first.get("ContentLength", -1)) == self.part_size else None
 
     def _resumable(self, file: FileCopy, progress: Progress, vouched: bool) -> tuple[str | None, dict[str, str]]:
         """The upload an earlier attempt left, with its parts, if the store still has it."""

@@ -157,10 +157,11 @@ class Store:
 
         return self.call(once)
 
-    def head(self, key: str) -> dict[str, Any] | None:
-        """The object's metadata, or None when there is no such object."""
+    def head(self, key: str, part: int | None = None) -> dict[str, Any] | None:
+        """The object's metadata (with ``part``, its length is that part's), or None when there is no such object."""
+        numbered = {"PartNumber": part} if part else {}
         try:
-            answer: dict[str, Any] = self.call(self.client.head_object, Bucket=self.bucket, Key=key)
+            answer: dict[str, Any] = self.call(self.client.head_object, Bucket=self.bucket, Key=key, **numbered)
         except ClientError as exc:
             if is_missing(exc):
                 return None
