@@ -63,7 +63,12 @@ def test_the_service_replicates_what_its_source_publishes_and_prometheus_sees_it
     source.proxy.rate = target.proxy.rate = 0.05
     port = free_port()
     log = tmp_path / "service.log"
-    env = {**os.environ, "REGIONS_FILE": str(path), "DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite3'}"}
+    env = {
+        **os.environ,
+        "REGIONS_FILE": str(path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite3'}",
+        "DB_POOL_SIZE": "3",
+    }
     command = [sys.executable, "-m", "modelserve", "regions", "serve", "--interval", "1", "--host", "127.0.0.1"]
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -106,5 +111,7 @@ def test_the_service_replicates_what_its_source_publishes_and_prometheus_sees_it
             assert {f["metric"]["reason"] for f in failures} >= {"throttled"}
             lags = query("max(model_serving_replication_lag_seconds)")
             assert float(lags[0]["value"][1]) == 0.0
+            pool = query('model_serving_db_pool_size{pool="replication"}')
+            assert float(pool[0]["value"][1]) == 3.0, "the jobs' engine honours DB_POOL_SIZE"
     finally:
         stop(process, 10)

@@ -106,10 +106,11 @@ def _engine(database_url: str | None) -> Engine:
     from modelserve.history import store
 
     try:  # the server's default: the history's SQLite file in MODEL_CACHE_DIR
-        url = database_url or Settings().history_database_url
+        settings = Settings()
     except ValidationError as exc:
         raise _fail(describe_error(exc), 2) from None
-    engine = open_engine(url, "cost")
+    url = database_url or settings.history_database_url
+    engine = open_engine(url, "cost", pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
     try:
         store.migrate(engine)  # a database no server wrote to yet reads as empty, not as an error
     except Exception as exc:  # any database error: say which database, not the statement

@@ -71,7 +71,7 @@ def open_context(regions_file: Path | None, database_url: str | None, owner: str
         raise ValueError("no regions file: pass --regions-file PATH or set REGIONS_FILE (docs/REGIONS.md)")
     regions = load_regions(regions_file)
     url = database_url or settings.history_database_url
-    engine = open_engine(url)
+    engine = open_engine(url, "replication", pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
     migrate(engine)
     jobs = JobStore(engine)
     registry = CollectorRegistry()
