@@ -98,8 +98,11 @@ def regions(endpoints: dict[str, Endpoint], tmp_path: Path, monkeypatch: pytest.
     return endpoints
 
 
-def write_regions_file(path: Path, endpoints: dict[str, Endpoint], **replication: Any) -> Path:
-    """A regions file whose stores are reached through each region's fault proxy."""
+def write_regions_file(
+    path: Path, endpoints: dict[str, Endpoint], *, servers: dict[str, list[str]] | None = None, **replication: Any
+) -> Path:
+    """A regions file whose stores are reached through each region's fault proxy; ``servers`` are the
+    regions' serving endpoints (unreachable ones where not given)."""
     document = {
         "regions": [
             {
@@ -114,7 +117,7 @@ def write_regions_file(path: Path, endpoints: dict[str, Endpoint], **replication
                         "secret_access_key_env": "REGION_SECRET_KEY",
                     },
                 },
-                "endpoints": [f"http://{e.name}.invalid:8000"],
+                "endpoints": (servers or {}).get(e.name, [f"http://{e.name}.invalid:8000"]),
             }
             for index, e in enumerate(endpoints.values())
         ],

@@ -19,7 +19,19 @@ from rich.console import Console
 from rich.table import Table
 
 from modelserve.regions.cost_cli import cost
+from modelserve.regions.rollout import SKIPPED
 from modelserve.regions.router_cli import failover, router_config
+from modelserve.rollout.cli import (
+    Interval,
+    LatencyWindows,
+    MaxErrorRate,
+    MaxLatencyRatio,
+    MinSamples,
+    Steps,
+    Token,
+    parse_duration,
+    request_body,
+)
 
 if TYPE_CHECKING:
     from modelserve.regions.service import Context
@@ -239,6 +251,97 @@ def serve(
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
     run_service(context, source, interval, host, metrics_port)
+
+
+@app.command()
+def rollout(
+    model: str,
+    version: Annotated[int, typer.Option(min=1, help="The version to roll out, published in the source region.")],
+    regions: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated regions, in the order they get the version; default: all, by priority."),
+    ] = None,
+    source_region: Annotated[
+        str | None, typer.Option(help="Region the version is published in; default: first by priority.")
+    ] = None,
+    steps: Steps = "1,10,50,100",
+    interval: Interval = "60s",
+    max_error_rate: MaxErrorRate = "1%",
+    max_latency_ratio: MaxLatencyRatio = 1.5,
+    min_samples: MinSamples = 100,
+    latency_windows: LatencyWindows = 1,
+    timeout: Annotated[
+        str | None, typer.Option(help="Give up (aborting the region's rollouts) after this long: 2h, 30m.")
+    ] = None,
+    token: Token = None,
+    as_json: AsJson = False,
+    regions_file: RegionsPath = None,
+    database_url: DatabaseURL = None,
+) -> None:
+    """Replicate a version into every region, then roll it out on each region's servers in turn: the next
+    region only after promotion, none after a rollback. Exit 0 when every server promoted it."""
+    from modelserve.regions.rollout import RolloutError, ServerRollout, walk
+    from modelserve.regions.service import ReplicationError, run_with_progress
+
+    body = request_body(version, steps, interval, max_error_rate, max_latency_ratio, min_samples, latency_windows)
+    context = _context(regions_file, database_url)
+    try:
+        order = [r.strip() for r in regions.split(",") if r.strip()] if regions else context.regions.names
+        chosen = [context.regions.region(name) for name in order]
+        source = source_region or context.regions.names[0]
+        targets = [name for name in order if name != source]
+        jobs = context.replicator.plan(model, str(version), source, targets) if targets else []
+    except (ReplicationError, ValueError) as exc:
+        raise _fail(str(exc), 2) from None
+    if jobs:
+        finished = run_with_progress(context, [j.id for j in jobs], out() if not as_json else err)
+        if unreplicated := [j for j in finished if j.state != "replicated"]:
+            _print_status(unreplicated, as_json=False)
+            raise _fail(f"{model}:{version} is not replicated everywhere: no region gets it")
+
+    def shown(server: ServerRollout) -> None:
+        if not as_json:
+            detail = f" ({server.reason})" if server.reason else ""
+            err.print(
+                f"{server.region} {server.endpoint}: {server.state} at {server.weight} %{detail}",
+                markup=False,
+                highlight=False,
+            )
+
+    try:
+        servers = walk(
+            chosen,
+            model,
+            body,
+            token=token,
+            on_change=shown,
+            poll_s=min(body["interval_s"], 2.0),
+            timeout_s=parse_duration(timeout) if timeout else None,
+        )
+    except RolloutError as exc:
+        raise _fail(f"stopped: {exc}") from None
+    if as_json:
+        print(json.dumps([s.as_json() for s in servers], indent=1))
+    else:
+        table = Table("region", "server", "state", "share", "took", "reason", title=f"{model}: version {version}")
+        for server in servers:
+            took = (
+                f"{server.finished_at - server.started_at:.1f} s"
+                if server.started_at is not None and server.finished_at is not None
+                else "-"
+            )
+            colour = {"promoted": "green", SKIPPED: "yellow"}.get(server.state, "red")
+            table.add_row(
+                server.region,
+                server.endpoint,
+                f"[{colour}]{server.state}[/{colour}]",
+                f"{server.weight} %",
+                took,
+                server.reason,
+            )
+        out().print(table)
+    if any(s.state != "promoted" for s in servers):
+        raise typer.Exit(1)
 
 
 def _print_status(jobs: list[Any], as_json: bool) -> None:

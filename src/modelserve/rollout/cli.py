@@ -123,35 +123,31 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} ms"
 
 
-@app.command()
-def start(
-    model: str,
-    version: Annotated[int, typer.Option(min=1, help="The version to roll out; it must be in the repository.")],
-    steps: Annotated[str, typer.Option(help="Shares for the new version, in %, step by step.")] = "1,10,50,100",
-    interval: Annotated[
-        str, typer.Option(help="Time between analyses, each step at least one: 60s, 500ms, 2m.")
-    ] = "60s",
-    max_error_rate: Annotated[
-        str, typer.Option(help="Largest share of the new version's requests that may fail in the model.")
-    ] = "1%",
-    max_latency_ratio: Annotated[
-        float, typer.Option(help="Largest ratio of the new version's p99 latency to the stable one's.")
-    ] = 1.5,
-    min_samples: Annotated[
-        int, typer.Option(min=1, help="Requests the new version answers before a check is judged.")
-    ] = 100,
-    latency_windows: Annotated[
-        int, typer.Option(min=1, help="Windows in a row whose latency must breach before a rollback.")
-    ] = 1,
-    wait: Annotated[
-        bool, typer.Option(help="Follow it until it is promoted (exit 0) or rolled back (exit 1).")
-    ] = False,
-    url: URL = "http://127.0.0.1:8000",
-    token: Token = None,
-    as_json: AsJson = False,
-) -> None:
-    """Start moving MODEL's requests that name no version to VERSION, analysed at every step."""
-    body = {
+Steps = Annotated[str, typer.Option(help="Shares for the new version, in %, step by step.")]
+Interval = Annotated[str, typer.Option(help="Time between analyses, each step at least one: 60s, 500ms, 2m.")]
+MaxErrorRate = Annotated[
+    str, typer.Option(help="Largest share of the new version's requests that may fail in the model.")
+]
+MaxLatencyRatio = Annotated[
+    float, typer.Option(help="Largest ratio of the new version's p99 latency to the stable one's.")
+]
+MinSamples = Annotated[int, typer.Option(min=1, help="Requests the new version answers before a check is judged.")]
+LatencyWindows = Annotated[
+    int, typer.Option(min=1, help="Windows in a row whose latency must breach before a rollback.")
+]
+
+
+def request_body(
+    version: int,
+    steps: str,
+    interval: str,
+    max_error_rate: str,
+    max_latency_ratio: float,
+    min_samples: int,
+    latency_windows: int,
+) -> dict[str, Any]:
+    """The rollout API's start body from the command line's spelling of it."""
+    return {
         "version": version,
         "steps": parse_steps(steps),
         "interval_s": parse_duration(interval),
@@ -160,6 +156,27 @@ def start(
         "min_samples": min_samples,
         "latency_windows": latency_windows,
     }
+
+
+@app.command()
+def start(
+    model: str,
+    version: Annotated[int, typer.Option(min=1, help="The version to roll out; it must be in the repository.")],
+    steps: Steps = "1,10,50,100",
+    interval: Interval = "60s",
+    max_error_rate: MaxErrorRate = "1%",
+    max_latency_ratio: MaxLatencyRatio = 1.5,
+    min_samples: MinSamples = 100,
+    latency_windows: LatencyWindows = 1,
+    wait: Annotated[
+        bool, typer.Option(help="Follow it until it is promoted (exit 0) or rolled back (exit 1).")
+    ] = False,
+    url: URL = "http://127.0.0.1:8000",
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Start moving MODEL's requests that name no version to VERSION, analysed at every step."""
+    body = request_body(version, steps, interval, max_error_rate, max_latency_ratio, min_samples, latency_windows)
     rollout = _call("POST", _path(url, model), token, body)
     _show(rollout, as_json)
     while wait and rollout["state"] not in FINISHED:
