@@ -19,6 +19,8 @@ import jsonschema
 import pytest
 import yaml
 
+from modelserve.regions.router import RouterSettings
+from tests.deploy import promql
 from tests.deploy.manifests import undocumented
 from tests.deploy.tools import DEPLOY, ROOT, tool
 
@@ -149,6 +151,10 @@ def test_prometheus_scrapes_modelserve_loads_the_rules_and_alerts_alertmanager(
     jobs = {job["job_name"]: job for job in prometheus_config["scrape_configs"]}
     assert jobs["modelserve"]["metrics_path"] == "/metrics"
     assert [t for s in jobs["modelserve"]["static_configs"] for t in s["targets"]] == ["modelserve:8000"]
+    # The router's exporter, on the port router-config gives it, for the alert rules on haproxy_* figures.
+    router = [t for s in jobs["router"]["static_configs"] for t in s["targets"]]
+    assert router == [f"router:{RouterSettings().metrics_port}"]
+    assert any("haproxy_" in rule.expr for rule in promql.rule_queries())
     alerting = prometheus_config["alerting"]["alertmanagers"]
     managers = [t for manager in alerting for s in manager["static_configs"] for t in s["targets"]]
     assert managers == ["alertmanager:9093"]
