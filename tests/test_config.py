@@ -56,6 +56,10 @@ def test_defaults() -> None:
         ("MAX_QUEUE_SIZE", "10", "max_queue_size", 10),
         ("MODEL_LOAD_TIMEOUT", "90", "model_load_timeout", 90.0),
         ("REQUEST_TIMEOUT_SEC", "5", "request_timeout_sec", 5.0),
+        ("REQUEST_TIMEOUT", "300", "request_timeout_sec", 300.0),  # the runbooks' name
+        ("MAX_NUM_SEQS", "128", "max_num_seqs", 128),
+        ("QUANTIZATION", "int8", "quantization", "int8"),
+        ("VLLM_GPU_MEMORY_UTILIZATION", "0.85", "vllm_gpu_memory_utilization", 0.85),
         ("MAX_INPUT_SIZE_MB", "0.5", "max_input_size_mb", 0.5),
         ("UVICORN_WORKERS", "4", "workers", 4),
         ("MODEL_CONTROL_MODE", "explicit", "model_control_mode", ModelControlMode.EXPLICIT),

@@ -65,6 +65,11 @@ def serve(
     max_queue_size: Annotated[int | None, typer.Option(help=_help("max_queue_size"))] = None,
     inline_inference_us: Annotated[float | None, typer.Option(help=_help("inline_inference_us"))] = None,
     request_timeout_sec: Annotated[float | None, typer.Option(help=_help("request_timeout_sec"))] = None,
+    max_num_seqs: Annotated[int | None, typer.Option(help=_help("max_num_seqs"))] = None,
+    quantization: Annotated[str | None, typer.Option(help=_help("quantization"))] = None,
+    vllm_gpu_memory_utilization: Annotated[
+        float | None, typer.Option(help=_help("vllm_gpu_memory_utilization"))
+    ] = None,
     max_input_size_mb: Annotated[float | None, typer.Option(help=_help("max_input_size_mb"))] = None,
     max_inflight_requests: Annotated[int | None, typer.Option(help=_help("max_inflight_requests"))] = None,
     response_cache_mb: Annotated[float | None, typer.Option(help=_help("response_cache_mb"))] = None,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelserve.cpus import available_cpus
@@ -150,9 +150,34 @@ class Settings(BaseSettings):
         description="Batches of models that compute faster than this (µs) run on the event loop; 0: never.",
     )
 
+    # -- generative models (docs/GENERATIVE.md) ---------------------------------------------------
+    max_num_seqs: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Generations in a generative model's running batch, where its config.yaml's llm section "
+        "sets no max_num_seqs (default there: 8).",
+    )
+    quantization: Literal["int8", "fp8"] | None = Field(
+        None,
+        description="Quantization of generative models whose llm section sets none: int8 on the CPU engine, fp8 "
+        "on vLLM; a model whose engine cannot honour it fails to load, with the reason.",
+    )
+    vllm_gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of the GPU's memory vLLM takes for a generative model (weights and KV cache), where "
+        "its llm section sets no gpu_memory_utilization; models on the CPU engine are left as they are.",
+    )
+
     # -- limits ------------------------------------------------------------------------------------
     request_timeout_sec: float = Field(
-        60.0, gt=0, description="Seconds a request may wait and run before it is answered 504."
+        60.0,
+        gt=0,
+        validation_alias=AliasChoices("REQUEST_TIMEOUT_SEC", "REQUEST_TIMEOUT"),
+        description="Seconds a request may wait and run before it is answered 504 (REQUEST_TIMEOUT, the "
+        "runbooks' name, is read too).",
     )
     max_input_size_mb: float = Field(64.0, gt=0, description="Largest request body accepted (MiB); larger is 413.")
     response_cache_mb: float = Field(

@@ -23,8 +23,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
-from modelserve.errors import InvalidInput, ModelLoadError
+from modelserve.errors import ModelLoadError
 from modelserve.generative.params import SamplingParams
+from modelserve.generative.prompts import Prompts
 from modelserve.generative.sampling import next_token
 from modelserve.generative.scheduler import Scheduler, Sequence
 from modelserve.repository.config import LLMConfig
@@ -46,7 +47,7 @@ class Output:
 Listener = Callable[[Sequence, Output], None]
 
 
-class TransformersEngine:
+class TransformersEngine(Prompts):
     """A loaded model, its tokenizer and the thread that runs its steps."""
 
     def __init__(self, folder: Path, config: LLMConfig) -> None:
@@ -76,38 +77,9 @@ class TransformersEngine:
 
     # -- the caller's side (any thread) --------------------------------------------------------------
 
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        """A chat's prompt token ids through the model's chat template."""
-        if not self.tokenizer.chat_template:
-            raise InvalidInput("this model has no chat template; use /v1/completions with a prompt")
-        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = encoded["input_ids"] if isinstance(encoded, dict) or hasattr(encoded, "keys") else encoded
-        return [int(i) for i in ids]
-
-    def encode(self, text: str) -> list[int]:
-        """A plain prompt's token ids."""
-        return [int(i) for i in self.tokenizer(text)["input_ids"]]
-
     def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, listener: Listener) -> Sequence:
         """Queue a generation; refuse it now if it cannot fit the context or the waiting queue is full."""
-        if not prompt_ids:
-            raise InvalidInput("the prompt is empty")
-        if max(prompt_ids) >= self.vocab_size:
-            raise InvalidInput(
-                f"the prompt holds token id {max(prompt_ids)}; this model's vocabulary has {self.vocab_size}"
-            )
-        room = self.max_model_len - len(prompt_ids)
-        if room < 1:
-            raise InvalidInput(
-                f"the prompt is {len(prompt_ids)} tokens; this model's max_model_len is {self.max_model_len}, "
-                "which must leave room for at least one generated token: shorten the prompt"
-            )
-        if params.max_tokens is not None and params.max_tokens > room:
-            raise InvalidInput(
-                f"max_tokens {params.max_tokens} plus the prompt's {len(prompt_ids)} tokens exceed max_model_len "
-                f"{self.max_model_len}; ask for at most {room}"
-            )
-        sequence = Sequence(request_id, list(prompt_ids), params, params.max_tokens or room)
+        sequence = Sequence(request_id, list(prompt_ids), params, self.room(prompt_ids, params))
         if params.seed is not None:
             sequence.generator = torch.Generator().manual_seed(params.seed)
         with self._wake:
@@ -274,9 +246,19 @@ def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def build(folder: Path, config: LLMConfig) -> Any:
-    """The engine ``config.engine`` names; vLLM only where it and a GPU are there."""
+    """The engine ``config.engine`` names; vLLM only where it and a GPU are there. A setting the engine
+    cannot honour fails the load with the reason, rather than being ignored."""
     if config.engine == "vllm":
-        from modelserve.generative.vllm_engine import check_available
+        from modelserve.generative.vllm_engine import VLLMEngine
 
-        check_available()
+        return VLLMEngine(folder, config)
+    if config.quantization == "fp8":
+        raise ModelLoadError(
+            "quantization fp8 is vLLM's, on a GPU (engine: vllm); the CPU engine quantizes to int8 (quantization: int8)"
+        )
+    if config.gpu_memory_utilization is not None:
+        raise ModelLoadError(
+            "gpu_memory_utilization is the share of a GPU vLLM takes; the CPU engine (engine: transformers) "
+            "uses none: remove it, or set engine: vllm"
+        )
     return TransformersEngine(folder, config)

@@ -17,6 +17,7 @@ from modelserve.generative.scheduler import Sequence
 
 if TYPE_CHECKING:
     from modelserve.generative.engine import Output, TransformersEngine
+    from modelserve.generative.vllm_engine import VLLMEngine
 
 _EXPIRED = None  # what the timer puts on the queue: no output, the time is up
 
@@ -26,7 +27,7 @@ class Generation:
 
     def __init__(
         self,
-        engine: TransformersEngine,
+        engine: TransformersEngine | VLLMEngine,
         request_id: str,
         prompt_ids: list[int],
         params: SamplingParams,

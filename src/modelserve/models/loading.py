@@ -27,6 +27,7 @@ from modelserve.models.memory import release_freed_memory, rss_bytes
 from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelRecords, ModelState, ModelVersion, is_ready
 from modelserve.models.spec import BatchingDefaults, resolve
 from modelserve.models.warmup import first_run, warm_up
+from modelserve.repository.config import LLMConfig, LLMDefaults, Platform
 from modelserve.repository.layout import ModelRepository, ModelSource
 from modelserve.repository.overrides import Overrides
 from modelserve.runtimes.base import Runtime, runtime_class
@@ -51,8 +52,10 @@ class ModelLoader:
         observer: ManagerObserver | None = None,
         tracer: Tracer | None = None,
         overrides: Overrides | None = None,
+        llm_defaults: LLMDefaults | None = None,
     ) -> None:
         self.repository = repository
+        self.llm_defaults = llm_defaults or LLMDefaults()  # MAX_NUM_SEQS, QUANTIZATION, ... for generative models
         self.overrides = overrides  # models a load request's parameters serve instead of the repository's
         self._executor = executor
         self._records = records
@@ -209,7 +212,14 @@ class ModelLoader:
     async def _build_version(self, source: ModelSource, record: ModelVersion) -> None:
         assert record.version is not None
         model_file = source.files[record.version]
-        runtime = runtime_class(source.platform)(model_file, source.config)
+        config = source.config
+        if source.platform is Platform.LLM:
+            try:
+                config = config.model_copy(update={"llm": self.llm_defaults.apply(config.llm or LLMConfig())})
+            except ModelLoadError as exc:
+                record.fail(exc.message)
+                return
+        runtime = runtime_class(source.platform)(model_file, config)
         started = time.perf_counter()
         loading = asyncio.get_running_loop().run_in_executor(None, runtime.load)
         try:

@@ -49,7 +49,7 @@ from modelserve.models.records import (
     not_ready,
 )
 from modelserve.models.spec import BatchingDefaults
-from modelserve.repository.config import ModelConfig
+from modelserve.repository.config import LLMDefaults, ModelConfig
 from modelserve.repository.layout import ModelRepository
 from modelserve.repository.overrides import Overrides
 from modelserve.types import InferenceRequest, InferenceResponse
@@ -83,6 +83,7 @@ class ModelManager:
         tracer: Tracer | None = None,
         cache: ResponseCache | None = None,
         overrides: Overrides | None = None,
+        llm_defaults: LLMDefaults | None = None,
     ) -> None:
         self.repository = repository
         self.cache = cache  # answers of the models whose config.yaml enables the response cache
@@ -108,6 +109,7 @@ class ModelManager:
             observer=observer,
             tracer=tracer,
             overrides=overrides,
+            llm_defaults=llm_defaults,
         )
         self.budgets = self._eviction.budgets
         self.watchdog = self._eviction.watchdog

@@ -56,6 +56,12 @@ def model_config(record: ModelVersion) -> dict[str, Any]:
         "parameters": {k: {"string_value": str(v)} for k, v in spec.parameters.items()},
         "response_cache": {"enable": spec.response_cache},
     }
+    if (llm := getattr(record.runtime, "llm", None)) is not None:
+        # A generative model's engine settings as it runs with them: config.yaml's llm section over the
+        # server's MAX_NUM_SEQS, QUANTIZATION and VLLM_GPU_MEMORY_UTILIZATION, as Triton's vLLM backend
+        # lists its engine arguments among the parameters.
+        engine = {k: v for k, v in llm.model_dump().items() if v is not None and v != []}
+        config["parameters"] |= {k: {"string_value": str(v)} for k, v in engine.items()}
     if spec.max_batch_size > 0:
         config["dynamic_batching"] = {
             "preferred_batch_size": list(spec.preferred_batch_sizes),

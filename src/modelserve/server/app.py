@@ -42,6 +42,7 @@ from modelserve.regions.cost_watch import CostWatch, watch_costs
 from modelserve.regions.prices import load_prices
 from modelserve.regions.probes import prober_from_settings
 from modelserve.regions.usage import UsageRecorder, UsageSampler
+from modelserve.repository.config import LLMDefaults
 from modelserve.repository.overrides import Overrides
 from modelserve.repository.remote import open_repository
 from modelserve.rollout.service import from_settings as rollouts_from_settings
@@ -87,6 +88,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         tracer=tracing.tracer,
         cache=response_cache(settings, metrics),
         overrides=Overrides(settings.model_cache_dir / "overrides"),
+        llm_defaults=LLMDefaults(settings.max_num_seqs, settings.quantization, settings.vllm_gpu_memory_utilization),
     )
     startup = ["*"] if mode in (ModelControlMode.NONE, ModelControlMode.POLL) else settings.load_models
     required = tuple(name for name in startup if name != "*")
