@@ -9,7 +9,7 @@ GRPC_PORT ?= 8001
 REPOSITORY := examples/model_repository
 
 TOOLS := .tools
-.PHONY: install tools models run run-llm run-regions test lint bench constraints
+.PHONY: install tools models run run-regions test lint bench constraints
 
 install: $(STAMP)
 
@@ -42,17 +42,11 @@ $(TOOLS)/.installed: Makefile
 
 models: install
 	$(BIN)/python examples/build_models.py $(REPOSITORY)
+	$(BIN)/python examples/build_llm.py $(REPOSITORY)
 
 run: models
 	$(BIN)/modelserve serve --model-repository $(REPOSITORY) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
 		--model-control-mode explicit --load-model '*'
-
-# A tiny generative model (random weights, a tokenizer trained on the spot) behind the OpenAI-compatible API
-# (docs/GENERATIVE.md); a repository of its own, so `make run`'s examples stay as the docs show them.
-run-llm: install
-	$(BIN)/python examples/build_llm.py examples/llm_repository
-	$(BIN)/modelserve serve --model-repository examples/llm_repository --host $(HOST) --http-port $(HTTP_PORT) \
-		--grpc-port $(GRPC_PORT) --load-model '*'
 
 # The optional multi-region demo: the example models in two regions (moto stores, a server each) behind HAProxy
 # on HTTP_PORT, with the failover commands to try printed (docs/REGIONS.md#routing-and-failover).

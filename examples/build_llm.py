@@ -4,8 +4,8 @@ Nothing is downloaded. The tokenizer is a byte-level BPE trained with `tokenizer
 below; the model is a `LlamaConfig` small enough that a token takes about a millisecond on a CPU, with
 random weights from a fixed seed, saved with `save_pretrained` (config.json, model.safetensors,
 tokenizer.json) exactly as a real model is published. Its text is gibberish; everything around it (the
-OpenAI-compatible API, streaming, continuous batching, token metrics) is real. `make run-llm` serves it;
-the tests build theirs with the same function.
+OpenAI-compatible API, streaming, continuous batching, token metrics) is real. `make run` builds it into
+the example repository beside the other examples; the tests build theirs with the same function.
 
     .venv/bin/python examples/build_llm.py [REPO_DIR]
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_REPO = Path(__file__).resolve().parent / "llm_repository"
+DEFAULT_REPO = Path(__file__).resolve().parent / "model_repository"
 NAME = "tiny-llm"
 CONFIG = """\
 platform: llm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server import RunningServer
+from tests.e2e.server import RunningServer, serve
+from tests.generative.builders import build_example_llm
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
@@ -118,3 +120,29 @@ def test_readme_tour_runs_verbatim(server: RunningServer) -> None:
         assert run.stdout.strip() or "unload" in line or "load?" in line, f"README line printed nothing: {line}"
     for code in python_examples(ROOT / "README.md"):
         exec(compile(at(server, code), "README.md", "exec"), {})
+
+
+def test_readme_generative_lines_run_against_what_make_run_serves(
+    built_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`make run`'s repository (the examples and the tiny LLM, as its `models` target builds them), served
+    as `make run` serves it; the README's curl and openai SDK lines of its generative section."""
+    repository = tmp_path_factory.mktemp("make_run") / "model_repository"
+    shutil.copytree(built_repository, repository)
+    build_example_llm(repository)
+    text = (ROOT / "README.md").read_text().split("## Generative models", 1)[1].split("\n## ", 1)[0]
+    shell = [m.group(2) for m in FENCE.finditer(text) if m.group(1) == "sh"]
+    code = [m.group(2) for m in FENCE.finditer(text) if m.group(1) == "py"]
+    assert shell
+    assert code
+    with serve(
+        repository, repository.parent / "server.log", "--model-control-mode", "explicit", "--load-model", "*"
+    ) as server:
+        for block in shell:
+            for command in block.replace("\\\n", " ").splitlines():
+                command = "set -o pipefail; " + at(server, command).replace("curl -s ", "curl -sf ", 1)
+                run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False)
+                assert run.returncode == 0, f"README line failed ({run.returncode}): {command}\n{run.stderr}"
+                assert "tiny-llm" in run.stdout, run.stdout
+        for block in code:
+            exec(compile(at(server, block), "README.md", "exec"), {})

@@ -1,4 +1,4 @@
-"""The tiny generative model of the tests: examples/build_llm.py's, so `make run-llm` serves what the tests
+"""The tiny generative model of the tests: examples/build_llm.py's, so `make run` serves what the tests
 check (a random Llama and a tokenizer trained locally; no model hub is reachable)."""
 
 from __future__ import annotations
@@ -15,3 +15,4 @@ _builder = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_builder)
 
 tiny_llama = _builder.tiny_llama
+build_example_llm = _builder.build  # the tiny LLM and its config.yaml into a repository, as `make run` builds it
