@@ -72,6 +72,27 @@ def test_greedy_equals_generate_token_for_token_while_batched(
         )
 
 
+def test_a_prompt_prefilled_in_chunks_gives_generates_own_tokens(tiny_llama_folder: Path) -> None:
+    """A prompt several times the step's token budget goes in over several steps, beside a running
+    stream, and still decodes generate()'s tokens: each chunk continues the cache at its positions."""
+    chunked = TransformersEngine(tiny_llama_folder, LLMConfig(max_num_batched_tokens=7))
+    try:
+        chunked.eos_ids.clear()
+        prompt = " ".join(PROMPTS * 3)
+        assert len(chunked.encode(prompt)) > 3 * 7
+        collectors = [Collector(), Collector()]
+        sequences = [
+            chunked.submit(f"c{i}", chunked.encode(p), SamplingParams(temperature=0, max_tokens=10), c)
+            for i, (p, c) in enumerate(zip(["Paris", prompt], collectors, strict=True))
+        ]
+        for collector in collectors:
+            assert collector.done.wait(30)
+    finally:
+        chunked.close()
+    for text, sequence in zip(["Paris", prompt], sequences, strict=True):
+        assert sequence.output_ids == reference(tiny_llama_folder, text, 10)
+
+
 def test_a_seed_repeats_a_sampled_generation(engine: TransformersEngine) -> None:
     params = SamplingParams(temperature=1.0, top_p=0.9, top_k=50, max_tokens=10, seed=7)
     runs = [Collector(), Collector()]

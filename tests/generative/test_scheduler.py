@@ -19,27 +19,36 @@ def test_sequences_join_at_the_next_step_up_to_max_num_seqs() -> None:
     for s in (a, b, c):
         scheduler.add(s)
     step, _ = scheduler.schedule()
-    assert step.prefill == [a, b]
+    assert step.prefill == [(a, 4), (b, 4)]
     assert step.decode == []
     assert c.state is SequenceState.WAITING
+    a.prefilled = b.prefilled = 4  # as the engine records each chunk it ran
     scheduler.finish(a, "stop")
     step, _ = scheduler.schedule()
-    assert step.prefill == [c]
+    assert step.prefill == [(c, 4)]
     assert step.decode == [b]
     assert a.state is SequenceState.FINISHED
     assert a.cache is None
 
 
-def test_a_step_prefills_within_its_token_budget_but_never_starves_a_long_prompt() -> None:
+def test_a_long_prompt_goes_in_chunks_while_the_running_streams_decode_at_every_step() -> None:
     scheduler = Scheduler(max_num_seqs=8, max_waiting=8, prefill_token_budget=10)
-    long, short = sequence("long", 30), sequence("short", 4)
+    running, long, short = sequence("running", 4), sequence("long", 25), sequence("short", 4)
+    scheduler.add(running)
+    first, _ = scheduler.schedule()
+    running.prefilled = 4
     scheduler.add(long)
     scheduler.add(short)
-    first, _ = scheduler.schedule()
-    assert first.prefill == [long]  # alone: over the budget, but first in line
-    second, _ = scheduler.schedule()
-    assert second.prefill == [short]
-    assert second.decode == [long]
+    chunks = []
+    for _ in range(4):
+        step, _ = scheduler.schedule()
+        assert running in step.decode, "a running stream gets a token at every step"
+        assert sum(count for _, count in step.prefill) <= 10, "each step's prefill stays within its budget"
+        for prefilled, count in step.prefill:
+            prefilled.prefilled += count
+        chunks.append([(s.request_id, count) for s, count in step.prefill])
+    assert chunks == [[("long", 10)], [("long", 10)], [("long", 5), ("short", 4)], []]
+    assert first.prefill == [(running, 4)]
 
 
 def test_cancelled_sequences_leave_at_the_next_step() -> None:

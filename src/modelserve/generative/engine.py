@@ -1,11 +1,12 @@
 """The CPU engine: a causal LM from a Hugging Face folder, run by PyTorch with continuous batching.
 
-One thread owns the model. Each turn it asks the scheduler for a step, prefills the sequences that join
-(each alone: its prompt is one forward pass), then decodes one token for every running sequence in a
-single batched forward pass. Every sequence keeps its own key/value cache; for the batched pass the
-caches are left-padded to the longest and masked, and split again after, so sequences of any length join
-and leave between two steps. Callers are told of each new piece of text through a callback, from this
-thread; ``Generation`` turns that into an async iterator on the event loop.
+One thread owns the model. Each turn it asks the scheduler for a step, prefills the prompt chunks the
+step holds (each sequence alone: a chunk is one forward pass over the cache so far; a long prompt goes in
+over several steps), then decodes one token for every running sequence in a single batched forward pass.
+Every sequence keeps its own key/value cache; for the batched pass the caches are left-padded to the
+longest and masked, and split again after, so sequences of any length join and leave between two steps.
+Callers are told of each new piece of text through a callback, from this thread; ``Generation`` turns
+that into an async iterator on the event loop.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class TransformersEngine(Prompts):
         """Sequences running and waiting now; tokens held in their caches, and the most the running batch
         may hold (``max_num_seqs`` times ``max_model_len``): their ratio is vLLM's KV-cache usage."""
         running = list(self.scheduler.running)  # read from another thread: a copy, not the list itself
-        held = sum(len(s.prompt_ids) + len(s.output_ids) for s in running if s.cache is not None)
+        held = sum(s.prefilled + len(s.output_ids) for s in running if s.cache is not None)
         capacity = self.config.max_num_seqs * self.max_model_len
         return len(running), len(self.scheduler.waiting), held, capacity
 
@@ -128,24 +129,29 @@ class TransformersEngine(Prompts):
                 for sequence in dropped:
                     self._end(sequence, "abort")
                 try:
-                    for sequence in step.prefill:
-                        self._prefill(sequence)
+                    for sequence, count in step.prefill:
+                        self._prefill(sequence, count)
                     if step.decode:
                         self._decode(step.decode)
                 except Exception:  # a bug or an allocation failure: every sequence of the step ends
                     log.exception("generation step failed")
-                    for sequence in [*step.prefill, *step.decode]:
+                    for sequence in [*(s for s, _ in step.prefill), *step.decode]:
                         if sequence.finish_reason is None:
                             self._end(sequence, "abort", failed=True)
         for sequence in [*self.scheduler.running, *self.scheduler.waiting]:
             self._end(sequence, "abort")
 
-    def _prefill(self, sequence: Sequence) -> None:
-        cache = DynamicCache()
-        ids = torch.tensor([sequence.prompt_ids])
-        logits = self.model(input_ids=ids, cache=cache, use_cache=True).logits[0, -1]
+    def _prefill(self, sequence: Sequence, count: int) -> None:
+        """The next ``count`` prompt tokens into the sequence's cache; the first token once all are in."""
+        start = sequence.prefilled
+        cache = DynamicCache(ddp_cache_data=sequence.cache) if start else DynamicCache()
+        ids = torch.tensor([sequence.prompt_ids[start : start + count]])
+        positions = torch.arange(start, start + count).unsqueeze(0)
+        logits = self.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True).logits[0, -1]
         sequence.cache = _layers(cache)
-        self._accept(sequence, logits)
+        sequence.prefilled = start + count
+        if sequence.prefilled == len(sequence.prompt_ids):
+            self._accept(sequence, logits)
 
     def _decode(self, batch: list[Sequence]) -> None:
         batch = [s for s in batch if s.finish_reason is None]

@@ -1,10 +1,11 @@
 """Which sequences run at the next decoding step: plain logic over a waiting and a running queue.
 
 Iteration-level (continuous) batching: at every step finished or cancelled sequences leave the running
-batch and waiting ones join it, up to ``max_num_seqs``. A step prefills new prompts only within a token
-budget, so a long prompt delays the running streams by one bounded prefill, not by several; a prompt longer
-than the budget is prefilled alone. The waiting queue is bounded: beyond it a request is refused at once.
-Nothing here touches a tensor, so the rules are tested without a model.
+batch and waiting ones join it, up to ``max_num_seqs``. A step prefills prompt tokens only within a token
+budget (``max_num_batched_tokens``), and a prompt longer than what is left of it is prefilled in chunks
+over the next steps (chunked prefill, as vLLM does): the running streams get a token at every step, each
+step's prefill bounded, however long a prompt arrives. The waiting queue is bounded: beyond it a request is
+refused at once. Nothing here touches a tensor, so the rules are tested without a model.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Sequence:
     finish_reason: str | None = None  # "stop", "length", or "abort" for a caller gone or a deadline passed
     cancelled: bool = False  # set by the caller's side; the engine frees the sequence at its next step
     cache: Any = None  # the engine's key/value cache of this sequence, dropped when it finishes
+    prefilled: int = 0  # prompt tokens in the cache: a long prompt is prefilled over several steps
     generator: Any = None  # its random generator when the request gave a seed
     text_sent: int = 0  # characters of the decoded output already handed to the caller
     arrived: float = field(default_factory=time.perf_counter)
@@ -51,9 +53,10 @@ class Sequence:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """What one engine step does: prefill the new sequences, then decode one token for the running ones."""
+    """What one engine step does: prefill the next chunk of some prompts (a sequence and its token count,
+    from its ``prefilled``), then decode one token for the running sequences whose prompts are in."""
 
-    prefill: list[Sequence]
+    prefill: list[tuple[Sequence, int]]
     decode: list[Sequence]
 
 
@@ -83,18 +86,21 @@ class Scheduler:
         if dropped:
             self.waiting = deque(s for s in self.waiting if not s.cancelled)
             self.running = [s for s in self.running if not s.cancelled]
-        decode = list(self.running)
-        prefill: list[Sequence] = []
+        decode = [s for s in self.running if s.prefilled >= len(s.prompt_ids)]
+        prefill: list[tuple[Sequence, int]] = []
         budget = self.prefill_token_budget
-        while self.waiting and len(self.running) < self.max_num_seqs:
-            length = len(self.waiting[0].prompt_ids)
-            if prefill and length > budget:
-                break
+        for sequence in self.running:  # prompts part-way in go on first, in the order they joined
+            if budget and sequence.prefilled < len(sequence.prompt_ids):
+                count = min(budget, len(sequence.prompt_ids) - sequence.prefilled)
+                prefill.append((sequence, count))
+                budget -= count
+        while budget and self.waiting and len(self.running) < self.max_num_seqs:
             sequence = self.waiting.popleft()
             sequence.state, sequence.scheduled = SequenceState.RUNNING, time.perf_counter()
             self.running.append(sequence)
-            prefill.append(sequence)
-            budget -= length
+            count = min(budget, len(sequence.prompt_ids))
+            prefill.append((sequence, count))
+            budget -= count
         return Step(prefill, decode), dropped
 
     def finish(self, sequence: Sequence, reason: str) -> None:
