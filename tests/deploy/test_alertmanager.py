@@ -127,11 +127,11 @@ def test_every_receiver_is_a_placeholder_that_holds_no_secret() -> None:
 
 
 def test_a_critical_alert_mutes_the_warnings_and_infos_of_its_own_model_only() -> None:
-    errors = {"alertname": "ModelServingErrorRateHigh", "severity": "critical", "model": "mlp"}
-    latency_mlp = {"alertname": "ModelServingLatencyHigh", "severity": "warning", "model": "mlp"}
-    latency_iris = {"alertname": "ModelServingLatencyHigh", "severity": "warning", "model": "iris"}
-    gpu = {"alertname": "ModelServingGPUMemoryHigh", "severity": "warning", "gpu": "0"}
-    critical_elsewhere = {"alertname": "ModelServingErrorRateHigh", "severity": "critical", "model": "iris"}
+    errors = {"alertname": "InferenceErrorRateHigh", "severity": "critical", "model": "mlp"}
+    latency_mlp = {"alertname": "InferenceLatencyHigh", "severity": "warning", "model": "mlp"}
+    latency_iris = {"alertname": "InferenceLatencyHigh", "severity": "warning", "model": "iris"}
+    gpu = {"alertname": "GPUMemoryHigh", "severity": "warning", "gpu": "0"}
+    critical_elsewhere = {"alertname": "InferenceErrorRateHigh", "severity": "critical", "model": "iris"}
     firing = [errors, latency_mlp, latency_iris, gpu, critical_elsewhere]
 
     assert _inhibited(latency_mlp, firing)
@@ -142,15 +142,15 @@ def test_a_critical_alert_mutes_the_warnings_and_infos_of_its_own_model_only() -
 
 def test_a_critical_alert_without_a_model_mutes_nothing() -> None:
     unscoped = {"alertname": "SomethingCritical", "severity": "critical"}
-    gpu = {"alertname": "ModelServingGPUMemoryHigh", "severity": "warning", "gpu": "0"}
+    gpu = {"alertname": "GPUMemoryHigh", "severity": "warning", "gpu": "0"}
 
     assert not _inhibited(gpu, [unscoped, gpu])
 
 
 def test_a_full_queue_mutes_the_latency_alert_of_the_same_model() -> None:
     saturated = {"alertname": "ModelServingQueueSaturated", "severity": "warning", "model": "mlp"}
-    latency_mlp = {"alertname": "ModelServingLatencyHigh", "severity": "warning", "model": "mlp"}
-    latency_iris = {"alertname": "ModelServingLatencyHigh", "severity": "warning", "model": "iris"}
+    latency_mlp = {"alertname": "InferenceLatencyHigh", "severity": "warning", "model": "mlp"}
+    latency_iris = {"alertname": "InferenceLatencyHigh", "severity": "warning", "model": "iris"}
 
     assert _inhibited(latency_mlp, [saturated, latency_mlp])
     assert not _inhibited(latency_iris, [saturated, latency_iris])

@@ -88,7 +88,7 @@ def test_panels_lie_on_the_grid_without_overlapping() -> None:
 
 
 def test_the_error_rate_panel_counts_the_codes_the_alert_pages_on() -> None:
-    (alert,) = [rule for rule in promql.alert_rules() if rule["alert"] == "ModelServingErrorRateHigh"]
+    (alert,) = [rule for rule in promql.alert_rules() if rule["alert"] == "InferenceErrorRateHigh"]
     (codes,) = re.findall(r'code=~"([^"]+)"', alert["expr"])
     (panel,) = [panel for panel in promql.panels() if panel["title"] == "Server error rate"]
 

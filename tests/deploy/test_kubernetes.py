@@ -179,7 +179,7 @@ def test_prometheus_scrapes_the_http_port(name: str) -> None:
 
 
 def test_the_container_is_the_one_the_alerts_select() -> None:
-    """ModelServingPodRestarting counts restarts of a container by name."""
+    """ModelPodRestarting counts restarts of a container by name."""
     groups = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
     named = {m for g in groups for r in g["rules"] for m in re.findall(r'container="([^"]+)"', r["expr"])}
     assert named

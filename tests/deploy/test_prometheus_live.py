@@ -253,8 +253,8 @@ def test_every_alert_expression_runs(stack: Stack, query: promql.Query) -> None:
 def test_the_paging_alerts_see_every_model(stack: Stack) -> None:
     """Their thresholds hold nothing back here, so the quantity each compares must cover every model."""
     rules = {rule["alert"]: rule["expr"] for rule in promql.alert_rules()}
-    p99, _ = promql.top_level_operands(rules["ModelServingLatencyHigh"], ">")
-    ratio, _ = promql.top_level_operands(rules["ModelServingErrorRateHigh"], ">")
+    p99, _ = promql.top_level_operands(rules["InferenceLatencyHigh"], ">")
+    ratio, _ = promql.top_level_operands(rules["InferenceErrorRateHigh"], ">")
     _, all_requests = promql.top_level_operands(ratio, "/")
 
     assert set(MODELS) <= _models(stack.query(p99))
