@@ -11,7 +11,7 @@ import pytest
 import uvicorn.config
 from pydantic import ValidationError
 
-from modelserve.config import EndpointGroup, ModelControlMode, Settings, describe_error
+from modelserve.config import UNHONOURED, EndpointGroup, ModelControlMode, Settings, describe_error, unknown_variables
 from tests.server.credentials import API_KEYS, rsa_key, write_jwks, write_public_key
 
 
@@ -358,3 +358,20 @@ def test_a_prewarm_policy_with_on_demand_loading_and_a_budget_is_accepted(monkey
     monkeypatch.setenv("MODEL_CONTROL_MODE", "on-demand")
     monkeypatch.setenv("MODEL_MEMORY_BUDGET_MB", "512")
     assert Settings().prewarm_policy == "predictive"
+
+
+def test_variables_that_look_like_settings_but_are_none_are_named() -> None:
+    warnings = unknown_variables(
+        {
+            "REQUEST_TIMEOUT_SECS": "5",  # a near miss
+            "MODEL_VERSION": "v1.0.0",  # a runbook's variable no setting reads
+            "REQUEST_TIMEOUT": "300",  # read, under the runbooks' name
+            "MAX_BATCH_SIZE": "8",
+            "HTTP_PROXY": "http://proxy:3128",  # someone else's
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317",
+        }
+    )
+    assert warnings == [
+        "MODEL_VERSION is set but modelserve does not read it: " + UNHONOURED["MODEL_VERSION"],
+        "REQUEST_TIMEOUT_SECS is not a setting and is ignored; did you mean REQUEST_TIMEOUT_SEC?",
+    ]

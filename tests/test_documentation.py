@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelserve.config import Settings
+from modelserve.config import UNHONOURED, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,6 +15,12 @@ def test_every_setting_is_documented_with_its_variable_and_option() -> None:
         assert f"| `{Settings.env_name(field)}` |" in text, f"{Settings.env_name(field)} missing from CONFIGURATION.md"
         option = "--load-model" if field == "load_models" else f"--{field.replace('_', '-')}"
         assert f"`{option}`" in text, f"{option} missing from CONFIGURATION.md"
+
+
+def test_every_runbook_variable_not_read_is_listed_with_why() -> None:
+    text = (ROOT / "docs" / "CONFIGURATION.md").read_text().split("## Variables modelserve does not read", 1)[1]
+    for name in UNHONOURED:
+        assert f"| `{name}` |" in text, f"{name} missing from CONFIGURATION.md's variables not read"
 
 
 def test_readme_links_point_at_files_that_exist() -> None:

@@ -4,6 +4,7 @@ the pre-warming policies."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from modelserve.bench.tune_cli import tune
 from modelserve.bench.warmup import error_of
-from modelserve.config import ModelControlMode, PrewarmPolicy, Settings, describe_error
+from modelserve.config import ModelControlMode, PrewarmPolicy, Settings, describe_error, unknown_variables
 from modelserve.convert.cli import convert
 from modelserve.observability.logging import configure_logging
 from modelserve.observability.profiling import ProfileFormat
@@ -139,6 +140,8 @@ def _run(settings: Settings) -> None:
     import uvicorn
 
     configure_logging(settings.log_level, settings.log_format)
+    for warning in unknown_variables(os.environ):
+        logging.getLogger("modelserve.config").warning(warning)
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.http_port,

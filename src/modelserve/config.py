@@ -7,7 +7,9 @@ runbooks use another (``UVICORN_WORKERS``). Command-line options override the en
 
 from __future__ import annotations
 
+import difflib
 import logging
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -56,6 +58,36 @@ _LEVEL_NAMES = ", ".join(sorted(set(LOG_LEVELS.values()), key=lambda name: -_LEV
 
 # Back-ends the traffic history runs on, tested both; a DATABASE_URL naming another is refused at startup.
 DATABASE_BACKENDS = ("sqlite", "postgresql")
+
+
+# Variables the runbooks set that no setting reads, and why; logged at start, listed in CONFIGURATION.md.
+UNHONOURED = {
+    "ENFORCE_BATCH_SIZE": "batches never exceed a model's max_batch_size (MAX_BATCH_SIZE where config.yaml sets "
+    "none); a request larger than it is refused with 400, so there is nothing to enforce",
+    "MODEL_VERSION": "the version served is the model's version_policy (config.yaml) or a load request's; set "
+    "version_policy: {specific: {versions: [N]}} to pin one",
+    "NCCL_TIMEOUT": "NCCL's own, read by NCCL in distributed GPU inference (vLLM); modelserve runs no NCCL itself",
+    "ENVIRONMENT": "a label of the deployment; modelserve behaves the same in every environment",
+}
+# Families of variables other programs read (OpenTelemetry, boto3, fsspec, the CLI clients, the router's
+# commands): never mistaken for a misspelt setting.
+_FOREIGN = ("OTEL_", "AWS_", "FSSPEC_", "MODELSERVE_", "ROUTER_", "PYTHON", "PIP_", "GRPC_DEFAULT", "SSL_")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each variable that looks like a setting but is none: a runbook's variable modelserve
+    does not read (with why), or a near miss of a setting's name (``MAX_BATCH_SIZES``), which would
+    otherwise be ignored without a word while its author thinks it took effect."""
+    known = {Settings.env_name(field) for field in Settings.model_fields} | {"REQUEST_TIMEOUT"}
+    warnings = []
+    for name in sorted(environ):
+        if name in known or name.startswith(_FOREIGN):
+            continue
+        if (why := UNHONOURED.get(name)) is not None:
+            warnings.append(f"{name} is set but modelserve does not read it: {why}")
+        elif closest := difflib.get_close_matches(name, known, n=1, cutoff=0.8):
+            warnings.append(f"{name} is not a setting and is ignored; did you mean {closest[0]}?")
+    return warnings
 
 
 class Settings(BaseSettings):

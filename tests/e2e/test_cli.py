@@ -146,3 +146,12 @@ def test_profile_says_why_it_cannot_record(tmp_path: Path) -> None:
     assert "cannot reach http://127.0.0.1:9" in result.stderr
     assert not (tmp_path / "p.svg").exists()
     assert modelserve("profile", "--seconds", "100").returncode == 2  # over the 60 s the server allows
+
+
+def test_a_misspelt_or_unread_variable_is_named_in_a_warning_at_start(built_repository: Path, tmp_path: Path) -> None:
+    env = {"MAX_BATCH_SIZES": "8", "ENFORCE_BATCH_SIZE": "true"}
+    with serve(built_repository, tmp_path / "server.log", env=env) as running:
+        assert httpx.get(f"{running.url}/health/ready", timeout=10).status_code == 200
+    log = (tmp_path / "server.log").read_text()
+    assert "MAX_BATCH_SIZES is not a setting and is ignored; did you mean MAX_BATCH_SIZE?" in log
+    assert "ENFORCE_BATCH_SIZE is set but modelserve does not read it" in log
