@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelserve.cpus import available_cpus
@@ -152,7 +152,9 @@ class Settings(BaseSettings):
         description="Models to load at start in explicit mode (comma-separated; * means all).",
     )
     model_cache_dir: Path = Field(
-        Path("/tmp/model_cache"), description="Where models of a remote repository are mirrored and verified."
+        Path("/tmp/model_cache"),
+        description="Where models of a remote repository are mirrored and verified; set without MODEL_REPOSITORY, "
+        "the folder models are served from, as the runbooks use it.",
     )
     model_load_timeout: float = Field(
         30.0, gt=0, description="Seconds a model may take to load before it is marked failed."
@@ -408,6 +410,14 @@ class Settings(BaseSettings):
         if (level := LOG_LEVELS.get(value.strip().lower())) is None:
             raise ValueError(f"not a log level; use one of {_LEVEL_NAMES} (any case; warn and fatal are aliases)")
         return level
+
+    @model_validator(mode="after")
+    def _cache_dir_alone_is_the_repository(self) -> Settings:
+        """The runbooks point MODEL_CACHE_DIR at the folder they copy models into, and set no
+        MODEL_REPOSITORY: that folder is then the repository."""
+        if not self.model_repository and "model_cache_dir" in self.model_fields_set:
+            self.model_repository = str(self.model_cache_dir)
+        return self
 
     @field_validator("load_models", mode="before")
     @classmethod

@@ -84,9 +84,14 @@ class RunningServer:
 
 @contextmanager
 def serve(
-    repository: Path | str, log: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60.0
+    repository: Path | str | None,
+    log: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60.0,
 ) -> Iterator[RunningServer]:
     """Run `modelserve serve` until the block ends; fail with the server's output if it never gets ready.
+    ``repository`` None passes no --model-repository (the environment says where models are).
 
     Its MODEL_CACHE_DIR, and with it the traffic history's SQLite file, is beside ``log`` unless ``env``
     says otherwise: a server that learns from its history must not learn from other tests' traffic.
@@ -96,8 +101,7 @@ def serve(
     command = [
         *MODELSERVE,
         "serve",
-        "--model-repository",
-        str(repository),
+        *(("--model-repository", str(repository)) if repository is not None else ()),
         "--http-port",
         str(port),
         "--grpc-port",

@@ -25,12 +25,32 @@ def test_example_repository_names(built_repository: Path) -> None:
     assert ModelRepository(built_repository).names() == ["iris", "mlp", "simple", "tiny_cnn"]
 
 
-def test_names_skip_hidden_folders_and_files(tmp_path: Path) -> None:
+def test_names_skip_hidden_folders_and_files_that_are_no_model(tmp_path: Path) -> None:
     for folder in ("b_model", "a-model", "m.v2", ".git", ".ipynb_checkpoints", "__pycache__", "_private"):
         (tmp_path / folder).mkdir()
     _touch(tmp_path / "README.md")
-    _touch(tmp_path / "stray.onnx")
+    _touch(tmp_path / "history.sqlite3")
+    _touch(tmp_path / ".hidden.onnx")
     assert ModelRepository(tmp_path).names() == ["a-model", "b_model", "m.v2"]
+
+
+def test_a_file_at_the_root_is_a_model_named_by_its_stem_version_1(tmp_path: Path) -> None:
+    """As the runbooks deploy a model: `kubectl cp resnet50-fp16.trt pod:/models/`."""
+    for name in ("resnet50-fp16.trt", "model-v1.0.0.pth", "iris.joblib", "scale.onnx", "both.onnx"):
+        _touch(tmp_path / name)
+    _touch(tmp_path / "both" / "2" / "model.onnx")  # a folder of the same name wins
+    repository = ModelRepository(tmp_path)
+
+    assert repository.names() == ["both", "iris", "model-v1.0.0", "resnet50-fp16", "scale"]
+    trt = repository.source("resnet50-fp16")
+    assert (trt.platform, trt.files, trt.loose) == (Platform.TENSORRT, {1: tmp_path / "resnet50-fp16.trt"}, True)
+    assert repository.source("model-v1.0.0").platform is Platform.TORCHSCRIPT
+    assert repository.source("iris").platform is Platform.SKLEARN
+    assert repository.source("both").files == {2: tmp_path / "both" / "2" / "model.onnx"}
+    assert repository.contains("scale")
+    assert not repository.contains("resnet50")
+    with pytest.raises(ModelNotFound):
+        repository.source("missing")
 
 
 def test_names_of_an_empty_repository(tmp_path: Path) -> None:

@@ -2,6 +2,10 @@
 
 <repository>/<model>/config.yaml            optional
 <repository>/<model>/<version>/model.onnx   or model.pt, model.joblib, model.plan/.trt
+
+and, as the runbooks deploy a model, a single file at the repository's root
+(``<repository>/resnet50-fp16.trt``): a model named by the file's stem, version 1, its platform by its
+suffix. A folder of the same name wins over a loose file.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from modelserve.errors import ModelLoadError, ModelNotFound, StoreUnavailable
 from modelserve.repository.config import ModelConfig, Platform
@@ -18,6 +22,24 @@ from modelserve.repository.config import ModelConfig, Platform
 # One folder name: at most 255 characters, the longest a file system takes (a longer name asked of
 # the file system is an OSError, not a missing model).
 VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+# A model as one file at the repository's root: its suffix says its platform.
+LOOSE_SUFFIXES = {
+    ".onnx": Platform.ONNX,
+    ".pt": Platform.TORCHSCRIPT,
+    ".pth": Platform.TORCHSCRIPT,
+    ".joblib": Platform.SKLEARN,
+    ".plan": Platform.TENSORRT,
+    ".trt": Platform.TENSORRT,
+}
+
+
+def loose_model(filename: str) -> tuple[str, Platform] | None:
+    """The model a file at the repository's root is (its name and platform), or None for any other file."""
+    path = PurePosixPath(filename)
+    platform = LOOSE_SUFFIXES.get(path.suffix.lower())
+    if platform is None or not VALID_NAME.match(path.stem):
+        return None
+    return path.stem, platform
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +51,7 @@ class ModelSource:
     config: ModelConfig
     platform: Platform
     files: dict[int, Path]  # version -> the model file that version should load
+    loose: bool = False  # one file at the repository's root, not a folder: ``files[1]`` is that file
 
     def selected_versions(self) -> list[int]:
         """The versions the version policy asks to serve."""
@@ -71,11 +94,20 @@ class ModelRepository:
             raise ModelLoadError(f"model repository {self.location} does not exist or is not a directory")
 
     def names(self) -> list[str]:
-        """Every model folder, sorted; hidden folders and stray files are not models."""
+        """Every model folder and model file, sorted; hidden folders and other files are not models."""
         with self.asking("listing its models"):
-            return sorted(
-                entry.name for entry in self.root.iterdir() if entry.is_dir() and VALID_NAME.match(entry.name)
-            )
+            found = set()
+            for entry in self.root.iterdir():
+                if entry.is_dir():
+                    if VALID_NAME.match(entry.name):
+                        found.add(entry.name)
+                elif (model := loose_model(entry.name)) is not None:
+                    found.add(model[0])
+            return sorted(found)
+
+    def _loose_file(self, name: str) -> Path | None:
+        """The file at the root that is model ``name``, if any (the first by suffix where several are)."""
+        return next((path for suffix in LOOSE_SUFFIXES if (path := self.root / f"{name}{suffix}").is_file()), None)
 
     def contains(self, name: str) -> bool:
         """Whether the repository has a model of this name, loaded or not. Blocks on the file system
@@ -83,7 +115,7 @@ class ModelRepository:
         if not VALID_NAME.match(name):
             return False
         with self.asking(f"looking for model '{name}'"):
-            found = (self.root / name).is_dir()
+            found = (self.root / name).is_dir() or self._loose_file(name) is not None
             # A missing model is a 404; a missing repository (an unmounted disk) is the store's outage.
             present = found or self.root.is_dir()
         if not present:
@@ -97,7 +129,15 @@ class ModelRepository:
         if not self.contains(name):
             raise ModelNotFound.unknown(name, detail=f"it is not in the model repository {self.location}")
         with self.asking(f"reading model '{name}'"):
+            if not (self.root / name).is_dir() and (file := self._loose_file(name)) is not None:
+                return loose_source(name, file)
             return read_source(name, self.root / name)
+
+
+def loose_source(name: str, file: Path) -> ModelSource:
+    """A model that is one file: version 1, no config.yaml (the file says the rest)."""
+    platform = LOOSE_SUFFIXES[file.suffix.lower()]
+    return ModelSource(name, file.parent, ModelConfig(platform=platform), platform, {1: file}, loose=True)
 
 
 def read_source(name: str, directory: Path, config: ModelConfig | None = None) -> ModelSource:

@@ -20,7 +20,7 @@ import binascii
 import json
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -181,6 +181,11 @@ class Overrides:
                 target = directory / _safe(name, relative)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
+        elif base is not None and base.loose:  # one file at the repository's root: that file, with this config
+            source = replace(base, config=config, platform=config.platform or base.platform)
+            self.clear(name)
+            self._sources[name] = source
+            return
         elif base is not None:
             directory = base.directory
         else:

@@ -87,7 +87,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         observer=metrics,
         tracer=tracing.tracer,
         cache=response_cache(settings, metrics),
-        overrides=Overrides(settings.model_cache_dir / "overrides"),
+        # Hidden, so that a MODEL_CACHE_DIR that is also the repository does not list it as a model.
+        overrides=Overrides(settings.model_cache_dir / ".overrides"),
         llm_defaults=LLMDefaults(settings.max_num_seqs, settings.quantization, settings.vllm_gpu_memory_utilization),
     )
     startup = ["*"] if mode in (ModelControlMode.NONE, ModelControlMode.POLL) else settings.load_models
