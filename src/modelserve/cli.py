@@ -128,7 +128,10 @@ def serve(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     if not settings.model_repository:
-        err.print("[red]no model repository: pass --model-repository PATH, or set MODEL_REPOSITORY (or MODEL_CACHE_DIR alone)[/red]")
+        err.print(
+            "[red]no model repository: pass --model-repository PATH, or set MODEL_REPOSITORY "
+            "(or MODEL_CACHE_DIR alone)[/red]"
+        )
         raise typer.Exit(2)
     if "://" not in settings.model_repository and not Path(settings.model_repository).is_dir():
         err.print(f"[red]model repository {settings.model_repository} does not exist or is not a directory[/red]")
