@@ -145,6 +145,27 @@ def test_folder_markers_are_not_files(store: Store, tmp_path: Path) -> None:
     assert repository.source("m").files[1].read_bytes() == model
 
 
+def test_a_file_at_the_root_of_the_store_is_a_model_mirrored_as_version_1(store: Store, tmp_path: Path) -> None:
+    """`aws s3 cp resnet50-fp16.trt s3://model-storage/models/`, as the runbooks deploy a model."""
+    first = scale_onnx(tmp_path / "a.onnx", factor=2.0).read_bytes()
+    second = scale_onnx(tmp_path / "b.onnx", factor=5.0).read_bytes()
+    store.put("scale.onnx", first)
+    store.put("notes.txt", b"not a model")
+    store.put_model("folder", tmp_path)
+    repository = MirroredRepository(store.url, tmp_path / "cache")
+
+    assert repository.names() == ["folder", "scale"]
+    assert repository.contains("scale")
+    source = repository.source("scale")
+    assert source.files == {1: repository.root / "scale" / "1" / "model.onnx"}
+    assert source.files[1].read_bytes() == first
+
+    store.put("scale.onnx", second)  # replaced in the store: the next load brings the new bytes
+    assert repository.source("scale").files[1].read_bytes() == second
+    with pytest.raises(ModelNotFound):
+        repository.source("notes")
+
+
 # -- SHA256SUMS -----------------------------------------------------------------------------------------
 
 

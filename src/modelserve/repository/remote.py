@@ -10,6 +10,9 @@ every other file of the folder, and each must match it: a copy that differs from
 published, or a file added without being published, never loads. A version folder of which it lists
 no file at all is a version still being published (or replicated), and is left out until it is.
 
+A model may also be a single file at the repository's root (``s3://bucket/models/resnet50-fp16.trt``),
+as for a local repository (repository/layout.py): it is mirrored as version 1 of a folder of its name.
+
 Object stores take any characters in a key, ``..`` and ``//`` included, and s3fs lists keys as
 stored; a key whose copy would land anywhere but inside its model's folder is refused before
 anything is written.
@@ -34,7 +37,14 @@ from typing import Any
 import fsspec
 
 from modelserve.errors import ModelLoadError, ModelNotFound, StoreUnavailable
-from modelserve.repository.layout import VALID_NAME, ModelRepository, ModelSource, read_source
+from modelserve.repository.layout import (
+    LOOSE_SUFFIXES,
+    VALID_NAME,
+    ModelRepository,
+    ModelSource,
+    loose_model,
+    read_source,
+)
 
 MANIFEST = ".modelserve-manifest.json"
 CHECKSUMS = "SHA256SUMS"
@@ -107,11 +117,15 @@ class MirroredRepository(ModelRepository):
                 entries = self.fs.ls(self.base, detail=True)
             except FileNotFoundError:  # an object store has no empty folders: no model left
                 return []
-        return sorted(
-            name
-            for entry in entries
-            if entry["type"] == "directory" and VALID_NAME.match(name := PurePosixPath(entry["name"]).name)
-        )
+        found = set()
+        for entry in entries:
+            name = PurePosixPath(entry["name"]).name
+            if entry["type"] == "directory":
+                if VALID_NAME.match(name):
+                    found.add(name)
+            elif (model := loose_model(name)) is not None:
+                found.add(model[0])
+        return sorted(found)
 
     def contains(self, name: str) -> bool:
         """Whether the store holds a model folder ``name``.
@@ -139,7 +153,7 @@ class MirroredRepository(ModelRepository):
         try:
             with self.asking(f"looking for model '{name}'"):
                 self.fs.invalidate_cache(path)  # s3fs keeps listings until told: the answer must be fresh
-                found = bool(self.fs.isdir(path))
+                found = bool(self.fs.isdir(path)) or self._loose_key(name) is not None
         except StoreUnavailable as exc:
             with self._lock:
                 self._outage = (self._clock() + ANSWER_TTL_S, exc.message)
@@ -159,8 +173,42 @@ class MirroredRepository(ModelRepository):
     def source(self, name: str) -> ModelSource:
         if not VALID_NAME.match(name) or not self._look_up(name):
             raise ModelNotFound.unknown(name, detail=f"it is not in the model repository {self.url}")
-        self.mirror(name)
+        with self.asking(f"looking for model '{name}'"):
+            folder = bool(self.fs.isdir(f"{self.base}/{name}"))
+        if folder or (key := self._loose_key(name)) is None:
+            self.mirror(name)
+        else:
+            self._mirror_file(name, key)
         return read_source(name, self.root / name)
+
+    def _loose_key(self, name: str) -> str | None:
+        """The key of the file at the repository's root that is model ``name``, if any."""
+        for suffix in LOOSE_SUFFIXES:
+            key = f"{self.base}/{name}{suffix}"
+            with self.asking(f"looking for model '{name}'"):
+                if self.fs.isfile(key):
+                    return key
+        return None
+
+    def _mirror_file(self, name: str, key: str) -> None:
+        """A model that is one file in the store, mirrored as version 1 of a folder of its name (so the
+        mirror reads as any other), fetched again only when the store's copy changed."""
+        platform = LOOSE_SUFFIXES[PurePosixPath(key).suffix.lower()]
+        local_dir = self.root / name
+        relative = f"1/{platform.filenames[0]}"
+        with self.asking(f"reading {key}"):
+            stamp = _stamp(self.fs.info(key))
+        manifest = _read_manifest(local_dir)
+        known = manifest.get(relative)
+        target = local_dir / relative
+        if not (known and known["stamp"] == stamp and target.is_file() and _sha256(target) == known["sha256"]):
+            local_dir.mkdir(parents=True, exist_ok=True)
+            manifest = {relative: {"sha256": self._fetch(key, target), "stamp": stamp}}
+            for other in local_dir.rglob("*"):  # whatever an earlier mirror of a folder of that name left
+                if other.is_file() and other != target and other.name != MANIFEST:
+                    other.unlink()
+            _remove_empty_folders(local_dir)
+            _write_manifest(local_dir, manifest)
 
     def mirror(self, name: str) -> Path:
         """Bring the local copy of one model folder up to date with the store, verifying every file.
