@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from functools import partial
 
@@ -31,6 +31,9 @@ from modelserve.repository.config import LLMConfig, LLMDefaults, Platform
 from modelserve.repository.layout import ModelRepository, ModelSource
 from modelserve.repository.overrides import Overrides
 from modelserve.runtimes.base import Runtime, runtime_class
+from modelserve.runtimes.pb_utils import ModelCalls
+from modelserve.runtimes.python import PythonRuntime
+from modelserve.types import InferenceRequest, InferenceResponse
 
 log = logging.getLogger("modelserve.models")
 
@@ -53,8 +56,10 @@ class ModelLoader:
         tracer: Tracer | None = None,
         overrides: Overrides | None = None,
         llm_defaults: LLMDefaults | None = None,
+        calls: Callable[[InferenceRequest], Awaitable[InferenceResponse]] | None = None,
     ) -> None:
         self.repository = repository
+        self._calls = calls  # where a Python model's requests to other models (BLS) go: the manager's infer
         self.llm_defaults = llm_defaults or LLMDefaults()  # MAX_NUM_SEQS, QUANTIZATION, ... for generative models
         self.overrides = overrides  # models a load request's parameters serve instead of the repository's
         self._executor = executor
@@ -220,6 +225,8 @@ class ModelLoader:
                 record.fail(exc.message)
                 return
         runtime = runtime_class(source.platform)(model_file, config)
+        if isinstance(runtime, PythonRuntime) and self._calls is not None:
+            runtime.calls = ModelCalls(asyncio.get_running_loop(), self._calls)
         started = time.perf_counter()
         loading = asyncio.get_running_loop().run_in_executor(None, runtime.load)
         try:
@@ -240,18 +247,22 @@ class ModelLoader:
             runtime.unload()
             record.fail(f"{model_file}: {type(exc).__name__}: {exc}")
             return
+        executor, inline_below_us = self._executor, self._defaults.inline_below_us
+        if isinstance(runtime, PythonRuntime):
+            # Its execute may wait on BLS requests, which need the loop and the shared threads: it takes neither.
+            executor, inline_below_us = runtime.executor, 0.0
         warmup = source.config.warmup
-        if failure := await warm_up(runtime, spec, warmup, model_file, self._load_timeout_s, self._executor):
+        if failure := await warm_up(runtime, spec, warmup, model_file, self._load_timeout_s, executor):
             record.fail(failure)  # warm_up has unloaded the runtime
             return
         if warmup is None and self._budgets:  # the footprint must include what a first request allocates
-            await first_run(runtime, spec, model_file, self._load_timeout_s, self._executor)
+            await first_run(runtime, spec, model_file, self._load_timeout_s, executor)
         observe = partial(self._observer.observe_batch, source.name) if self._observer else None
         abandoned = partial(self._observer.observe_abandoned, source.name) if self._observer else None
         record.batcher = Batcher(
             f"{source.name}:{record.version}",
             runtime.infer,
-            self._executor,
+            executor,
             record.stats,
             max_batch_size=spec.max_batch_size,
             max_queue_delay_ms=spec.max_queue_delay_ms,
@@ -262,7 +273,7 @@ class ModelLoader:
             priority_levels=spec.priority_levels,
             observe_batch=observe,
             observe_abandoned=abandoned,
-            inline_below_us=self._defaults.inline_below_us,
+            inline_below_us=inline_below_us,
             tracer=self._tracer,
         )
         record.spec, record.runtime = spec, runtime

@@ -110,6 +110,7 @@ class ModelManager:
             tracer=tracer,
             overrides=overrides,
             llm_defaults=llm_defaults,
+            calls=self.infer,
         )
         self.budgets = self._eviction.budgets
         self.watchdog = self._eviction.watchdog

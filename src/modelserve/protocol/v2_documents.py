@@ -23,6 +23,7 @@ TRITON_PLATFORM = {
     Platform.TORCHSCRIPT: ("pytorch_libtorch", "pytorch"),
     Platform.SKLEARN: ("sklearn", "sklearn"),
     Platform.TENSORRT: ("tensorrt_plan", "tensorrt"),
+    Platform.PYTHON: ("python", "python"),
     Platform.LLM: ("vllm", "vllm"),  # Triton serves LLMs through its vLLM backend, text_input → text_output
 }
 

@@ -25,6 +25,8 @@ class Platform(StrEnum):
     TORCHSCRIPT = "torchscript"
     SKLEARN = "sklearn"
     TENSORRT = "tensorrt"
+    # Before llm, whose config.json a Python model's version folder may hold beside its model.py.
+    PYTHON = "python"  # a Triton Python model: model.py defining TritonPythonModel (runtimes/python.py)
     LLM = "llm"  # a Hugging Face model folder (config.json, *.safetensors, tokenizer.json): generative/
 
     @property
@@ -38,6 +40,7 @@ _FILENAMES = {
     Platform.TORCHSCRIPT: ("model.pt",),
     Platform.SKLEARN: ("model.joblib",),
     Platform.TENSORRT: ("model.plan", "model.trt"),
+    Platform.PYTHON: ("model.py",),
     Platform.LLM: ("config.json",),
 }
 
@@ -266,6 +269,7 @@ class ModelConfig(_Strict):
 
     name: str | None = None
     platform: Platform | None = None
+    backend: Literal["python"] | None = None  # Triton's spelling of platform python, as config.pbtxt writes it
     max_batch_size: int | None = Field(None, ge=0, le=65536)
     inputs: list[TensorConfig] = Field(default_factory=list)
     outputs: list[TensorConfig] = Field(default_factory=list)
@@ -278,6 +282,15 @@ class ModelConfig(_Strict):
     parameters: dict[str, Any] = Field(default_factory=dict)
     warmup: Warmup | None = None
     llm: LLMConfig | None = None  # platform llm only
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_names_the_platform(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or value.get("backend") != "python":
+            return value
+        if value.get("platform") not in (None, "python"):
+            raise ValueError(f"backend python and platform {value['platform']} disagree; set one of them")
+        return value | {"platform": "python"}
 
     @field_validator("inputs", "outputs")
     @classmethod

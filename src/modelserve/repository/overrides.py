@@ -43,6 +43,7 @@ PLATFORMS = {
     "sklearn": "sklearn",
     "vllm": "llm",
     "llm": "llm",
+    "python": "python",  # Triton's backend: "python"
 }
 
 

@@ -62,6 +62,7 @@ _MODULES = {
     Platform.TORCHSCRIPT: ("modelserve.runtimes.torch", "TorchScriptRuntime"),
     Platform.SKLEARN: ("modelserve.runtimes.sklearn", "SklearnRuntime"),
     Platform.TENSORRT: ("modelserve.runtimes.tensorrt", "TensorRTRuntime"),
+    Platform.PYTHON: ("modelserve.runtimes.python", "PythonRuntime"),
     Platform.LLM: ("modelserve.generative.runtime", "GenerativeRuntime"),
 }
 
