@@ -1,14 +1,22 @@
 """Structural schemas of the Prometheus Operator kinds the deploy files use.
 
-kubernetes-validate bundles only built-in kinds, and the operator's CRDs cannot be fetched here, so
-these describe the fields we use, with the types and patterns the CRDs give them (monitoring.coreos.com/v1).
-Unknown fields are refused: a misspelt ``endpoints`` or ``scrapeTimout`` fails instead of being ignored
-by the API server's pruning. A field the CRD has and these lack is added here when a manifest needs it.
+kubernetes-validate bundles only built-in kinds. PrometheusRule's schema is the operator's own CRD,
+vendored in ``schemas/`` (its README says from where); ServiceMonitor's describes the fields we use, with
+the types and patterns its CRD gives them (monitoring.coreos.com/v1), and a field the CRD has and it
+lacks is added here when a manifest needs it. Unknown fields are refused in both: a misspelt
+``endpoints`` or ``scrapeTimout`` fails instead of being ignored by the API server's pruning.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMAS = Path(__file__).parent / "schemas"
 
 # The operator's Duration type.
 DURATION = {
@@ -101,46 +109,52 @@ SERVICE_MONITOR = _kind(
     },
 )
 
-RULE = {
-    "type": "object",
-    "required": ["expr"],
-    "properties": {
-        "alert": {"type": "string", "minLength": 1},
-        "record": {"type": "string", "minLength": 1},
-        "expr": {"type": ["string", "integer"], "minLength": 1},
-        "for": DURATION,
-        "keep_firing_for": DURATION,
-        "labels": STRING_MAP,
-        "annotations": STRING_MAP,
-    },
-    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
-    "additionalProperties": False,
-}
-PROMETHEUS_RULE = _kind(
-    "PrometheusRule",
-    {
-        "type": "object",
-        "properties": {
-            "groups": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {
-                        "name": {"type": "string", "minLength": 1},
-                        "interval": DURATION,
-                        "limit": {"type": "integer"},
-                        "rules": {"type": "array", "items": RULE},
-                    },
-                    "additionalProperties": False,
-                },
-            },
-        },
-        "additionalProperties": False,
-    },
+
+def _strict(schema: Any) -> Any:
+    """The CRD's schema, refusing unknown fields wherever it lists the fields (`kubectl apply --validate=strict`)."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    listed = "properties" in schema and "additionalProperties" not in schema
+    if listed and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        strict["additionalProperties"] = False
+    return strict
+
+
+def vendored(file_name: str, version: str) -> dict[str, Any]:
+    """The schema of ``version`` in a CRD of ``SCHEMAS``, strict, with the object metadata the API server checks."""
+    crd = yaml.safe_load((SCHEMAS / file_name).read_text())
+    kind = crd["spec"]["names"]["kind"]
+    [served] = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    schema: dict[str, Any] = _strict(served["schema"]["openAPIV3Schema"])
+    schema["properties"].update(
+        apiVersion={"const": f"{crd['spec']['group']}/{version}"}, kind={"const": kind}, metadata=METADATA
+    )
+    schema["required"] = sorted({"apiVersion", "kind", "metadata", *schema.get("required", [])})
+    return schema
+
+
+def _list_map_keys(
+    validator: jsonschema.protocols.Validator, keys: list[str], instance: Any, schema: dict[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """A list the API server treats as a map: no two items with the same keys (two rule groups of one name)."""
+    if not validator.is_type(instance, "array"):
+        return
+    seen: set[tuple[Any, ...]] = set()
+    for item in instance:
+        key = tuple(item.get(name) for name in keys)
+        if key in seen:
+            yield jsonschema.ValidationError(f"two items with {dict(zip(keys, key, strict=True))}")
+        seen.add(key)
+
+
+VALIDATOR = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"x-kubernetes-list-map-keys": _list_map_keys}
 )
 
 CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
-    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): vendored("monitoring.coreos.com_prometheusrules.yaml", "v1"),
 }

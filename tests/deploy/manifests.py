@@ -14,13 +14,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import yaml
 from kubernetes_validate.utils import latest_version
 
 from modelserve.config import Settings
-from tests.deploy.crd_schemas import CRD_SCHEMAS
+from tests.deploy.crd_schemas import CRD_SCHEMAS, VALIDATOR
 from tests.deploy.tools import DEPLOY, ROOT
 
 KUSTOMIZATIONS = {
@@ -67,6 +66,11 @@ def render(name: str) -> list[Document]:
     return documents(_rendered(KUSTOMIZATIONS[name]))
 
 
+def render_path(directory: str) -> list[Document]:
+    """What `kubectl kustomize DIRECTORY` produces, run from the repository root as a command there names it."""
+    return documents(_rendered(Path(directory)))
+
+
 def one(docs: list[Document], kind: str) -> Document:
     """The single document of ``kind``."""
     found = [doc for doc in docs if doc["kind"] == kind]
@@ -75,16 +79,16 @@ def one(docs: list[Document], kind: str) -> Document:
 
 
 def container(docs: list[Document]) -> Document:
-    """The modelserve container of the Deployment."""
+    """The serving container of the Deployment, named as the runbooks name it."""
     containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return next(c for c in containers if c["name"] == "modelserve")
+    return next(c for c in containers if c["name"] == "model-serving")
 
 
 def validate(document: Document) -> None:
     """Raise when ``document`` does not match its kind's schema at every supported Kubernetes version."""
     schema = CRD_SCHEMAS.get((document.get("apiVersion"), document.get("kind")))
     if schema is not None:
-        jsonschema.Draft202012Validator(schema).validate(document)
+        VALIDATOR(schema).validate(document)
         return
     for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(document, version, strict=True)

@@ -1,4 +1,5 @@
-"""deploy/docker-compose.yml: a valid Compose file whose services, mounts and addresses fit together.
+"""deploy/docker-compose.yml: a valid Compose file whose services, mounts and addresses fit together, also
+as the runbooks name it, docker/docker-compose.yml from the repository root.
 
 `docker compose config` would check the file without an engine, but Debian bookworm packages only
 Compose v1, so the file is validated against the Compose Specification's JSON schema instead
@@ -9,6 +10,7 @@ promtool, as the alert rules do.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tomllib
 from pathlib import Path
@@ -25,6 +27,9 @@ from tests.deploy.manifests import undocumented
 from tests.deploy.tools import DEPLOY, ROOT, tool
 
 COMPOSE = DEPLOY / "docker-compose.yml"
+# `docker-compose -f docker/docker-compose.yml logs -f model-serving`, as the runbooks have it.
+LINKED = ROOT / "docker" / "docker-compose.yml"
+SERVER = "model-serving"
 SCHEMA = Path(__file__).parent / "schemas" / "compose-spec.json"
 
 
@@ -48,18 +53,30 @@ def _mounts(service: dict[str, Any]) -> dict[str, str]:
     return mounts
 
 
+def test_the_runbooks_path_names_this_file_and_its_relative_paths_resolve_the_same() -> None:
+    """Compose takes relative paths from the folder of the -f path, as written: docker/ from the root."""
+    assert LINKED.resolve() == COMPOSE.resolve()
+    sources = [_services()[SERVER]["build"]["context"]]
+    sources += [v.split(":")[0] for s in _services().values() for v in s.get("volumes", []) if v.startswith(".")]
+    assert len(sources) >= 5
+    for source in sources:
+        written = Path(os.path.normpath(LINKED.parent / source))
+        assert written.exists(), f"{source} from docker/ is {written}, which does not exist"
+        assert written.resolve() == (COMPOSE.parent / source).resolve(), source
+
+
 def test_the_file_matches_the_compose_specification() -> None:
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
     problems = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(_compose())]
     assert problems == []
     broken = dict(_compose())
-    broken["services"] = {"modelserve": {**_services()["modelserve"], "healtcheck": {}}}
+    broken["services"] = {SERVER: {**_services()[SERVER], "healtcheck": {}}}
     assert not validator.is_valid(broken), "the schema refuses unknown keys"
 
 
 def test_the_stack_has_every_service_and_pins_every_image() -> None:
     services = _services()
-    assert {"modelserve", "prometheus", "grafana", "jaeger", "alertmanager", "postgres"} <= services.keys()
+    assert {SERVER, "prometheus", "grafana", "jaeger", "alertmanager", "postgres"} <= services.keys()
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     for name, service in services.items():
         image = service["image"]
@@ -67,7 +84,7 @@ def test_the_stack_has_every_service_and_pins_every_image() -> None:
         assert not image.endswith(":latest"), f"{name}: {image}"
         for dependency in service.get("depends_on", []):
             assert dependency in services, f"{name} depends on {dependency}, which is not a service"
-    assert services["modelserve"]["image"] == f"modelserve:{version}"
+    assert services[SERVER]["image"] == f"modelserve:{version}"
 
 
 def test_every_bind_mount_source_exists() -> None:
@@ -77,7 +94,7 @@ def test_every_bind_mount_source_exists() -> None:
 
 
 def test_modelserve_builds_the_image_and_serves_the_mounted_example_repository() -> None:
-    service = _services()["modelserve"]
+    service = _services()[SERVER]
     build = service["build"]
     assert (COMPOSE.parent / build["context"]).resolve() == ROOT
     assert (ROOT / build["dockerfile"]).is_file()
@@ -92,7 +109,7 @@ def test_modelserve_builds_the_image_and_serves_the_mounted_example_repository()
 
 def test_traces_go_to_jaeger_over_otlp_grpc() -> None:
     services = _services()
-    env = services["modelserve"]["environment"]
+    env = services[SERVER]["environment"]
     endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
     assert (endpoint.hostname, endpoint.port) == ("jaeger", 4317)
     assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
@@ -105,7 +122,7 @@ def test_traces_go_to_jaeger_over_otlp_grpc() -> None:
 
 def test_the_traffic_store_is_the_postgres_service() -> None:
     services = _services()
-    url = urlsplit(services["modelserve"]["environment"]["DATABASE_URL"])
+    url = urlsplit(services[SERVER]["environment"]["DATABASE_URL"])
     postgres = services["postgres"]["environment"]
     assert url.scheme == "postgresql+psycopg"
     assert (url.hostname, url.port) == ("postgres", 5432)
@@ -149,8 +166,9 @@ def test_prometheus_scrapes_modelserve_loads_the_rules_and_alerts_alertmanager(
     for rules in prometheus_config["rule_files"]:
         assert mounts[str(Path(config_path).parent / rules)] == str(DEPLOY / "prometheus" / rules)
     jobs = {job["job_name"]: job for job in prometheus_config["scrape_configs"]}
-    assert jobs["modelserve"]["metrics_path"] == "/metrics"
-    assert [t for s in jobs["modelserve"]["static_configs"] for t in s["targets"]] == ["modelserve:8000"]
+    # The job named as the ServiceMonitor names it in Kubernetes (after the Service), so queries work in both.
+    assert jobs[SERVER]["metrics_path"] == "/metrics"
+    assert [t for s in jobs[SERVER]["static_configs"] for t in s["targets"]] == [f"{SERVER}:8000"]
     # The router's exporter, on the port router-config gives it, for the alert rules on haproxy_* figures.
     router = [t for s in jobs["router"]["static_configs"] for t in s["targets"]]
     assert router == [f"router:{RouterSettings().metrics_port}"]

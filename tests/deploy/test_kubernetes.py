@@ -1,8 +1,9 @@
 """The kustomize base and overlays render, match the Kubernetes schemas, and keep the server's contract.
 
-The contract: the probes reach the health endpoints, the settings are ones the server documents, the
-pod runs unprivileged on a read-only root, the grace period outlasts the drain, the autoscaler reads
-the queue depth, and prod runs three or more GPU pods spread over nodes and zones.
+The contract: the objects carry the names the runbooks use, the probes reach the health endpoints, the
+settings are ones the server documents, the pod runs unprivileged on a read-only root, the grace period
+outlasts the drain, the autoscaler reads the queue depth, and prod runs three or more GPU pods spread
+over nodes and zones, with the model cache on the SSD class, behind an HTTPS Ingress.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
+from modelserve.config import Settings
 from tests.deploy.manifests import (
     KUSTOMIZATIONS,
     Document,
@@ -45,15 +47,28 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_every_document_matches_its_schema_in_the_inference_namespace(name: str) -> None:
+def test_every_document_matches_its_schema_in_the_model_serving_namespace(name: str) -> None:
     docs = render(name)
     assert docs
     for doc in docs:
         validate(doc)
         if doc["kind"] == "Namespace":
-            assert doc["metadata"]["name"] == "inference"
+            assert doc["metadata"]["name"] == "model-serving"
         else:
-            assert doc["metadata"]["namespace"] == "inference", f"{doc['kind']} outside the namespace"
+            assert doc["metadata"]["namespace"] == "model-serving", f"{doc['kind']} outside the namespace"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_objects_carry_the_names_the_runbooks_use(name: str) -> None:
+    docs = render(name)
+    names = {(doc["kind"], doc["metadata"]["name"]) for doc in docs}
+    assert {("Deployment", "model-serving"), ("Service", "model-serving")} <= names
+    assert _pod(docs)["metadata"]["labels"]["app"] == "model-serving"
+    assert one(docs, "Deployment")["spec"]["selector"]["matchLabels"] == {"app": "model-serving"}
+    assert container(docs)["name"] == "model-serving"
+    if name != "dev":
+        assert ("HorizontalPodAutoscaler", "model-serving-hpa") in names
+    assert (("Ingress", "model-serving-ingress") in names) == (name == "prod")
 
 
 def test_validation_refuses_misspelt_fields_and_unknown_kinds() -> None:
@@ -65,6 +80,14 @@ def test_validation_refuses_misspelt_fields_and_unknown_kinds() -> None:
     monitor["spec"]["endpoints"][0]["scrapeTimout"] = "10s"
     with pytest.raises(jsonschema.ValidationError):
         validate(monitor)
+    rule = copy.deepcopy(one(render("base"), "PrometheusRule"))
+    rule["spec"]["groups"][0]["rules"][0]["annotation"] = {}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(rule)
+    rule = copy.deepcopy(one(render("base"), "PrometheusRule"))
+    rule["spec"]["groups"].append(rule["spec"]["groups"][0])
+    with pytest.raises(jsonschema.ValidationError, match="two items"):
+        validate(rule)
     with pytest.raises(SchemaNotFoundError):
         validate({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
 
@@ -91,7 +114,8 @@ def test_service_policy_and_monitor_reach_the_pods_ports(name: str) -> None:
     service = one(docs, "Service")
     assert _selects(service["spec"]["selector"], labels)
     ports = {p["name"]: p for p in service["spec"]["ports"]}
-    assert (ports["http"]["port"], ports["grpc"]["port"]) == (8000, 8001)
+    # HTTP on 80, as the runbooks reach it (http://model-serving.model-serving.svc.cluster.local/health).
+    assert (ports["http"]["port"], ports["grpc"]["port"]) == (80, 8001)
     assert ports["grpc"]["appProtocol"] == "grpc"
     assert {p["targetPort"] for p in ports.values()} <= port_names
     policy = one(docs, "NetworkPolicy")
@@ -135,9 +159,10 @@ def test_the_pod_runs_unprivileged_on_a_read_only_root_with_writable_scratch(nam
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    empty_dirs = {volume["name"] for volume in pod["volumes"] if "emptyDir" in volume}
-    mounted = {mount["mountPath"] for mount in serving["volumeMounts"] if mount["name"] in empty_dirs}
-    assert {"/tmp", one(docs, "ConfigMap")["data"]["MODEL_CACHE_DIR"]} <= mounted
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: volumes[mount["name"]] for mount in serving["volumeMounts"]}
+    assert "emptyDir" in mounts["/tmp"]
+    assert "ephemeral" in mounts[one(docs, "ConfigMap")["data"]["MODEL_CACHE_DIR"]], "a claim per pod"
     image = serving["image"]
     assert re.fullmatch(r"[\w./-]+:[\w.-]+", image), f"no tag on {image}"
     assert not image.endswith(":latest"), image
@@ -191,7 +216,7 @@ def test_the_container_is_the_one_the_alerts_select() -> None:
 def test_the_autoscaler_follows_cpu_and_the_queue_depth(name: str) -> None:
     docs = render(name)
     scaler = one(docs, "HorizontalPodAutoscaler")
-    assert scaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "modelserve"}
+    assert scaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "model-serving"}
     metrics = {m["type"]: m for m in scaler["spec"]["metrics"]}
     assert metrics["Resource"]["resource"]["name"] == "cpu"
     queue = metrics["Pods"]["pods"]["metric"]["name"]
@@ -228,7 +253,7 @@ def test_prod_runs_three_or_more_gpu_pods_spread_over_nodes_and_zones() -> None:
 def test_dev_runs_one_small_pod_with_debug_logs() -> None:
     docs = render("dev")
     assert one(docs, "Deployment")["spec"]["replicas"] == 1
-    left_out = {"HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"}
+    left_out = {"HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "Ingress"}
     assert left_out.isdisjoint(doc["kind"] for doc in docs)
     settings = one(docs, "ConfigMap")["data"]
     assert (settings["LOG_LEVEL"], settings["LOG_FORMAT"]) == ("debug", "console")
@@ -242,3 +267,55 @@ def test_the_history_database_url_comes_from_an_optional_secret(name: str) -> No
     reference = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     assert reference == {"name": "modelserve-database", "key": "url", "optional": True}
     assert "DATABASE_URL" not in one(docs, "ConfigMap")["data"], "a password never goes in a ConfigMap"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_api_keys_come_from_the_optional_secret_the_runbook_creates(name: str) -> None:
+    """`kubectl create secret generic api-keys --from-literal=key1=$NEW_API_KEY`; without it, auth is off."""
+    env = {item["name"]: item for item in container(render(name))["env"]}
+    assert env["API_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "api-keys", "key": "key1", "optional": True}
+    assert undocumented(["API_KEYS"]) == []
+
+
+def _model_cache_claim(docs: list[Document]) -> dict[str, Any]:
+    volume = next(v for v in _pod(docs)["spec"]["volumes"] if v["name"] == "model-cache")
+    claim: dict[str, Any] = volume["ephemeral"]["volumeClaimTemplate"]["spec"]
+    return claim
+
+
+def test_the_model_cache_is_a_claim_per_pod_on_the_ssd_class_in_prod() -> None:
+    claims = {name: _model_cache_claim(render(name)) for name in NAMES}
+    for claim in claims.values():
+        assert claim["accessModes"] == ["ReadWriteOnce"], "one pod's own cache"
+    assert claims["prod"]["storageClassName"] == "fast-ssd"
+    assert "storageClassName" not in claims["base"], "the cluster's default class"
+    sizes = {name: _mebibytes(claim["resources"]["requests"]["storage"]) for name, claim in claims.items()}
+    assert sizes["dev"] < sizes["base"] < sizes["prod"]
+    assert one(render("prod"), "ConfigMap")["data"]["MODEL_CACHE_DIR"] == "/models", "where the runbooks copy models"
+
+
+def test_prod_serves_https_through_the_ingress_the_runbooks_name() -> None:
+    docs = render("prod")
+    ingress = one(docs, "Ingress")
+    assert [tls["secretName"] for tls in ingress["spec"]["tls"]] == ["tls-secret"]
+    hosts = {host for tls in ingress["spec"]["tls"] for host in tls["hosts"]}
+    backends = [p["backend"]["service"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert {rule["host"] for rule in ingress["spec"]["rules"]} == hosts
+    assert backends == [{"name": "model-serving", "port": {"name": "http"}}]
+    assert {p["name"] for p in one(docs, "Service")["spec"]["ports"]} >= {"http"}
+    # ingress-nginx reaches the pods through the NetworkPolicy, on the HTTP port.
+    policy = one(docs, "NetworkPolicy")["spec"]["ingress"]
+    assert any(
+        peer.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "ingress-nginx"}
+        and [port["port"] for port in rule["ports"]] == ["http"]
+        for rule in policy
+        for peer in rule["from"]
+    )
+    # The server's limits answer before the proxy's: its body size (413) and its timeout (504).
+    annotations = ingress["metadata"]["annotations"]
+    settings = one(docs, "ConfigMap")["data"]
+    body_mib = float(settings.get("MAX_INPUT_SIZE_MB", Settings().max_input_size_mb))
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == f"{body_mib:g}m"
+    timeout = float(settings["REQUEST_TIMEOUT_SEC"])
+    assert float(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > timeout
+    assert float(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) > timeout

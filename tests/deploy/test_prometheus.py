@@ -1,4 +1,5 @@
-"""The alert rules pass promtool's checks and unit tests, and each is complete and links to the runbook."""
+"""The alert rules pass promtool's checks and unit tests, each is complete and links to the runbook, and the
+PrometheusRule of the Kubernetes manifests carries exactly them."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from typing import Any
 
 import yaml
 
+from tests.deploy.manifests import one, render
 from tests.deploy.tools import DEPLOY, ROOT, tool
 
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 UNIT_TESTS = RULES.parent / "alerts.test.yml"
+WRAP = RULES.parent / "prometheusrule.sh"
+PROMETHEUS_RULE = DEPLOY / "kubernetes" / "base" / "prometheusrule.yaml"
 
 
 def _run(*command: str) -> str:
@@ -72,3 +76,19 @@ def test_every_alert_has_a_duration_severity_text_and_a_runbook_section() -> Non
         url = annotations["runbook_url"]
         assert url.startswith("docs/RUNBOOK.md#"), name
         assert url.split("#", 1)[1] in anchors, f"{name}: no section '{url}' in docs/RUNBOOK.md"
+
+
+def test_the_prometheus_rule_carries_exactly_the_groups_of_the_rules_file() -> None:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    for name in ("base", "prod"):
+        rule = one(render(name), "PrometheusRule")
+        assert rule["spec"] == {"groups": groups}, f"{PROMETHEUS_RULE.name} differs from {RULES.name}: run {WRAP.name}"
+    assert {r["alert"] for g in groups for r in g["rules"]} >= {"HighLatency", "InferenceLatencyHigh", "GPUMemoryHigh"}
+
+
+def test_the_prometheus_rule_file_is_what_the_script_writes_from_the_rules() -> None:
+    result = subprocess.run(["sh", str(WRAP)], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == PROMETHEUS_RULE.read_text(), (
+        f"regenerate it: sh deploy/prometheus/{WRAP.name} > deploy/kubernetes/base/{PROMETHEUS_RULE.name}"
+    )

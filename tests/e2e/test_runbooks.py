@@ -27,7 +27,7 @@ from tests.e2e.server import RunningServer, serve
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "docs" / "RUNBOOK.md", ROOT / "docs" / "TROUBLESHOOTING.md"]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-LOGS = re.compile(r"^kubectl (-n inference )?logs deploy/modelserve( --previous)? \|")
+LOGS = re.compile(r"^kubectl (-n model-serving )?logs deploy/model-serving( --previous)? \|")
 NEEDS_A_CLUSTER = ("kubectl ", "nvidia-smi ")
 NEEDS_A_GPU = "model_serving_gpu_"
 NEEDS_REGIONS = ("python -m src.replication.", "python -m src.failover.")
@@ -110,7 +110,9 @@ def _elsewhere(command: str) -> bool:
 
 
 def test_the_log_filters_find_what_they_look_for(troubled: RunningServer) -> None:
-    result = shell(runnable(f"kubectl logs deploy/modelserve | jq -c {_ERRORS!r}", troubled, Path()))
+    result = shell(
+        runnable(f"kubectl -n model-serving logs deploy/model-serving | jq -c {_ERRORS!r}", troubled, Path())
+    )
     assert result.returncode == 0, result.stderr
     errors = result.stdout.splitlines()
     assert any('"code":400' in line for line in errors), errors
