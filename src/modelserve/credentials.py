@@ -11,6 +11,7 @@ path, never by what it holds.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -31,14 +32,19 @@ class Scope(StrEnum):
 MIN_KEY_LENGTH = 16  # characters of an API key: shorter ones can be guessed
 MIN_RSA_BITS = 2048  # NIST SP 800-131A
 SCOPES = {scope.value: scope for scope in Scope}
+# ``name=key``: a name for the access log's user_id. A key's own '=' (base64 padding) ends it, so the part
+# after a name's '=' must be a whole key for the entry to be read as named.
+_NAMED = re.compile(r"^([A-Za-z][A-Za-z0-9_.@-]{0,63})=(.+)$")
 
 
 @dataclass(frozen=True)
 class ApiKey:
-    """One configured key: its SHA-256 digest (the key itself is not kept) and what it allows."""
+    """One configured key: its SHA-256 digest (the key itself is not kept), what it allows, and the
+    name its holder goes by in the access log, where the entry gives one."""
 
     digest: bytes
     scopes: frozenset[Scope]
+    name: str | None = None
 
 
 def granted(names: Iterable[Scope]) -> frozenset[Scope]:
@@ -51,7 +57,8 @@ def granted(names: Iterable[Scope]) -> frozenset[Scope]:
 
 def parse_api_keys(value: str) -> list[ApiKey]:
     """API_KEYS: comma-separated entries, or the path of a file with one entry per line (blank lines and
-    lines starting with ``#`` skipped). An entry is ``key``, ``key:infer`` or ``key:admin``.
+    lines starting with ``#`` skipped). An entry is ``key``, ``key:infer`` or ``key:admin``, optionally
+    named: ``alice=key:infer``.
     Errors name an entry by its position, never by its text."""
     if _names_file(value):
         try:
@@ -71,6 +78,9 @@ def parse_api_keys(value: str) -> list[ApiKey]:
     keys: list[ApiKey] = []
     for where, entry in entries:
         key, _, scope = entry.rpartition(":") if ":" in entry else (entry, "", "infer")
+        name = None
+        if (named := _NAMED.match(key)) is not None and len(named.group(2)) >= MIN_KEY_LENGTH:
+            name, key = named.group(1), named.group(2)
         if scope not in SCOPES:
             raise ValueError(f"{where} ends with an unknown scope; write key, key:infer or key:admin")
         if len(key) < MIN_KEY_LENGTH:
@@ -80,7 +90,7 @@ def parse_api_keys(value: str) -> list[ApiKey]:
         digest = hashlib.sha256(key.encode()).digest()
         if any(known.digest == digest for known in keys):
             raise ValueError(f"{where} repeats a key given before; give each key once, with its scope")
-        keys.append(ApiKey(digest, granted([SCOPES[scope]])))
+        keys.append(ApiKey(digest, granted([SCOPES[scope]]), name))
     return keys
 
 

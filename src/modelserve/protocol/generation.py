@@ -1,4 +1,4 @@
-"""What the generative routes share, whichever API they speak (OpenAI's, the V2 generate extension):
+"""What the generative routes share, whichever API they speak (OpenAI's, the V2 generate extension, gRPC):
 finding the model's engine, and accounting for a generation once it is answered."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from modelserve.generative.stream import Generation
 from modelserve.models.manager import ModelManager
 from modelserve.models.records import ModelVersion
 from modelserve.repository.config import Platform
+from modelserve.server.auth import caller
 from modelserve.server.state import ServerState
 
 
@@ -49,7 +50,7 @@ def account(
     version: str,
     protocol: str,
     seconds: float,
-    status: int,
+    status: int | str,
     error: Exception | None,
     generation: Generation | None,
     completion: int,
@@ -57,10 +58,11 @@ def account(
     record: ModelVersion | None = None,
 ) -> None:
     """One answered request: its generation's metrics, and its access line with the tokens, the time to
-    first token and the caller's ``user``."""
+    first token and who asked: the ``user`` the request named (OpenAI's field), else the credential it
+    authenticated with (``caller``). ``status`` is an HTTP status, or a gRPC code's name."""
     if record is not None:
         record.in_flight -= 1
-    extra: dict[str, Any] = {"user_id": user}
+    extra: dict[str, Any] = {"user_id": user if user is not None else caller()}
     if generation is not None:
         sequence = generation.sequence
         state.metrics.generation.observe(model, sequence, completion)

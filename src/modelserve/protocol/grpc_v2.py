@@ -3,7 +3,8 @@ grpc.aio on the same event loop and ModelManager as HTTP.
 
 Every answer other than inference is built from the same documents as the HTTP side (metadata,
 Triton-style model config, statistics, repository index) and parsed into the protobuf messages, so
-the two protocols cannot drift apart. Errors map to codes through ``protocol/errors.py``.
+the two protocols cannot drift apart. Errors map to codes through ``protocol/errors.py``. Inference
+on a generative model goes to its engine through ``protocol/grpc_generation.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import grpc
@@ -29,6 +30,7 @@ from modelserve.protocol.grpc_codec import (
     output_placements,
     parameters_of,
 )
+from modelserve.protocol.grpc_generation import FINAL, GrpcGenerations, Send
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.protocol.v2_codec import parse_version
 from modelserve.protocol.v2_documents import (
@@ -38,6 +40,7 @@ from modelserve.protocol.v2_documents import (
     model_statistics,
     repository_entry,
 )
+from modelserve.repository.config import Platform
 from modelserve.repository.overrides import from_parameters
 from modelserve.server.state import ServerState
 
@@ -47,6 +50,8 @@ _ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": _SERVICE, "modelserve.protoc
 Reply = TypeVar("Reply")
 _PROBES = {"ServerLive", "ServerReady", "ModelReady"}  # still answered while draining
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Reply]]
+# A response on a stream, and whether it is its request's last.
+Answer = tuple[service_pb2.ModelStreamInferResponse, bool]
 
 
 def _rpc(method: Handler[Reply]) -> Handler[Reply]:
@@ -78,6 +83,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         self.tracing = state.tracing
         self.shared_memory = shared_memory.system
         self.cuda = shared_memory.cuda
+        self.generations = GrpcGenerations(state, shared_memory.system)
 
     @_rpc
     async def ServerLive(self, request: Any, context: Any) -> service_pb2.ServerLiveResponse:
@@ -137,90 +143,110 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     @_rpc
     async def ModelInfer(self, request: Any, context: Any) -> service_pb2.ModelInferResponse:
         if not self.tracing.enabled:
-            return await self._infer(request, context.time_remaining(), alone=True)
+            return await self._infer(request, context, alone=True)
         with self.tracing.request(f"{_SERVICE}/ModelInfer", _metadata(context), _ATTRIBUTES):
-            return await self._infer(request, context.time_remaining(), alone=True)
+            return await self._infer(request, context, alone=True)
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:
-        """Requests on one stream run concurrently, and are answered in the order they came (each answer,
-        or error, carries its request's id), as Triton answers a stream to a model that is not decoupled.
+        """Requests on one stream run concurrently. A request answered once is answered in the order the
+        requests came (each answer, or error, carries its request's id), as Triton answers a stream to a
+        model that is not decoupled; a generation asked to ``stream`` is decoupled, as Triton's vLLM backend
+        is: its pieces go out as they are made, between the other requests' answers.
 
         At most GRPC_STREAM_MAX_INFLIGHT requests are inside the server at once, from being read until
-        gRPC has taken their answer to send; at the bound the stream is not read further. A client that
+        gRPC has taken their last answer to send; at the bound the stream is not read further. A client that
         never reads its answers then fills gRPC's flow-control windows, and its sends wait, instead of
-        the server holding every request and answer it was sent.
+        the server holding every request and answer it was sent. A stream that ends early (cancelled by
+        its client, past its deadline) cancels every request still inside, generations included.
         """
-        room = asyncio.Semaphore(self.state.settings.grpc_stream_max_inflight)
-        answers: asyncio.Queue[asyncio.Task[service_pb2.ModelStreamInferResponse] | None] = asyncio.Queue()
-        carrier = _metadata(context)  # its traceparent gives every request of the stream its trace id
-        reader = asyncio.create_task(self._read_stream(requests, room, answers, carrier))
-        answer: asyncio.Task[service_pb2.ModelStreamInferResponse] | None = None
+        stream = _Stream(self.state.settings.grpc_stream_max_inflight)
+        reader = asyncio.create_task(self._read_stream(requests, stream, context))
+        answers, room = stream.answers, stream.room
+        reading, streaming = True, 0  # streaming: requests whose first answer went out and last has not
         try:
-            while (answer := await answers.get()) is not None:
-                yield await answer
-                room.release()
+            while reading or streaming:
+                item = await answers.get()
+                if item is None:  # the client sends no more requests
+                    reading = False
+                    continue
+                if isinstance(item, asyncio.Future):  # a request's first answer, in request order
+                    answer, last = await item
+                    streaming += not last
+                else:  # a streamed generation's later answer
+                    answer, last = item
+                    streaming -= last
+                yield answer
+                if last:
+                    room.release()
             await reader  # a stream that failed to read ends with its error
         finally:
             reader.cancel()
-            while answer is not None:
-                answer.cancel()
-                answer = answers.get_nowait() if not answers.empty() else None
+            stream.cancel()
 
     async def _read_stream(
-        self,
-        requests: AsyncIterator[Any],
-        room: asyncio.Semaphore,
-        answers: asyncio.Queue[asyncio.Task[service_pb2.ModelStreamInferResponse] | None],
-        carrier: dict[str, Any] | None,
+        self, requests: AsyncIterator[Any], stream: _Stream, context: grpc.aio.ServicerContext
     ) -> None:
-        """Start each request of a stream once it has room, queueing its answer in request order."""
+        """Start each request of a stream once it has room."""
+        carrier = _metadata(context)  # its traceparent gives every request of the stream its trace id
         try:
             while True:
-                await room.acquire()
+                await stream.room.acquire()
                 try:
                     message = await anext(requests)
                 except StopAsyncIteration:
                     return
-                answers.put_nowait(asyncio.create_task(self._stream_answer(message, carrier)))
+                stream.start(functools.partial(self._stream_answer, message, context, carrier))
         finally:
-            answers.put_nowait(None)
+            stream.end()
 
     async def _stream_answer(
-        self, message: Any, carrier: dict[str, Any] | None
-    ) -> service_pb2.ModelStreamInferResponse:
+        self, message: Any, context: grpc.aio.ServicerContext, carrier: dict[str, Any] | None, send: Send
+    ) -> None:
         begin_request(carrier.get("traceparent") if carrier else None)
         try:
             with self.tracing.request(f"{_SERVICE}/ModelStreamInfer", carrier, _ATTRIBUTES):
-                return service_pb2.ModelStreamInferResponse(infer_response=await self._infer(message, None))
+                reply = await self._infer(message, context, send=send)
+            if reply is not None:  # None: a streamed generation, which sent its answers itself
+                send(service_pb2.ModelStreamInferResponse(infer_response=reply), True)
+            return
         except ModelserveError as exc:
-            return _stream_error(message, exc.message)
+            error = _stream_error(message, exc.message)
         except Exception as exc:
             log.exception("unhandled error in ModelStreamInfer")
-            return _stream_error(message, f"internal server error ({type(exc).__name__})")
+            error = _stream_error(message, f"internal server error ({type(exc).__name__})")
+        send(error, True)
 
     async def _infer(
-        self, message: Any, deadline_s: float | None, *, alone: bool = False
-    ) -> service_pb2.ModelInferResponse:
+        self, message: Any, context: grpc.aio.ServicerContext, *, alone: bool = False, send: Send | None = None
+    ) -> service_pb2.ModelInferResponse | None:
         """One inference; ``alone`` for unary calls, which grpc.aio hands over one at a time
-        (``Batcher.enqueue``), not for a stream's messages, which arrive together and batch."""
+        (``Batcher.enqueue``), not for a stream's messages, which arrive together and batch. A generative
+        model's request goes to the engine instead, accounted for there; on a stream (``send``) it may be
+        answered piece by piece, and then None is returned."""
         started = time.perf_counter()
         label = message.model_name
+        generative = False
         self.state.grpc_in_flight += 1  # a drain waits for it, also while its model loads on demand
         try:
             if self.state.draining:  # a stream opened before SIGTERM takes no new requests either
                 raise ShuttingDown("server is shutting down; retry the request on another replica")
-            with self.tracing.span("admission"):
-                await self.manager.obtain(label, parse_version(message.model_version))  # refuse before decoding
-                shared_memory = self.shared_memory
-                request = decode_infer_request(message, shared_memory)
-                placements = output_placements(message, shared_memory)
-            result = await self.manager.infer(request, deadline_s, alone=alone)
+            with self.tracing.span("admission"):  # the model found before anything is decoded
+                record = await self.manager.obtain(label, parse_version(message.model_version))
+                generative = record.spec is not None and record.spec.platform is Platform.LLM
+                if not generative:
+                    shared_memory = self.shared_memory
+                    request = decode_infer_request(message, shared_memory)
+                    placements = output_placements(message, shared_memory)
+            if generative:
+                return await self.generations.answer(message, record, started, context, send)
+            result = await self.manager.infer(request, context.time_remaining() if alone else None, alone=alone)
             with self.tracing.span("encode"):
                 reply = encode_infer_response(result, placements, shared_memory)
         except Exception as exc:
-            self.state.finish_request(label, "", "grpc", grpc_status(exc).name, time.perf_counter() - started, exc)
+            if not generative:  # a generation has accounted for itself
+                self.state.finish_request(label, "", "grpc", grpc_status(exc).name, time.perf_counter() - started, exc)
             raise
         finally:
             self.state.grpc_in_flight -= 1
@@ -292,7 +318,45 @@ def _stream_error(message: Any, text: str) -> service_pb2.ModelStreamInferRespon
     echo = service_pb2.ModelInferResponse(model_name=message.model_name, id=message.id)
     if (trace_id := current_trace_id()) is not None:
         echo.parameters["trace_id"].string_param = trace_id
+    echo.parameters[FINAL].bool_param = True  # an error is its request's last answer
     return service_pb2.ModelStreamInferResponse(error_message=text, infer_response=echo)
+
+
+class _Stream:
+    """What one ModelStreamInfer stream owes its client, in ``answers``: each request gets a slot for its
+    first answer, queued in the order the requests came; its later answers (a streamed generation's
+    pieces) queue as they come, after that slot; None once the client sends no more requests. The stream
+    ends once that None and every request's last answer have gone by."""
+
+    def __init__(self, limit: int) -> None:
+        self.room = asyncio.Semaphore(limit)  # requests inside, released with each one's last answer
+        self.answers: asyncio.Queue[asyncio.Future[Answer] | Answer | None] = asyncio.Queue()
+        self._unanswered: set[asyncio.Task[None]] = set()  # requests whose last answer is still to come
+
+    def start(self, answering: Callable[[Send], Coroutine[Any, Any, None]]) -> None:
+        """Answer one request in a task of its own, which sends its answers through the ``Send`` it is given."""
+        slot: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self.answers.put_nowait(slot)
+
+        def send(response: service_pb2.ModelStreamInferResponse, last: bool) -> None:
+            if slot.done():
+                self.answers.put_nowait((response, last))
+            else:
+                slot.set_result((response, last))
+            if last:
+                self._unanswered.discard(task)
+
+        task = asyncio.create_task(answering(send))
+        self._unanswered.add(task)
+
+    def end(self) -> None:
+        """The client sends no more requests."""
+        self.answers.put_nowait(None)
+
+    def cancel(self) -> None:
+        """Cancel every request still to be answered: a generation stops at the engine's next step."""
+        for task in list(self._unanswered):
+            task.cancel()
 
 
 async def _unsupported(context: grpc.aio.ServicerContext, what: str) -> None:

@@ -12,6 +12,11 @@ only chooses among those, so ``alg: none`` and HS256 tokens signed with the RSA 
 A verified token is remembered until its ``exp``: a client that re-sends one token pays the signature
 check once, not on every request. Nothing here puts a key or a token in a message. The configured
 keys are parsed and loaded by ``modelserve.credentials``, which the settings check at startup too.
+
+Who a request authenticated as (``caller``) is what the access log names as its ``user_id``: a token's
+``sub``, or an API key's name (``alice=key`` in API_KEYS). A key given without a name goes by its
+fingerprint, ``key-`` and the first 12 hex digits of its SHA-256 digest: an operator holding the key
+finds it with ``printf %s "$KEY" | sha256sum | cut -c1-12``, and the log never holds the key.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hmac
 import re
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -30,7 +36,17 @@ from modelserve.credentials import SCOPES, ApiKey, Scope, granted, load_jwks, lo
 from modelserve.errors import Forbidden, Unauthenticated
 
 # Scope and the credential loaders are the guard's vocabulary too: its callers import them from here.
-__all__ = ["ApiKey", "Guard", "Scope", "TokenVerifier", "load_jwks", "load_public_key", "parse_api_keys"]
+__all__ = [
+    "ApiKey",
+    "Guard",
+    "Scope",
+    "TokenVerifier",
+    "caller",
+    "key_name",
+    "load_jwks",
+    "load_public_key",
+    "parse_api_keys",
+]
 
 SEND = "send Authorization: Bearer <API key or JWT>"
 TOKEN_CACHE_SIZE = 4096  # verified tokens remembered; the oldest goes first
@@ -46,6 +62,22 @@ _OPEN_RPCS = {EndpointGroup.HEALTH: frozenset({"ServerLive", "ServerReady", "Mod
 _ADMIN_PATHS = ("/v2/repository", "/v2/systemsharedmemory", "/v2/cudasharedmemory", "/debug")
 _MODEL_CONTROL = re.compile(r"^/v1/models/[^/]+/(?:load|unload)$")
 _ADMIN_RPCS = frozenset({"TraceSetting", "LogSettings"})
+FINGERPRINT_DIGITS = 12  # hex digits of a key's digest in its name: 48 bits tell thousands of keys apart
+# Set by ``Guard.check`` in the request's own context (its task), which its handler runs in, HTTP or gRPC.
+_CALLER: ContextVar[str | None] = ContextVar("modelserve_caller", default=None)
+Principal = tuple[frozenset[Scope], str | None]  # a credential's scopes, and the name of who holds it
+
+
+def caller() -> str | None:
+    """Who the request being handled authenticated as: its token's ``sub`` or its API key's name; None
+    while authentication is off (or the token names no subject)."""
+    return _CALLER.get()
+
+
+def key_name(key: ApiKey) -> str:
+    """The name an API key goes by in the access log: the one API_KEYS gives it, else its fingerprint;
+    never the key."""
+    return key.name or "key-" + key.digest.hex()[:FINGERPRINT_DIGITS]
 
 
 class TokenVerifier:
@@ -67,21 +99,21 @@ class TokenVerifier:
         self._audience = audience
         pinned = (["HS256"] if secret else []) + (["RS256"] if public_key or self._jwks else [])
         self.algorithms = " or ".join(pinned)  # the only ones accepted, whatever a token's header says
-        self._verified: dict[str, tuple[float, frozenset[Scope]]] = {}  # token → (exp, scopes)
+        self._verified: dict[str, tuple[float, Principal]] = {}  # token → (exp, (scopes, sub))
 
-    def verify(self, token: str) -> frozenset[Scope]:
-        """The scopes of a valid token; Unauthenticated saying what is wrong with any other."""
+    def verify(self, token: str) -> Principal:
+        """The scopes and subject (``sub``) of a valid token; Unauthenticated saying what is wrong with any other."""
         if (seen := self._verified.get(token)) is not None:
             if time.time() < seen[0]:
                 return seen[1]
             del self._verified[token]
-        expires, scopes = self._check(token)
+        expires, principal = self._check(token)
         if len(self._verified) >= TOKEN_CACHE_SIZE:
             del self._verified[next(iter(self._verified))]
-        self._verified[token] = (expires, scopes)
-        return scopes
+        self._verified[token] = (expires, principal)
+        return principal
 
-    def _check(self, token: str) -> tuple[float, frozenset[Scope]]:
+    def _check(self, token: str) -> tuple[float, Principal]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -103,7 +135,9 @@ class TokenVerifier:
             *(scope.split() if isinstance(scope, str) else []),
             *(scopes if isinstance(scopes, list) else []),
         ]
-        return float(claims["exp"]), granted(SCOPES[n] for n in names if isinstance(n, str) and n in SCOPES)
+        scopes = granted(SCOPES[n] for n in names if isinstance(n, str) and n in SCOPES)
+        subject = claims.get("sub")
+        return float(claims["exp"]), (scopes, subject if isinstance(subject, str) and subject else None)
 
     def _key(self, algorithm: object, kid: object) -> bytes | RSAPublicKey:
         if algorithm == "HS256" and self._secret:
@@ -146,7 +180,7 @@ class Guard:
     def __init__(
         self, keys: list[ApiKey], tokens: TokenVerifier | None, open_groups: Iterable[EndpointGroup] = ()
     ) -> None:
-        self._keys = keys
+        self._keys = [(key.digest, (key.scopes, key_name(key))) for key in keys]
         self._tokens = tokens
         groups = set(open_groups)
         self._open_paths = frozenset().union(*(_OPEN[g][0] for g in groups))
@@ -175,7 +209,7 @@ class Guard:
 
     def summary(self) -> str:
         """What the server accepts and leaves open, for its startup log line (no key material)."""
-        admins = sum(Scope.ADMIN in key.scopes for key in self._keys)
+        admins = sum(Scope.ADMIN in scopes for _, (scopes, _name) in self._keys)
         accepted = [f"{len(self._keys)} API key(s), {admins} with admin"] if self._keys else []
         if self._tokens is not None:
             accepted.append(f"{self._tokens.algorithms} tokens")
@@ -201,32 +235,37 @@ class Guard:
         return Scope.INFER
 
     def check(self, authorization: str | None, needed: Scope) -> None:
-        """Refuse a request whose ``Authorization`` value does not grant ``needed``."""
-        scopes = self.authenticate(authorization)
+        """Refuse a request whose ``Authorization`` value does not grant ``needed``; let one that does go on
+        as its ``caller``."""
+        scopes, name = self._identify(authorization)
         if needed not in scopes:
             held = ", ".join(sorted(scopes)) or "none"
             raise Forbidden(
                 f"this endpoint needs the '{needed}' scope; the credentials sent have: {held}", scope=needed
             )
+        _CALLER.set(name)
 
     def authenticate(self, authorization: str | None) -> frozenset[Scope]:
         """The scopes of the credentials in an ``Authorization`` value; Unauthenticated when they grant none."""
+        return self._identify(authorization)[0]
+
+    def _identify(self, authorization: str | None) -> Principal:
         if authorization is None:
             raise Unauthenticated(f"credentials required: {SEND}")
         scheme, _, credential = authorization.strip().partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             raise Unauthenticated(f"malformed Authorization header: {SEND}")
-        if self._keys and (scopes := self._key_scopes(credential)) is not None:
-            return scopes
+        if self._keys and (principal := self._key(credential)) is not None:
+            return principal
         if self._tokens is not None and credential.count(".") == 2:
             return self._tokens.verify(credential)
         raise _invalid(f"API key or token not accepted: {SEND} with a valid one")
 
-    def _key_scopes(self, credential: str) -> frozenset[Scope] | None:
+    def _key(self, credential: str) -> Principal | None:
         digest = hashlib.sha256(credential.encode()).digest()
-        found: frozenset[Scope] | None = None
-        for key in self._keys:  # every key, match or not: the time taken says nothing of which matched
-            if hmac.compare_digest(digest, key.digest):
-                found = key.scopes
+        found: Principal | None = None
+        for known, principal in self._keys:  # every key, match or not: the time taken says nothing of which matched
+            if hmac.compare_digest(digest, known):
+                found = principal
         return found
