@@ -4,13 +4,13 @@ each naming the request's trace id, which its log lines carry."""
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 import orjson
 from starlette.responses import Response
 
-from modelserve.errors import Forbidden, ModelserveError, Unauthenticated, classify, public_message
+from modelserve.errors import Forbidden, ModelNotFound, ModelserveError, Unauthenticated, classify, public_message
 from modelserve.observability.tracing import TRACE_ID_HEADER, current_trace_id
 
 log = logging.getLogger("modelserve.http")
@@ -28,26 +28,45 @@ def grpc_status(error: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode[classify(error).grpc_code]
 
 
-def error_response(error: Exception) -> Response:
+def error_response(error: Exception, *, openai: bool = False) -> Response:
     """``{"error": "...", "trace_id": "..."}`` with the status the error maps to; server bugs are logged
     and 500. The request's trace id is in the ``X-Trace-Id`` header too, for a caller that reads no body:
-    it finds the request's log lines."""
+    it finds the request's log lines. ``openai``: the error as OpenAI's API answers one (``openai_error``)."""
     if not isinstance(error, ModelserveError):
         log.exception("unhandled error", exc_info=error)
     status = http_status(error)
     headers = {"Retry-After": "1"} if status in (429, 503) else {}
     if isinstance(error, Unauthenticated | Forbidden):
         headers = {"WWW-Authenticate": challenge(error)}
+    if openai:
+        code = "model_not_found" if isinstance(error, ModelNotFound) else None
+        return error_json(public_message(error), status, headers, openai_error(public_message(error), status, code))
     return error_json(public_message(error), status, headers)
 
 
-def error_json(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
-    """An error answer, ``{"error": message, "trace_id": ...}``, the trace id in ``X-Trace-Id`` too."""
-    body = {"error": message}
+def error_json(
+    message: str, status: int, headers: dict[str, str] | None = None, error: dict[str, Any] | None = None
+) -> Response:
+    """An error answer, ``{"error": message, "trace_id": ...}`` (or ``error`` in its place, an error
+    object), the trace id in ``X-Trace-Id`` too."""
+    body: dict[str, Any] = {"error": error or message}
     headers = headers or {}
     if (trace_id := current_trace_id()) is not None:
         body["trace_id"] = headers[TRACE_ID_HEADER] = trace_id
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+# The error object's type by status, as OpenAI's API names them; the official SDKs raise their
+# exception classes by status (BadRequestError, NotFoundError, RateLimitError...) and expose these.
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
+
+
+def openai_error(message: str, status: int, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object, ``{"message", "type", "param", "code"}``, as its API and vLLM's server send
+    it under ``error``: for the OpenAI-compatible routes and their stream events."""
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"message": message, "type": kind, "param": None, "code": code}
 
 
 async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

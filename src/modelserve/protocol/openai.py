@@ -20,11 +20,11 @@ import orjson
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from modelserve.errors import ClientDisconnected, DeadlineExceeded
+from modelserve.errors import ClientDisconnected, DeadlineExceeded, ModelserveError
 from modelserve.generative.stream import Generation
 from modelserve.models.records import ModelVersion
 from modelserve.protocol import openapi
-from modelserve.protocol.errors import error_response
+from modelserve.protocol.errors import error_response, http_status, openai_error
 from modelserve.protocol.generation import GONE, GenerationStream, account, admit, failure, generative_runtime
 from modelserve.protocol.http import json_response
 from modelserve.protocol.openai_schema import ChatCompletionRequest, CompletionRequest
@@ -128,7 +128,7 @@ def router(state: ServerState) -> APIRouter:
             if reason not in ("stop", "length"):
                 raise failure(body.model, reason)
         except Exception as exc:
-            response = error_response(exc)
+            response = error_response(exc, openai=True)
             finish(call, body, response.status_code, exc, generation, completion)
             return response
         finish(call, body, 200, None, generation, completion)
@@ -164,7 +164,7 @@ def router(state: ServerState) -> APIRouter:
                     reason = output.finish_reason
                     if reason in ("error", "abort"):
                         error = failure(body.model, reason)
-                        yield b"data: " + orjson.dumps({"error": error.message}) + b"\n\n"
+                        yield _error_event(error)
                         break
                     if not output.text and reason is None:
                         continue
@@ -176,12 +176,12 @@ def router(state: ServerState) -> APIRouter:
                     error = None
             except DeadlineExceeded as exc:  # the headers are gone: the stream ends with the reason
                 error = exc
-                yield b"data: " + orjson.dumps({"error": exc.message}) + b"\n\n"
+                yield _error_event(exc)
             if error is None and body.include_usage:
                 yield call.chunk({}, _usage(generation.prompt_tokens, completion))
             yield b"data: [DONE]\n\n"
         finally:
-            status = 200 if error is None else error_response(error).status_code
+            status = 200 if error is None else http_status(error)
             finish(call, body, status, error, generation, completion)
 
     errors = openapi.errors(400, 404, 413, 429, 503, 504, 507)
@@ -225,3 +225,8 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 def _since(call: _Call) -> float:
     return time.perf_counter() - call.started
+
+
+def _error_event(error: ModelserveError) -> bytes:
+    """A stream's last event when it fails after its head was sent: the error object OpenAI's API sends."""
+    return b"data: " + orjson.dumps({"error": openai_error(error.message, http_status(error))}) + b"\n\n"

@@ -36,7 +36,7 @@ from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
 from modelserve.prewarm.live import POLICIES, LivePrewarmer
 from modelserve.protocol import debug, generate, health, openai, openapi, rest_v1, rest_v2, rollouts
-from modelserve.protocol.errors import error_json, error_response
+from modelserve.protocol.errors import OPENAI_PATHS, error_json, error_response, openai_error
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.regions.cost_watch import CostWatch, watch_costs
 from modelserve.regions.prices import load_prices
@@ -303,11 +303,13 @@ def _gpu_memory_used() -> int:
     return reading[0] if reading is not None else 0
 
 
-async def _validation_error(_: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e['loc'] if p not in ('path', 'query', 'body'))}: {e['msg']}" for e in exc.errors()
     )
+    if request.url.path in OPENAI_PATHS:  # OpenAI's SDKs read the message from an error object
+        return error_json(problems, 400, error=openai_error(problems, 400))
     return error_json(problems, 400)
 
 
