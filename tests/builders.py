@@ -194,3 +194,73 @@ def failing_onnx(path: Path, *, features: int = 64) -> Path:
     nodes = [helper.make_node("Reshape", ["x", "rows"], ["r"]), helper.make_node("Reshape", ["r", "back"], ["y"])]
     graph = helper.make_graph(nodes, "failing", [x], [y], initializer=[rows, back])
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def resnet_onnx(path: Path, *, classes: int = 10, width: int = 8, seed: int = 0) -> Path:
+    """A ResNet-18-like CNN, small: a convolution stem, two residual blocks (the second halves the image
+    and doubles the channels through a 1x1 projection), global average pooling and a linear classifier,
+    random weights from ``seed``. ``input`` FP32 [batch, 3, H, W] (any H, W) → ``logits`` FP32 [batch,
+    classes], exported by torch.onnx and checked against torch."""
+    import tempfile
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, inputs: int, outputs: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(outputs)
+            self.conv2 = nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(outputs)
+            self.shortcut = (
+                nn.Sequential(nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs))
+                if stride != 1 or inputs != outputs
+                else nn.Identity()
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+    class ResNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+            self.blocks = nn.Sequential(Block(width, width, 1), Block(width, 2 * width, 2))
+            self.fc = nn.Linear(2 * width, classes)
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            features = self.blocks(self.stem(image))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(features, 1), 1))
+
+    torch.manual_seed(seed)
+    model = ResNet()
+    with torch.no_grad():  # running statistics of a trained network rather than BatchNorm's initial 0 and 1
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    model = model.eval().requires_grad_(False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The TorchScript-based exporter writes one self-contained file at once (as examples/build_models.py).
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        exported = Path(scratch) / "model.onnx"
+        torch.onnx.export(
+            model,
+            (torch.randn(2, 3, 16, 16),),
+            exported,
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}},
+        )
+        shutil.copyfile(exported, path)
+    images = torch.randn(3, 3, 32, 32)
+    (actual,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": images.numpy()})
+    np.testing.assert_allclose(actual, model(images).numpy(), rtol=1e-4, atol=1e-5)
+    return path

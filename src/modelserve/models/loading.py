@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import replace
 from functools import partial
 
 from opentelemetry.trace import Tracer
@@ -22,10 +23,20 @@ from opentelemetry.trace import Tracer
 from modelserve.batching.batcher import Batcher
 from modelserve.errors import InsufficientMemory, ModelLoadError, ModelNotFound, ModelserveError, StoreUnavailable
 from modelserve.models.breaker import CircuitBreaker
+from modelserve.models.ensemble import EnsemblePlan, Step, calls_back, ensemble_plan
 from modelserve.models.eviction import Eviction
 from modelserve.models.memory import release_freed_memory, rss_bytes
-from modelserve.models.records import LoadAdvisor, ManagerObserver, ModelRecords, ModelState, ModelVersion, is_ready
-from modelserve.models.spec import BatchingDefaults, resolve
+from modelserve.models.records import (
+    LoadAdvisor,
+    ManagerObserver,
+    ModelRecords,
+    ModelState,
+    ModelVersion,
+    Versions,
+    is_ready,
+    not_ready,
+)
+from modelserve.models.spec import BatchingDefaults, ModelSpec, resolve
 from modelserve.models.warmup import first_run, warm_up
 from modelserve.repository.config import LLMConfig, LLMDefaults, Platform
 from modelserve.repository.layout import ModelRepository, ModelSource
@@ -119,51 +130,71 @@ class ModelLoader:
         return await asyncio.shield(task)
 
     async def _load(self, name: str, startup: bool) -> list[ModelVersion]:
-        async with self._eviction.exclusive(), self._lock(name):
-            versions = self._records.setdefault(name)
-            try:
-                source = await asyncio.to_thread(self._read_source, name)
-            except ModelLoadError as exc:
-                if not any(v.state is ModelState.READY for v in versions.values()):
-                    versions.clear()
-                    versions[None] = ModelVersion(name, None, ModelState.FAILED)
-                    versions[None].fail(exc.message)
-                if self._observer is not None:
-                    self._observer.observe_load(name, 0.0, False)
-                raise
-            except ModelNotFound:
-                if not versions:
-                    self._records.forget(name)
-                raise
-            wanted = source.selected_versions()
-            if present := sorted(self.pins.get(name, frozenset()) & source.files.keys()):
-                wanted = present
-            todo = [v for v in wanted if not is_ready(versions.get(v))]
-            try:
-                if todo:
-                    await self._eviction.make_room(source, todo, startup)
-            except InsufficientMemory:
-                if not versions:
-                    self._records.forget(name)
-                raise
-            versions.pop(None, None)
-            fresh = [ModelVersion(name, v, ModelState.LOADING) for v in todo]
-            versions.update({record.version: record for record in fresh})
-            for record in fresh:
+        composing: dict[str, str] | None = None  # an ensemble's step models: why each one that does not serve
+        while True:
+            async with self._eviction.exclusive(), self._lock(name):
+                versions = self._records.setdefault(name)
+                source = await self._source(name, versions)
+                if source.platform is not Platform.ENSEMBLE or composing is not None:
+                    return await self._load_source(source, versions, startup, composing or {})
+            # Its step models load first, as Triton loads them; their loads take the gate and their own
+            # locks, so never while this load holds them.
+            composing = await self._load_composing(source, startup)
+
+    async def _source(self, name: str, versions: Versions) -> ModelSource:
+        """The model as the repository (or a load request) has it now; a model that cannot be read is
+        recorded FAILED, unless a version of it serves."""
+        try:
+            return await asyncio.to_thread(self._read_source, name)
+        except ModelLoadError as exc:
+            if not any(v.state is ModelState.READY for v in versions.values()):
+                versions.clear()
+                versions[None] = ModelVersion(name, None, ModelState.FAILED)
+                versions[None].fail(exc.message)
+            if self._observer is not None:
+                self._observer.observe_load(name, 0.0, False)
+            raise
+        except ModelNotFound:
+            if not versions:
+                self._records.forget(name)
+            raise
+
+    async def _load_source(
+        self, source: ModelSource, versions: Versions, startup: bool, composing: dict[str, str]
+    ) -> list[ModelVersion]:
+        name = source.name
+        wanted = source.selected_versions()
+        if present := sorted(self.pins.get(name, frozenset()) & source.files.keys()):
+            wanted = present
+        todo = [v for v in wanted if not is_ready(versions.get(v))]
+        try:
+            if todo:
+                await self._eviction.make_room(source, todo, startup)
+        except InsufficientMemory:
+            if not versions:
+                self._records.forget(name)
+            raise
+        versions.pop(None, None)
+        fresh = [ModelVersion(name, v, ModelState.LOADING) for v in todo]
+        versions.update({record.version: record for record in fresh})
+        for record in fresh:
+            if source.platform is Platform.ENSEMBLE:  # nothing of its own to load, nor to measure
+                self._build_ensemble(source, record, composing)
+            else:
                 await self._load_version(source, record)
-            failed = [r.reason for r in fresh if r.state is ModelState.FAILED]
-            if not failed:  # a failed reload leaves the versions that were serving in place
-                for version, record in list(versions.items()):
-                    if version not in wanted:
-                        await self._retire(record)
-                        del versions[version]
-            self._records.replace(name, versions)
-            await self._eviction.settle(name)
-            if self.advisor is not None and not failed:
-                self.advisor.loaded(name)
-            if failed:
-                raise ModelLoadError("; ".join(failed))
-            return [r for r in versions.values() if r.state is ModelState.READY]
+        failed = [r.reason for r in fresh if r.state is ModelState.FAILED]
+        if not failed:  # a failed reload leaves the versions that were serving in place
+            for version, record in list(versions.items()):
+                if version not in wanted:
+                    await self._retire(record)
+                    del versions[version]
+        self._records.replace(name, versions)
+        await self._eviction.settle(name)
+        if self.advisor is not None and not failed:
+            self.advisor.loaded(name)
+        if failed:
+            raise ModelLoadError("; ".join(failed))
+        return [r for r in versions.values() if r.state is ModelState.READY]
 
     def _read_source(self, name: str) -> ModelSource:
         if self.overrides is not None and (override := self.overrides.get(name)) is not None:
@@ -176,6 +207,81 @@ class ModelLoader:
             raise ModelLoadError(
                 f"cannot read model '{name}' from the repository: {type(exc).__name__}: {exc}"
             ) from exc
+
+    async def _load_composing(self, source: ModelSource, startup: bool) -> dict[str, str]:
+        """Load the models an ensemble's steps call; why each one that failed did. Nothing loads for an
+        ensemble whose plan cannot run (its own load says why), nor through a step that would lead back
+        to it: that load would wait on this one."""
+        try:
+            models = sorted(ensemble_plan(source.name, source.config).models)
+        except ModelLoadError:
+            return {}
+        problems = await asyncio.to_thread(calls_back, source.name, models, self._step_models)
+        loading = [model for model in models if model not in problems]
+        results = await asyncio.gather(*(self.load(m, startup=startup) for m in loading), return_exceptions=True)
+        for model, result in zip(loading, results, strict=True):
+            if isinstance(result, ModelserveError):
+                problems[model] = result.message
+            elif isinstance(result, BaseException):
+                raise result
+        return problems
+
+    def _step_models(self, name: str) -> list[str]:
+        """The models the steps of ``name`` call: none unless it is an ensemble (or cannot be read, which its
+        own load reports). Reads its source: call it off the event loop."""
+        try:
+            scheduling = self._read_source(name).config.ensemble_scheduling
+        except ModelserveError:
+            return []
+        return [step.model_name for step in scheduling.step] if scheduling is not None else []
+
+    def _build_ensemble(self, source: ModelSource, record: ModelVersion, composing: dict[str, str]) -> None:
+        """An ensemble turns READY once its plan holds against the step models serving now: it has no
+        runtime, no batcher and no memory of its own, its requests being its steps' (models/ensemble_run.py)."""
+        assert record.version is not None
+        started = time.perf_counter()
+        try:
+            plan = ensemble_plan(source.name, source.config)
+            models = {step.number: self._step_spec(plan, step, composing) for step in plan.steps}
+            spec = resolve(
+                source.name,
+                record.version,
+                source.platform,
+                source.config,
+                None,
+                self._defaults,
+                source.files[record.version],
+            )
+            record.spec = replace(spec, ensemble=plan.bind(spec, models))
+        except ModelLoadError as exc:
+            record.fail(exc.message)
+        else:
+            record.load_seconds = time.perf_counter() - started
+            record.last_used_ns = time.perf_counter_ns()
+            record.state = ModelState.READY
+            log.info("ensemble %s version %s ready, calling %s", source.name, record.version, sorted(plan.models))
+        if self._observer is not None:
+            self._observer.observe_load(source.name, time.perf_counter() - started, record.state is ModelState.READY)
+
+    def _step_spec(self, plan: EnsemblePlan, step: Step, composing: dict[str, str]) -> ModelSpec:
+        """The spec of the version a step calls now (for -1, the newest serving), or ModelLoadError naming
+        the step and why its model does not serve."""
+        if (why := composing.get(step.model)) is not None:
+            raise ModelLoadError(f"{plan.where(step)} did not load: {why}")
+        versions = self._records.of(step.model) or {}
+        if step.version is not None:
+            record = versions.get(step.version)
+            if record is None:
+                served = ", ".join(str(v) for v in versions if v is not None) or "none"
+                raise ModelLoadError(f"{plan.where(step)}: the model has no version {step.version}; versions: {served}")
+        else:
+            ready = [r for r in versions.values() if r.state is ModelState.READY]
+            record = ready[-1] if ready else next(reversed(versions.values()), None)
+            if record is None:
+                raise ModelLoadError(f"{plan.where(step)}: the model is not loaded")
+        if record.state is not ModelState.READY or record.spec is None:
+            raise ModelLoadError(f"{plan.where(step)}: {not_ready(record)}")
+        return record.spec
 
     async def _load_version(self, source: ModelSource, record: ModelVersion) -> None:
         started = time.perf_counter()

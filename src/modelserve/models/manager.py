@@ -36,6 +36,8 @@ from modelserve.errors import (
 )
 from modelserve.models.budget import MemoryBudget
 from modelserve.models.cache import ResponseCache
+from modelserve.models.ensemble import EnsemblePlan
+from modelserve.models.ensemble_run import Deadline, run_ensemble
 from modelserve.models.eviction import Eviction
 from modelserve.models.loading import ModelLoader
 from modelserve.models.memory import MemoryWatchdog
@@ -48,7 +50,7 @@ from modelserve.models.records import (
     how_to_load,
     not_ready,
 )
-from modelserve.models.spec import BatchingDefaults
+from modelserve.models.spec import BatchingDefaults, ModelSpec
 from modelserve.repository.config import LLMDefaults, ModelConfig
 from modelserve.repository.layout import ModelRepository
 from modelserve.repository.overrides import Overrides
@@ -219,6 +221,16 @@ class ModelManager:
         if name not in self._records:
             await self._require_in_repository(name)
         await self._loader.unload(name)
+        await self._unload_ensembles_calling(name)
+
+    async def _unload_ensembles_calling(self, name: str) -> None:
+        """Unload the ensembles whose steps call ``name``, and those calling them, as Triton does when a
+        model an ensemble is composed of is unloaded."""
+        plans = {r.name: r.spec.ensemble for r in self.ready() if r.spec is not None and r.spec.ensemble is not None}
+        calling = {ensemble for ensemble, plan in plans.items() if name in plan.models}
+        for ensemble in sorted(calling):
+            await self._loader.unload(ensemble, f"unloaded with model '{name}', which a step calls")
+            await self._unload_ensembles_calling(ensemble)
 
     # -- lookups -------------------------------------------------------------------------------------
 
@@ -369,6 +381,8 @@ class ModelManager:
             record = await self.obtain(request.model, version)
         spec, batcher = record.spec, record.batcher
         assert spec is not None
+        if spec.ensemble is not None:
+            return await self._run_ensemble(record, spec, spec.ensemble, request, deadline_s, gone)
         assert batcher is not None
         key, lookup_ns = None, 0
         if spec.response_cache and self.cache is not None:
@@ -449,6 +463,46 @@ class ModelManager:
                 self.advisor.arrived(request.model, arrived_at)
         record.stats.record_request(True, time.perf_counter_ns() - started)
         return InferenceResponse(request.model, spec.version, {n: outputs[n] for n in wanted}, request.id)
+
+    async def _run_ensemble(
+        self,
+        record: ModelVersion,
+        spec: ModelSpec,
+        plan: EnsemblePlan,
+        request: InferenceRequest,
+        deadline_s: float | None,
+        gone: Callable[[], bool] | None,
+    ) -> InferenceResponse:
+        """An ensemble's request: its steps, requests to their models through ``infer``, run on this loop
+        within the request's time. Counted in the ensemble's statistics (one execution of the whole batch)
+        and its ``in_flight``, not in MAX_INFLIGHT_REQUESTS, which its steps count as they run."""
+        started = record.last_used_ns = time.perf_counter_ns()
+        arrived_at = time.time() if self.advisor is not None else 0.0
+        record.in_flight += 1
+        try:
+            size = spec.validate(request.inputs)
+            wanted = request.outputs or spec.output_names
+            if request.outputs:
+                spec.check_outputs(request.outputs)
+            limit, reason = self._request_timeout_s, "REQUEST_TIMEOUT_SEC"
+            if deadline_s is not None and deadline_s < limit:
+                limit, reason = deadline_s, "the caller's deadline"
+            if (requested_us := _timeout_parameter(request.parameters)) is not None and requested_us / 1e6 < limit:
+                limit, reason = requested_us / 1e6, "the request's timeout parameter"
+            deadline = Deadline(time.monotonic() + limit, limit, reason)
+            outputs = await run_ensemble(plan, request, wanted, self.infer, deadline, gone)
+        except ModelserveError as exc:
+            record.stats.record_failure(exc, time.perf_counter_ns() - started)
+            raise
+        finally:
+            record.in_flight -= 1
+            if not record.in_flight:
+                self._eviction.model_idle()
+            if self.advisor is not None:
+                self.advisor.arrived(request.model, arrived_at)
+        record.stats.record_batch(1, size, 0, 0, 0)  # the time is its steps', in their models' statistics
+        record.stats.record_request(True, time.perf_counter_ns() - started)
+        return InferenceResponse(request.model, spec.version, outputs, request.id)
 
     def _hit(self, record: ModelVersion, request: InferenceRequest, hit: Arrays, looked_up: int) -> InferenceResponse:
         """Answer from the response cache: counted as a success and a hit, never as a run."""

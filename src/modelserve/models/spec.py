@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from modelserve.errors import InvalidInput, ModelLoadError
 from modelserve.repository.config import DynamicBatching, ModelConfig, Platform, TensorConfig
 from modelserve.runtimes.base import Signature
 from modelserve.types import TensorSpec, datatype_of, numpy_dtype
+
+if TYPE_CHECKING:
+    from modelserve.models.ensemble import EnsemblePlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,7 @@ class ModelSpec:
     default_priority_level: int = 0  # the level of a request that names none
     queue_policies: dict[int, QueuePolicy] = field(default_factory=dict)  # by level (0: the model's one queue)
     parameters: dict[str, Any] = field(default_factory=dict)
+    ensemble: EnsemblePlan | None = None  # platform ensemble: its steps, run instead of a runtime and a batcher
 
     def priority_of(self, parameters: dict[str, object]) -> int:
         """The priority level a request's ``priority`` parameter names (0 or none: the default level), or

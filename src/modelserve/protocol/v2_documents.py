@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelserve.models.ensemble import Step
 from modelserve.models.records import ModelVersion
 from modelserve.models.spec import ModelSpec
 from modelserve.models.stats import Duration
@@ -25,6 +26,7 @@ TRITON_PLATFORM = {
     Platform.TENSORRT: ("tensorrt_plan", "tensorrt"),
     Platform.PYTHON: ("python", "python"),
     Platform.LLM: ("vllm", "vllm"),  # Triton serves LLMs through its vLLM backend, text_input → text_output
+    Platform.ENSEMBLE: ("ensemble", ""),  # the ensemble scheduler, no backend
 }
 
 
@@ -63,7 +65,12 @@ def model_config(record: ModelVersion) -> dict[str, Any]:
         # lists its engine arguments among the parameters.
         engine = {k: v for k, v in llm.model_dump().items() if v is not None and v != []}
         config["parameters"] |= {k: {"string_value": str(v)} for k, v in engine.items()}
-    if spec.max_batch_size > 0:
+    if spec.ensemble is not None:
+        # As Triton's: no instance group (it refuses one on an ensemble), the steps instead of a batcher.
+        del config["instance_group"]
+        in_config_order = sorted(spec.ensemble.steps, key=lambda step: step.number)
+        config["ensemble_scheduling"] = {"step": [_step(step) for step in in_config_order]}
+    elif spec.max_batch_size > 0:
         config["dynamic_batching"] = {
             "preferred_batch_size": list(spec.preferred_batch_sizes),
             "max_queue_delay_microseconds": int(spec.max_queue_delay_ms * 1000),
@@ -151,6 +158,15 @@ def _config_tensor(spec: TensorSpec, batch: int, *, is_input: bool) -> dict[str,
     else:
         tensor["label_filename"] = ""
     return tensor
+
+
+def _step(step: Step) -> dict[str, Any]:
+    return {
+        "model_name": step.model,
+        "model_version": step.version if step.version is not None else -1,
+        "input_map": {feed.name: feed.tensor for feed in step.feeds},
+        "output_map": dict(step.output_map),
+    }
 
 
 def _duration(d: Duration) -> dict[str, int]:

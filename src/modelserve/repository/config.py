@@ -28,6 +28,7 @@ class Platform(StrEnum):
     # Before llm, whose config.json a Python model's version folder may hold beside its model.py.
     PYTHON = "python"  # a Triton Python model: model.py defining TritonPythonModel (runtimes/python.py)
     LLM = "llm"  # a Hugging Face model folder (config.json, *.safetensors, tokenizer.json): generative/
+    ENSEMBLE = "ensemble"  # steps through other models (ensemble_scheduling), no file of its own: models/ensemble.py
 
     @property
     def filenames(self) -> tuple[str, ...]:
@@ -42,6 +43,7 @@ _FILENAMES = {
     Platform.TENSORRT: ("model.plan", "model.trt"),
     Platform.PYTHON: ("model.py",),
     Platform.LLM: ("config.json",),
+    Platform.ENSEMBLE: (),  # its version folder may be empty, or left out
 }
 
 
@@ -264,6 +266,31 @@ class LLMDefaults:
             raise ModelLoadError(f"the server's {names} cannot apply to this model: {problem}") from None
 
 
+class EnsembleStep(_Strict):
+    """One step of an ensemble, as config.pbtxt spells it: the model it calls, the version (-1: the one a
+    client naming none gets), and the tensors. The maps' keys are the step model's own tensor names,
+    their values the ensemble's names for them: what connects the steps to each other and to the
+    ensemble's inputs and outputs."""
+
+    model_name: str = Field(min_length=1)
+    model_version: int = -1
+    input_map: dict[str, str] = Field(min_length=1)
+    output_map: dict[str, str] = Field(min_length=1)
+
+    @field_validator("model_version")
+    @classmethod
+    def _latest_or_positive(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError(f"model_version {value} must be -1 (the latest) or a version number")
+        return value
+
+
+class EnsembleScheduling(_Strict):
+    """Triton's ``ensemble_scheduling``: the steps, in any order; each runs once its inputs exist."""
+
+    step: list[EnsembleStep] = Field(min_length=1)
+
+
 class ModelConfig(_Strict):
     """A model's config.yaml. Every field is optional: what is absent is read from the model file."""
 
@@ -282,6 +309,7 @@ class ModelConfig(_Strict):
     parameters: dict[str, Any] = Field(default_factory=dict)
     warmup: Warmup | None = None
     llm: LLMConfig | None = None  # platform llm only
+    ensemble_scheduling: EnsembleScheduling | None = None  # platform ensemble only, which needs it
 
     @model_validator(mode="before")
     @classmethod
@@ -291,6 +319,13 @@ class ModelConfig(_Strict):
         if value.get("platform") not in (None, "python"):
             raise ValueError(f"backend python and platform {value['platform']} disagree; set one of them")
         return value | {"platform": "python"}
+
+    @model_validator(mode="after")
+    def _steps_of_ensembles(self) -> ModelConfig:
+        # An ensemble without steps is refused when it loads (models/ensemble.py), with its name.
+        if self.ensemble_scheduling is not None and self.platform is not Platform.ENSEMBLE:
+            raise ValueError("ensemble_scheduling is for platform ensemble; set platform: ensemble or remove it")
+        return self
 
     @field_validator("inputs", "outputs")
     @classmethod

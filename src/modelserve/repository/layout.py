@@ -153,6 +153,8 @@ def read_source(name: str, directory: Path, config: ModelConfig | None = None) -
         for entry in directory.iterdir()
         if entry.is_dir() and entry.name.isdigit() and str(int(entry.name)) == entry.name and int(entry.name) > 0
     )
+    if not versions and config.platform is Platform.ENSEMBLE:
+        versions = [1]  # an ensemble has no file to put in a version folder: 1/ may be left out, as it may be empty
     if not versions:
         raise ModelLoadError(
             f"{directory}: no version folders; put the model in {directory}/1/"
@@ -172,6 +174,8 @@ def _detect_platform(version_dir: Path) -> Platform:
 
 
 def _model_file(version_dir: Path, platform: Platform) -> Path:
+    if not platform.filenames:  # an ensemble: the version folder stands for the file it has none of
+        return version_dir
     for filename in platform.filenames:
         if (version_dir / filename).exists():
             return version_dir / filename

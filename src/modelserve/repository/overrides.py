@@ -4,10 +4,10 @@ tritonclient's ``load_model(config=...)`` sends), and ``file:<version>/<name>`` 
 model's files. They stay in force until the model is loaded again without them, as in Triton.
 
 Triton's JSON is read into config.yaml's fields: its platform and backend names, ``TYPE_*`` datatypes,
-``max_queue_delay_microseconds``, instance groups (their counts add up), ``string_value`` parameters
-and nested version policies. Fields with no counterpart here (``optimization``, ``model_warmup``, ...)
-are ignored, as a config.yaml cannot hold them; a field it reads that holds a wrong value refuses the
-load with 400, naming the field.
+``max_queue_delay_microseconds``, instance groups (their counts add up), ``string_value`` parameters,
+nested version policies and an ensemble's ``ensemble_scheduling``. Fields with no counterpart here
+(``optimization``, ``model_warmup``, ...) are ignored, as a config.yaml cannot hold them; a field it
+reads that holds a wrong value refuses the load with 400, naming the field.
 
 Files are written under ``MODEL_CACHE_DIR/overrides/<model>/``: a path that is absolute, climbs out
 with ``..`` or names no version folder is refused.
@@ -44,6 +44,7 @@ PLATFORMS = {
     "vllm": "llm",
     "llm": "llm",
     "python": "python",  # Triton's backend: "python"
+    "ensemble": "ensemble",
 }
 
 
@@ -100,6 +101,16 @@ def _fields(document: dict[str, Any]) -> dict[str, Any]:
         fields["parameters"] = {k: v.get("string_value") if isinstance(v, dict) else v for k, v in parameters.items()}
     if (cache := document.get("response_cache")) is not None:
         fields["response_cache"] = {"enable": bool(cache.get("enable", False))}
+    if (scheduling := document.get("ensemble_scheduling")) is not None:
+        fields["ensemble_scheduling"] = {"step": [_step(step) for step in scheduling.get("step", [])]}
+    return fields
+
+
+def _step(step: dict[str, Any]) -> dict[str, Any]:
+    """An ensemble step: Triton's JSON writes its int64 ``model_version`` as a string ("-1")."""
+    fields: dict[str, Any] = {key: step[key] for key in ("model_name", "input_map", "output_map") if key in step}
+    if "model_version" in step:
+        fields["model_version"] = _whole(step["model_version"], "ensemble_scheduling.step.model_version")
     return fields
 
 
