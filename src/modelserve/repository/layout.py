@@ -144,6 +144,11 @@ def read_source(name: str, directory: Path, config: ModelConfig | None = None) -
     """One model folder's config, versions and model files, or a ModelLoadError naming what is wrong;
     with ``config``, that config instead of the folder's (a load request's, repository/overrides.py)."""
     config_path = directory / "config.yaml"
+    if config is None and not config_path.exists() and (directory / "config.pbtxt").exists():
+        from modelserve.repository.triton import read_pbtxt  # protobuf, only for repositories moved from Triton
+
+        config_path = directory / "config.pbtxt"
+        config = read_pbtxt(config_path)
     if config is None:
         config = ModelConfig.from_file(config_path) if config_path.exists() else ModelConfig()
     if config.name is not None and config.name != name:

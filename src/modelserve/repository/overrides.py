@@ -3,13 +3,10 @@
 tritonclient's ``load_model(config=...)`` sends), and ``file:<version>/<name>`` parameters carrying the
 model's files. They stay in force until the model is loaded again without them, as in Triton.
 
-Triton's JSON is read into config.yaml's fields: its platform and backend names, ``TYPE_*`` datatypes,
-``max_queue_delay_microseconds``, instance groups (their counts add up), ``string_value`` parameters,
-nested version policies and an ensemble's ``ensemble_scheduling``. Fields with no counterpart here
-(``optimization``, ``model_warmup``, ...) are ignored, as a config.yaml cannot hold them; a field it
-reads that holds a wrong value refuses the load with 400, naming the field.
+Triton's JSON is read into config.yaml's fields as a config.pbtxt is (repository/triton.py); a field
+it reads that holds a wrong value refuses the load with 400, naming the field.
 
-Files are written under ``MODEL_CACHE_DIR/overrides/<model>/``: a path that is absolute, climbs out
+Files are written under ``MODEL_CACHE_DIR/.overrides/<model>/``: a path that is absolute, climbs out
 with ``..`` or names no version folder is refused.
 """
 
@@ -29,23 +26,7 @@ from pydantic import ValidationError
 from modelserve.errors import InvalidInput
 from modelserve.repository.config import ModelConfig, explain
 from modelserve.repository.layout import ModelSource, read_source
-
-# Triton's platform and backend names, and ours.
-PLATFORMS = {
-    "onnxruntime_onnx": "onnx",
-    "onnxruntime": "onnx",
-    "onnx": "onnx",
-    "pytorch_libtorch": "torchscript",
-    "pytorch": "torchscript",
-    "torchscript": "torchscript",
-    "tensorrt_plan": "tensorrt",
-    "tensorrt": "tensorrt",
-    "sklearn": "sklearn",
-    "vllm": "llm",
-    "llm": "llm",
-    "python": "python",  # Triton's backend: "python"
-    "ensemble": "ensemble",
-}
+from modelserve.repository.triton import config_fields
 
 
 def from_triton(model: str, text: str) -> ModelConfig:
@@ -57,61 +38,11 @@ def from_triton(model: str, text: str) -> ModelConfig:
     if not isinstance(document, dict):
         raise _failed(model, "the config parameter must be a JSON object (Triton's model configuration)")
     try:
-        return ModelConfig.model_validate(_fields(document))
+        return ModelConfig.model_validate(config_fields(document))
     except ValidationError as exc:
         raise _failed(model, f"the config parameter is not a valid model configuration: {explain(exc)}") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise _failed(model, f"the config parameter is not a valid model configuration: {exc}") from None
-
-
-def _fields(document: dict[str, Any]) -> dict[str, Any]:
-    """config.yaml's fields from Triton's JSON model configuration."""
-    fields: dict[str, Any] = {}
-    if name := document.get("name"):
-        fields["name"] = name
-    kind = document.get("platform") or document.get("backend")
-    if kind:
-        if kind not in PLATFORMS:
-            raise ValueError(f"platform {kind!r} is not served here; one of {', '.join(sorted(PLATFORMS))}")
-        fields["platform"] = PLATFORMS[kind]
-    if "max_batch_size" in document:
-        fields["max_batch_size"] = document["max_batch_size"]
-    for key, ours in (("input", "inputs"), ("output", "outputs")):
-        if key in document:
-            fields[ours] = [_tensor(t) for t in document[key]]
-    if (batching := document.get("dynamic_batching")) is not None:
-        section: dict[str, Any] = {}
-        if "max_queue_delay_microseconds" in batching:
-            section["max_queue_delay_ms"] = (
-                _whole(batching["max_queue_delay_microseconds"], "max_queue_delay_microseconds") / 1000
-            )
-        if "preferred_batch_size" in batching:
-            section["preferred_batch_sizes"] = batching["preferred_batch_size"]
-        for key in ("priority_levels", "default_priority_level"):
-            if key in batching:
-                section[key] = batching[key]
-        if (queue := batching.get("default_queue_policy")) and "max_queue_size" in queue:
-            section["max_queue_size"] = queue["max_queue_size"]
-        fields["dynamic_batching"] = section
-    if groups := document.get("instance_group"):
-        fields["instance_count"] = sum(_whole(group.get("count", 1), "instance_group.count") for group in groups)
-    if "version_policy" in document:
-        fields["version_policy"] = document["version_policy"]
-    if parameters := document.get("parameters"):
-        fields["parameters"] = {k: v.get("string_value") if isinstance(v, dict) else v for k, v in parameters.items()}
-    if (cache := document.get("response_cache")) is not None:
-        fields["response_cache"] = {"enable": bool(cache.get("enable", False))}
-    if (scheduling := document.get("ensemble_scheduling")) is not None:
-        fields["ensemble_scheduling"] = {"step": [_step(step) for step in scheduling.get("step", [])]}
-    return fields
-
-
-def _step(step: dict[str, Any]) -> dict[str, Any]:
-    """An ensemble step: Triton's JSON writes its int64 ``model_version`` as a string ("-1")."""
-    fields: dict[str, Any] = {key: step[key] for key in ("model_name", "input_map", "output_map") if key in step}
-    if "model_version" in step:
-        fields["model_version"] = _whole(step["model_version"], "ensemble_scheduling.step.model_version")
-    return fields
 
 
 def from_parameters(
@@ -144,23 +75,6 @@ def _content(model: str, key: str, value: Any, base64_files: bool) -> bytes:
         return base64.b64decode(value, validate=True)
     except binascii.Error as exc:
         raise _failed(model, f"parameter {key} is not base64: {exc}") from None
-
-
-def _tensor(tensor: dict[str, Any]) -> dict[str, Any]:
-    datatype = str(tensor.get("data_type", ""))
-    datatype = datatype.removeprefix("TYPE_")
-    return {
-        "name": tensor["name"],
-        "datatype": "BYTES" if datatype == "STRING" else datatype,
-        "dims": tensor.get("dims", []),
-    }
-
-
-def _whole(value: Any, field: str) -> int:
-    """Triton's JSON writes 64-bit integers as strings ("8"); anything else that is not one is refused."""
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).lstrip("-").isdigit():
-        raise ValueError(f"{field}: {value!r} is not a whole number")
-    return int(value)
 
 
 def _failed(model: str, why: str) -> InvalidInput:
