@@ -70,6 +70,7 @@ class TransformersEngine(Prompts):
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
         self.scheduler = Scheduler(config.max_num_seqs, config.max_waiting, config.max_num_batched_tokens)
+        self._batched: _Batched | None = None  # the last decode step's batch, reused while it holds
         self._listeners: dict[Sequence, Listener] = {}
         self._wake = threading.Condition()
         self._stopping = False
@@ -135,6 +136,7 @@ class TransformersEngine(Prompts):
                         self._decode(step.decode)
                 except Exception:  # a bug or an allocation failure: every sequence of the step ends
                     log.exception("generation step failed")
+                    self._batched = None
                     for sequence in [*(s for s, _ in step.prefill), *step.decode]:
                         if sequence.finish_reason is None:
                             self._end(sequence, "abort", failed=True)
@@ -154,29 +156,29 @@ class TransformersEngine(Prompts):
             self._accept(sequence, logits)
 
     def _decode(self, batch: list[Sequence]) -> None:
+        """One token for each sequence of ``batch`` in one forward pass. The batched cache of the last
+        step is kept: while the same sequences decode step after step (most steps), it is used as it is,
+        and each sequence's own cache is cut from it only when the batch changes."""
         batch = [s for s in batch if s.finish_reason is None]
+        kept, self._batched = self._batched, None
         if not batch:
+            if kept is not None:
+                _unbatch(kept)
             return
-        lengths = [s.cache[0][0].shape[-2] for s in batch]
-        longest = max(lengths)
-        layers = []
-        for index in range(len(batch[0].cache)):
-            keys = [_left_pad(s.cache[index][0], longest) for s in batch]
-            values = [_left_pad(s.cache[index][1], longest) for s in batch]
-            layers.append((torch.cat(keys), torch.cat(values)))
-        cache = DynamicCache(ddp_cache_data=layers)
-        mask = torch.zeros(len(batch), longest + 1, dtype=torch.long)
-        for row, length in enumerate(lengths):
-            mask[row, longest - length :] = 1
+        if kept is not None and kept.sequences == batch:
+            cache, positions = kept.cache, kept.positions + 1
+            mask = torch.cat([kept.mask, torch.ones(len(batch), 1, dtype=torch.long)], dim=1)
+        else:
+            if kept is not None:
+                _unbatch(kept)
+            cache, mask, positions = _batch(batch)
         ids = torch.tensor([[s.output_ids[-1]] for s in batch])
-        positions = torch.tensor([[length] for length in lengths])
         logits = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
         ).logits[:, -1]
-        grown = _layers(cache)
-        for row, (sequence, length) in enumerate(zip(batch, lengths, strict=True)):
-            start = longest - length
-            sequence.cache = [(k[row : row + 1, :, start:], v[row : row + 1, :, start:]) for k, v in grown]
+        self._batched = _Batched(batch, cache, mask, positions)
+        for row, sequence in enumerate(batch):
+            sequence.cache = IN_BATCH
             self._accept(sequence, logits[row])
 
     def _accept(self, sequence: Sequence, logits: torch.Tensor) -> None:
@@ -242,6 +244,45 @@ def _tensor_bytes(value: Any) -> int:
 
 def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+# What a sequence's ``cache`` holds while its keys and values live in the engine's batched cache.
+IN_BATCH: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+
+@dataclass(slots=True)
+class _Batched:
+    """The last decode step's batch: its sequences, their cache left-padded to one length, the mask of
+    the padding and each row's position of the next token."""
+
+    sequences: list[Sequence]
+    cache: Any
+    mask: torch.Tensor
+    positions: torch.Tensor
+
+
+def _batch(batch: list[Sequence]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The sequences' own caches as one, left-padded to the longest and masked; each row's next position."""
+    lengths = [s.cache[0][0].shape[-2] for s in batch]
+    longest = max(lengths)
+    layers = []
+    for index in range(len(batch[0].cache)):
+        keys = [_left_pad(s.cache[index][0], longest) for s in batch]
+        values = [_left_pad(s.cache[index][1], longest) for s in batch]
+        layers.append((torch.cat(keys), torch.cat(values)))
+    mask = torch.zeros(len(batch), longest + 1, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        mask[row, longest - length :] = 1
+    return DynamicCache(ddp_cache_data=layers), mask, torch.tensor([[length] for length in lengths])
+
+
+def _unbatch(batched: _Batched) -> None:
+    """Give each sequence of a batched cache still running its own cache again (views, no copy)."""
+    grown = _layers(batched.cache)
+    for row, sequence in enumerate(batched.sequences):
+        if sequence.finish_reason is None:
+            start = int((batched.mask[row] == 0).sum())
+            sequence.cache = [(k[row : row + 1, :, start:], v[row : row + 1, :, start:]) for k, v in grown]
 
 
 def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from modelserve.errors import DeadlineExceeded
@@ -45,14 +46,28 @@ class Generation:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, output)
 
     async def outputs(self) -> AsyncIterator[Output]:
-        """Each piece of new text until the last, which carries the finish reason."""
+        """Each piece of new text until the last, which carries the finish reason. Pieces that arrived
+        while the caller was busy with the last one come as one: a loaded server writes one event for
+        them, not one each, and falls behind its engine less (vLLM's stream interval does the same)."""
+        held: Output | None = None
         try:
             while True:
-                output = await self._queue.get()
+                output, held = held or await self._queue.get(), None
                 if output is _EXPIRED:
                     raise DeadlineExceeded(
                         f"generation did not finish within {self._timeout_s:g} s (REQUEST_TIMEOUT_SEC) after "
                         f"{len(self.sequence.output_ids)} tokens; it was stopped: ask for fewer max_tokens"
+                    )
+                while output.finish_reason is None and not self._queue.empty():
+                    following = self._queue.get_nowait()
+                    if following is _EXPIRED:
+                        held = following
+                        break
+                    output = replace(
+                        output,
+                        text=output.text + following.text,
+                        new_tokens=output.new_tokens + following.new_tokens,
+                        finish_reason=following.finish_reason,
                     )
                 yield output
                 if output.finish_reason is not None:
