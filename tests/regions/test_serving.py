@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from modelserve.regions.schema import State
-from modelserve.regions.service import open_context
+from modelserve.regions.service import Context, open_context
 from tests.builders import scale_onnx
 from tests.e2e.server import serve
 from tests.regions.conftest import Endpoint, publish, write_regions_file
@@ -27,18 +27,24 @@ def answer(url: str) -> list[float]:
     return data
 
 
-def test_a_server_in_the_target_region_loads_a_version_only_once_it_is_published(
-    regions: dict[str, Endpoint], tmp_path: Path
-) -> None:
-    source, target = regions["us-east-1"], regions["eu-west-1"]
+def version_2_replicated(regions: dict[str, Endpoint], tmp_path: Path) -> tuple[Context, dict[str, dict[str, bytes]]]:
+    """Version 2 of `scale` (y = 2x) replicated to eu-west-1, and version 3 (y = 3x) built, not yet
+    published; the jobs try each write once and give up after one attempt, so a refused write sticks."""
     versions = {v: {"model.onnx": scale_onnx(tmp_path / v / "model.onnx", factor=float(v)).read_bytes()} for v in "23"}
-    publish(source, "scale", {"2": versions["2"]})
-    # Publishing fails for good at the target's last step: its SHA256SUMS is never written.
+    publish(regions["us-east-1"], "scale", {"2": versions["2"]})
     path = write_regions_file(tmp_path / "regions.yaml", regions, request_attempts=1, max_attempts=1)
     ctx = open_context(path, None, owner="test")
     ctx.replicator.plan("scale", "2", "us-east-1", ["eu-west-1"])
     ctx.replicator.run_pending()
     assert ctx.jobs.jobs("scale")[0].state == State.REPLICATED
+    return ctx, versions
+
+
+def test_a_server_in_the_target_region_loads_a_version_only_once_it_is_published(
+    regions: dict[str, Endpoint], tmp_path: Path
+) -> None:
+    source, target = regions["us-east-1"], regions["eu-west-1"]
+    ctx, versions = version_2_replicated(regions, tmp_path)
 
     env = {**CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": target.moto_url}
     repository = f"s3://{target.bucket}/models"
@@ -72,12 +78,7 @@ def test_a_polling_server_in_the_target_region_picks_up_a_replicated_version_onc
     regions: dict[str, Endpoint], tmp_path: Path
 ) -> None:
     source, target = regions["us-east-1"], regions["eu-west-1"]
-    versions = {v: {"model.onnx": scale_onnx(tmp_path / v / "model.onnx", factor=float(v)).read_bytes()} for v in "23"}
-    publish(source, "scale", {"2": versions["2"]})
-    path = write_regions_file(tmp_path / "regions.yaml", regions, request_attempts=1, max_attempts=1)
-    ctx = open_context(path, None, owner="test")
-    ctx.replicator.plan("scale", "2", "us-east-1", ["eu-west-1"])
-    ctx.replicator.run_pending()
+    ctx, versions = version_2_replicated(regions, tmp_path)
 
     env = {**CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": target.moto_url}
     poll = ("--model-control-mode", "poll", "--repository-poll-secs", "0.5")
