@@ -264,3 +264,82 @@ def resnet_onnx(path: Path, *, classes: int = 10, width: int = 8, seed: int = 0)
     (actual,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": images.numpy()})
     np.testing.assert_allclose(actual, model(images).numpy(), rtol=1e-4, atol=1e-5)
     return path
+
+
+def simple_sequence_onnx(path: Path) -> Path:
+    """Triton's example `simple_sequence` (docs/examples/model_repository): OUTPUT = (INPUT + START) * READY
+    on INT32 [batch, 1], START and READY control inputs: what NVIDIA's sequence example clients expect."""
+    tensors = [helper.make_tensor_value_info(n, TensorProto.INT32, ["batch", 1]) for n in ("INPUT", "START", "READY")]
+    output = helper.make_tensor_value_info("OUTPUT", TensorProto.INT32, ["batch", 1])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["INPUT", "START"], ["sum"]), helper.make_node("Mul", ["sum", "READY"], ["OUTPUT"])],
+        "simple_sequence",
+        tensors,
+        [output],
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def accumulator_onnx(path: Path) -> Path:
+    """A running sum kept as implicit state: OUTPUT = STATE_IN * (1 - START) + INPUT, also STATE_OUT, the next
+    state; ID echoes the CORRID control (UINT64) as INT64. All INT32 [batch, 1] but CORRID."""
+    names = ("INPUT", "START", "STATE_IN")
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT32, ["batch", 1]) for n in names]
+    inputs.append(helper.make_tensor_value_info("CORRID", TensorProto.UINT64, ["batch", 1]))
+    outputs = [helper.make_tensor_value_info(n, TensorProto.INT32, ["batch", 1]) for n in ("OUTPUT", "STATE_OUT")]
+    outputs.append(helper.make_tensor_value_info("ID", TensorProto.INT64, ["batch", 1]))
+    one = helper.make_tensor("one", TensorProto.INT32, [1], [1])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Sub", ["one", "START"], ["keep"]),
+            helper.make_node("Mul", ["STATE_IN", "keep"], ["kept"]),
+            helper.make_node("Add", ["kept", "INPUT"], ["OUTPUT"]),
+            helper.make_node("Identity", ["OUTPUT"], ["STATE_OUT"]),
+            helper.make_node("Cast", ["CORRID"], ["ID"], to=TensorProto.INT64),
+        ],
+        "accumulator",
+        inputs,
+        outputs,
+        initializer=[one],
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+ACCUMULATOR_PBTXT = """
+name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: {max_batch_size}
+sequence_batching {{
+  max_sequence_idle_microseconds: {idle_us}
+  {strategy}
+  control_input [
+    {{ name: "START" control [ {{ kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] }} ] }},
+    {{ name: "CORRID" control [ {{ kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 }} ] }}
+  ]
+  state [
+    {{ input_name: "STATE_IN" output_name: "STATE_OUT" data_type: TYPE_INT32 dims: [ 1 ] }}
+  ]
+}}
+input [ {{ name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] }} ]
+output [ {{ name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] }}, {{ name: "ID" data_type: TYPE_INT64 dims: [ 1 ] }} ]
+instance_group [ {{ count: {instances} kind: KIND_CPU }} ]
+"""
+
+
+def accumulator_model(
+    repository: Path,
+    name: str,
+    *,
+    strategy: str = "direct { }",
+    max_batch_size: int = 4,
+    idle_us: int = 10_000_000,
+    instances: int = 1,
+) -> Path:
+    """An accumulator model folder (config.pbtxt and 1/model.onnx) in ``repository``."""
+    folder = repository / name
+    accumulator_onnx(folder / "1" / "model.onnx")
+    text = ACCUMULATOR_PBTXT.format(
+        name=name, strategy=strategy, max_batch_size=max_batch_size, idle_us=idle_us, instances=instances
+    )
+    (folder / "config.pbtxt").write_text(text)
+    return folder

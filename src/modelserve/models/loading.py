@@ -21,6 +21,7 @@ from functools import partial
 from opentelemetry.trace import Tracer
 
 from modelserve.batching.batcher import Batcher
+from modelserve.batching.sequence_scheduler import SequenceScheduler
 from modelserve.errors import InsufficientMemory, ModelLoadError, ModelNotFound, ModelserveError, StoreUnavailable
 from modelserve.models.breaker import CircuitBreaker
 from modelserve.models.ensemble import EnsemblePlan, Step, calls_back, ensemble_plan
@@ -88,6 +89,8 @@ class ModelLoader:
         self._locks: dict[str, asyncio.Lock] = {}
         self.advisor: LoadAdvisor | None = None  # a pre-warming policy, told of the loads it did not order
         self.pins: dict[str, frozenset[int]] = {}  # model → versions served instead of the policy's (a rollout's)
+        # The stateful versions (sequence_batching) serving now: run by these instead of a batcher.
+        self.sequences: dict[ModelVersion, SequenceScheduler] = {}
         self._building = 0  # versions loading now
         self._builds = 0  # versions whose load has started, ever: a load ran alone when none started during it
 
@@ -361,12 +364,37 @@ class ModelLoader:
         if failure := await warm_up(runtime, spec, warmup, model_file, self._load_timeout_s, executor):
             record.fail(failure)  # warm_up has unloaded the runtime
             return
-        if warmup is None and self._budgets:  # the footprint must include what a first request allocates
+        # The footprint must include what a first request allocates; a stateful model's requests need the
+        # control inputs a sequence gives them, so its footprint is corrected at its first unload instead.
+        if warmup is None and self._budgets and spec.sequence is None:
             await first_run(runtime, spec, model_file, self._load_timeout_s, executor)
-        observe = partial(self._observer.observe_batch, source.name) if self._observer else None
-        abandoned = partial(self._observer.observe_abandoned, source.name) if self._observer else None
-        record.batcher = Batcher(
-            f"{source.name}:{record.version}",
+        if spec.sequence is not None:
+            scheduler = SequenceScheduler(source.name, runtime.infer, executor, record.stats, spec.sequence)
+            self.sequences[record] = scheduler
+        else:
+            record.batcher = self._batcher(source.name, record, runtime, spec, executor, inline_below_us)
+        record.spec, record.runtime = spec, runtime
+        record.pinned = source.config.pinned
+        if self._breaker_failures:
+            record.breaker = CircuitBreaker(source.name, self._breaker_failures, self._breaker_cooldown_s)
+        record.load_seconds = time.perf_counter() - started
+        record.last_used_ns = time.perf_counter_ns()  # a model just loaded is not the first to evict
+        record.state = ModelState.READY
+        log.info("model %s version %s ready in %.3f s", source.name, record.version, record.load_seconds)
+
+    def _batcher(
+        self,
+        model: str,
+        record: ModelVersion,
+        runtime: Runtime,
+        spec: ModelSpec,
+        executor: Executor,
+        inline_below_us: float,
+    ) -> Batcher:
+        observe = partial(self._observer.observe_batch, model) if self._observer else None
+        abandoned = partial(self._observer.observe_abandoned, model) if self._observer else None
+        return Batcher(
+            f"{model}:{record.version}",
             runtime.infer,
             executor,
             record.stats,
@@ -382,14 +410,6 @@ class ModelLoader:
             inline_below_us=inline_below_us,
             tracer=self._tracer,
         )
-        record.spec, record.runtime = spec, runtime
-        record.pinned = source.config.pinned
-        if self._breaker_failures:
-            record.breaker = CircuitBreaker(source.name, self._breaker_failures, self._breaker_cooldown_s)
-        record.load_seconds = time.perf_counter() - started
-        record.last_used_ns = time.perf_counter_ns()  # a model just loaded is not the first to evict
-        record.state = ModelState.READY
-        log.info("model %s version %s ready in %.3f s", source.name, record.version, record.load_seconds)
 
     # -- unloading -----------------------------------------------------------------------------------
 
@@ -408,6 +428,8 @@ class ModelLoader:
         record.state = ModelState.UNLOADING
         if record.batcher is not None:
             await record.batcher.close()
+        if (scheduler := self.sequences.pop(record, None)) is not None:
+            await scheduler.close()
         runtime, record.runtime, record.batcher = record.runtime, None, None
         if runtime is not None:
             before = await asyncio.to_thread(self._settled_reading)

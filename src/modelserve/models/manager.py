@@ -24,6 +24,8 @@ from concurrent.futures import Executor
 from opentelemetry.trace import Tracer
 
 from modelserve.batching.batcher import Arrays, Batcher
+from modelserve.batching.sequence_scheduler import SequenceScheduler
+from modelserve.batching.sequences import sequence_parameters
 from modelserve.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -383,6 +385,8 @@ class ModelManager:
         assert spec is not None
         if spec.ensemble is not None:
             return await self._run_ensemble(record, spec, spec.ensemble, request, deadline_s, gone)
+        if (scheduler := self._loader.sequences.get(record)) is not None:
+            return await self._run_sequence(record, spec, scheduler, request, deadline_s)
         assert batcher is not None
         key, lookup_ns = None, 0
         if spec.response_cache and self.cache is not None:
@@ -503,6 +507,57 @@ class ModelManager:
         record.stats.record_batch(1, size, 0, 0, 0)  # the time is its steps', in their models' statistics
         record.stats.record_request(True, time.perf_counter_ns() - started)
         return InferenceResponse(request.model, spec.version, outputs, request.id)
+
+    async def _run_sequence(
+        self,
+        record: ModelVersion,
+        spec: ModelSpec,
+        scheduler: SequenceScheduler,
+        request: InferenceRequest,
+        deadline_s: float | None,
+    ) -> InferenceResponse:
+        """A stateful model's request: one step of its sequence (``sequence_id``, ``sequence_start``,
+        ``sequence_end``), run by the sequence scheduler in its sequence's order. Never answered from the
+        response cache, as its answer depends on the requests before it."""
+        started = record.last_used_ns = time.perf_counter_ns()
+        record.in_flight += 1
+        self.in_flight += 1
+        try:
+            if self._max_in_flight and self.in_flight > self._max_in_flight:
+                raise Overloaded(
+                    f"the server holds {self.in_flight - 1} inference requests (MAX_INFLIGHT_REQUESTS); retry later"
+                )
+            size = spec.validate(request.inputs)
+            if spec.max_batch_size and size != 1:
+                raise InvalidInput(
+                    f"inference request to model '{spec.name}' must specify batch-size 1 due to requirements of "
+                    "sequence batcher: each request is one step of one sequence"
+                )
+            wanted = request.outputs or spec.output_names
+            if request.outputs:
+                spec.check_outputs(request.outputs)
+            sequence_id, start, end = sequence_parameters(request.parameters, spec.name)
+            limit, reason = self._request_timeout_s, "REQUEST_TIMEOUT_SEC"
+            if deadline_s is not None and deadline_s < limit:
+                limit, reason = deadline_s, "the caller's deadline"
+            if (requested_us := _timeout_parameter(request.parameters)) is not None and requested_us / 1e6 < limit:
+                limit, reason = requested_us / 1e6, "the request's timeout parameter"
+            future = scheduler.enqueue(request.inputs, sequence_id, start, end)
+            expiry = asyncio.get_running_loop().call_later(limit, _expire, future, request.model, limit, reason)
+            try:
+                outputs = await future
+            finally:
+                expiry.cancel()
+        except ModelserveError as exc:
+            record.stats.record_failure(exc, time.perf_counter_ns() - started)
+            raise
+        finally:
+            record.in_flight -= 1
+            self.in_flight -= 1
+            if not record.in_flight:
+                self._eviction.model_idle()
+        record.stats.record_request(True, time.perf_counter_ns() - started)
+        return InferenceResponse(request.model, spec.version, {n: outputs[n] for n in wanted}, request.id)
 
     def _hit(self, record: ModelVersion, request: InferenceRequest, hit: Arrays, looked_up: int) -> InferenceResponse:
         """Answer from the response cache: counted as a success and a hit, never as a run."""

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelserve.batching.priority import QueuePolicy
+from modelserve.batching.sequence_scheduler import Control, SequenceSettings, State
 from modelserve.errors import InvalidInput, ModelLoadError
-from modelserve.repository.config import DynamicBatching, ModelConfig, Platform, TensorConfig
+from modelserve.repository.config import DynamicBatching, ModelConfig, Platform, SequenceBatching, TensorConfig
 from modelserve.runtimes.base import Signature
 from modelserve.types import TensorSpec, datatype_of, numpy_dtype
 
@@ -54,6 +55,7 @@ class ModelSpec:
     queue_policies: dict[int, QueuePolicy] = field(default_factory=dict)  # by level (0: the model's one queue)
     parameters: dict[str, Any] = field(default_factory=dict)
     ensemble: EnsemblePlan | None = None  # platform ensemble: its steps, run instead of a runtime and a batcher
+    sequence: SequenceSettings | None = None  # sequence_batching: run by a SequenceScheduler, not a Batcher
 
     def priority_of(self, parameters: dict[str, object]) -> int:
         """The priority level a request's ``priority`` parameter names (0 or none: the default level), or
@@ -146,6 +148,9 @@ def resolve(
     else:
         max_batch_size = defaults.max_batch_size if signature is not None and signature.batched else 0
     batch_prefix = (-1,) if max_batch_size > 0 else ()
+    sequence = None
+    if config.sequence_batching is not None:
+        sequence = _sequence_settings(config.sequence_batching, max_batch_size, _instance_count(platform, config))
 
     def declared(tensors: list[TensorConfig]) -> tuple[TensorSpec, ...]:
         return tuple(TensorSpec(t.name, t.datatype, (*batch_prefix, *t.dims)) for t in tensors)
@@ -158,8 +163,11 @@ def resolve(
                 f"{config_path}: max_batch_size {max_batch_size} needs a variable first dimension, but "
                 f"{model_file} fixes input {fixed[0]}; set max_batch_size: 0 or export a dynamic batch axis"
             )
-        inputs = _agree(inputs, signature.inputs, "input", config_path, model_file, require_all=True)
-        outputs = _agree(outputs, signature.outputs, "output", config_path, model_file, require_all=False)
+        found_inputs, found_outputs = signature.inputs, signature.outputs
+        if sequence is not None:
+            found_inputs, found_outputs = _without_fed(sequence, signature, config_path, model_file)
+        inputs = _agree(inputs, found_inputs, "input", config_path, model_file, require_all=True)
+        outputs = _agree(outputs, found_outputs, "output", config_path, model_file, require_all=False)
     batching = config.dynamic_batching
     return ModelSpec(
         name=name,
@@ -178,6 +186,65 @@ def resolve(
         default_priority_level=(batching.default_priority_level or batching.priority_levels) if batching else 0,
         queue_policies=_queue_policies(batching),
         parameters=dict(config.parameters),
+        sequence=sequence,
+    )
+
+
+_CONTROL_DATATYPES = {"int32_false_true": "INT32", "fp32_false_true": "FP32", "bool_false_true": "BOOL"}
+
+
+def _sequence_settings(section: SequenceBatching, max_batch_size: int, instance_count: int) -> SequenceSettings:
+    controls = []
+    for control_input in section.control_input:
+        control = control_input.control[0]
+        kind = control.kind.removeprefix("CONTROL_SEQUENCE_")
+        if kind == "CORRID":
+            assert control.data_type is not None
+            controls.append(Control(control_input.name, kind, control.data_type))
+            continue
+        field_name, values = next(
+            (f, getattr(control, f)) for f in _CONTROL_DATATYPES if getattr(control, f) is not None
+        )
+        controls.append(Control(control_input.name, kind, _CONTROL_DATATYPES[field_name], values[0], values[1]))
+    oldest = section.oldest
+    return SequenceSettings(
+        direct=oldest is None,
+        max_batch_size=max_batch_size,
+        instance_count=instance_count,
+        idle_us=section.max_sequence_idle_microseconds,
+        max_candidates=oldest.max_candidate_sequences if oldest else 0,
+        preferred_batch_sizes=tuple(oldest.preferred_batch_size) if oldest else (),
+        max_queue_delay_us=oldest.max_queue_delay_microseconds if oldest else 0,
+        controls=tuple(controls),
+        states=tuple(State(s.input_name, s.output_name, s.data_type, tuple(s.dims)) for s in section.state),
+    )
+
+
+def _without_fed(
+    sequence: SequenceSettings, signature: Signature, config_path: Path, model_file: Path
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The model's inputs and outputs a client sees: those the server feeds (controls, states) and keeps
+    (state outputs) taken out, once each is found in the file with the datatype the config gives it."""
+    inputs = {spec.name: spec for spec in signature.inputs}
+    outputs = {spec.name: spec for spec in signature.outputs}
+    expected = [(c.name, c.datatype, inputs, "input") for c in sequence.controls]
+    for state in sequence.states:
+        expected += [(state.input, state.datatype, inputs, "input"), (state.output, state.datatype, outputs, "output")]
+    for name, datatype, found, kind in expected:
+        spec = found.get(name)
+        if spec is None:
+            raise ModelLoadError(
+                f"{config_path}: sequence_batching names {kind} '{name}', but {model_file} has {kind}s "
+                f"{_listing(tuple(found.values()))}"
+            )
+        if spec.datatype != datatype:
+            raise ModelLoadError(
+                f"{config_path}: sequence_batching gives {kind} '{name}' datatype {datatype}, but {model_file} has "
+                f"{spec.describe()}"
+            )
+    return (
+        tuple(s for s in signature.inputs if s.name not in sequence.fed),
+        tuple(s for s in signature.outputs if s.name not in sequence.kept),
     )
 
 

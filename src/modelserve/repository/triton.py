@@ -2,11 +2,11 @@
 config.yaml's fields, so a repository moved from Triton loads as it is.
 
 Its platform and backend names, ``TYPE_*`` datatypes, ``max_queue_delay_microseconds``, instance groups
-(their counts add up), ``string_value`` parameters, nested version policies and an ensemble's
-``ensemble_scheduling`` are read. Fields with no counterpart here (``optimization``, ``model_warmup``,
-...) are ignored, as a config.yaml cannot hold them; ``sequence_batching`` and a decoupled
-``model_transaction_policy`` are refused, as a model that needs them would answer wrongly without
-them. A ``config.pbtxt`` is parsed with the protobuf definitions tritonclient ships (the same
+(their counts add up), ``string_value`` parameters, nested version policies, an ensemble's
+``ensemble_scheduling`` and a stateful model's ``sequence_batching`` are read. Fields with no
+counterpart here (``optimization``, ``model_warmup``, ...) are ignored, as a config.yaml cannot hold
+them; a decoupled ``model_transaction_policy`` is refused, as a model that needs it would answer
+wrongly without it. A ``config.pbtxt`` is parsed with the protobuf definitions tritonclient ships (the same
 ``ModelConfig`` message Triton reads), so a field Triton does not know is an error there too.
 """
 
@@ -61,9 +61,7 @@ def config_fields(document: dict[str, Any]) -> dict[str, Any]:
     """config.yaml's fields from Triton's model configuration as JSON (a config.pbtxt read, or a load
     request's ``config``); ValueError naming a field that holds a wrong value."""
     fields: dict[str, Any] = {}
-    # A model that needs these would answer wrongly without them: refused, not served as if they were absent.
-    if "sequence_batching" in document:
-        raise ValueError("sequence_batching: stateful models (sequence batching) are not served here")
+    # A model that needs this would answer wrongly without it: refused, not served as if it were absent.
     if document.get("model_transaction_policy", {}).get("decoupled"):
         raise ValueError("model_transaction_policy.decoupled: decoupled models are not served here")
     if name := document.get("name"):
@@ -92,6 +90,8 @@ def config_fields(document: dict[str, Any]) -> dict[str, Any]:
         if (queue := batching.get("default_queue_policy")) and "max_queue_size" in queue:
             section["max_queue_size"] = queue["max_queue_size"]
         fields["dynamic_batching"] = section
+    if (sequence := document.get("sequence_batching")) is not None:
+        fields["sequence_batching"] = _sequence_batching(sequence)
     if groups := document.get("instance_group"):
         fields["instance_count"] = sum(_whole(group.get("count", 1), "instance_group.count") for group in groups)
     if "version_policy" in document:
@@ -102,6 +102,39 @@ def config_fields(document: dict[str, Any]) -> dict[str, Any]:
         fields["response_cache"] = {"enable": bool(cache.get("enable", False))}
     if (scheduling := document.get("ensemble_scheduling")) is not None:
         fields["ensemble_scheduling"] = {"step": [_step(step) for step in scheduling.get("step", [])]}
+    return fields
+
+
+def _sequence_batching(section: dict[str, Any]) -> dict[str, Any]:
+    """``sequence_batching`` as config.yaml spells it: the same fields, Triton's 64-bit integers (strings in
+    its JSON) as numbers. Direct's ``max_queue_delay_microseconds`` and ``minimum_slot_utilization`` are
+    left out: a direct batch never waits here."""
+    fields: dict[str, Any] = {}
+    if "max_sequence_idle_microseconds" in section:
+        fields["max_sequence_idle_microseconds"] = _whole(
+            section["max_sequence_idle_microseconds"], "sequence_batching.max_sequence_idle_microseconds"
+        )
+    if (oldest := section.get("oldest")) is not None:
+        fields["oldest"] = {
+            key: _whole(oldest[key], f"sequence_batching.oldest.{key}")
+            for key in ("max_candidate_sequences", "max_queue_delay_microseconds")
+            if key in oldest
+        }
+        if "preferred_batch_size" in oldest:
+            fields["oldest"]["preferred_batch_size"] = oldest["preferred_batch_size"]
+    elif "direct" in section or "oldest" not in section:
+        fields["direct"] = {}  # Triton's default strategy
+    if "control_input" in section:
+        # Protobuf's JSON leaves out an enum's first value: a control without a kind starts sequences.
+        fields["control_input"] = [
+            {**item, "control": [{"kind": "CONTROL_SEQUENCE_START", **c} for c in item.get("control", [])]}
+            for item in section["control_input"]
+        ]
+    if "state" in section:
+        fields["state"] = [
+            {**state, "dims": [_whole(d, "sequence_batching.state.dims") for d in state.get("dims", [])]}
+            for state in section["state"]
+        ]
     return fields
 
 
