@@ -1,14 +1,16 @@
-"""Structural schemas of the Prometheus Operator kinds the deploy files use.
+"""Structural schemas of the custom kinds the deploy files use.
 
-kubernetes-validate bundles only built-in kinds. PrometheusRule's schema is the operator's own CRD,
-vendored in ``schemas/`` (its README says from where); ServiceMonitor's describes the fields we use, with
-the types and patterns its CRD gives them (monitoring.coreos.com/v1), and a field the CRD has and it
-lacks is added here when a manifest needs it. Unknown fields are refused in both: a misspelt
-``endpoints`` or ``scrapeTimout`` fails instead of being ignored by the API server's pruning.
+kubernetes-validate bundles only built-in kinds. PrometheusRule's schema is the Prometheus Operator's own
+CRD, and KServe's (ClusterServingRuntime, InferenceService) and Flagger's (Canary, MetricTemplate) are
+theirs, vendored in ``schemas/`` (its README says from where); ServiceMonitor's describes the fields we
+use, with the types and patterns its CRD gives them (monitoring.coreos.com/v1), and a field the CRD has
+and it lacks is added here when a manifest needs it. Unknown fields are refused in all of them: a
+misspelt ``endpoints`` or ``scrapeTimout`` fails instead of being ignored by the API server's pruning.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,9 +125,15 @@ def _strict(schema: Any) -> Any:
     return strict
 
 
-def vendored(file_name: str, version: str) -> dict[str, Any]:
-    """The schema of ``version`` in a CRD of ``SCHEMAS``, strict, with the object metadata the API server checks."""
-    crd = yaml.safe_load((SCHEMAS / file_name).read_text())
+def vendored(file_name: str, version: str, kind: str | None = None) -> dict[str, Any]:
+    """The schema of ``version`` in a CRD of ``SCHEMAS`` (the one of ``kind`` where the file holds several),
+    strict, with the object metadata the API server checks."""
+    # libyaml's loader where PyYAML has it: InferenceService's CRD is 2 MB, which the pure-Python one
+    # takes seconds over.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with (SCHEMAS / file_name).open() as stream:
+        crds = [crd for crd in yaml.load_all(stream, Loader=loader) if crd]
+    [crd] = [crd for crd in crds if kind is None or crd["spec"]["names"]["kind"] == kind]
     kind = crd["spec"]["names"]["kind"]
     [served] = [v for v in crd["spec"]["versions"] if v["name"] == version]
     schema: dict[str, Any] = _strict(served["schema"]["openAPIV3Schema"])
@@ -154,7 +162,23 @@ VALIDATOR = jsonschema.validators.extend(
     jsonschema.Draft202012Validator, {"x-kubernetes-list-map-keys": _list_map_keys}
 )
 
-CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
-    ("monitoring.coreos.com/v1", "PrometheusRule"): vendored("monitoring.coreos.com_prometheusrules.yaml", "v1"),
+# (apiVersion, kind) → the vendored file holding its CRD. Read when a document of the kind is first
+# validated, not at import: the tests that meet no such document do not pay for a 2 MB schema.
+VENDORED: dict[tuple[str, str], str] = {
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
+    ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"): "serving.kserve.io_clusterservingruntimes.yaml",
+    ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
+    ("flagger.app/v1beta1", "Canary"): "flagger.app_crds.yaml",
+    ("flagger.app/v1beta1", "MetricTemplate"): "flagger.app_crds.yaml",
 }
+
+
+@functools.cache
+def crd_schema(api_version: str, kind: str) -> dict[str, Any] | None:
+    """The schema documents of ``kind`` are checked against, or None for a kind that is not a known CRD's."""
+    if (api_version, kind) == ("monitoring.coreos.com/v1", "ServiceMonitor"):
+        return SERVICE_MONITOR
+    file_name = VENDORED.get((api_version, kind))
+    if file_name is None:
+        return None
+    return vendored(file_name, api_version.rsplit("/", 1)[1], kind)

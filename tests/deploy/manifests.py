@@ -2,7 +2,8 @@
 
 Rendering is offline (`kubectl kustomize` needs no cluster). Built-in kinds are checked against the
 OpenAPI schemas that kubernetes-validate bundles, in strict mode so that a misspelt field fails; the
-Prometheus Operator's kinds against the structural schemas of ``crd_schemas``.
+custom kinds (the Prometheus Operator's, KServe's, Flagger's) against the structural schemas of
+``crd_schemas``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from modelserve.config import Settings
-from tests.deploy.crd_schemas import CRD_SCHEMAS, VALIDATOR
+from tests.deploy.crd_schemas import VALIDATOR, crd_schema
 from tests.deploy.tools import DEPLOY, ROOT
 
 KUSTOMIZATIONS = {
@@ -86,7 +87,7 @@ def container(docs: list[Document]) -> Document:
 
 def validate(document: Document) -> None:
     """Raise when ``document`` does not match its kind's schema at every supported Kubernetes version."""
-    schema = CRD_SCHEMAS.get((document.get("apiVersion"), document.get("kind")))
+    schema = crd_schema(str(document.get("apiVersion")), str(document.get("kind")))
     if schema is not None:
         VALIDATOR(schema).validate(document)
         return

@@ -43,6 +43,8 @@ KINDS = {
     **dict.fromkeys(["serviceaccount", "serviceaccounts", "sa"], "ServiceAccount"),
     **dict.fromkeys(["pdb", "poddisruptionbudget", "poddisruptionbudgets"], "PodDisruptionBudget"),
     **dict.fromkeys(["event", "events", "ev"], "Event"),
+    **dict.fromkeys(["canary", "canaries", "canary.flagger.app"], "Canary"),
+    **dict.fromkeys(["metrictemplate", "metrictemplates"], "MetricTemplate"),
     "all": "all",
 }
 NAMED_BY_VERB = {"get", "describe", "edit", "delete", "annotate", "label", "patch", "scale"}

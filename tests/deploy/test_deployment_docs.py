@@ -1,8 +1,9 @@
 """docs/DEPLOYMENT.md: its checked commands run, and what it names exists and agrees with the manifests.
 
 A block preceded by ``<!-- checked -->`` is run one command at a time. There is no cluster here, so
-``kubectl apply -k DIR`` becomes ``kubectl kustomize DIR`` and a trailing ``| kubectl apply -f -`` is
-dropped: what apply would send is rendered, and every document of it must match its schema.
+``kubectl apply -k DIR`` becomes ``kubectl kustomize DIR``, ``kubectl apply -f FILE`` reads FILE, and a
+trailing ``| kubectl apply -f -`` is dropped: what apply would send is rendered, and every document of it
+must match its schema.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import subprocess
 
 import yaml
 
+from tests.deploy import adapter
 from tests.deploy.manifests import documents, kubectl, one, render, validate
 from tests.deploy.tools import ROOT
 
@@ -33,6 +35,7 @@ def _commands(block: str) -> list[str]:
 def _offline(command: str) -> str:
     """The command with its cluster-side step replaced by rendering what it would send."""
     command = re.sub(r"\|\s*kubectl apply -f -\s*$", "", command)
+    command = re.sub(r"^kubectl apply (?:-n \S+ )?-f ([^\s-]\S*)$", r"cat \1", command)
     return re.sub(r"^kubectl apply -k ", "kubectl kustomize ", command)
 
 
@@ -65,15 +68,13 @@ def test_every_kustomization_and_deploy_file_the_guide_names_exists() -> None:
         assert (ROOT / path).exists(), f"docs/DEPLOYMENT.md names {path}, which does not exist"
 
 
-def test_the_adapter_rule_serves_the_metric_the_autoscaler_reads() -> None:
-    rule = next(r for block in _blocks("yaml") for r in yaml.safe_load(block).get("rules", []) if "seriesQuery" in r)
-    scaler = one(render("prod"), "HorizontalPodAutoscaler")
-    pods = next(m["pods"] for m in scaler["spec"]["metrics"] if m["type"] == "Pods")
-    metric = pods["metric"]["name"]
-    assert rule["name"]["as"] == metric
-    assert rule["seriesQuery"].startswith(metric + "{")
-    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
-    assert "by (<<.GroupBy>>)" in rule["metricsQuery"]
+def test_the_adapter_rules_the_guide_shows_are_the_ones_shipped() -> None:
+    """The rules themselves are checked by tests/deploy/test_autoscaling.py."""
+    shown = [rule for block in _blocks("yaml") for rule in (yaml.safe_load(block) or {}).get("rules", [])]
+    assert shown, "the guide shows no adapter rule"
+    for rule in shown:
+        assert rule in adapter.rules(), f"the guide shows a rule that {adapter.VALUES_FILE.name} lacks: {rule}"
+    assert str(adapter.VALUES_FILE.relative_to(ROOT)) in DOC.read_text()
 
 
 def test_the_guide_states_the_numbers_the_manifests_hold() -> None:
@@ -81,9 +82,15 @@ def test_the_guide_states_the_numbers_the_manifests_hold() -> None:
     base, prod = (one(render(name), "HorizontalPodAutoscaler")["spec"] for name in ("base", "prod"))
     assert f"({base['minReplicas']} to {base['maxReplicas']} pods in the base" in text
     assert f"{prod['minReplicas']} to {prod['maxReplicas']} in prod)" in text
-    metrics = {m["type"]: m for m in base["metrics"]}
-    assert f"{metrics['Resource']['resource']['target']['averageUtilization']} % of the pods' CPU request" in text
-    assert f"{metrics['Pods']['pods']['target']['averageValue']} per pod on average" in text
+    [cpu] = [m["resource"] for m in base["metrics"] if m["type"] == "Resource"]
+    assert f"{cpu['target']['averageUtilization']} % of the pods' CPU request" in text
+    for pods in (m["pods"] for m in base["metrics"] if m["type"] == "Pods"):
+        target = pods["target"]["averageValue"]
+        # "20m" of a metric in seconds is 20 ms.
+        stated = f"{target[:-1]} ms" if target.endswith("m") else target
+        _, found, after = text.partition(f"- `{pods['metric']['name']}`:")
+        assert found, f"the guide has no item on {pods['metric']['name']}"
+        assert f" {stated} per pod on average" in after.split(" - ", 1)[0], pods
     pod = one(render("base"), "Deployment")["spec"]["template"]["spec"]
     serving = pod["containers"][0]
     drain = next(item["value"] for item in serving["env"] if item["name"] == "SHUTDOWN_GRACE_SEC")

@@ -213,15 +213,23 @@ def test_the_container_is_the_one_the_alerts_select() -> None:
 
 
 @pytest.mark.parametrize("name", ["base", "prod"])
-def test_the_autoscaler_follows_cpu_and_the_queue_depth(name: str) -> None:
+def test_the_autoscaler_follows_cpu_the_queues_and_the_requests_in_flight(name: str) -> None:
+    """The per-pod metrics and the adapter rules serving them: tests/deploy/test_autoscaling.py."""
     docs = render(name)
     scaler = one(docs, "HorizontalPodAutoscaler")
     assert scaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "model-serving"}
-    metrics = {m["type"]: m for m in scaler["spec"]["metrics"]}
-    assert metrics["Resource"]["resource"]["name"] == "cpu"
-    queue = metrics["Pods"]["pods"]["metric"]["name"]
-    assert queue == "model_serving_queue_depth"
-    assert f"`{queue}`" in (ROOT / "docs" / "METRICS.md").read_text(), "the server exports it"
+    [cpu] = [m["resource"] for m in scaler["spec"]["metrics"] if m["type"] == "Resource"]
+    assert cpu["name"] == "cpu"
+    pods = {m["pods"]["metric"]["name"] for m in scaler["spec"]["metrics"] if m["type"] == "Pods"}
+    expected = {
+        "model_serving_queue_depth",
+        "model_serving_requests_in_flight",
+        "model_serving_queue_duration_seconds_mean",
+    }
+    assert pods == expected
+    exported = (ROOT / "docs" / "METRICS.md").read_text()
+    for metric in ("model_serving_queue_depth", "model_serving_requests_in_flight"):
+        assert f"`{metric}`" in exported, "the server exports it"
     # The autoscaler owns the replica count; a replicas field would reset it on every apply.
     assert "replicas" not in one(docs, "Deployment")["spec"]
     budget = one(docs, "PodDisruptionBudget")

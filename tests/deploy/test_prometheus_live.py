@@ -3,7 +3,9 @@ alert rules and of the Grafana dashboard: each parses, and the figures an operat
 (traffic, latency, batching, queues, models, memory) have data.
 
 promtool's unit tests feed the rules series written by hand; this checks them, and the dashboard,
-against the series the server really exports, with the labels it really sets.
+against the series the server really exports, with the labels it really sets. So too the queries that
+prometheus-adapter sends for the autoscaler and Flagger for the rollout gate, which select a pod by the
+labels a ServiceMonitor's scrape gives it.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import httpx
 import pytest
 import yaml
 
-from tests.deploy import promql
+from tests.deploy import adapter, flagger, promql
 from tests.deploy.tools import tool
 from tests.e2e.server import RunningServer, free_port, serve, stop
 
 MODELS = ("mlp", "simple")
+# The labels the ServiceMonitor's scrape gives a pod of the Deployment model-serving.
+POD_LABELS = {"namespace": "model-serving", "pod": "model-serving-7d9f8b6c5d-x2x7q"}
 ROUNDS = 40  # per phase; each round sends one request of each kind below
 LOAD_TIMEOUT_S = 15.0
 SCRAPE_TIMEOUT_S = 15.0
@@ -156,7 +160,9 @@ def _prometheus(server: RunningServer, root: Path) -> Iterator[tuple[str, Path]]
             {
                 "global": every_second,
                 "rule_files": [str(promql.RULES)],
-                "scrape_configs": [{"job_name": "modelserve", "static_configs": [{"targets": [server.address]}]}],
+                "scrape_configs": [
+                    {"job_name": "modelserve", "static_configs": [{"targets": [server.address], "labels": POD_LABELS}]}
+                ],
             }
         )
     )
@@ -289,6 +295,25 @@ def test_the_model_variable_lists_every_model_called(stack: Stack) -> None:
     response = httpx.get(f"{stack.prometheus}/api/v1/label/{label}/values", params={"match[]": metric}, timeout=10)
 
     assert set(MODELS) | {"unknown"} <= set(response.json()["data"])
+
+
+def test_the_autoscaler_metrics_answer_one_value_for_the_pod(stack: Stack) -> None:
+    """What prometheus-adapter asks when the autoscaler reads a metric of the pod."""
+    pod = POD_LABELS["pod"]
+    fields = {"LabelMatchers": f'namespace="{POD_LABELS["namespace"]}",pod=~"{pod}"', "GroupBy": "pod"}
+    for rule in adapter.rules():
+        result = stack.query(adapter.fill(rule["metricsQuery"], {**fields, "Series": adapter.series_name(rule)}))
+        assert [sample["metric"] for sample in result] == [{"pod": pod}], f"{rule['name']['as']}: {result}"
+        assert math.isfinite(float(result[0]["value"][1])), f"{rule['name']['as']}: {result}"
+
+
+def test_the_rollout_gate_passes_the_pod_under_this_load(stack: Stack) -> None:
+    """The pod, named as the canary's pods are, failed no request on the server, and answered quickly."""
+    checks = {check.name: check.query for check in flagger.checks(flagger.rendered())}
+    [success] = stack.query(checks["success-rate"])
+    assert float(success["value"][1]) == 100
+    [latency] = stack.query(checks["latency-p99"])
+    assert 0 < float(latency["value"][1]) < 10
 
 
 def test_the_queries_excused_from_data_exist() -> None:
