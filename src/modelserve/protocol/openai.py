@@ -184,7 +184,7 @@ def router(state: ServerState) -> APIRouter:
             status = 200 if error is None else http_status(error)
             finish(call, body, status, error, generation, completion)
 
-    errors = openapi.errors(400, 404, 413, 429, 503, 504, 507)
+    errors = openapi.openai_errors(400, 404, 413, 429, 503, 504, 507)
     streamed: openapi.Responses = {
         200: {"content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}}}
     }

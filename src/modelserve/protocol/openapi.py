@@ -60,6 +60,24 @@ class Error(TypedDict):
     ]
 
 
+class OpenAIErrorObject(TypedDict):
+    """OpenAI's error object, as its API and its SDKs know it."""
+
+    message: str
+    type: Annotated[str, Field(description="invalid_request_error, authentication_error, rate_limit_error, ...")]
+    param: str | None
+    code: Annotated[str | None, Field(description="model_not_found for an unknown model")]
+
+
+class OpenAIError(TypedDict):
+    """A refusal of the OpenAI-compatible routes: OpenAI's error object under ``error``."""
+
+    error: OpenAIErrorObject
+    trace_id: Annotated[
+        str, Field(description="The request's trace id, also in the X-Trace-Id header: its log lines carry it.")
+    ]
+
+
 class InputParameters(TypedDict, total=False):
     """Where an input's data is when not in 'data': the binary part of the body, or shared memory."""
 
@@ -311,6 +329,11 @@ _REFUSALS = {
 def errors(*statuses: int) -> Responses:
     """The ``responses`` of a route that refuses with these statuses, each with an ``{"error": ...}`` body."""
     return {status: {"model": Error, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+def openai_errors(*statuses: int) -> Responses:
+    """The ``responses`` of an OpenAI-compatible route that refuses with these statuses."""
+    return {status: {"model": OpenAIError, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
 def responses(answer: Any, *statuses: int) -> Responses:

@@ -308,9 +308,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e['loc'] if p not in ('path', 'query', 'body'))}: {e['msg']}" for e in exc.errors()
     )
-    if request.url.path in OPENAI_PATHS:  # OpenAI's SDKs read the message from an error object
-        return error_json(problems, 400, error=openai_error(problems, 400))
-    return error_json(problems, 400)
+    return _refusal(request, problems, 400)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -320,4 +318,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         detail = f"no route {request.method} {request.url.path}; see /docs for the API"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return error_json(str(detail), exc.status_code, dict(exc.headers or {}))  # a 405 must say which methods are allowed
+    return _refusal(request, str(detail), exc.status_code, dict(exc.headers or {}))  # a 405 says which methods
+
+
+def _refusal(request: Request, message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    """A refusal of what the routes never saw (a body that does not parse, a path or method that does not
+    exist), in the shape the path's clients read: OpenAI's error object on its routes, ours elsewhere."""
+    if request.url.path in OPENAI_PATHS:
+        return error_json(message, status, headers, openai_error(message, status))
+    return error_json(message, status, headers)
