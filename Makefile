@@ -26,10 +26,16 @@ $(STAMP): pyproject.toml constraints.txt
 # history's tests, which start it in a temporary folder with LD_LIBRARY_PATH pointing into .tools.
 # HAProxy, the regions' router, and the libraries it links that a slim Debian lacks (Lua, OpenTracing), for the
 # failover tests and benchmark, which run it the same way.
+# Chromium and its chromedriver, for the web console's browser tests (selenium), with the libraries a slim Debian
+# lacks: `apt-get -s install --no-install-recommends chromium chromium-driver` less what is installed.
 DEBS := prometheus prometheus-alertmanager jq libjq1 libonig5 \
 	postgresql-15 libpq5 libicu72 libxml2 libldap-2.5-0 libsasl2-2 libgssapi-krb5-2 libkrb5-3 libk5crypto3 \
 	libkrb5support0 libkeyutils1 \
-	haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1
+	haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1 \
+	chromium chromium-common chromium-driver libasyncns0 libcolord2 libdouble-conversion3 libepoxy0 libflac12 \
+	libgtk-3-0 libgtk-3-common libharfbuzz-subset0 libminizip1 libmp3lame0 libmpg123-0 libogg0 libopenh264-7 \
+	libopenjp2-7 libopus0 libpulse0 libsndfile1 libvorbis0a libvorbisenc2 libwayland-cursor0 libwayland-egl1 \
+	libxnvctrl0
 tools: $(TOOLS)/.installed
 
 $(TOOLS)/.installed: Makefile

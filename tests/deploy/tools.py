@@ -1,8 +1,10 @@
-"""Where the deploy tests find Prometheus' tools: .tools (unpacked by `make tools`), then PATH."""
+"""Where the tests find Debian's tools: .tools (unpacked by `make tools`), then PATH; the browser only in .tools."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,3 +20,27 @@ def tool(name: str) -> str:
     if found is None:
         raise AssertionError(f"{name} is missing: `make test` (or `make tools`) unpacks Debian's package into .tools")
     return found
+
+
+@dataclass(frozen=True)
+class Browser:
+    """Debian's headless chromium and its chromedriver, unpacked by `make tools`, and the environment they
+    need to find the libraries unpacked beside them."""
+
+    chromium: str
+    chromedriver: str
+    env: dict[str, str]
+
+
+def browser() -> Browser:
+    """Chromium and chromedriver from .tools; fails, saying how to get them, when they are not there.
+
+    The binary is run itself, not Debian's /usr/bin/chromium launcher, which names /usr/lib/chromium."""
+    root = ROOT / ".tools" / "root"
+    chromium, chromedriver = root / "usr" / "lib" / "chromium" / "chromium", root / "usr" / "bin" / "chromedriver"
+    for path in (chromium, chromedriver):
+        if not path.exists():
+            raise AssertionError(f"{path} is missing: `make test` (or `make tools`) unpacks chromium into .tools")
+    libraries = [root / "usr" / "lib" / "x86_64-linux-gnu", root / "usr" / "lib" / "x86_64-linux-gnu" / "pulseaudio"]
+    search = ":".join([*map(str, libraries), str(chromium.parent), os.environ.get("LD_LIBRARY_PATH", "")]).rstrip(":")
+    return Browser(str(chromium), str(chromedriver), {**os.environ, "LD_LIBRARY_PATH": search})

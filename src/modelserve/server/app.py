@@ -35,7 +35,7 @@ from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
 from modelserve.prewarm.live import POLICIES, LivePrewarmer
-from modelserve.protocol import debug, generate, health, openai, openapi, rest_v1, rest_v2, rollouts
+from modelserve.protocol import console, debug, generate, health, openai, openapi, rest_v1, rest_v2, rollouts
 from modelserve.protocol.errors import OPENAI_PATHS, error_json, error_response, openai_error
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.regions.cost_watch import CostWatch, watch_costs
@@ -229,6 +229,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     app.include_router(health.router(state))
     app.include_router(debug.router(state.profiler))
     app.include_router(rollouts.router(rollout))
+    app.include_router(console.router(state, prewarmer))
+    app.mount(console.ASSETS, console.assets())
     openapi.serve_document(app)
     app.add_exception_handler(ModelserveError, _error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -59,7 +59,10 @@ _OPEN: dict[EndpointGroup, tuple[frozenset[str], tuple[str, ...]]] = {
 }
 _OPEN_RPCS = {EndpointGroup.HEALTH: frozenset({"ServerLive", "ServerReady", "ModelReady"})}
 # Prefixes without a trailing slash: a look-alike path needs admin too, never less.
-_ADMIN_PATHS = ("/v2/repository", "/v2/systemsharedmemory", "/v2/cudasharedmemory", "/debug")
+_ADMIN_PATHS = ("/v2/repository", "/v2/systemsharedmemory", "/v2/cudasharedmemory", "/debug", "/ui")
+# The web console's files (script, styles, its sign-in page): code of the package, no data, and what a browser
+# must fetch before it can send a key. The console's page and figures stay admin, as the control it calls.
+_CONSOLE_FILES = "/ui/static/"
 _MODEL_CONTROL = re.compile(r"^/v1/models/[^/]+/(?:load|unload)$")
 _ADMIN_RPCS = frozenset({"TraceSetting", "LogSettings"})
 FINGERPRINT_DIGITS = 12  # hex digits of a key's digest in its name: 48 bits tell thousands of keys apart
@@ -219,7 +222,7 @@ class Guard:
     def http_scope(self, path: str) -> Scope | None:
         """The scope an HTTP path needs, or None when it is open. Unknown paths need ``infer``, so only
         callers with credentials learn what does not exist."""
-        if path in self._open_paths or path.startswith(self._open_prefixes):
+        if path in self._open_paths or path.startswith(self._open_prefixes) or path.startswith(_CONSOLE_FILES):
             return None
         if path.startswith(_ADMIN_PATHS) or _MODEL_CONTROL.match(path):
             return Scope.ADMIN
