@@ -8,6 +8,7 @@ tells a live server from a failing one.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,6 +27,15 @@ from tests.deploy.tools import DEPLOY, ROOT
 
 DOCKERFILES = {"cpu": DEPLOY / "docker" / "Dockerfile", "gpu": DEPLOY / "docker" / "Dockerfile.gpu"}
 KINDS = list(DOCKERFILES)
+HOME = "/home/modelserve"
+# What the runbooks run inside a pod, from its working directory (docs/RUNBOOK.md#scripts).
+IN_POD_SCRIPTS = [
+    "scripts/warmup-models.py",
+    "scripts/preload-models.sh",
+    "scripts/test-inference.sh",
+    "scripts/smoke-test.sh",
+    "scripts/integration-test.sh",
+]
 
 
 def _final(kind: str) -> Stage:
@@ -40,14 +50,44 @@ def _pin(requirements: str, package: str) -> str:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_builder_stage_and_a_final_stage_that_receives_only_the_environment(kind: str) -> None:
+def test_a_builder_stage_and_a_final_stage_that_receives_only_the_environment_and_the_scripts(kind: str) -> None:
     builder, *_, final = parse(DOCKERFILES[kind])
     assert builder.name == "builder"
     assert final.image == builder.image, "the final stage starts from the same base, without build leftovers"
-    copies = final.all("COPY")
-    assert [(c.flags.get("from"), c.words()) for c in copies] == [("builder", ["/opt/venv", "/opt/venv"])]
+    copies = [(c.flags.get("from"), c.words()) for c in final.all("COPY")]
+    assert copies == [("builder", ["/opt/venv", "/opt/venv"]), (None, ["scripts", f"{HOME}/scripts"])]
     assert not any("pip install" in run.arguments for run in final.all("RUN")), "installs happen in the builder"
     assert final.env()["PATH"].startswith("/opt/venv/bin:")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_runbooks_scripts_are_where_the_pod_runs_them(kind: str) -> None:
+    final = _final(kind)
+    assert final.all("WORKDIR")[-1].arguments == HOME, "hooks and `kubectl exec` start in the working directory"
+    copied = next(c.words() for c in final.all("COPY") if c.words()[0] == "scripts")
+    assert copied[-1] == f"{HOME}/scripts"
+    # The runbooks' commands run in a pod: a postStart hook, an init container (which runs a shell script
+    # with python, as written), and what an operator runs with `kubectl exec` from the working directory.
+    commands = (ROOT / "tests" / "deploy" / "runbook_commands.txt").read_text()
+    assert 'command: ["python", "scripts/warmup-models.py"]' in commands
+    for path in IN_POD_SCRIPTS:
+        assert (ROOT / path).is_file(), path
+        if path.endswith(".sh"):
+            assert os.access(ROOT / path, os.X_OK), f"{path} is not executable: ./{path} would fail"
+            assert (ROOT / path).read_text().startswith("#!/usr/bin/env bash\n")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_image_has_curl_and_no_package_lists(kind: str) -> None:
+    installs = [run.arguments for run in _final(kind).all("RUN") if "apt-get install" in run.arguments]
+    assert len(installs) == 1
+    (install,) = installs
+    words = install.split()
+    assert "curl" in words, "the runbooks `kubectl exec ... -- curl localhost:8000/health`"
+    assert "--no-install-recommends" in words
+    steps = [step.strip() for step in install.split("&&")]
+    assert steps.index("apt-get update") < next(i for i, s in enumerate(steps) if s.startswith("apt-get install"))
+    assert "rm -rf /var/lib/apt/lists/*" in steps, "the package lists stay out of the layer"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -145,7 +185,7 @@ def test_the_health_check_passes_on_a_live_server_and_fails_otherwise(kind: str)
     keyword, _, command = _final(kind).all("HEALTHCHECK")[-1].arguments.partition(" ")
     assert keyword == "CMD"
     argv = json.loads(command)
-    assert argv[0] == "python", "slim images have no curl"
+    assert argv[0] == "python", "the check needs nothing but the server's own Python"
     assert "/health/live" in argv[-1]
 
     def run(status: int) -> int:
@@ -190,6 +230,7 @@ def test_the_build_context_holds_what_the_dockerfiles_copy_and_nothing_heavy() -
     for heavy in (".venv/bin/python", ".git/HEAD", "examples/model_repository/mlp/1/model.onnx", "tests/conftest.py"):
         assert _ignored(heavy, patterns), heavy
     assert _ignored("src/modelserve/__pycache__/cli.cpython-311.pyc", patterns)
+    assert _ignored("scripts/lib/__pycache__/backup.cpython-311.pyc", patterns)
 
 
 def test_kubernetes_runs_the_image_under_the_project_version() -> None:
