@@ -1,6 +1,7 @@
-"""`backup-model-serving.sh` / `restore-model-serving.sh DATE` round trips, as the runbooks run them,
-through a real SQLite history, PostgreSQL and S3 (moto), and the Kubernetes objects as a cluster lists
-them. Every script call is bounded by a timeout."""
+"""The scripts that move a deployment's data: `backup-model-serving.sh` / `restore-model-serving.sh DATE`
+round trips, as the runbooks run them, through a real SQLite history, PostgreSQL and S3 (moto), and the
+Kubernetes objects as a cluster lists them; and `preload-models.sh` mirroring an S3 repository before
+the server starts, as an init container does. Every script call is bounded by a timeout."""
 
 from __future__ import annotations
 
