@@ -23,20 +23,21 @@ $(STAMP): pyproject.toml constraints.txt
 # promtool, amtool and prometheus, and jq (the runbooks pipe into it), from Debian's packages, unpacked into
 # .tools (no service starts, no root needed once apt's package lists exist). The deploy/ and runbook tests run them.
 # PostgreSQL 15 (initdb, pg_ctl, postgres) and the libraries it links that a slim Debian lacks, for the traffic
-# history's tests, which start it in a temporary folder with LD_LIBRARY_PATH pointing into .tools.
+# history's tests, which start it in a temporary folder with LD_LIBRARY_PATH pointing into .tools; its client
+# (pg_dump, pg_restore) for the backup scripts' tests.
 # HAProxy, the regions' router, and the libraries it links that a slim Debian lacks (Lua, OpenTracing), for the
 # failover tests and benchmark, which run it the same way.
 # Chromium and its chromedriver, for the web console's browser tests (selenium), with the libraries a slim Debian
 # lacks: `apt-get -s install --no-install-recommends chromium chromium-driver` less what is installed.
 DEBS := prometheus prometheus-alertmanager jq libjq1 libonig5 \
-	postgresql-15 libpq5 libicu72 libxml2 libldap-2.5-0 libsasl2-2 libgssapi-krb5-2 libkrb5-3 libk5crypto3 \
+	postgresql-15 postgresql-client-15 libpq5 libicu72 libxml2 libldap-2.5-0 libsasl2-2 libgssapi-krb5-2 libkrb5-3 libk5crypto3 \
 	libkrb5support0 libkeyutils1 \
 	haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1 \
 	chromium chromium-common chromium-driver libasyncns0 libcolord2 libdouble-conversion3 libepoxy0 libflac12 \
 	libgtk-3-0 libgtk-3-common libharfbuzz-subset0 libminizip1 libmp3lame0 libmpg123-0 libogg0 libopenh264-7 \
 	libopenjp2-7 libopus0 libpulse0 libsndfile1 libvorbis0a libvorbisenc2 libwayland-cursor0 libwayland-egl1 \
 	libxnvctrl0
-tools: $(TOOLS)/.installed
+tools: $(TOOLS)/.installed $(TOOLS)/awscli/.installed
 
 $(TOOLS)/.installed: Makefile
 	rm -rf $(TOOLS) && mkdir -p $(TOOLS)/debs
@@ -44,6 +45,13 @@ $(TOOLS)/.installed: Makefile
 		{ apt-get update -qq && apt-get download $(DEBS); }
 	for deb in $(TOOLS)/debs/*.deb; do dpkg-deb -x $$deb $(TOOLS)/root; done
 	rm -rf $(TOOLS)/debs
+	touch $@
+
+# The AWS CLI, for the backup scripts' test of `aws s3 sync`: from PyPI into a folder of its own, since it pins its
+# own botocore; the tests run it as `python -m awscli` with that folder first on PYTHONPATH.
+$(TOOLS)/awscli/.installed: Makefile $(STAMP)
+	rm -rf $(TOOLS)/awscli
+	$(BIN)/python -m pip install -q --target $(TOOLS)/awscli awscli
 	touch $@
 
 models: install

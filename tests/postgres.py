@@ -36,6 +36,20 @@ def binaries() -> Path:
     raise AssertionError("PostgreSQL is missing: `make test` (or `make tools`) unpacks Debian's package into .tools")
 
 
+def client_environment() -> dict[str, str]:
+    """PATH and LD_LIBRARY_PATH under which a script finds pg_dump and pg_restore, beside the server's
+    binaries; fails, saying how to get them, when they are not there."""
+    bin_dir = binaries()
+    missing = [name for name in ("pg_dump", "pg_restore") if not (bin_dir / name).exists()]
+    if missing:
+        raise AssertionError(
+            f"{' and '.join(missing)} missing from {bin_dir}: `make test` (or `make tools`) unpacks Debian's "
+            "postgresql-client-15 into .tools"
+        )
+    libraries = UNPACKED / "usr" / "lib" / "x86_64-linux-gnu"
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LD_LIBRARY_PATH": str(libraries)}
+
+
 @dataclass(frozen=True)
 class PostgresServer:
     """A running cluster, reached over TCP on loopback as its superuser (trust authentication)."""

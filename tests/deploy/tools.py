@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+
+
+def aws_cli(folder: Path) -> Path:
+    """A folder holding an ``aws`` that runs the AWS CLI `make tools` installs into .tools/awscli, for a
+    PATH; fails, saying how to get it, when it is not there."""
+    installed = ROOT / ".tools" / "awscli"
+    if not (installed / "awscli").is_dir():
+        raise AssertionError("the AWS CLI is missing: `make test` (or `make tools`) installs it into .tools/awscli")
+    folder.mkdir(parents=True, exist_ok=True)
+    aws = folder / "aws"
+    aws.write_text(f'#!/bin/sh\nPYTHONPATH="{installed}" exec "{sys.executable}" -m awscli "$@"\n')
+    aws.chmod(0o755)
+    return folder
 
 
 def tool(name: str) -> str:

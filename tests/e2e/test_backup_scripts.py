@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import sys
 import time
@@ -22,9 +23,10 @@ from sqlalchemy import func, select
 from modelserve.db import open_engine
 from modelserve.history.schema import TrafficBucket
 from tests.deploy.manifests import render, validate
+from tests.deploy.tools import aws_cli
 from tests.e2e.scripts_support import MLP_BODY, ROOT, run, script
 from tests.e2e.server import free_port, serve, stop
-from tests.postgres import PostgresServer
+from tests.postgres import PostgresServer, client_environment
 from tests.s3 import CREDENTIALS, running_s3
 
 
@@ -224,8 +226,6 @@ def test_restore_of_a_date_without_a_backup_lists_the_dates_there_are(tmp_path: 
 def test_backup_and_restore_an_s3_repository(
     tool: str, s3_endpoint: str, built_repository: Path, tmp_path: Path
 ) -> None:
-    if tool == "aws" and shutil.which("aws") is None:
-        pytest.skip("the AWS CLI is not installed")
     bucket = f"restore-{tool}"
     fs = bucket_with(s3_endpoint, built_repository, bucket, ("mlp", "simple"))
     env = {
@@ -237,6 +237,8 @@ def test_backup_and_restore_an_s3_repository(
     }
     if tool == "fsspec":  # no AWS CLI on this PATH
         env["PATH"] = f"{ROOT / '.venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin"
+    else:  # the AWS CLI `make tools` installs, before any other
+        env["PATH"] = f"{aws_cli(tmp_path / 'bin')}:{os.environ['PATH']}"
     folder = tmp_path / "backup"
     backed = script("backup-model-serving.sh", BACKUP_DIR=str(folder), **env)
     assert backed.returncode == 0, backed.stderr
@@ -257,14 +259,15 @@ def test_backup_and_restore_an_s3_repository(
 def test_backup_and_restore_a_postgresql_history(
     built_repository: Path, tmp_path: Path, postgres: PostgresServer
 ) -> None:
-    if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
-        pytest.skip("pg_dump and pg_restore (postgresql-client) are not installed")
+    client = client_environment()  # pg_dump and pg_restore, as `make tools` unpacks them
     source, target = postgres.create_database(), postgres.create_database()
     try:
         serve_and_infer(built_repository, tmp_path, 5, {"DATABASE_URL": postgres.url(source)})
         folder = tmp_path / "backup"
         common = {"MODEL_REPOSITORY": str(built_repository), "KUBECTL": "kubectl-not-installed"}
-        backed = script("backup-model-serving.sh", BACKUP_DIR=str(folder), DATABASE_URL=postgres.url(source), **common)
+        backed = script(
+            "backup-model-serving.sh", BACKUP_DIR=str(folder), DATABASE_URL=postgres.url(source), **common, **client
+        )
         assert backed.returncode == 0, backed.stderr
         assert (folder / "history.pgdump").is_file()
         assert "postgres@" not in (folder / "sources.env").read_text(), "no credentials in the record"
@@ -273,6 +276,7 @@ def test_backup_and_restore_a_postgresql_history(
             str(folder),
             DATABASE_URL=postgres.url(target),
             MODEL_REPOSITORY=str(tmp_path / "models"),
+            **client,
         )
         assert restored.returncode == 0, restored.stderr
         assert "(pg_restore)" in restored.stdout
@@ -284,6 +288,7 @@ def test_backup_and_restore_a_postgresql_history(
                 str(folder),
                 DATABASE_URL=postgres.url(target),
                 MODEL_REPOSITORY=str(tmp_path / "models"),
+                **client,
             ).returncode
             == 0
         )
