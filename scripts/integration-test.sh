@@ -46,7 +46,7 @@ EOF
 }
 
 main() {
-  local environment=dev duration=1 wait=30 models=() model listed
+  local environment=dev duration=1 wait=30 models=() model
   while (($#)); do
     case $1 in
       -h | --help) usage && exit 0 ;;
@@ -74,18 +74,7 @@ main() {
   done
   check "server metadata" server_metadata
 
-  if ((${#models[@]} == 0)) && [[ -n ${SMOKE_MODELS-} ]]; then
-    IFS=', ' read -r -a models <<<"$SMOKE_MODELS"
-  fi
-  if ((${#models[@]} == 0)); then
-    if ! listed=$(ready_models); then
-      check_failed models "$listed"
-    elif [[ -z $listed ]]; then
-      check_failed models "no model is READY at $(server_url) (POST /v2/repository/index)"
-    else
-      mapfile -t models <<<"$listed"
-    fi
-  fi
+  models_to_check models
   local generative
   generative=$(generative_models) || generative=
   for model in "${models[@]}"; do

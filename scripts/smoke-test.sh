@@ -41,7 +41,7 @@ EOF
 }
 
 main() {
-  local environment=dev wait=30 models=() model listed
+  local environment=dev wait=30 models=() model
   while (($#)); do
     case $1 in
       -h | --help) usage && exit 0 ;;
@@ -61,18 +61,7 @@ main() {
 
   check health health_is_healthy
   check readiness answers_200 /health/ready
-  if ((${#models[@]} == 0)) && [[ -n ${SMOKE_MODELS-} ]]; then
-    IFS=', ' read -r -a models <<<"$SMOKE_MODELS"
-  fi
-  if ((${#models[@]} == 0)); then
-    if ! listed=$(ready_models); then
-      check_failed inference "$listed"
-    elif [[ -z $listed ]]; then
-      check_failed inference "no model is READY at $(server_url) (POST /v2/repository/index)"
-    else
-      mapfile -t models <<<"$listed"
-    fi
-  fi
+  models_to_check inference
   for model in "${models[@]}"; do
     check "inference $model" model_answers "$model" "$wait"
   done

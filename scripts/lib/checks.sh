@@ -98,3 +98,21 @@ ready_models() {
   }
   json_get 'sorted({m["name"] for m in data if m.get("state") == "READY"})' <<<"$HTTP_BODY"
 }
+
+# models_to_check LABEL: fills the caller's `models` when no model was named: SMOKE_MODELS, else every
+# model the server serves now; a failure to list them is a failed check under LABEL.
+models_to_check() {
+  local label=$1 listed
+  if ((${#models[@]} == 0)) && [[ -n ${SMOKE_MODELS-} ]]; then
+    IFS=', ' read -r -a models <<<"$SMOKE_MODELS"
+  fi
+  if ((${#models[@]} == 0)); then
+    if ! listed=$(ready_models); then
+      check_failed "$label" "$listed"
+    elif [[ -z $listed ]]; then
+      check_failed "$label" "no model is READY at $(server_url) (POST /v2/repository/index)"
+    else
+      mapfile -t models <<<"$listed"
+    fi
+  fi
+}
