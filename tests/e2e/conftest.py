@@ -19,3 +19,14 @@ def server(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copytree(built_repository, repository)
     with serve(repository, root / "server.log", "--model-control-mode", "explicit", "--load-model", "*") as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def running(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server over a copy of the examples, in explicit mode, with mlp and simple loaded (iris is not):
+    what the scripts' tests run the runbooks' scripts against."""
+    root = tmp_path_factory.mktemp("scripts")
+    shutil.copytree(built_repository, root / "models")
+    load = ["--load-model", "mlp", "--load-model", "simple"]
+    with serve(root / "models", root / "server.log", "--model-control-mode", "explicit", *load) as server:
+        yield server

@@ -9,26 +9,15 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.server import RunningServer, serve
+from tests.e2e.server import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def running(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A server over a copy of the examples, in explicit mode, with mlp and simple loaded."""
-    root = tmp_path_factory.mktemp("scripts")
-    shutil.copytree(built_repository, root / "models")
-    load = ["--load-model", "mlp", "--load-model", "simple"]
-    with serve(root / "models", root / "server.log", "--model-control-mode", "explicit", *load) as server:
-        yield server
 
 
 def script(path: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -22,16 +22,6 @@ from tests.e2e.server import RunningServer, free_port, serve
 from tests.generative.builders import build_example_llm
 
 
-@pytest.fixture(scope="module")
-def running(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A server over a copy of the examples, in explicit mode, with mlp and simple loaded (iris is not)."""
-    root = tmp_path_factory.mktemp("ops-scripts")
-    shutil.copytree(built_repository, root / "models")
-    load = ["--load-model", "mlp", "--load-model", "simple"]
-    with serve(root / "models", root / "server.log", "--model-control-mode", "explicit", *load) as server:
-        yield server
-
-
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_every_script_prints_its_usage(name: str) -> None:
     result = script(name, "--help")
