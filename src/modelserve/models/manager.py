@@ -415,19 +415,19 @@ class ModelManager:
             level = spec.priority_of(request.parameters)
             policy = spec.queue_policies.get(level)
             requested_us = _timeout_parameter(request.parameters)
-            limit, reason = self._request_timeout_s, "REQUEST_TIMEOUT_SEC"
-            if deadline_s is not None and deadline_s < limit:
-                limit, reason = deadline_s, "the caller's deadline"
-            delay_ns = 0
+            delay_ns, queue_s = 0, None
             if policy is not None and (queue_us := policy.timeout_us(requested_us)):
                 if policy.timeout_action == "DELAY":
                     delay_ns = queue_us * 1000
-                elif queue_us / 1e6 < limit:
-                    limit, reason = queue_us / 1e6, f"the queue policy's timeout of priority level {level}"
+                else:
+                    queue_s = queue_us / 1e6
             # Under a DELAY policy that lets requests set it, a request's timeout delays rather than refuses it.
             delays = policy is not None and policy.timeout_action == "DELAY" and policy.allow_timeout_override
-            if requested_us is not None and not delays and requested_us / 1e6 < limit:
-                limit, reason = requested_us / 1e6, "the request's timeout parameter"
+            limit, reason = self._time_limit(
+                deadline_s,
+                None if delays else requested_us,
+                (queue_s, f"the queue policy's timeout of priority level {level}" if queue_s is not None else ""),
+            )
             future = batcher.enqueue(
                 request.inputs,
                 size,
@@ -488,11 +488,7 @@ class ModelManager:
             wanted = request.outputs or spec.output_names
             if request.outputs:
                 spec.check_outputs(request.outputs)
-            limit, reason = self._request_timeout_s, "REQUEST_TIMEOUT_SEC"
-            if deadline_s is not None and deadline_s < limit:
-                limit, reason = deadline_s, "the caller's deadline"
-            if (requested_us := _timeout_parameter(request.parameters)) is not None and requested_us / 1e6 < limit:
-                limit, reason = requested_us / 1e6, "the request's timeout parameter"
+            limit, reason = self._time_limit(deadline_s, _timeout_parameter(request.parameters))
             deadline = Deadline(time.monotonic() + limit, limit, reason)
             outputs = await run_ensemble(plan, request, wanted, self.infer, deadline, gone)
         except ModelserveError as exc:
@@ -537,11 +533,7 @@ class ModelManager:
             if request.outputs:
                 spec.check_outputs(request.outputs)
             sequence_id, start, end = sequence_parameters(request.parameters, spec.name)
-            limit, reason = self._request_timeout_s, "REQUEST_TIMEOUT_SEC"
-            if deadline_s is not None and deadline_s < limit:
-                limit, reason = deadline_s, "the caller's deadline"
-            if (requested_us := _timeout_parameter(request.parameters)) is not None and requested_us / 1e6 < limit:
-                limit, reason = requested_us / 1e6, "the request's timeout parameter"
+            limit, reason = self._time_limit(deadline_s, _timeout_parameter(request.parameters))
             future = scheduler.enqueue(request.inputs, sequence_id, start, end)
             expiry = asyncio.get_running_loop().call_later(limit, _expire, future, request.model, limit, reason)
             try:
@@ -558,6 +550,19 @@ class ModelManager:
                 self._eviction.model_idle()
         record.stats.record_request(True, time.perf_counter_ns() - started)
         return InferenceResponse(request.model, spec.version, {n: outputs[n] for n in wanted}, request.id)
+
+    def _time_limit(
+        self, deadline_s: float | None, requested_us: int | None, *more: tuple[float | None, str]
+    ) -> tuple[float, str]:
+        """How long a request may take and what sets that: REQUEST_TIMEOUT_SEC, the caller's deadline,
+        ``more`` limits (a queue policy's), the request's ``timeout`` parameter; the soonest, the first of
+        equals, each where it applies (not None)."""
+        chosen: tuple[float, str] = (self._request_timeout_s, "REQUEST_TIMEOUT_SEC")
+        requested = (None if requested_us is None else requested_us / 1e6, "the request's timeout parameter")
+        for seconds, why in ((deadline_s, "the caller's deadline"), *more, requested):
+            if seconds is not None and seconds < chosen[0]:
+                chosen = (seconds, why)
+        return chosen
 
     def _hit(self, record: ModelVersion, request: InferenceRequest, hit: Arrays, looked_up: int) -> InferenceResponse:
         """Answer from the response cache: counted as a success and a hit, never as a run."""
