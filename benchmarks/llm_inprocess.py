@@ -73,7 +73,7 @@ def agreement(folder: Path, prompts: list[str], tokens: int, variant: str) -> Ag
     float32 model. The model is taken from the engine itself, so the quantization compared is the one
     served."""
     from modelserve.generative.engine import TransformersEngine
-    from modelserve.repository.config import LLMConfig
+    from modelserve.repository.llm import LLMConfig
 
     engine = TransformersEngine(folder, LLMConfig.model_validate(VARIANTS[variant]))
     engine.close()  # its thread only; the model it built stays usable

@@ -15,7 +15,7 @@ from modelserve.errors import InvalidInput, Overloaded
 from modelserve.generative.engine import Output, TransformersEngine
 from modelserve.generative.params import SamplingParams
 from modelserve.generative.scheduler import Sequence
-from modelserve.repository.config import LLMConfig
+from modelserve.repository.llm import LLMConfig
 
 PROMPTS = ["Hello, world! How are", "The model server", "Tokens are counted, latencies", "Paris"]
 

@@ -16,7 +16,8 @@ from modelserve.generative.engine import build
 from modelserve.generative.params import SamplingParams
 from modelserve.generative.scheduler import Sequence
 from modelserve.generative.vllm_engine import engine_arguments, vllm_sampling
-from modelserve.repository.config import LLMConfig, LLMDefaults, ModelConfig
+from modelserve.repository.config import ModelConfig
+from modelserve.repository.llm import LLMConfig, LLMDefaults
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 HAS_GPU = torch.cuda.is_available()

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from modelserve.errors import InvalidInput, ModelLoadError
-from modelserve.repository.config import EnsembleStep, Platform
+from modelserve.repository.config import Platform
 from modelserve.repository.layout import read_source
 from modelserve.repository.overrides import from_triton
+from modelserve.repository.scheduling import EnsembleStep
 from tests.builders import write_config
 
 ENSEMBLE = """platform: ensemble

@@ -29,7 +29,7 @@ from modelserve.generative.params import SamplingParams
 from modelserve.generative.prompts import Prompts
 from modelserve.generative.sampling import next_token
 from modelserve.generative.scheduler import Scheduler, Sequence
-from modelserve.repository.config import LLMConfig
+from modelserve.repository.llm import LLMConfig
 
 log = logging.getLogger("modelserve.generative")
 

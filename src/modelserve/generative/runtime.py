@@ -15,7 +15,7 @@ import numpy as np
 
 from modelserve.errors import InferenceFailed, InvalidInput, ModelLoadError
 from modelserve.generative.params import SamplingParams
-from modelserve.repository.config import LLMConfig
+from modelserve.repository.llm import LLMConfig
 from modelserve.runtimes.base import Arrays, Runtime, Signature
 from modelserve.types import TensorSpec
 

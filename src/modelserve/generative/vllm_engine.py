@@ -25,7 +25,7 @@ from modelserve.errors import ModelLoadError
 from modelserve.generative.params import SamplingParams
 from modelserve.generative.prompts import Prompts
 from modelserve.generative.scheduler import Sequence, SequenceState
-from modelserve.repository.config import LLMConfig
+from modelserve.repository.llm import LLMConfig
 
 if TYPE_CHECKING:
     from modelserve.generative.engine import Listener

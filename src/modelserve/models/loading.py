@@ -39,8 +39,9 @@ from modelserve.models.records import (
 )
 from modelserve.models.spec import BatchingDefaults, ModelSpec, resolve
 from modelserve.models.warmup import first_run, warm_up
-from modelserve.repository.config import LLMConfig, LLMDefaults, Platform
+from modelserve.repository.config import Platform
 from modelserve.repository.layout import ModelRepository, ModelSource
+from modelserve.repository.llm import LLMConfig, LLMDefaults
 from modelserve.repository.overrides import Overrides
 from modelserve.runtimes.base import Runtime, runtime_class
 from modelserve.runtimes.pb_utils import ModelCalls

@@ -53,8 +53,9 @@ from modelserve.models.records import (
     not_ready,
 )
 from modelserve.models.spec import BatchingDefaults, ModelSpec
-from modelserve.repository.config import LLMDefaults, ModelConfig
+from modelserve.repository.config import ModelConfig
 from modelserve.repository.layout import ModelRepository
+from modelserve.repository.llm import LLMDefaults
 from modelserve.repository.overrides import Overrides
 from modelserve.types import InferenceRequest, InferenceResponse
 

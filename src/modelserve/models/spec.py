@@ -15,7 +15,8 @@ import numpy as np
 from modelserve.batching.priority import QueuePolicy
 from modelserve.batching.sequence_scheduler import Control, SequenceSettings, State
 from modelserve.errors import InvalidInput, ModelLoadError
-from modelserve.repository.config import DynamicBatching, ModelConfig, Platform, SequenceBatching, TensorConfig
+from modelserve.repository.config import DynamicBatching, ModelConfig, Platform, TensorConfig
+from modelserve.repository.scheduling import SequenceBatching
 from modelserve.runtimes.base import Signature
 from modelserve.types import TensorSpec, datatype_of, numpy_dtype
 

@@ -6,15 +6,17 @@ to a default is the kind of surprise an operator finds at 3 a.m.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from modelserve.errors import ModelLoadError
+from modelserve.repository.llm import LLMConfig
+from modelserve.repository.scheduling import EnsembleScheduling, SequenceBatching
+from modelserve.repository.strict import Strict
 from modelserve.types import DATATYPE_TO_NUMPY
 
 
@@ -47,11 +49,7 @@ _FILENAMES = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TensorConfig(_Strict):
+class TensorConfig(Strict):
     """An input or output as config.yaml declares it; ``dims`` excludes the batch dimension."""
 
     name: str = Field(min_length=1)
@@ -73,7 +71,7 @@ class TensorConfig(_Strict):
         return value
 
 
-class QueuePolicyConfig(_Strict):
+class QueuePolicyConfig(Strict):
     """Triton's ModelQueuePolicy: what a priority level's queue holds, and what a request that waited
     too long gets (batching/priority.py)."""
 
@@ -83,7 +81,7 @@ class QueuePolicyConfig(_Strict):
     max_queue_size: int = Field(0, ge=0)
 
 
-class DynamicBatching(_Strict):
+class DynamicBatching(Strict):
     """How long to wait for a batch to fill, and how many requests may wait at most."""
 
     max_queue_delay_ms: float | None = Field(None, ge=0, le=10_000)
@@ -116,13 +114,13 @@ class DynamicBatching(_Strict):
         return sorted(set(value))
 
 
-class ResponseCache(_Strict):
+class ResponseCache(Strict):
     """Triton's ``response_cache``: answers of this model kept in the server's cache (RESPONSE_CACHE_MB)."""
 
     enable: bool = False
 
 
-class VersionPolicy(_Strict):
+class VersionPolicy(Strict):
     """Which versions to serve: the latest N, all, or a specific list (exactly one of them).
 
     Written ``{latest: 2}``, ``all``, ``{specific: [1, 3]}``, or in Triton's nested form
@@ -176,7 +174,7 @@ class WarmupInputs(StrEnum):
     FILE = "file"
 
 
-class Warmup(_Strict):
+class Warmup(Strict):
     """Requests run through a freshly loaded model before it turns READY, so the first real request
     does not pay for lazy initialisation (memory arenas, kernel selection, JIT profiling runs).
 
@@ -205,212 +203,7 @@ class Warmup(_Strict):
         return self
 
 
-class LLMConfig(_Strict):
-    """A generative model's engine and its default sampling; a request's own parameters win over these."""
-
-    engine: Literal["transformers", "vllm"] = "transformers"  # transformers: the CPU engine; vllm: GPU
-    max_model_len: int | None = Field(None, ge=2)  # prompt plus output, in tokens; left out: the model's own
-    max_num_seqs: int = Field(8, ge=1, le=4096)  # sequences in the running batch
-    max_waiting: int = Field(64, ge=0)  # sequences queued beyond those; more are refused (429)
-    max_num_batched_tokens: int = Field(512, ge=1)  # prompt tokens prefilled in one step
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    # int8: the CPU engine's linear layers quantized dynamically (int8 weights, activations per call);
-    # fp8: vLLM's dynamic fp8 on a GPU. Each engine refuses the one it cannot honour, at load.
-    quantization: Literal["int8", "fp8"] | None = None
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)  # vLLM's share of the GPU; the CPU engine refuses it
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0)
-    max_tokens: int | None = Field(None, ge=1)  # left out: the rest of max_model_len
-    stop: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _int8_from_float32(self) -> LLMConfig:
-        if self.engine == "transformers" and self.quantization == "int8" and self.dtype != "float32":
-            raise ValueError(f"quantization int8 quantizes float32 weights; set dtype: float32, not {self.dtype}")
-        return self
-
-
-_LLM_VARIABLES = {
-    "max_num_seqs": "MAX_NUM_SEQS",
-    "quantization": "QUANTIZATION",
-    "gpu_memory_utilization": "VLLM_GPU_MEMORY_UTILIZATION",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class LLMDefaults:
-    """The server's settings for what a generative model's ``llm`` section leaves out: the runbooks'
-    MAX_NUM_SEQS, QUANTIZATION and VLLM_GPU_MEMORY_UTILIZATION. A value an engine cannot honour fails
-    that model's load with the reason, rather than being ignored while the runbook's fix seems to work."""
-
-    max_num_seqs: int | None = None
-    quantization: str | None = None
-    gpu_memory_utilization: float | None = None  # vLLM's alone: models on the CPU engine are left as they are
-
-    def apply(self, llm: LLMConfig) -> LLMConfig:
-        """``llm`` with these defaults where it sets nothing itself; ModelLoadError when they do not fit it."""
-        given = {
-            "max_num_seqs": self.max_num_seqs,
-            "quantization": self.quantization,
-            "gpu_memory_utilization": self.gpu_memory_utilization if llm.engine == "vllm" else None,
-        }
-        chosen = {k: v for k, v in given.items() if v is not None and k not in llm.model_fields_set}
-        if not chosen:
-            return llm
-        try:
-            return LLMConfig.model_validate(llm.model_dump(exclude_unset=True) | chosen)
-        except ValidationError as exc:
-            names = ", ".join(f"{_LLM_VARIABLES[k]}={v}" for k, v in chosen.items())
-            problem = "; ".join(error["msg"] for error in exc.errors())
-            raise ModelLoadError(f"the server's {names} cannot apply to this model: {problem}") from None
-
-
-class EnsembleStep(_Strict):
-    """One step of an ensemble, as config.pbtxt spells it: the model it calls, the version (-1: the one a
-    client naming none gets), and the tensors. The maps' keys are the step model's own tensor names,
-    their values the ensemble's names for them: what connects the steps to each other and to the
-    ensemble's inputs and outputs."""
-
-    model_name: str = Field(min_length=1)
-    model_version: int = -1
-    input_map: dict[str, str] = Field(min_length=1)
-    output_map: dict[str, str] = Field(min_length=1)
-
-    @field_validator("model_version")
-    @classmethod
-    def _latest_or_positive(cls, value: int) -> int:
-        if value == 0 or value < -1:
-            raise ValueError(f"model_version {value} must be -1 (the latest) or a version number")
-        return value
-
-
-class EnsembleScheduling(_Strict):
-    """Triton's ``ensemble_scheduling``: the steps, in any order; each runs once its inputs exist."""
-
-    step: list[EnsembleStep] = Field(min_length=1)
-
-
-_CORRID_TYPES = ("INT32", "INT64", "UINT32", "UINT64", "BYTES")
-
-
-def _v2_datatype(value: str) -> str:
-    """config.pbtxt's ``TYPE_UINT64`` or config.yaml's ``UINT64``, as the V2 datatype."""
-    value = value.removeprefix("TYPE_")
-    return "BYTES" if value == "STRING" else value
-
-
-class SequenceControl(_Strict):
-    """One control a sequence model takes as an input (Triton's ModelSequenceBatching.Control): the server
-    fills it for every row of a batch. START, END and READY give one of ``int32_false_true``,
-    ``fp32_false_true`` or ``bool_false_true`` (the values for false and true); CORRID its ``data_type``."""
-
-    kind: Literal["CONTROL_SEQUENCE_START", "CONTROL_SEQUENCE_END", "CONTROL_SEQUENCE_READY", "CONTROL_SEQUENCE_CORRID"]
-    int32_false_true: list[int] | None = None
-    fp32_false_true: list[float] | None = None
-    bool_false_true: list[bool] | None = None
-    data_type: str | None = None
-
-    @field_validator("data_type")
-    @classmethod
-    def _corrid_datatype(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if (datatype := _v2_datatype(value)) not in _CORRID_TYPES:
-            raise ValueError(f"data_type {value!r} cannot hold a sequence id; one of {', '.join(_CORRID_TYPES)}")
-        return datatype
-
-    @model_validator(mode="after")
-    def _values_fit_the_kind(self) -> SequenceControl:
-        given = [v for v in (self.int32_false_true, self.fp32_false_true, self.bool_false_true) if v is not None]
-        if self.kind == "CONTROL_SEQUENCE_CORRID":
-            if self.data_type is None or given:
-                raise ValueError("CONTROL_SEQUENCE_CORRID takes data_type (INT32, INT64, UINT32, UINT64 or BYTES) only")
-            return self
-        if self.data_type is not None or len(given) != 1 or len(given[0]) != 2:
-            raise ValueError(
-                f"{self.kind} takes one of int32_false_true, fp32_false_true or bool_false_true, with two values "
-                "(false, then true)"
-            )
-        return self
-
-
-class SequenceControlInput(_Strict):
-    """A model input the server fills with one control."""
-
-    name: str = Field(min_length=1)
-    control: list[SequenceControl] = Field(min_length=1, max_length=1)
-
-
-class SequenceState(_Strict):
-    """An implicit state (Triton's ``state``): the server keeps a tensor per sequence, feeds it to the model
-    as ``input_name`` and keeps the model's ``output_name`` as the next one, never answering it. It starts
-    as zeros (``initial_state`` may say so explicitly: ``zero_data: true``)."""
-
-    input_name: str = Field(min_length=1)
-    output_name: str = Field(min_length=1)
-    data_type: str
-    dims: list[int] = Field(min_length=1)
-    initial_state: dict[str, Any] | None = None
-
-    @field_validator("data_type")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if (datatype := _v2_datatype(value)) not in DATATYPE_TO_NUMPY or datatype == "BYTES":
-            raise ValueError(f"data_type {value!r} is not a numeric datatype")
-        return datatype
-
-    @field_validator("dims")
-    @classmethod
-    def _fixed(cls, value: list[int]) -> list[int]:
-        if any(d < 1 for d in value):
-            raise ValueError(f"dims {value} must be fixed positive sizes: a state starts as zeros of that shape")
-        return value
-
-    @field_validator("initial_state")
-    @classmethod
-    def _zeros_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("zero_data") is not True:
-            raise ValueError("only zero_data: true is served (data_file is not)")
-        return value
-
-
-class SequenceOldest(_Strict):
-    """The oldest strategy: batches of the next requests of the sequences that have waited longest."""
-
-    max_candidate_sequences: int = Field(0, ge=0)  # 0: no limit; more sequences wait in a backlog
-    preferred_batch_size: list[int] = Field(default_factory=list)
-    max_queue_delay_microseconds: int = Field(0, ge=0, le=10_000_000)
-
-
-class SequenceDirect(_Strict):
-    """The direct strategy: each sequence owns a batch slot until it ends. Triton's
-    ``max_queue_delay_microseconds`` and ``minimum_slot_utilization`` are not served: a batch never waits."""
-
-
-class SequenceBatching(_Strict):
-    """Triton's ``sequence_batching``: a stateful model's requests, in sequences (batching/sequence.py)."""
-
-    direct: SequenceDirect | None = None
-    oldest: SequenceOldest | None = None
-    max_sequence_idle_microseconds: int = Field(1_000_000, ge=1)  # Triton's default: 1 s
-    control_input: list[SequenceControlInput] = Field(default_factory=list)
-    state: list[SequenceState] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _one_strategy(self) -> SequenceBatching:
-        if self.direct is not None and self.oldest is not None:
-            raise ValueError("set one of direct or oldest, not both")
-        names = [c.name for c in self.control_input] + [s.input_name for s in self.state]
-        if duplicates := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"each control and state input needs a name of its own; repeated: {', '.join(duplicates)}")
-        kinds = [c.control[0].kind for c in self.control_input]
-        if twice := sorted({k for k in kinds if kinds.count(k) > 1}):
-            raise ValueError(f"each control kind may feed one input; repeated: {', '.join(twice)}")
-        return self
-
-
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """A model's config.yaml. Every field is optional: what is absent is read from the model file."""
 
     name: str | None = None

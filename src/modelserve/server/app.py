@@ -42,7 +42,7 @@ from modelserve.regions.cost_watch import CostWatch, watch_costs
 from modelserve.regions.prices import load_prices
 from modelserve.regions.probes import prober_from_settings
 from modelserve.regions.usage import UsageRecorder, UsageSampler
-from modelserve.repository.config import LLMDefaults
+from modelserve.repository.llm import LLMDefaults
 from modelserve.repository.overrides import Overrides
 from modelserve.repository.remote import open_repository
 from modelserve.rollout.service import from_settings as rollouts_from_settings
