@@ -54,14 +54,21 @@ def reference(folder: Path, prompt: str, tokens: int) -> list[int]:
 def test_greedy_equals_generate_token_for_token_while_batched(
     engine: TransformersEngine, tiny_llama_folder: Path
 ) -> None:
-    """Sequences of different lengths decoded in one batch each produce generate()'s own tokens."""
+    """Sequences of different lengths prefilled together and decoded in one batch each produce
+    generate()'s own tokens."""
     collectors = [Collector() for _ in PROMPTS]
-    sequences = [
-        engine.submit(f"r{i}", engine.encode(p), SamplingParams(temperature=0, max_tokens=12), c)
-        for i, (p, c) in enumerate(zip(PROMPTS, collectors, strict=True))
-    ]
+    batches: list[int] = []
+    engine.model.register_forward_pre_hook(
+        lambda _, args, kwargs: batches.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    with engine._wake:  # the engine's next step sees all of them
+        sequences = [
+            engine.submit(f"r{i}", engine.encode(p), SamplingParams(temperature=0, max_tokens=12), c)
+            for i, (p, c) in enumerate(zip(PROMPTS, collectors, strict=True))
+        ]
     for collector in collectors:
         assert collector.done.wait(30)
+    assert batches[0] == 3  # max_num_seqs prompts in the first pass; the fourth waited for a place
     engine.eos_ids.clear()  # the random model may end early; the reference below never stops on eos
     for prompt, sequence, collector in zip(PROMPTS, sequences, collectors, strict=True):
         expected = reference(tiny_llama_folder, prompt, 12)
@@ -70,6 +77,22 @@ def test_greedy_equals_generate_token_for_token_while_batched(
         assert sum(o.new_tokens for o in collector.outputs) == len(sequence.output_ids) + (
             collector.outputs[-1].finish_reason == "stop"
         )
+
+
+def test_streamed_text_is_the_full_decode_of_the_tokens(engine: TransformersEngine) -> None:
+    """Text is detokenized a token at a time, yet what a caller is sent adds up to decoding all its
+    tokens at once, bytes that never complete a character (replacement characters) included: a random
+    model sampled hot produces plenty of those."""
+    collectors = [Collector() for _ in range(6)]
+    sequences = [
+        engine.submit(f"r{i}", engine.encode(PROMPTS[i % 4]), SamplingParams(temperature=2.0, max_tokens=9, seed=i), c)
+        for i, c in enumerate(collectors)
+    ]
+    for collector in collectors:
+        assert collector.done.wait(30)
+    texts = [engine.tokenizer.decode(s.output_ids, skip_special_tokens=True) for s in sequences]
+    assert [c.text for c in collectors] == texts
+    assert any("\ufffd" in text for text in texts)  # the case held back by the incremental decoder
 
 
 def test_a_prompt_prefilled_in_chunks_gives_generates_own_tokens(tiny_llama_folder: Path) -> None:

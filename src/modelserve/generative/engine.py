@@ -1,8 +1,10 @@
 """The CPU engine: a causal LM from a Hugging Face folder, run by PyTorch with continuous batching.
 
 One thread owns the model. Each turn it asks the scheduler for a step, prefills the prompt chunks the
-step holds (each sequence alone: a chunk is one forward pass over the cache so far; a long prompt goes in
-over several steps), then decodes one token for every running sequence in a single batched forward pass.
+step holds (the prompts that go in whole together, in one forward pass; a long prompt's chunk alone, over
+the cache so far, over several steps), then decodes one token for every running sequence in a single
+batched forward pass. Text is detokenized incrementally (the ``tokenizers`` library's DecodeStream, as
+vLLM does): a step costs the same at the thousandth token as at the first.
 Every sequence keeps its own key/value cache; for the batched pass the caches are left-padded to the
 longest and masked, and split again after, so sequences of any length join and leave between two steps.
 Callers are told of each new piece of text through a callback, from this thread; ``Generation`` turns
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers.decoders import DecodeStream
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
@@ -32,8 +35,6 @@ from modelserve.generative.scheduler import Scheduler, Sequence
 from modelserve.repository.llm import LLMConfig
 
 log = logging.getLogger("modelserve.generative")
-
-REPLACEMENT = "\ufffd"  # what a token that ends inside a UTF-8 character decodes to, until the next one
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class TransformersEngine(Prompts):
             raise ModelLoadError(f"{folder}: not a loadable Hugging Face causal LM: {exc}") from exc
         if config.quantization == "int8":
             self.model = _int8(self.model)
+        self._backend = self.tokenizer.backend_tokenizer  # the `tokenizers` one, for DecodeStream
         self.vocab_size = int(self.model.config.vocab_size)
         own_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_model_len = min(config.max_model_len or own_length, own_length)
@@ -82,6 +84,7 @@ class TransformersEngine(Prompts):
     def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, listener: Listener) -> Sequence:
         """Queue a generation; refuse it now if it cannot fit the context or the waiting queue is full."""
         sequence = Sequence(request_id, list(prompt_ids), params, self.room(prompt_ids, params))
+        sequence.decoder = DecodeStream(skip_special_tokens=True)
         if params.seed is not None:
             sequence.generator = torch.Generator().manual_seed(params.seed)
         with self._wake:
@@ -130,8 +133,12 @@ class TransformersEngine(Prompts):
                 for sequence in dropped:
                     self._end(sequence, "abort")
                 try:
+                    whole = [s for s, count in step.prefill if count == len(s.prompt_ids)]
+                    if len(whole) > 1:
+                        self._prefill_together(whole)
                     for sequence, count in step.prefill:
-                        self._prefill(sequence, count)
+                        if len(whole) < 2 or count < len(sequence.prompt_ids):
+                            self._prefill(sequence, count)
                     if step.decode:
                         self._decode(step.decode)
                 except Exception:  # a bug or an allocation failure: every sequence of the step ends
@@ -153,7 +160,31 @@ class TransformersEngine(Prompts):
         sequence.cache = _layers(cache)
         sequence.prefilled = start + count
         if sequence.prefilled == len(sequence.prompt_ids):
-            self._accept(sequence, logits)
+            self._accept(sequence, self._choose([sequence], logits.unsqueeze(0))[0])
+
+    def _prefill_together(self, sequences: list[Sequence]) -> None:
+        """Whole prompts in one forward pass, left-padded to the longest and masked, as a decode step
+        runs its batch; each sequence keeps its rows of the cache (views, no copy) and its first token.
+        Many requests arriving at once (a burst) cost one pass, not one each."""
+        lengths = [len(s.prompt_ids) for s in sequences]
+        longest = max(lengths)
+        ids = torch.zeros(len(sequences), longest, dtype=torch.long)
+        mask = torch.zeros(len(sequences), longest, dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            ids[row, longest - lengths[row] :] = torch.tensor(sequence.prompt_ids)
+            mask[row, longest - lengths[row] :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+        ).logits[:, -1]
+        layers = _layers(cache)
+        for row, sequence in enumerate(sequences):
+            start = longest - lengths[row]
+            sequence.cache = [(k[row : row + 1, :, start:], v[row : row + 1, :, start:]) for k, v in layers]
+            sequence.prefilled = lengths[row]
+        for sequence, token in zip(sequences, self._choose(sequences, logits), strict=True):
+            self._accept(sequence, token)
 
     def _decode(self, batch: list[Sequence]) -> None:
         """One token for each sequence of ``batch`` in one forward pass. The batched cache of the last
@@ -177,13 +208,21 @@ class TransformersEngine(Prompts):
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
         ).logits[:, -1]
         self._batched = _Batched(batch, cache, mask, positions)
-        for row, sequence in enumerate(batch):
+        for sequence, token in zip(batch, self._choose(batch, logits), strict=True):
             sequence.cache = IN_BATCH
-            self._accept(sequence, logits[row])
+            self._accept(sequence, token)
 
-    def _accept(self, sequence: Sequence, logits: torch.Tensor) -> None:
+    @staticmethod
+    def _choose(sequences: list[Sequence], logits: torch.Tensor) -> list[int]:
+        """Each row's next token: greedy rows from one arg-max over the batch, sampled rows one by one."""
+        greedy = logits.argmax(dim=-1).tolist()
+        return [
+            greedy[row] if s.params.greedy else next_token(logits[row], s.params, s.generator)
+            for row, s in enumerate(sequences)
+        ]
+
+    def _accept(self, sequence: Sequence, token: int) -> None:
         """Take the next token, hand the caller its new text, and end the sequence where it ends."""
-        token = next_token(logits, sequence.params, sequence.generator)
         now = time.perf_counter()
         if sequence.last_token is not None:
             sequence.gaps.append(now - sequence.last_token)
@@ -193,16 +232,20 @@ class TransformersEngine(Prompts):
             self._end(sequence, "stop", new_tokens=1)
             return
         sequence.output_ids.append(token)
-        text = self.tokenizer.decode(sequence.output_ids, skip_special_tokens=True)
+        # None while the token ends inside a UTF-8 character: its text comes with the next.
+        if (piece := sequence.decoder.step(self._backend, token)) is not None:
+            sequence.text += piece
+            sequence.decoded = len(sequence.output_ids)
+        text = sequence.text
         for stop in sequence.params.stop:
             if (at := text.find(stop)) >= 0:
                 self._end(sequence, "stop", text=text[:at], new_tokens=1)
                 return
         if len(sequence.output_ids) >= sequence.max_tokens:
-            self._end(sequence, "length", text=text, new_tokens=1)
+            self._end(sequence, "length", new_tokens=1)
             return
-        # Hold back a character cut mid-way and what may be the start of a stop string.
-        ready = len(text.rstrip(REPLACEMENT)) - max((len(s) - 1 for s in sequence.params.stop), default=0)
+        # Hold back what may be the start of a stop string.
+        ready = len(text) - max((len(s) - 1 for s in sequence.params.stop), default=0)
         piece = text[sequence.text_sent : ready] if ready > sequence.text_sent else ""
         sequence.text_sent += len(piece)
         with self._wake:
@@ -214,7 +257,7 @@ class TransformersEngine(Prompts):
         self, sequence: Sequence, reason: str, *, text: str | None = None, new_tokens: int = 0, failed: bool = False
     ) -> None:
         if text is None:
-            text = self.tokenizer.decode(sequence.output_ids, skip_special_tokens=True).rstrip(REPLACEMENT)
+            text = self._flushed(sequence)
         rest = text[sequence.text_sent :]
         sequence.text_sent = max(sequence.text_sent, len(text))
         with self._wake:
@@ -222,6 +265,18 @@ class TransformersEngine(Prompts):
             listener = self._listeners.pop(sequence, None)
         if listener is not None:
             listener(sequence, Output(rest, new_tokens, "error" if failed else reason))
+
+    def _flushed(self, sequence: Sequence) -> str:
+        """The whole output's text, its last tokens included where they end inside a character (as
+        replacement characters, as a full decode gives them): DecodeStream holds those back for good.
+        They are decoded after a few tokens already out, as DecodeStream does, since some decoders
+        treat the first token of a text apart (a leading space)."""
+        if sequence.decoded == len(sequence.output_ids):
+            return sequence.text
+        start = max(0, sequence.decoded - 4)
+        before: str = self.tokenizer.decode(sequence.output_ids[start : sequence.decoded], skip_special_tokens=True)
+        after: str = self.tokenizer.decode(sequence.output_ids[start:], skip_special_tokens=True)
+        return sequence.text + after[len(before) :]
 
 
 def _int8(model: Any) -> Any:

@@ -43,7 +43,10 @@ class Sequence:
     cache: Any = None  # the engine's key/value cache of this sequence, dropped when it finishes
     prefilled: int = 0  # prompt tokens in the cache: a long prompt is prefilled over several steps
     generator: Any = None  # its random generator when the request gave a seed
-    text_sent: int = 0  # characters of the decoded output already handed to the caller
+    decoder: Any = None  # the engine's incremental detokenizer of this sequence
+    text: str = ""  # the output decoded so far
+    decoded: int = 0  # output tokens whose text is in ``text`` (the others end inside a character)
+    text_sent: int = 0  # characters of ``text`` already handed to the caller
     arrived: float = field(default_factory=time.perf_counter)
     scheduled: float | None = None
     first_token: float | None = None
