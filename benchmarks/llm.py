@@ -64,7 +64,7 @@ from functools import partial
 from pathlib import Path
 from types import ModuleType
 
-import httpx
+import aiohttp
 import torch
 
 from benchmarks.llm_inprocess import RAW, VARIANTS, Agreement, RawGenerate, agreement
@@ -141,8 +141,8 @@ async def measure(size: str, raw: RawGenerate, endpoints: list[Endpoint], args: 
     falls on all of them, not on one."""
     timings: dict[tuple[str, int], list[Timing]] = {}
     elapsed: dict[tuple[str, int], float] = {}
-    limits = httpx.Limits(max_connections=max(args.streams))
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=max(args.streams))
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as client:
 
         async def in_process(count: int, tokens: int) -> list[Timing]:
             return raw.round(count, tokens)  # blocks the loop: no stream is running meanwhile

@@ -76,7 +76,6 @@ def agreement(folder: Path, prompts: list[str], tokens: int, variant: str) -> Ag
     from modelserve.repository.llm import LLMConfig
 
     engine = TransformersEngine(folder, LLMConfig.model_validate(VARIANTS[variant]))
-    engine.close()  # its thread only; the model it built stays usable
     other, tokenizer = engine.model, engine.tokenizer
     reference: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     fixed = {"max_new_tokens": tokens, "min_new_tokens": tokens, "do_sample": False}

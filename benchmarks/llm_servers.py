@@ -1,5 +1,9 @@
 """The servers benchmarks/llm.py streams from, started as their users start them, and its streaming clients.
 
+The clients use aiohttp, as vLLM's serving benchmark does: its HTTP parsing is compiled, where httpx's
+(h11) is Python and cost the client, which shares the host with the servers, more CPU per streamed token
+than either server under test spent.
+
 modelserve serves a repository of one generative model (float32, or ``quantization: int8``). `transformers
 serve` is the library's own OpenAI server, run with continuous batching on the same folder. It needs
 `accelerate` (its `serving` extra), which modelserve does not: where this venv lacks it, it is installed
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import psutil
 
 from benchmarks.llm_inprocess import PROMPT
@@ -149,7 +153,7 @@ def idle_memory(size: str, endpoint: Endpoint, when: str) -> Memory:
     return Memory(size, endpoint.system, when, rss, pss, len(tree))
 
 
-async def stream(client: httpx.AsyncClient, endpoint: Endpoint, tokens: int) -> Timing:
+async def stream(client: aiohttp.ClientSession, endpoint: Endpoint, tokens: int) -> Timing:
     """One streamed completion of ``tokens`` tokens, greedy: when each piece of text arrived, and the
     output tokens the server counted (its usage chunk)."""
     body = {"prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True}
@@ -157,12 +161,12 @@ async def stream(client: httpx.AsyncClient, endpoint: Endpoint, tokens: int) -> 
     started = time.perf_counter()
     arrivals: list[float] = []
     counted = 0
-    async with client.stream("POST", f"{endpoint.url}/v1/completions", json=body) as answer:
+    async with client.post(f"{endpoint.url}/v1/completions", json=body) as answer:
         answer.raise_for_status()
-        async for line in answer.aiter_lines():
-            if not line.startswith("data: {"):
+        async for line in answer.content:
+            if not line.startswith(b"data: {"):
                 continue
-            chunk = json.loads(line.removeprefix("data: "))
+            chunk = json.loads(line.removeprefix(b"data: "))
             if "error" in chunk:
                 raise SystemExit(f"{endpoint.system} failed a stream: {chunk['error']}")
             if any(choice.get("text") for choice in chunk["choices"]):
@@ -173,6 +177,6 @@ async def stream(client: httpx.AsyncClient, endpoint: Endpoint, tokens: int) -> 
     return Timing(arrivals[0] - started, arrivals, counted)
 
 
-async def stream_round(client: httpx.AsyncClient, endpoint: Endpoint, count: int, tokens: int) -> list[Timing]:
+async def stream_round(client: aiohttp.ClientSession, endpoint: Endpoint, count: int, tokens: int) -> list[Timing]:
     """``count`` streams at once."""
     return list(await asyncio.gather(*(stream(client, endpoint, tokens) for _ in range(count))))

@@ -1,4 +1,5 @@
-"""The CPU engine against transformers' own generate(), and continuous batching at work."""
+"""The CPU engine against transformers' own generate(), and continuous batching at work. The engine is a
+step machine: these tests drive its steps themselves, as the engine process does."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ def engine(tiny_llama_folder: Path) -> Iterator[TransformersEngine]:
     running.close()
 
 
+def finished(engine: TransformersEngine, collector: Collector) -> bool:
+    """Run the engine's steps until it has nothing left; whether ``collector``'s sequence ended."""
+    for _ in range(10_000):
+        if engine.idle:
+            break
+        engine.step()
+    return collector.done.is_set()
+
+
 def reference(folder: Path, prompt: str, tokens: int) -> list[int]:
     model = AutoModelForCausalLM.from_pretrained(folder)
     ids = AutoTokenizer.from_pretrained(folder)(prompt)["input_ids"]
@@ -61,13 +71,12 @@ def test_greedy_equals_generate_token_for_token_while_batched(
     engine.model.register_forward_pre_hook(
         lambda _, args, kwargs: batches.append(kwargs["input_ids"].shape[0]), with_kwargs=True
     )
-    with engine._wake:  # the engine's next step sees all of them
-        sequences = [
-            engine.submit(f"r{i}", engine.encode(p), SamplingParams(temperature=0, max_tokens=12), c)
-            for i, (p, c) in enumerate(zip(PROMPTS, collectors, strict=True))
-        ]
+    sequences = [
+        engine.submit(f"r{i}", engine.encode(p), SamplingParams(temperature=0, max_tokens=12), c)
+        for i, (p, c) in enumerate(zip(PROMPTS, collectors, strict=True))
+    ]
     for collector in collectors:
-        assert collector.done.wait(30)
+        assert finished(engine, collector)
     assert batches[0] == 3  # max_num_seqs prompts in the first pass; the fourth waited for a place
     engine.eos_ids.clear()  # the random model may end early; the reference below never stops on eos
     for prompt, sequence, collector in zip(PROMPTS, sequences, collectors, strict=True):
@@ -89,7 +98,7 @@ def test_streamed_text_is_the_full_decode_of_the_tokens(engine: TransformersEngi
         for i, c in enumerate(collectors)
     ]
     for collector in collectors:
-        assert collector.done.wait(30)
+        assert finished(engine, collector)
     texts = [engine.tokenizer.decode(s.output_ids, skip_special_tokens=True) for s in sequences]
     assert [c.text for c in collectors] == texts
     assert any("\ufffd" in text for text in texts)  # the case held back by the incremental decoder
@@ -109,7 +118,7 @@ def test_a_prompt_prefilled_in_chunks_gives_generates_own_tokens(tiny_llama_fold
             for i, (p, c) in enumerate(zip(["Paris", prompt], collectors, strict=True))
         ]
         for collector in collectors:
-            assert collector.done.wait(30)
+            assert finished(chunked, collector)
     finally:
         chunked.close()
     for text, sequence in zip(["Paris", prompt], sequences, strict=True):
@@ -121,20 +130,20 @@ def test_a_seed_repeats_a_sampled_generation(engine: TransformersEngine) -> None
     runs = [Collector(), Collector()]
     for collector in runs:
         engine.submit("s", engine.encode("Hello"), params, collector)
-        assert collector.done.wait(30)
+        assert finished(engine, collector)
     assert runs[0].text == runs[1].text
 
 
 def test_stop_string_ends_the_text_before_it(engine: TransformersEngine) -> None:
     free = Collector()
     engine.submit("a", engine.encode("Paris"), SamplingParams(temperature=0, max_tokens=8), free)
-    assert free.done.wait(30)
+    assert finished(engine, free)
     # The tiny model's weights come from a fixed seed, so its greedy answer is fixed too: long enough.
     assert len(free.text) >= 3, free.text
     stop = free.text[1:3]
     stopped = Collector()
     engine.submit("b", engine.encode("Paris"), SamplingParams(temperature=0, max_tokens=8, stop=(stop,)), stopped)
-    assert stopped.done.wait(30)
+    assert finished(engine, stopped)
     assert stopped.text == free.text[: free.text.index(stop)]
     assert stopped.outputs[-1].finish_reason == "stop"
 
@@ -146,11 +155,11 @@ def test_prompt_too_long_and_full_queue_are_refused(tiny_llama_folder: Path) -> 
             engine.submit("x", list(range(8)), SamplingParams(), Collector())
         with pytest.raises(InvalidInput, match="ask for at most 4"):
             engine.submit("x", list(range(4)), SamplingParams(max_tokens=5), Collector())
-        with engine._wake:  # no step runs meanwhile: one place in the batch, one in the queue, no third
-            engine.submit("y", [5, 6], SamplingParams(max_tokens=2), Collector())
-            engine.submit("z", [5, 6], SamplingParams(max_tokens=2), Collector())
-            with pytest.raises(Overloaded, match="at most 1"):
-                engine.submit("w", [5, 6], SamplingParams(max_tokens=2), Collector())
+        # No step runs meanwhile: one place in the batch, one in the queue, no third.
+        engine.submit("y", [5, 6], SamplingParams(max_tokens=2), Collector())
+        engine.submit("z", [5, 6], SamplingParams(max_tokens=2), Collector())
+        with pytest.raises(Overloaded, match="at most 1"):
+            engine.submit("w", [5, 6], SamplingParams(max_tokens=2), Collector())
     finally:
         engine.close()
     with pytest.raises(InvalidInput, match="temperature"):
@@ -167,7 +176,7 @@ def test_int8_quantization_shrinks_the_weights_and_still_generates(
         assert quantized.memory_bytes() < engine.memory_bytes() / 2
         collector = Collector()
         quantized.submit("q", quantized.encode("Paris"), SamplingParams(temperature=0, max_tokens=6), collector)
-        assert collector.done.wait(30)
+        assert finished(quantized, collector)
         assert collector.outputs[-1].finish_reason in {"stop", "length"}
     finally:
         quantized.close()

@@ -1,20 +1,19 @@
 """The CPU engine: a causal LM from a Hugging Face folder, run by PyTorch with continuous batching.
 
-One thread owns the model. Each turn it asks the scheduler for a step, prefills the prompt chunks the
-step holds (the prompts that go in whole together, in one forward pass; a long prompt's chunk alone, over
-the cache so far, over several steps), then decodes one token for every running sequence in a single
-batched forward pass. Text is detokenized incrementally (the ``tokenizers`` library's DecodeStream, as
-vLLM does): a step costs the same at the thousandth token as at the first.
-Every sequence keeps its own key/value cache; for the batched pass the caches are left-padded to the
-longest and masked, and split again after, so sequences of any length join and leave between two steps.
-Callers are told of each new piece of text through a callback, from this thread; ``Generation`` turns
-that into an async iterator on the event loop.
+The engine is a step machine, driven by the engine process (generative/process.py), which owns it on
+one thread: no lock is taken here. Each step asks the scheduler what to run, prefills the prompt chunks
+the step holds (the prompts that go in whole together, in one forward pass; a long prompt's chunk alone,
+over the cache so far, over several steps), then decodes one token for every running sequence in a
+single batched forward pass. Every sequence keeps its own key/value cache; for the batched pass the
+caches are left-padded to the longest and masked, and split again after, so sequences of any length join
+and leave between two steps. Text is detokenized incrementally (the ``tokenizers`` library's
+DecodeStream, as vLLM does), so a step costs the same at the thousandth token as at the first; callers
+are told of each new piece through a callback during the step.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -74,12 +73,6 @@ class TransformersEngine(Prompts):
         self.scheduler = Scheduler(config.max_num_seqs, config.max_waiting, config.max_num_batched_tokens)
         self._batched: _Batched | None = None  # the last decode step's batch, reused while it holds
         self._listeners: dict[Sequence, Listener] = {}
-        self._wake = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
-        self._thread.start()
-
-    # -- the caller's side (any thread) --------------------------------------------------------------
 
     def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, listener: Listener) -> Sequence:
         """Queue a generation; refuse it now if it cannot fit the context or the waiting queue is full."""
@@ -87,22 +80,18 @@ class TransformersEngine(Prompts):
         sequence.decoder = DecodeStream(skip_special_tokens=True)
         if params.seed is not None:
             sequence.generator = torch.Generator().manual_seed(params.seed)
-        with self._wake:
-            self.scheduler.add(sequence)
-            self._listeners[sequence] = listener
-            self._wake.notify()
+        self.scheduler.add(sequence)
+        self._listeners[sequence] = listener
         return sequence
 
     def cancel(self, sequence: Sequence) -> None:
         """Stop a sequence at the next step and free its cache; a finished one is left as it is."""
-        with self._wake:
-            sequence.cancelled = True
-            self._wake.notify()
+        sequence.cancelled = True
 
     def counts(self) -> tuple[int, int, int, int]:
         """Sequences running and waiting now; tokens held in their caches, and the most the running batch
         may hold (``max_num_seqs`` times ``max_model_len``): their ratio is vLLM's KV-cache usage."""
-        running = list(self.scheduler.running)  # read from another thread: a copy, not the list itself
+        running = self.scheduler.running
         held = sum(s.prefilled + len(s.output_ids) for s in running if s.cache is not None)
         capacity = self.config.max_num_seqs * self.max_model_len
         return len(running), len(self.scheduler.waiting), held, capacity
@@ -112,43 +101,38 @@ class TransformersEngine(Prompts):
         running sequences and are not reserved."""
         return sum(_tensor_bytes(value) for value in self.model.state_dict().values())
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waits and nothing runs: a step would do nothing."""
+        return self.scheduler.idle
+
     def close(self) -> None:
-        """Stop the thread; sequences still running end with finish reason ``abort``."""
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        self._thread.join(timeout=30)
-
-    # -- the engine's thread -------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._wake:
-                    while self.scheduler.idle and not self._stopping:
-                        self._wake.wait()
-                    if self._stopping:
-                        break
-                    step, dropped = self.scheduler.schedule()
-                for sequence in dropped:
-                    self._end(sequence, "abort")
-                try:
-                    whole = [s for s, count in step.prefill if count == len(s.prompt_ids)]
-                    if len(whole) > 1:
-                        self._prefill_together(whole)
-                    for sequence, count in step.prefill:
-                        if len(whole) < 2 or count < len(sequence.prompt_ids):
-                            self._prefill(sequence, count)
-                    if step.decode:
-                        self._decode(step.decode)
-                except Exception:  # a bug or an allocation failure: every sequence of the step ends
-                    log.exception("generation step failed")
-                    self._batched = None
-                    for sequence in [*(s for s, _ in step.prefill), *step.decode]:
-                        if sequence.finish_reason is None:
-                            self._end(sequence, "abort", failed=True)
+        """End every sequence still waiting or running with finish reason ``abort``."""
         for sequence in [*self.scheduler.running, *self.scheduler.waiting]:
             self._end(sequence, "abort")
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One step: drop the cancelled sequences, prefill what the scheduler admits, decode one token for
+        every running sequence; each listener is told of its sequence's new text before it returns."""
+        step, dropped = self.scheduler.schedule()
+        for sequence in dropped:
+            self._end(sequence, "abort")
+        try:
+            whole = [s for s, count in step.prefill if count == len(s.prompt_ids)]
+            if len(whole) > 1:
+                self._prefill_together(whole)
+            for sequence, count in step.prefill:
+                if len(whole) < 2 or count < len(sequence.prompt_ids):
+                    self._prefill(sequence, count)
+            if step.decode:
+                self._decode(step.decode)
+        except Exception:  # a bug or an allocation failure: every sequence of the step ends
+            log.exception("generation step failed")
+            self._batched = None
+            for sequence in [*(s for s, _ in step.prefill), *step.decode]:
+                if sequence.finish_reason is None:
+                    self._end(sequence, "abort", failed=True)
 
     def _prefill(self, sequence: Sequence, count: int) -> None:
         """The next ``count`` prompt tokens into the sequence's cache; the first token once all are in."""
@@ -248,9 +232,7 @@ class TransformersEngine(Prompts):
         ready = len(text) - max((len(s) - 1 for s in sequence.params.stop), default=0)
         piece = text[sequence.text_sent : ready] if ready > sequence.text_sent else ""
         sequence.text_sent += len(piece)
-        with self._wake:
-            listener = self._listeners.get(sequence)
-        if listener is not None:
+        if (listener := self._listeners.get(sequence)) is not None:
             listener(sequence, Output(piece, 1))
 
     def _end(
@@ -260,10 +242,8 @@ class TransformersEngine(Prompts):
             text = self._flushed(sequence)
         rest = text[sequence.text_sent :]
         sequence.text_sent = max(sequence.text_sent, len(text))
-        with self._wake:
-            self.scheduler.finish(sequence, reason)
-            listener = self._listeners.pop(sequence, None)
-        if listener is not None:
+        self.scheduler.finish(sequence, reason)
+        if (listener := self._listeners.pop(sequence, None)) is not None:
             listener(sequence, Output(rest, new_tokens, "error" if failed else reason))
 
     def _flushed(self, sequence: Sequence) -> str:
@@ -348,8 +328,9 @@ def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def build(folder: Path, config: LLMConfig) -> Any:
-    """The engine ``config.engine`` names; vLLM only where it and a GPU are there. A setting the engine
-    cannot honour fails the load with the reason, rather than being ignored."""
+    """The engine ``config.engine`` names: vLLM only where it and a GPU are there; the CPU engine in an
+    engine process of its own. A setting the engine cannot honour fails the load with the reason, rather
+    than being ignored."""
     if config.engine == "vllm":
         from modelserve.generative.vllm_engine import VLLMEngine
 
@@ -363,4 +344,6 @@ def build(folder: Path, config: LLMConfig) -> Any:
             "gpu_memory_utilization is the share of a GPU vLLM takes; the CPU engine (engine: transformers) "
             "uses none: remove it, or set engine: vllm"
         )
-    return TransformersEngine(folder, config)
+    from modelserve.generative.process import EngineProcess
+
+    return EngineProcess(folder, config)

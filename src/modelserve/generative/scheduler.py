@@ -63,6 +63,16 @@ class Step:
     decode: list[Sequence]
 
 
+def check_room(waiting: int, running: int, max_num_seqs: int, max_waiting: int) -> None:
+    """Refuse one more sequence when the waiting queue is full (places free in the running batch are not
+    waiting: they are taken at the next step). The engine process's caller asks it before sending."""
+    if waiting >= max_waiting + max(0, max_num_seqs - running):
+        raise Overloaded(
+            f"{waiting} generations are waiting (at most {max_waiting}) and "
+            f"{running} running (max_num_seqs {max_num_seqs}); retry later"
+        )
+
+
 class Scheduler:
     """The waiting queue (bounded) and the running batch (at most ``max_num_seqs``)."""
 
@@ -74,13 +84,8 @@ class Scheduler:
         self.running: list[Sequence] = []
 
     def add(self, sequence: Sequence) -> None:
-        """Queue a sequence, or refuse it when the waiting queue is full (places free in the running batch
-        are not waiting: they are taken at the next step)."""
-        if len(self.waiting) >= self.max_waiting + max(0, self.max_num_seqs - len(self.running)):
-            raise Overloaded(
-                f"{len(self.waiting)} generations are waiting (at most {self.max_waiting}) and "
-                f"{len(self.running)} running (max_num_seqs {self.max_num_seqs}); retry later"
-            )
+        """Queue a sequence, or refuse it when the waiting queue is full."""
+        check_room(len(self.waiting), len(self.running), self.max_num_seqs, self.max_waiting)
         self.waiting.append(sequence)
 
     def schedule(self) -> tuple[Step, list[Sequence]]:

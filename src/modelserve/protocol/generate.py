@@ -8,7 +8,6 @@ use both), with the same names and ranges as the OpenAI routes.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
@@ -73,7 +72,7 @@ def router(state: ServerState) -> APIRouter:
 
     async def start(model: str, version: str | None, body: GenerateRequest) -> tuple[Generation, ModelVersion]:
         runtime, record = await generative_runtime(manager, model, parse_version(version))
-        prompt_ids = await asyncio.to_thread(runtime.engine.encode, body.text_input)
+        prompt_ids = await runtime.engine.tokenize(body.text_input)
         params = runtime.sampling(**body.sampling())
         generation = Generation(runtime.engine, "", prompt_ids, params, state.settings.request_timeout_sec)
         return generation, admit(record)

@@ -152,7 +152,7 @@ class GrpcGenerations:
     async def _start(self, asked: Asked, record: ModelVersion, request_id: str) -> Generation:
         runtime = record.runtime
         assert isinstance(runtime, GenerativeRuntime)
-        prompt_ids = await asyncio.to_thread(runtime.engine.encode, asked.prompt)
+        prompt_ids = await runtime.engine.tokenize(asked.prompt)
         params = runtime.sampling(**asked.sampling)
         return Generation(runtime.engine, request_id, prompt_ids, params, self.state.settings.request_timeout_sec)
 

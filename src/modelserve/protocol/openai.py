@@ -9,7 +9,6 @@ and the engine drops the sequence at its next step.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -73,11 +72,11 @@ def router(state: ServerState) -> APIRouter:
         call.version = str(record.version)
         engine = runtime.engine
         if isinstance(body, ChatCompletionRequest):
-            prompt_ids = await asyncio.to_thread(engine.encode_chat, body.conversation())
+            prompt_ids = await engine.tokenize_chat(body.conversation())
             max_tokens = body.max_completion_tokens or body.max_tokens
         else:
             prompt = body.prompt
-            prompt_ids = prompt if isinstance(prompt, list) else await asyncio.to_thread(engine.encode, prompt)
+            prompt_ids = prompt if isinstance(prompt, list) else await engine.tokenize(prompt)
             max_tokens = body.max_tokens
         params = runtime.sampling(**body.sampling(max_tokens))
         generation = Generation(engine, call.id, prompt_ids, params, state.settings.request_timeout_sec)
