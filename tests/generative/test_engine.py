@@ -3,14 +3,16 @@ step machine: these tests drive its steps themselves, as the engine process does
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from pydantic import ValidationError
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from modelserve.errors import InvalidInput, Overloaded
 from modelserve.generative.engine import Output, TransformersEngine
@@ -68,9 +70,15 @@ def test_greedy_equals_generate_token_for_token_while_batched(
     generate()'s own tokens."""
     collectors = [Collector() for _ in PROMPTS]
     batches: list[int] = []
-    engine.model.register_forward_pre_hook(
-        lambda _, args, kwargs: batches.append(kwargs["input_ids"].shape[0]), with_kwargs=True
-    )
+    forward = engine.forward
+
+    def counted(ids: torch.Tensor, *rest: Any) -> Any:
+        batches.append(ids.shape[0])
+        return forward(ids, *rest)
+
+    engine.forward = counted
+    whole_model_calls: list[int] = []
+    engine.model.register_forward_pre_hook(lambda *_: whole_model_calls.append(1))
     sequences = [
         engine.submit(f"r{i}", engine.encode(p), SamplingParams(temperature=0, max_tokens=12), c)
         for i, (p, c) in enumerate(zip(PROMPTS, collectors, strict=True))
@@ -78,6 +86,7 @@ def test_greedy_equals_generate_token_for_token_while_batched(
     for collector in collectors:
         assert finished(engine, collector)
     assert batches[0] == 3  # max_num_seqs prompts in the first pass; the fourth waited for a place
+    assert not whole_model_calls  # a Llama runs the written-out pass, not transformers' model(...)
     engine.eos_ids.clear()  # the random model may end early; the reference below never stops on eos
     for prompt, sequence, collector in zip(PROMPTS, sequences, collectors, strict=True):
         expected = reference(tiny_llama_folder, prompt, 12)
@@ -86,6 +95,31 @@ def test_greedy_equals_generate_token_for_token_while_batched(
         assert sum(o.new_tokens for o in collector.outputs) == len(sequence.output_ids) + (
             collector.outputs[-1].finish_reason == "stop"
         )
+
+
+def test_another_architecture_runs_through_transformers_own_forward(tiny_llama_folder: Path, tmp_path: Path) -> None:
+    """A model the written-out pass does not read (GPT-2 here) runs as transformers defines it, batched and
+    padded the same way, and still decodes generate()'s tokens."""
+    folder = tmp_path / "gpt2"
+    shutil.copytree(tiny_llama_folder, folder)  # the tokenizer; the model's files are replaced below
+    vocabulary = AutoTokenizer.from_pretrained(folder).vocab_size
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=vocabulary, n_positions=512, n_embd=64, n_layer=2, n_head=4, eos_token_id=1)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    gpt2 = TransformersEngine(folder, LLMConfig(max_num_seqs=3))
+    calls: list[int] = []
+    gpt2.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    gpt2.eos_ids.clear()
+    collectors = [Collector() for _ in PROMPTS]
+    sequences = [
+        gpt2.submit(f"g{i}", gpt2.encode(p), SamplingParams(temperature=0, max_tokens=8), c)
+        for i, (p, c) in enumerate(zip(PROMPTS, collectors, strict=True))
+    ]
+    for collector in collectors:
+        assert finished(gpt2, collector)
+    assert calls
+    for prompt, sequence in zip(PROMPTS, sequences, strict=True):
+        assert sequence.output_ids == reference(folder, prompt, 8)
 
 
 def test_streamed_text_is_the_full_decode_of_the_tokens(engine: TransformersEngine) -> None:

@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 from tokenizers.decoders import DecodeStream
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from modelserve.errors import ModelLoadError
+from modelserve.generative.forward import Layers, forward_of
 from modelserve.generative.params import SamplingParams
 from modelserve.generative.prompts import Prompts
 from modelserve.generative.sampling import next_token
@@ -64,6 +65,7 @@ class TransformersEngine(Prompts):
             raise ModelLoadError(f"{folder}: not a loadable Hugging Face causal LM: {exc}") from exc
         if config.quantization == "int8":
             self.model = _int8(self.model)
+        self.forward = forward_of(self.model)
         self._backend = self.tokenizer.backend_tokenizer  # the `tokenizers` one, for DecodeStream
         self.vocab_size = int(self.model.config.vocab_size)
         own_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
@@ -137,14 +139,12 @@ class TransformersEngine(Prompts):
     def _prefill(self, sequence: Sequence, count: int) -> None:
         """The next ``count`` prompt tokens into the sequence's cache; the first token once all are in."""
         start = sequence.prefilled
-        cache = DynamicCache(ddp_cache_data=sequence.cache) if start else DynamicCache()
         ids = torch.tensor([sequence.prompt_ids[start : start + count]])
         positions = torch.arange(start, start + count).unsqueeze(0)
-        logits = self.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True).logits[0, -1]
-        sequence.cache = _layers(cache)
+        logits, sequence.cache = self.forward(ids, positions, None, sequence.cache if start else None)
         sequence.prefilled = start + count
         if sequence.prefilled == len(sequence.prompt_ids):
-            self._accept(sequence, self._choose([sequence], logits.unsqueeze(0))[0])
+            self._accept(sequence, self._choose([sequence], logits)[0])
 
     def _prefill_together(self, sequences: list[Sequence]) -> None:
         """Whole prompts in one forward pass, left-padded to the longest and masked, as a decode step
@@ -158,11 +158,7 @@ class TransformersEngine(Prompts):
             ids[row, longest - lengths[row] :] = torch.tensor(sequence.prompt_ids)
             mask[row, longest - lengths[row] :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
-        ).logits[:, -1]
-        layers = _layers(cache)
+        logits, layers = self.forward(ids, positions, mask, None)
         for row, sequence in enumerate(sequences):
             start = longest - lengths[row]
             sequence.cache = [(k[row : row + 1, :, start:], v[row : row + 1, :, start:]) for k, v in layers]
@@ -188,9 +184,7 @@ class TransformersEngine(Prompts):
                 _unbatch(kept)
             cache, mask, positions = _batch(batch)
         ids = torch.tensor([[s.output_ids[-1]] for s in batch])
-        logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
-        ).logits[:, -1]
+        logits, cache = self.forward(ids, positions, mask, cache)
         self._batched = _Batched(batch, cache, mask, positions)
         for sequence, token in zip(batch, self._choose(batch, logits), strict=True):
             sequence.cache = IN_BATCH
@@ -277,12 +271,8 @@ def _tensor_bytes(value: Any) -> int:
     return 0
 
 
-def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
 # What a sequence's ``cache`` holds while its keys and values live in the engine's batched cache.
-IN_BATCH: list[tuple[torch.Tensor, torch.Tensor]] = []
+IN_BATCH: Layers = []
 
 
 @dataclass(slots=True)
@@ -291,16 +281,16 @@ class _Batched:
     the padding and each row's position of the next token."""
 
     sequences: list[Sequence]
-    cache: Any
+    cache: Layers
     mask: torch.Tensor
     positions: torch.Tensor
 
 
-def _batch(batch: list[Sequence]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+def _batch(batch: list[Sequence]) -> tuple[Layers, torch.Tensor, torch.Tensor]:
     """The sequences' own caches as one, left-padded to the longest and masked; each row's next position."""
     lengths = [s.cache[0][0].shape[-2] for s in batch]
     longest = max(lengths)
-    layers = []
+    layers: Layers = []
     for index in range(len(batch[0].cache)):
         keys = [_left_pad(s.cache[index][0], longest) for s in batch]
         values = [_left_pad(s.cache[index][1], longest) for s in batch]
@@ -308,12 +298,12 @@ def _batch(batch: list[Sequence]) -> tuple[Any, torch.Tensor, torch.Tensor]:
     mask = torch.zeros(len(batch), longest + 1, dtype=torch.long)
     for row, length in enumerate(lengths):
         mask[row, longest - length :] = 1
-    return DynamicCache(ddp_cache_data=layers), mask, torch.tensor([[length] for length in lengths])
+    return layers, mask, torch.tensor([[length] for length in lengths])
 
 
 def _unbatch(batched: _Batched) -> None:
     """Give each sequence of a batched cache still running its own cache again (views, no copy)."""
-    grown = _layers(batched.cache)
+    grown = batched.cache
     for row, sequence in enumerate(batched.sequences):
         if sequence.finish_reason is None:
             start = int((batched.mask[row] == 0).sum())
