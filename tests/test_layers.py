@@ -21,6 +21,7 @@ CORE = [
     "modelserve.runtimes.onnx",
     "modelserve.history.recorder",
     "modelserve.generative.engine",
+    "modelserve.generative.process",
     "modelserve.generative.runtime",
 ]
 FRAMEWORKS = ("fastapi", "starlette", "grpc", "uvicorn")

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from modelserve.errors import InvalidInput, Overloaded
-from modelserve.generative.engine import Output, TransformersEngine
+from modelserve.generative.engine import TransformersEngine
 from modelserve.generative.params import SamplingParams
-from modelserve.generative.scheduler import Sequence
+from modelserve.generative.scheduler import Output, Sequence
 from modelserve.repository.llm import LLMConfig
 
 PROMPTS = ["Hello, world! How are", "The model server", "Tokens are counted, latencies", "Paris"]

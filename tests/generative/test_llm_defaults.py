@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelserve.errors import ModelLoadError
-from modelserve.generative.engine import build
+from modelserve.generative.runtime import build
 from modelserve.repository.llm import LLMConfig, LLMDefaults
 
 RUNBOOK = LLMDefaults(max_num_seqs=128, quantization="int8", gpu_memory_utilization=0.9)

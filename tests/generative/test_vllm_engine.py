@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from modelserve.errors import ModelLoadError
-from modelserve.generative.engine import build
 from modelserve.generative.params import SamplingParams
+from modelserve.generative.runtime import build
 from modelserve.generative.scheduler import Sequence
 from modelserve.generative.vllm_engine import engine_arguments, vllm_sampling
 from modelserve.repository.config import ModelConfig

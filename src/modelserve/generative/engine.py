@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,22 +30,10 @@ from modelserve.generative.forward import Layers, forward_of
 from modelserve.generative.params import SamplingParams
 from modelserve.generative.prompts import Prompts
 from modelserve.generative.sampling import next_token
-from modelserve.generative.scheduler import Scheduler, Sequence
+from modelserve.generative.scheduler import Listener, Output, Scheduler, Sequence
 from modelserve.repository.llm import LLMConfig
 
 log = logging.getLogger("modelserve.generative")
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """New text of one sequence since the last output; ``finish_reason`` set on its last."""
-
-    text: str
-    new_tokens: int
-    finish_reason: str | None = None
-
-
-Listener = Callable[[Sequence, Output], None]
 
 
 class TransformersEngine(Prompts):
@@ -315,25 +302,3 @@ def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
     if missing == 0:
         return tensor
     return torch.nn.functional.pad(tensor, (0, 0, missing, 0))
-
-
-def build(folder: Path, config: LLMConfig) -> Any:
-    """The engine ``config.engine`` names: vLLM only where it and a GPU are there; the CPU engine in an
-    engine process of its own. A setting the engine cannot honour fails the load with the reason, rather
-    than being ignored."""
-    if config.engine == "vllm":
-        from modelserve.generative.vllm_engine import VLLMEngine
-
-        return VLLMEngine(folder, config)
-    if config.quantization == "fp8":
-        raise ModelLoadError(
-            "quantization fp8 is vLLM's, on a GPU (engine: vllm); the CPU engine quantizes to int8 (quantization: int8)"
-        )
-    if config.gpu_memory_utilization is not None:
-        raise ModelLoadError(
-            "gpu_memory_utilization is the share of a GPU vLLM takes; the CPU engine (engine: transformers) "
-            "uses none: remove it, or set engine: vllm"
-        )
-    from modelserve.generative.process import EngineProcess
-
-    return EngineProcess(folder, config)

@@ -29,10 +29,9 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from modelserve.errors import ModelLoadError, ModelNotReady, ModelserveError
-from modelserve.generative.engine import Listener, Output, TransformersEngine
 from modelserve.generative.params import SamplingParams
 from modelserve.generative.prompts import Prompts
-from modelserve.generative.scheduler import Sequence, SequenceState, check_room
+from modelserve.generative.scheduler import Listener, Output, Sequence, SequenceState, check_room
 from modelserve.repository.llm import LLMConfig
 
 log = logging.getLogger("modelserve.generative")
@@ -204,6 +203,8 @@ def _serve(folder: Path, config: LLMConfig, connection: Connection) -> None:
     def flush() -> None:
         connection.send(("step", outbox[:], engine.counts()))
         outbox.clear()
+
+    from modelserve.generative.engine import TransformersEngine  # preloaded by the forkserver
 
     try:
         engine = TransformersEngine(folder, config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,6 @@ class GenerativeRuntime(Runtime):
             missing.append("*.safetensors")
         if missing:
             raise ModelLoadError(f"{folder}: a generative model folder needs {', '.join(missing)}")
-        from modelserve.generative.engine import build  # torch and transformers: only now
-
         self.engine = build(folder, self.llm)
         text = (TensorSpec(TEXT_INPUT, "BYTES", (1,)),), (TensorSpec(TEXT_OUTPUT, "BYTES", (1,)),)
         return Signature(inputs=text[0], outputs=text[1], batched=False)
@@ -90,3 +89,25 @@ class GenerativeRuntime(Runtime):
         if self.engine is not None:
             self.engine.close()
             self.engine = None
+
+
+def build(folder: Path, config: LLMConfig) -> Any:
+    """The engine ``config.engine`` names: vLLM only where it and a GPU are there; the CPU engine in an
+    engine process of its own. A setting the engine cannot honour fails the load with the reason, rather
+    than being ignored."""
+    if config.engine == "vllm":
+        from modelserve.generative.vllm_engine import VLLMEngine
+
+        return VLLMEngine(folder, config)
+    if config.quantization == "fp8":
+        raise ModelLoadError(
+            "quantization fp8 is vLLM's, on a GPU (engine: vllm); the CPU engine quantizes to int8 (quantization: int8)"
+        )
+    if config.gpu_memory_utilization is not None:
+        raise ModelLoadError(
+            "gpu_memory_utilization is the share of a GPU vLLM takes; the CPU engine (engine: transformers) "
+            "uses none: remove it, or set engine: vllm"
+        )
+    from modelserve.generative.process import EngineProcess  # transformers' tokenizer: only now
+
+    return EngineProcess(folder, config)

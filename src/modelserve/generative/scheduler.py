@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -121,3 +122,16 @@ class Scheduler:
     def idle(self) -> bool:
         """Nothing waits and nothing runs."""
         return not self.waiting and not self.running
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """New text of one sequence since the last output; ``finish_reason`` set on its last."""
+
+    text: str
+    new_tokens: int
+    finish_reason: str | None = None
+
+
+# What an engine tells of a sequence's new text, as it comes.
+Listener = Callable[[Sequence, Output], None]

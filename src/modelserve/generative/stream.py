@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from modelserve.errors import DeadlineExceeded
 from modelserve.generative.params import SamplingParams
-from modelserve.generative.scheduler import Sequence
+from modelserve.generative.scheduler import Output, Sequence
 
 if TYPE_CHECKING:
-    from modelserve.generative.engine import Output, TransformersEngine
+    from modelserve.generative.process import EngineProcess
     from modelserve.generative.vllm_engine import VLLMEngine
 
 _EXPIRED = None  # what the timer puts on the queue: no output, the time is up
@@ -28,7 +28,7 @@ class Generation:
 
     def __init__(
         self,
-        engine: TransformersEngine | VLLMEngine,
+        engine: EngineProcess | VLLMEngine,
         request_id: str,
         prompt_ids: list[int],
         params: SamplingParams,

@@ -28,7 +28,7 @@ from modelserve.generative.scheduler import Sequence, SequenceState
 from modelserve.repository.llm import LLMConfig
 
 if TYPE_CHECKING:
-    from modelserve.generative.engine import Listener
+    from modelserve.generative.scheduler import Listener
 
 # vLLM's finish reasons as ours; anything else (an abort, an error) ends as "abort".
 _REASONS = {"stop": "stop", "length": "length"}
@@ -168,7 +168,7 @@ class VLLMEngine(Prompts):
     async def _generate(self, sequence: Sequence, listener: Listener) -> None:
         from vllm import SamplingParams as VLLMSampling
 
-        from modelserve.generative.engine import Output
+        from modelserve.generative.scheduler import Output
 
         sampling = VLLMSampling(**vllm_sampling(sequence.params, sequence.max_tokens))
         sent = 0
