@@ -141,7 +141,9 @@ async def measure(size: str, raw: RawGenerate, endpoints: list[Endpoint], args: 
     falls on all of them, not on one."""
     timings: dict[tuple[str, int], list[Timing]] = {}
     elapsed: dict[tuple[str, int], float] = {}
-    connector = aiohttp.TCPConnector(limit=max(args.streams))
+    # Idle connections are dropped well within uvicorn's 5 s keep-alive, so that a round never picks one
+    # its server is closing (aiohttp does not retry a POST on it); a new connection costs a fraction of a ms.
+    connector = aiohttp.TCPConnector(limit=max(args.streams), keepalive_timeout=1.0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as client:
 
         async def in_process(count: int, tokens: int) -> list[Timing]:

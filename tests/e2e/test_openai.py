@@ -48,6 +48,17 @@ def test_models_lists_the_generative_models(client: OpenAI) -> None:
     assert [m.id for m in client.models.list()] == [MODEL]
 
 
+def test_the_engine_process_logs_as_its_server_does(server: RunningServer) -> None:
+    """The generative model runs in an engine process of its own, whose lines join the server's log in its
+    format (JSON by default): one names the process and the model it runs."""
+    output = server.output()
+    lines = [orjson.loads(line) for line in output[: output.rfind("\n") + 1].splitlines()]
+    (ready,) = [line for line in lines if line["logger"] == "modelserve.generative"]
+    assert ready["level"] == "info"
+    assert ready["message"].startswith("engine process ")
+    assert str(Path(MODEL) / "1") in ready["message"]
+
+
 def test_chat_completion_streamed_and_not_agree(client: OpenAI) -> None:
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     whole = client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=10)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from multiprocessing.connection import Connection
@@ -32,6 +33,7 @@ from modelserve.errors import ModelLoadError, ModelNotReady, ModelserveError
 from modelserve.generative.params import SamplingParams
 from modelserve.generative.prompts import Prompts
 from modelserve.generative.scheduler import Listener, Output, Sequence, SequenceState, check_room
+from modelserve.observability.logging import configure_logging, configured
 from modelserve.repository.llm import LLMConfig
 
 log = logging.getLogger("modelserve.generative")
@@ -55,7 +57,9 @@ class EngineProcess(Prompts):
         # Typed Any: transformers' unions are wider than this tokenizer.
         self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
         self._connection, theirs = _context.Pipe()
-        self._process = _context.Process(target=_serve, args=(folder, config, theirs), name="generation", daemon=True)
+        self._process = _context.Process(
+            target=_serve, args=(folder, config, theirs, configured()), name="generation", daemon=True
+        )
         self._process.start()
         theirs.close()
         try:
@@ -178,12 +182,14 @@ class EngineProcess(Prompts):
         listener(sequence, Output(text, new_tokens, finish_reason))
 
 
-def _serve(folder: Path, config: LLMConfig, connection: Connection) -> None:
+def _serve(folder: Path, config: LLMConfig, connection: Connection, logs: tuple[str, str] | None) -> None:
     """The engine process: load the model, then, on this one thread, take in what the server sent (waiting
     for it only while there is nothing to run), run a step and send its outputs, until told to close or
-    the server is gone."""
+    the server is gone. It logs as the server does (``logs``: its level and format)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if logs is not None:
+        configure_logging(*logs)
     outbox: list[_Sent] = []
     sequences: dict[int, Sequence] = {}
     told: dict[int, int] = {}  # output tokens each sequence's outputs carried so far
@@ -212,6 +218,7 @@ def _serve(folder: Path, config: LLMConfig, connection: Connection) -> None:
         connection.send(("failed", str(exc) if isinstance(exc, ModelserveError) else f"{folder}: {exc!r}"))
         return
     connection.send(("ready", engine.vocab_size, engine.max_model_len, engine.memory_bytes()))
+    log.info("engine process %d runs %s", os.getpid(), folder)
     closing = False
     while not closing:
         try:

@@ -65,8 +65,19 @@ def _add_trace_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
+# What configure_logging was last given, so that a process the server starts (an engine process) logs
+# as the server does.
+_configured: dict[str, str] = {}
+
+
+def configured() -> tuple[str, str] | None:
+    """The level and format this process's logging was configured with; None where it never was."""
+    return (_configured["level"], _configured["format"]) if _configured else None
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Route every logger of the process through one handler on stderr, rendered as ``fmt``."""
+    _configured.update(level=level, format=fmt)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         _add_trace_id,
