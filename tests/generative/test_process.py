@@ -3,6 +3,7 @@ cancellation, a full queue refused before anything is sent, and an engine proces
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import pytest
 from modelserve.errors import ModelLoadError, ModelNotReady, Overloaded
 from modelserve.generative.params import SamplingParams
 from modelserve.generative.process import EngineProcess
+from modelserve.generative.stream import Generation
 from modelserve.repository.llm import LLMConfig
 from tests.generative.test_engine import PROMPTS, Collector, reference
 
@@ -69,6 +71,23 @@ def test_a_cancel_stops_the_generation_and_frees_it(engine: EngineProcess) -> No
     assert collector.outputs[-1].finish_reason == "abort"
     assert len(sequence.output_ids) < 400
     until(lambda: engine.counts()[0] == 0, "no sequence running")
+
+
+async def test_on_an_event_loop_outputs_are_read_by_the_loop_itself(tiny_llama_folder: Path) -> None:
+    """Submitted from a running loop, the engine process's messages are read on that loop (one wake a
+    step), with no reader thread; its end comes through the loop too."""
+    engine = await asyncio.to_thread(EngineProcess, tiny_llama_folder, LLMConfig())
+    generation = Generation(engine, "loop", engine.encode("Paris"), SamplingParams(temperature=0, max_tokens=5))
+    outputs = [output async for output in generation.outputs()]
+    assert outputs[-1].finish_reason == "length"
+    assert sum(o.new_tokens for o in outputs) == 5
+    assert engine._loop is asyncio.get_running_loop()
+    assert engine._reader is None
+    waiting = Generation(engine, "cut", engine.encode("Paris"), LONG)
+    os.kill(engine._process.pid, signal.SIGKILL)
+    ended = [output async for output in waiting.outputs()]
+    assert ended[-1].finish_reason == "error"
+    await asyncio.to_thread(engine.close)
 
 
 def test_interrupting_the_engine_process_does_not_stop_it(engine: EngineProcess) -> None:

@@ -6,7 +6,8 @@ wrote half the tokens its engine made alone). vLLM runs its engine core in a pro
 same reason; so does this. The server keeps the tokenizer (prompts are encoded and checked before they
 are sent, so a bad one is still a 400 at once) and a mirror ``Sequence`` per generation; the engine
 process runs ``TransformersEngine`` and sends, after each step, one message with every sequence's new
-text and timings, and its counts for the metrics.
+text and timings, and its counts for the metrics; the server reads it on its event loop, which the
+outputs wake once a step.
 
 Engine processes fork from a forkserver that has imported torch and transformers once, so loading a
 generative model again (after an eviction, a pre-warm) does not pay for the imports again. The engine
@@ -17,6 +18,7 @@ the model answers no more until it is loaded again.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import multiprocessing
@@ -80,8 +82,11 @@ class EngineProcess(Prompts):
         self._key_of: dict[Sequence, int] = {}
         self._counts = (0, 0, 0, config.max_num_seqs * self.max_model_len)
         self._gone: str | None = None  # why the engine process answers no more
-        self._reader = threading.Thread(target=self._read, name="generation-reader", daemon=True)
-        self._reader.start()
+        # Where the engine process's messages are read: the event loop of the first submit where it came
+        # from one, else a thread (the V2 infer call submits from an inference thread). Chosen then, since
+        # before a submit the engine process sends nothing.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader: threading.Thread | None = None
 
     def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, listener: Listener) -> Sequence:
         """Send a generation to the engine process; refuse it now if it cannot fit the context or the
@@ -95,8 +100,21 @@ class EngineProcess(Prompts):
             key = next(self._keys)
             self._mirrors[key] = (sequence, listener)
             self._key_of[sequence] = key
+            if self._loop is None and self._reader is None:
+                self._start_reading()
             self._connection.send(("submit", key, request_id, sequence.prompt_ids, params))
         return sequence
+
+    def _start_reading(self) -> None:
+        """Read on the caller's event loop where it has one: a step's outputs then wake the loop once,
+        where a reader thread would wake itself and then the loop, for every token."""
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._reader = threading.Thread(target=self._read, name="generation-reader", daemon=True)
+            self._reader.start()
+        else:
+            self._loop.add_reader(self._connection.fileno(), self._readable)
 
     def cancel(self, sequence: Sequence) -> None:
         """Stop a sequence at the engine's next step and free its cache; a finished one is left as it is."""
@@ -125,25 +143,47 @@ class EngineProcess(Prompts):
         if self._process.is_alive():
             self._process.kill()
             self._process.join(10)
-        self._reader.join(10)
-        self._connection.close()
+        if self._reader is not None:
+            self._reader.join(10)
+        elif self._loop is None:  # never asked for anything: no reader to see the end
+            self._connection.close()
+        # Read on the loop, the last outputs and the end come through it, which then closes the pipe.
 
     def _read(self) -> None:
-        """Each step's outputs to their listeners, until the engine process is gone."""
+        """A reader thread's work: each step's outputs to their listeners, until the engine process is gone."""
         while True:
             try:
-                _, outputs, counts = self._connection.recv()
+                self._receive(self._connection.recv())
             except (EOFError, OSError):
                 break
-            with self._lock:
-                self._counts = counts
-            for sent in outputs:
-                self._tell(*sent)
-        self._process.join(10)  # its exit code, once it is reaped
+        self._ended()
+
+    def _readable(self) -> None:
+        """On the loop: the next message in the pipe, or the end when the engine process is gone. One a
+        wake, not all that are there: an engine faster than the loop would keep it here, its timers
+        (a generation's REQUEST_TIMEOUT_SEC) and its other requests waiting."""
+        try:
+            self._receive(self._connection.recv())
+        except (EOFError, OSError):
+            if self._loop is not None:
+                self._loop.remove_reader(self._connection.fileno())
+            self._ended()
+
+    def _receive(self, message: tuple[str, list[_Sent], tuple[int, int, int, int]]) -> None:
+        _, outputs, counts = message
+        with self._lock:
+            self._counts = counts
+        for sent in outputs:
+            self._tell(*sent)
+
+    def _ended(self) -> None:
+        """The engine process is gone: every generation it still held ends with an error."""
+        self._process.join(10)  # its exit code, once it is reaped (at once: its end closed the pipe)
         with self._lock:
             self._gone = self._gone or (
                 f"the engine process of this model exited (code {self._process.exitcode}): load the model again"
             )
+            self._connection.close()  # nothing is sent once it is gone
             left, self._mirrors, self._key_of = list(self._mirrors.values()), {}, {}
             self._counts = (0, 0, 0, self._counts[3])
         if left:

@@ -8,6 +8,7 @@ raises DeadlineExceeded from the iteration, and is cancelled the same way.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from modelserve.generative.process import EngineProcess
     from modelserve.generative.vllm_engine import VLLMEngine
 
-_EXPIRED = None  # what the timer puts on the queue: no output, the time is up
+_EXPIRED = Output("", 0)  # what the timer puts on the queue (this very object): no output, the time is up
 
 
 class Generation:
@@ -36,14 +37,18 @@ class Generation:
     ) -> None:
         self._engine = engine
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Output | None] = asyncio.Queue()
+        self._thread = threading.get_ident()
+        self._queue: asyncio.Queue[Output] = asyncio.Queue()
         self._timeout_s = timeout_s
         self.sequence: Sequence = engine.submit(request_id, prompt_ids, params, self._deliver)
         # One timer for the whole generation, rather than a timeout around every token's wait.
         self._timer = None if timeout_s is None else self._loop.call_later(timeout_s, self._queue.put_nowait, _EXPIRED)
 
     def _deliver(self, _: Sequence, output: Output) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, output)
+        if threading.get_ident() == self._thread:  # told on the loop itself (the engine process's reader)
+            self._queue.put_nowait(output)
+        else:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, output)
 
     async def outputs(self) -> AsyncIterator[Output]:
         """Each piece of new text until the last, which carries the finish reason. Pieces that arrived
@@ -52,7 +57,7 @@ class Generation:
         held: Output | None = None
         try:
             while True:
-                output, held = held or await self._queue.get(), None
+                output, held = held if held is not None else await self._queue.get(), None
                 if output is _EXPIRED:
                     raise DeadlineExceeded(
                         f"generation did not finish within {self._timeout_s:g} s (REQUEST_TIMEOUT_SEC) after "
