@@ -29,7 +29,7 @@ from modelserve.errors import ModelLoadError
 from modelserve.generative.forward import Layers, forward_of
 from modelserve.generative.params import SamplingParams
 from modelserve.generative.prompts import Prompts
-from modelserve.generative.sampling import next_token
+from modelserve.generative.sampling import next_tokens
 from modelserve.generative.scheduler import Listener, Output, Scheduler, Sequence
 from modelserve.repository.llm import LLMConfig
 
@@ -179,12 +179,7 @@ class TransformersEngine(Prompts):
 
     @staticmethod
     def _choose(sequences: list[Sequence], logits: torch.Tensor) -> list[int]:
-        """Each row's next token: greedy rows from one arg-max over the batch, sampled rows one by one."""
-        greedy = logits.argmax(dim=-1).tolist()
-        return [
-            greedy[row] if s.params.greedy else next_token(logits[row], s.params, s.generator)
-            for row, s in enumerate(sequences)
-        ]
+        return next_tokens(logits, [s.params for s in sequences], [s.generator for s in sequences])
 
     def _accept(self, sequence: Sequence, token: int) -> None:
         """Take the next token, hand the caller its new text, and end the sequence where it ends."""

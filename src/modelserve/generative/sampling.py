@@ -7,13 +7,20 @@ import torch
 from modelserve.generative.params import SamplingParams
 
 
-def next_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """The next token id from one row of logits (float32, vocabulary-sized).
+def next_tokens(
+    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
+) -> list[int]:
+    """Each row's next token id from a batch's logits [rows, vocabulary]: the greedy rows from one arg-max
+    over the batch, exactly as ``generate()`` takes it (so their output can be compared token for token),
+    the sampled rows one by one."""
+    greedy = logits.argmax(dim=-1).tolist()
+    return [
+        greedy[row] if asked.greedy else _sampled(logits[row], asked, generator)
+        for row, (asked, generator) in enumerate(zip(params, generators, strict=True))
+    ]
 
-    Greedy takes the arg-max exactly as ``generate()`` does, so its output can be compared token for token.
-    """
-    if params.greedy:
-        return int(torch.argmax(logits).item())
+
+def _sampled(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
     scores = logits.float() / params.temperature
     if params.top_k > 0:
         kth = torch.topk(scores, min(params.top_k, scores.numel())).values[-1]
