@@ -15,14 +15,20 @@ READY, ``on_unloaded`` when a load on demand evicted a model, and ``tick`` no la
 ``wake_at`` (a periodic timer of a second or so is enough). Apply a decision's ``evict`` first, skipping
 models that are busy or not READY, then its ``load``, skipping models that do not fit in the budget: a policy
 that wants room for a pre-load names the models to evict for it.
+
+A policy also explains itself, for ``GET /v2/prewarm`` and ``modelserve prewarm plan``: each decision says
+why it loads or evicts each model (``Decision.why``), ``planned`` lists the loads and evictions it intends
+next, and ``forecast`` gives a model's expected next request and the pattern it was read from. These read
+the policy's state and change nothing, so asking costs no decision.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar, Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +89,46 @@ class Decision:
     load: tuple[str, ...] = ()
     evict: tuple[str, ...] = ()
     wake_at: float | None = None  # when to call ``tick`` next; None: no need before the next event
+    why: dict[str, str] = field(default_factory=dict)  # model -> the reason it is loaded or evicted, for operators
 
     def __bool__(self) -> bool:
         return bool(self.load or self.evict or self.wake_at is not None)
 
+    def reason(self, model: str) -> str:
+        """Why ``model`` is in this decision, as an operator reads it."""
+        return self.why.get(model, "no reason given")
+
 
 NOTHING = Decision()
+
+
+class Pattern(StrEnum):
+    """What a policy has read a model's traffic as: what tells it when the next request comes."""
+
+    SCHEDULE = "schedule"  # requests (or bursts of them) at a fixed period
+    BURST = "burst"  # requests in bursts that start at random: kept through a burst and the usual gap after it
+    DAILY_WINDOW = "daily window"  # requests within the same hours of the day (and days of the week)
+    FOLLOWER = "follower"  # requests that follow another model's burst within a usual lag
+    NONE = "none"  # nothing foresees it: kept or not by its rate alone
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A load or an eviction, planned or done, with its time and why."""
+
+    action: Literal["load", "evict"]
+    model: str
+    at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """A model's next request as a policy expects it, and the pattern that says so."""
+
+    model: str
+    pattern: Pattern
+    next_arrival: float | None  # the earliest time a request is expected; None when nothing says when
 
 
 def evictable(view: CacheView) -> list[str]:
@@ -134,3 +174,12 @@ class Policy(ABC):
     @abstractmethod
     def eviction_order(self, now: float, view: CacheView, candidates: Sequence[str]) -> list[str]:
         """``candidates`` (evictable models) ordered first-to-evict, for a load on demand that needs room."""
+
+    def planned(self, now: float, view: CacheView) -> list[Step]:
+        """The loads and evictions this policy intends after ``now``, soonest first; none by default (a
+        policy that only reacts, as lru, plans nothing ahead)."""
+        return []
+
+    def forecast(self, model: str, now: float) -> Forecast:
+        """When ``model``'s next request is expected and why; by default nothing foresees it."""
+        return Forecast(model, Pattern.NONE, None)

@@ -47,6 +47,10 @@ class Timers:
                 fired.append((model, action))
         return fired
 
+    def pending(self) -> list[tuple[float, str, Action]]:
+        """Every live timer as (at, model, action), soonest first: what a policy has planned."""
+        return sorted((at, model, action) for (model, action), (at, _) in self._current.items())
+
     def next_at(self) -> float | None:
         """The earliest live timer, or None."""
         heap = self._heap
