@@ -26,6 +26,7 @@ from modelserve.observability.profiling import ProfileFormat
 from modelserve.observability.tracing import otlp_protocol
 from modelserve.prewarm.cli import app as prewarm_app
 from modelserve.regions.cli import app as regions_app
+from modelserve.remote import URL, Token, auth, call
 from modelserve.rollout.cli import app as rollout_app
 
 app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
@@ -177,38 +178,11 @@ def _run(settings: Settings) -> None:
         uvicorn.run("modelserve.server.app:create_app_from_env", factory=True, workers=settings.workers, **common)
 
 
-URL = Annotated[str, typer.Option(envvar="MODELSERVE_URL", help="Base URL of the running server.")]
-Token = Annotated[
-    str | None,
-    typer.Option(envvar="MODELSERVE_TOKEN", help="API key or JWT sent as a bearer token, when the server needs one."),
-]
-
-
-def _auth(token: str | None) -> dict[str, str]:
-    """The header that carries ``token``, or none."""
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _call(method: str, url: str, token: str | None) -> Any:
-    try:
-        response = httpx.request(method, url, headers=_auth(token), timeout=300)
-    except httpx.HTTPError as exc:
-        err.print(f"[red]cannot reach {url}: {exc}[/red]")
-        raise typer.Exit(1) from None
-    if response.status_code >= 400:
-        err.print(f"[red]{response.status_code}: {error_of(response)}[/red]")
-        raise typer.Exit(1)
-    try:
-        return response.json() if response.content else {}
-    except ValueError:
-        return response.text
-
-
 @models_app.command("list")
 def list_models(url: URL = "http://127.0.0.1:8000", token: Token = None) -> None:
     """Every model in the server's repository, with its versions and state."""
     table = Table("model", "version", "state", "reason")
-    for entry in _call("POST", f"{url}/v2/repository/index", token):
+    for entry in call("POST", f"{url}/v2/repository/index", token):
         table.add_row(entry["name"], entry.get("version", "-"), entry["state"], entry.get("reason", ""))
     Console().print(table)
 
@@ -216,7 +190,7 @@ def list_models(url: URL = "http://127.0.0.1:8000", token: Token = None) -> None
 @models_app.command("load")
 def load_model_command(name: str, url: URL = "http://127.0.0.1:8000", token: Token = None) -> None:
     """Load (or reload) a model from the server's repository."""
-    body = _call("POST", f"{url}/v1/models/{name}/load", token)
+    body = call("POST", f"{url}/v1/models/{name}/load", token)
     Console().print(
         f"loaded {name} ({body['format']}) versions {', '.join(body['versions'])} in {body['load_time_seconds']} s"
     )
@@ -225,7 +199,7 @@ def load_model_command(name: str, url: URL = "http://127.0.0.1:8000", token: Tok
 @models_app.command("unload")
 def unload_model_command(name: str, url: URL = "http://127.0.0.1:8000", token: Token = None) -> None:
     """Unload a model once its queued requests finish."""
-    _call("POST", f"{url}/v1/models/{name}/unload", token)
+    call("POST", f"{url}/v1/models/{name}/unload", token)
     Console().print(f"unloaded {name}")
 
 
@@ -243,7 +217,7 @@ def profile(
     target = output or Path(f"modelserve-profile-{time.strftime('%Y%m%dT%H%M%S')}.{fmt.extension}")
     params = {"seconds": seconds, "hz": hz, "format": fmt.value, "idle": idle}
     try:
-        response = httpx.get(f"{url}/debug/profile", params=params, headers=_auth(token), timeout=seconds + 30)
+        response = httpx.get(f"{url}/debug/profile", params=params, headers=auth(token), timeout=seconds + 30)
     except httpx.HTTPError as exc:
         err.print(f"[red]cannot reach {url}: {exc}[/red]")
         raise typer.Exit(1) from None
@@ -273,7 +247,7 @@ def warmup(
 
     from modelserve.bench.warmup import ready_models, wait_until_ready, warm
 
-    with httpx.Client(base_url=url, headers=_auth(token), timeout=300) as client:
+    with httpx.Client(base_url=url, headers=auth(token), timeout=300) as client:
         if not wait_until_ready(client, wait):
             err.print(f"[red]{url} was not ready within {wait:g} s (GET /v2/health/ready)[/red]")
             raise typer.Exit(1)

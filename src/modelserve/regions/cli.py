@@ -21,6 +21,7 @@ from rich.table import Table
 from modelserve.regions.cost_cli import cost
 from modelserve.regions.rollout import SKIPPED
 from modelserve.regions.router_cli import failover, router_config
+from modelserve.remote import AdminToken
 from modelserve.rollout.cli import (
     Interval,
     LatencyWindows,
@@ -28,7 +29,6 @@ from modelserve.rollout.cli import (
     MaxLatencyRatio,
     MinSamples,
     Steps,
-    Token,
     parse_duration,
     request_body,
 )
@@ -273,7 +273,7 @@ def rollout(
     timeout: Annotated[
         str | None, typer.Option(help="Give up (aborting the region's rollouts) after this long: 2h, 30m.")
     ] = None,
-    token: Token = None,
+    token: AdminToken = None,
     as_json: AsJson = False,
     regions_file: RegionsPath = None,
     database_url: DatabaseURL = None,

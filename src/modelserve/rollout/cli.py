@@ -12,12 +12,11 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from modelserve.bench.warmup import error_of
+from modelserve.remote import URL, AdminToken, call
 
 app = typer.Typer(
     help="Roll a model version out step by step on a running server, rolled back automatically on a breach "
@@ -26,11 +25,6 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-URL = Annotated[str, typer.Option(envvar="MODELSERVE_URL", help="Base URL of the running server.")]
-Token = Annotated[
-    str | None,
-    typer.Option(envvar="MODELSERVE_TOKEN", help="API key or JWT with the admin scope, when the server needs one."),
-]
 AsJson = Annotated[bool, typer.Option("--json", help="The API's JSON instead of a summary.")]
 FINISHED = ("promoted", "failed", "aborted")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -58,19 +52,6 @@ def parse_steps(text: str) -> list[int]:
         return [int(step) for step in text.split(",")]
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a list of percentages; write 1,10,50,100") from None
-
-
-def _call(method: str, url: str, token: str | None, body: dict[str, Any] | None = None) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        response = httpx.request(method, url, headers=headers, json=body, timeout=300)
-    except httpx.HTTPError as exc:
-        err.print(f"cannot reach {url}: {exc}", style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    if response.status_code >= 400:
-        err.print(f"{response.status_code}: {error_of(response)}", style="red", markup=False, highlight=False)
-        raise typer.Exit(1)
-    return response.json()
 
 
 def _path(url: str, model: str, action: str = "") -> str:
@@ -172,16 +153,16 @@ def start(
         bool, typer.Option(help="Follow it until it is promoted (exit 0) or rolled back (exit 1).")
     ] = False,
     url: URL = "http://127.0.0.1:8000",
-    token: Token = None,
+    token: AdminToken = None,
     as_json: AsJson = False,
 ) -> None:
     """Start moving MODEL's requests that name no version to VERSION, analysed at every step."""
     body = request_body(version, steps, interval, max_error_rate, max_latency_ratio, min_samples, latency_windows)
-    rollout = _call("POST", _path(url, model), token, body)
+    rollout = call("POST", _path(url, model), token, body)
     _show(rollout, as_json)
     while wait and rollout["state"] not in FINISHED:
         time.sleep(min(rollout["interval_s"], 5.0))
-        rollout = _call("GET", _path(url, model), token)
+        rollout = call("GET", _path(url, model), token)
         if rollout["state"] in FINISHED:
             _show(rollout, as_json)
     if rollout["state"] in ("failed", "aborted"):
@@ -192,14 +173,14 @@ def start(
 def status(
     model: Annotated[str | None, typer.Argument(help="A model; left out, every model's newest rollout.")] = None,
     url: URL = "http://127.0.0.1:8000",
-    token: Token = None,
+    token: AdminToken = None,
     as_json: AsJson = False,
 ) -> None:
     """Where a rollout stands: its state, the new version's share, its latest analyses."""
     if model is not None:
-        _show(_call("GET", _path(url, model), token), as_json)
+        _show(call("GET", _path(url, model), token), as_json)
         return
-    rollouts = _call("GET", f"{url}/v2/repository/rollouts", token)
+    rollouts = call("GET", f"{url}/v2/repository/rollouts", token)
     if as_json:
         typer.echo(json.dumps(rollouts, indent=2))
         return
@@ -212,18 +193,18 @@ def status(
 
 
 @app.command()
-def pause(model: str, url: URL = "http://127.0.0.1:8000", token: Token = None, as_json: AsJson = False) -> None:
+def pause(model: str, url: URL = "http://127.0.0.1:8000", token: AdminToken = None, as_json: AsJson = False) -> None:
     """Hold MODEL's rollout at its share: no analysis, no next step, until resumed."""
-    _show(_call("POST", _path(url, model, "pause"), token), as_json)
+    _show(call("POST", _path(url, model, "pause"), token), as_json)
 
 
 @app.command()
-def resume(model: str, url: URL = "http://127.0.0.1:8000", token: Token = None, as_json: AsJson = False) -> None:
+def resume(model: str, url: URL = "http://127.0.0.1:8000", token: AdminToken = None, as_json: AsJson = False) -> None:
     """Go on with MODEL's paused rollout."""
-    _show(_call("POST", _path(url, model, "resume"), token), as_json)
+    _show(call("POST", _path(url, model, "resume"), token), as_json)
 
 
 @app.command()
-def abort(model: str, url: URL = "http://127.0.0.1:8000", token: Token = None, as_json: AsJson = False) -> None:
+def abort(model: str, url: URL = "http://127.0.0.1:8000", token: AdminToken = None, as_json: AsJson = False) -> None:
     """Stop MODEL's rollout: every request back to the stable version, the new one unloaded."""
-    _show(_call("POST", _path(url, model, "abort"), token), as_json)
+    _show(call("POST", _path(url, model, "abort"), token), as_json)
