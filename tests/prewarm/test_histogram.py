@@ -6,7 +6,7 @@ import pytest
 
 from modelserve.prewarm.histogram import FIXED, FIXED_KEEP_ALIVE, HybridHistogramPolicy, IdleTimeHistogram
 from modelserve.prewarm.policy import ModelInfo
-from modelserve.prewarm.simulator import simulate
+from modelserve.prewarm.simulator import Simulator, simulate
 from modelserve.prewarm.traces import Trace
 
 
@@ -54,3 +54,22 @@ def test_a_model_is_unloaded_after_its_request_and_pre_warmed_before_the_next() 
     assert result.loads > 25
     span = arrivals.times[-1] - arrivals.times[0]
     assert result.idle_memory_mb_seconds < 0.5 * 100 * span
+
+
+def test_it_shows_its_windows_as_planned_steps_with_reasons_and_a_forecast() -> None:
+    policy = HybridHistogramPolicy()
+    view = Simulator({"a": ModelInfo("a", 100.0, 10.0)}, 1000, policy).cache
+    for i in range(20):
+        last = 630.0 * i
+        policy.on_arrival("a", last, view)
+    load, evict = policy.planned(last, view)
+    assert (load.action, load.model, load.at) == ("load", "a", pytest.approx(last + 540.0))
+    assert "pre-warm window: 540 s" in load.reason
+    assert (evict.action, evict.at) == ("evict", pytest.approx(last + 726.0))  # 660 s + 10 %
+    assert "99th percentile" in evict.reason
+    forecast = policy.forecast("a", last)
+    assert forecast.next_arrival == pytest.approx(last + 600.0)  # the head bin's lower edge
+    assert policy.forecast("b", last).next_arrival is None
+    due = policy.tick(last + 540.0, view)
+    assert due.load == ("a",)
+    assert due.reason("a") == load.reason

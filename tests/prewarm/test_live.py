@@ -1,18 +1,30 @@
-"""A policy learning from the traffic history before it drives a server: a model asked for every ten
-minutes all of yesterday is pre-loaded ahead of its next request after a restart, on SQLite and on a
-real PostgreSQL."""
+"""The pre-warmer on a real ModelManager: a policy learning from the traffic history before it drives a
+server (a model asked for every ten minutes all of yesterday is pre-loaded ahead of its next request after a
+restart, on SQLite and on a real PostgreSQL), and what it keeps for operators: its decisions with reasons,
+pre-loads nobody used, and what lru would have had on the same requests."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry
 
 from modelserve.history.flusher import HistoryFlusher
 from modelserve.history.recorder import TrafficRecorder
 from modelserve.models.budget import MemoryBudget
 from modelserve.models.memory import MIB, rss_bytes
+from modelserve.observability.metrics import Metrics
 from modelserve.prewarm.live import LivePrewarmer
+from modelserve.prewarm.lru import LRUPolicy
+from modelserve.prewarm.policy import CacheView, Decision
 from modelserve.prewarm.predictive import PredictivePolicy
+from modelserve.prewarm.report import report
+from modelserve.types import InferenceRequest
 from tests.builders import matmul_onnx
 from tests.clock import Clock
 from tests.models.conftest import Factory
@@ -54,3 +66,83 @@ async def test_a_restarted_server_pre_loads_what_the_history_says_comes_next(
     assert "a" not in quiet.load  # not yet: nothing is held ahead of time for minutes
     ahead = prewarmer.policy.tick(next_request - 0.5, prewarmer)
     assert ahead.load == ("a",)
+
+
+class Scripted(LRUPolicy):
+    """lru that also loads ``a`` at its first tick and evicts it at the first tick it is READY, each with a
+    reason."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0
+        self.evicted = False
+
+    def tick(self, now: float, view: CacheView) -> Decision:
+        self.ticks += 1
+        if self.ticks == 1:
+            return Decision(load=("a",), wake_at=now + 0.05, why={"a": "a is due"})
+        if not self.evicted and view.is_ready("a"):
+            self.evicted = True
+            return Decision(evict=("a",), why={"a": "a is not needed after all"})
+        return Decision(wake_at=now + 0.05)
+
+
+def counted(metrics: Metrics, name: str, model: str) -> float:
+    return metrics.registry.get_sample_value(name, {"model": model}) or 0.0
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_it_keeps_its_decisions_with_reasons_unused_pre_loads_and_what_lru_would_have_had(
+    tmp_path: Path, make_manager: Factory
+) -> None:
+    for name in ("a", "b", "c"):
+        matmul_onnx(tmp_path / name / "1" / "model.onnx", features=64)
+    budget = MemoryBudget("CPU", 64 * MIB, "MODEL_MEMORY_BUDGET_MB", rss_bytes)
+    manager = make_manager(tmp_path, on_demand=True, budgets=[budget])
+    metrics = Metrics(CollectorRegistry())
+    prewarmer = LivePrewarmer(Scripted(), manager, budget, observer=metrics)
+    running = asyncio.create_task(prewarmer.run())
+    try:
+        await until(lambda: len(prewarmer.steps) == 2)
+        loaded, evicted = prewarmer.steps
+        assert (loaded.step.action, loaded.step.model, loaded.step.reason, loaded.outcome) == (
+            "load",
+            "a",
+            "a is due",
+            "done",
+        )
+        assert (evicted.step.action, evicted.step.reason, evicted.outcome) == (
+            "evict",
+            "a is not needed after all",
+            "done",
+        )
+        assert prewarmer.unused_loads["a"] == 1  # evicted before any request used it
+        assert counted(metrics, "model_serving_prewarm_unused_loads_total", "a") == 1
+
+        x = {"x": np.ones((1, 64), np.float32)}
+        for name in ("b", "b", "a"):
+            await manager.infer(InferenceRequest(name, x))
+        # The server was cold on b's first request and on a's (evicted); lru would have been cold on both
+        # first requests too, and warm on b's second: nothing avoided, nothing lost.
+        assert prewarmer.cold_starts == {"b": 1, "a": 1}
+        assert prewarmer.shadow.cold_starts == {"b": 1, "a": 1}
+        assert counted(metrics, "model_serving_prewarm_lru_cold_starts_total", "b") == 1
+        assert counted(metrics, "model_serving_prewarm_cold_starts_avoided", "a") == 0
+        report_ = report(prewarmer, ["a", "b", "c"], time.time())
+        assert report_["policy"] == "scripted"
+        assert [d["outcome"] for d in report_["decisions"]] == ["done", "done"]
+        assert report_["decisions"][0]["action"] == "evict"  # the latest first
+        rows = {row["model"]: row for row in report_["models"]}
+        assert set(rows) == {"a", "b", "c"}
+        assert (rows["a"]["cold_starts"], rows["a"]["unused_loads"], rows["a"]["loaded"]) == (1, 1, True)
+        assert rows["c"]["pattern"] == "none"
+    finally:
+        running.cancel()

@@ -1,6 +1,6 @@
 """What the console shows, as plain data: each model version's state and footprint, its model's traffic over
 the last minute (requests/s, p50 and p99 latency, mean batch size) and cold starts, the memory budgets and
-what holds them, and what the pre-warming policy expects next.
+what holds them, and the pre-warming policy's report (``prewarm/report.py``, as GET /v2/prewarm answers).
 
 Traffic figures come from the Prometheus collectors the server keeps anyway (``Metrics``), read in process
 rather than scraped as text, so nothing is added to the request path: a reading of the cumulative counters
@@ -25,7 +25,7 @@ from modelserve.models.manager import ModelManager
 from modelserve.models.records import ModelState, ModelVersion
 from modelserve.observability.metrics import LATENCY_BUCKETS, Metrics
 from modelserve.prewarm.live import LivePrewarmer
-from modelserve.prewarm.predictive import PredictivePolicy
+from modelserve.prewarm.report import PrewarmReport, report
 
 WINDOW_S = 60.0  # traffic figures cover about the last minute
 KEEP_EVERY_S = 1.0  # readings closer together than this are not kept: the window holds about 60 of them
@@ -73,28 +73,13 @@ class Memory(TypedDict):
     occupants: list[ModelRow]
 
 
-class Expected(TypedDict):
-    """A request the pre-warming policy expects, and so loads its model ahead of."""
-
-    model: str
-    at: float  # Unix time
-    in_seconds: float
-
-
-class Prewarming(TypedDict):
-    """The pre-warming policy and its next expected requests, soonest first."""
-
-    policy: str
-    expected: list[Expected]
-
-
 class Summary(TypedDict):
     """Everything ``GET /ui/summary`` answers."""
 
     window_seconds: float | None
     models: list[ModelRow]
     memory: Memory
-    prewarming: Prewarming | None  # None: PREWARM_POLICY is none
+    prewarming: PrewarmReport | None  # None: PREWARM_POLICY is none; else what GET /v2/prewarm answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,18 +218,5 @@ async def summary(manager: ModelManager, window: Window, prewarmer: LivePrewarme
                 (row(r, traffic.get(r.name), span) for r in holding), key=lambda o: -sum(o["memory_bytes"].values())
             ),
         ),
-        prewarming=None if prewarmer is None else prewarming(prewarmer, sorted({r.name for r in records})),
+        prewarming=None if prewarmer is None else report(prewarmer, {r.name for r in records}, time.time()),
     )
-
-
-def prewarming(prewarmer: LivePrewarmer, names: list[str]) -> Prewarming:
-    """The policy's name and the requests it expects, soonest first. Only ``predictive`` plans from expected
-    requests (schedules and leaders); ``lru`` plans nothing ahead, and ``hybrid-histogram``'s keep-alive
-    windows are not shown."""
-    policy, now = prewarmer.policy, time.time()
-    expected: list[Expected] = []
-    if isinstance(policy, PredictivePolicy):
-        for name in names:
-            if (at := policy.expected(name)) is not None and at >= now:
-                expected.append(Expected(model=name, at=at, in_seconds=at - now))
-    return Prewarming(policy=policy.name, expected=sorted(expected, key=lambda e: e["at"]))

@@ -290,6 +290,8 @@ class ModelManager:
                 raise
         if self._observer is not None:
             self._observer.observe_cold_start(name)
+        if self.advisor is not None:
+            self.advisor.cold_start(name)
         versions = self._records.of(name) or {}
         failed = [r for r in versions.values() if r.state is ModelState.FAILED]
         if failed and len(failed) == len(versions):
@@ -375,6 +377,9 @@ class ModelManager:
         ``gone`` says whether the caller has hung up (HTTP); a request whose caller has never runs.
         ``alone``: the caller's requests arrive one at a time (``Batcher.enqueue``).
         """
+        # Before any load on demand: a policy, and its lru shadow, see when the request came, not when its
+        # model was ready for it.
+        arrived_at = time.time() if self.advisor is not None else 0.0
         version = request.version
         if version is None and (route := self.routes.get(request.model)) is not None:
             version = route()
@@ -385,7 +390,7 @@ class ModelManager:
         spec, batcher = record.spec, record.batcher
         assert spec is not None
         if spec.ensemble is not None:
-            return await self._run_ensemble(record, spec, spec.ensemble, request, deadline_s, gone)
+            return await self._run_ensemble(record, spec, spec.ensemble, request, deadline_s, gone, arrived_at)
         if (scheduler := self._loader.sequences.get(record)) is not None:
             return await self._run_sequence(record, spec, scheduler, request, deadline_s)
         assert batcher is not None
@@ -405,7 +410,6 @@ class ModelManager:
         trial = breaker.admit() if breaker is not None else False
         outcome: BaseException | None = None
         started = record.last_used_ns = time.perf_counter_ns()
-        arrived_at = time.time() if self.advisor is not None else 0.0
         record.in_flight += 1
         self.in_flight += 1
         try:
@@ -477,12 +481,12 @@ class ModelManager:
         request: InferenceRequest,
         deadline_s: float | None,
         gone: Callable[[], bool] | None,
+        arrived_at: float,
     ) -> InferenceResponse:
         """An ensemble's request: its steps, requests to their models through ``infer``, run on this loop
         within the request's time. Counted in the ensemble's statistics (one execution of the whole batch)
         and its ``in_flight``, not in MAX_INFLIGHT_REQUESTS, which its steps count as they run."""
         started = record.last_used_ns = time.perf_counter_ns()
-        arrived_at = time.time() if self.advisor is not None else 0.0
         record.in_flight += 1
         try:
             size = spec.validate(request.inputs)

@@ -49,10 +49,12 @@ class ManagerObserver(Protocol):
 
 class LoadAdvisor(Protocol):
     """A pre-warming policy as the manager consults it: told of requests (once answered, with their
-    arrival time, wall clock), loads and evictions it did not order, and asked which idle models to
-    evict first when a load needs room."""
+    arrival time, wall clock), of requests that found their model not READY, loads and evictions it did
+    not order, and asked which idle models to evict first when a load needs room."""
 
     def arrived(self, model: str, at: float) -> None: ...
+
+    def cold_start(self, model: str) -> None: ...
 
     def loaded(self, model: str) -> None: ...
 

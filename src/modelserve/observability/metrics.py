@@ -154,6 +154,29 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.prewarms_unused = Counter(
+            "model_serving_prewarm_unused_loads",
+            "Pre-loads the pre-warming policy made that no request used before the model was unloaded again: "
+            "memory and load time spent for nothing.",
+            ["model"],
+            registry=registry,
+        )
+        self.lru_cold_starts = Counter(
+            "model_serving_prewarm_lru_cold_starts",
+            "Cold starts an lru cache of the same budget would have had on the same requests, replayed in-process "
+            "beside the pre-warming policy: its counterfactual.",
+            ["model"],
+            registry=registry,
+        )
+        self.cold_starts_avoided = Gauge(
+            "model_serving_prewarm_cold_starts_avoided",
+            "Cold starts the pre-warming policy avoided against lru on the same requests since the server started "
+            "(model_serving_prewarm_lru_cold_starts_total less model_serving_cold_starts_total); "
+            "negative: it had more.",
+            ["model"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.cold_starts = Counter(
             "model_serving_cold_starts",
             "Inference and metadata requests that arrived while their model was not READY (on-demand mode).",
@@ -377,6 +400,16 @@ class Metrics:
     def observe_prewarm(self, model: str) -> None:
         """Count a model the pre-warming policy loaded ahead of its requests."""
         self.prewarms.labels(model).inc()
+
+    def observe_unused_prewarm(self, model: str) -> None:
+        """Count a pre-load that no request used before the model was unloaded."""
+        self.prewarms_unused.labels(model).inc()
+
+    def observe_counterfactual(self, model: str, lru_cold: bool, avoided: int) -> None:
+        """Count a request lru would have found cold, and set the cold starts avoided against lru so far."""
+        if lru_cold:
+            self.lru_cold_starts.labels(model).inc()
+        self.cold_starts_avoided.labels(model).set(avoided)
 
     def observe_cold_start(self, model: str) -> None:
         """Count a request that found its model not READY and waited for it to load."""

@@ -1,4 +1,5 @@
-"""``modelserve prewarm``: generate traces and replay them against the pre-warming policies."""
+"""``modelserve prewarm``: generate traces and replay them against the pre-warming policies, and show what a
+running server's policy plans."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from modelserve.prewarm.traces import (
     write_models,
     write_trace,
 )
+from modelserve.remote import DEFAULT_URL, URL, AdminToken, call
 
 app = typer.Typer(help="Replay traffic traces against pre-warming policies (docs/PREWARM.md).", no_args_is_help=True)
 err = Console(stderr=True)
@@ -151,3 +153,65 @@ def generate_command(
 
 def _total(catalogue: dict[str, ModelInfo]) -> float:
     return sum(m.size_mb for m in catalogue.values())
+
+
+@app.command("plan")
+def plan_command(
+    url: URL = DEFAULT_URL,
+    token: AdminToken = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The API's JSON (GET /v2/prewarm) instead of tables.")
+    ] = False,
+) -> None:
+    """What a running server's pre-warming policy plans next, did last and why, and what it was worth against
+    lru on the same requests (GET /v2/prewarm)."""
+    report = call("GET", f"{url}/v2/prewarm", token)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    out = Console()
+    if report["policy"] == "none":
+        out.print(
+            "pre-warming is off: start the server with PREWARM_POLICY=predictive (on-demand mode, a memory budget)"
+        )
+        return
+    out.print(
+        f"policy {report['policy']}: {report['used_mb']:.0f} of {report['budget_mb']:.0f} MB in use; "
+        f"cold starts {report['cold_starts']}, lru's on the same requests {report['lru_cold_starts']} "
+        f"(avoided {report['cold_starts_avoided']}); pre-loads unused {report['unused_loads']}",
+        markup=False,
+        highlight=False,
+    )
+    if report["learning"]:
+        out.print("still learning from the traffic history: nothing is planned until it is done")
+    planned = Table("in", "action", "model", "reason", title="planned, soonest first")
+    for step in report["planned"]:
+        planned.add_row(_seconds(step["in_seconds"]), step["action"], step["model"], step["reason"])
+    taken = Table("ago", "action", "model", "outcome", "reason", title="last decisions, latest first")
+    for step in report["decisions"]:
+        taken.add_row(_seconds(-step["in_seconds"]), step["action"], step["model"], step["outcome"], step["reason"])
+    models = Table(
+        "model", "loaded", "pattern", "next request in", "cold", "lru cold", "avoided", "unused loads", title="models"
+    )
+    for model in report["models"]:
+        models.add_row(
+            model["model"],
+            "yes" if model["loaded"] else "no",
+            model["pattern"],
+            "-" if model["in_seconds"] is None else _seconds(model["in_seconds"]),
+            str(model["cold_starts"]),
+            str(model["lru_cold_starts"]),
+            str(model["cold_starts_avoided"]),
+            str(model["unused_loads"]),
+        )
+    for table in (planned, taken, models):
+        out.print(table)
+
+
+def _seconds(seconds: float) -> str:
+    """A span as an operator reads it: 42 s, 7.5 min, 3.2 h."""
+    if abs(seconds) < 120:
+        return f"{seconds:.0f} s"
+    if abs(seconds) < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

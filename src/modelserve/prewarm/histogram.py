@@ -20,7 +20,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelserve.prewarm.policy import NOTHING, CacheView, Decision, Policy, evictable, victims_for
+from modelserve.prewarm.policy import (
+    NOTHING,
+    CacheView,
+    Decision,
+    Forecast,
+    Pattern,
+    Policy,
+    Step,
+    evictable,
+    victims_for,
+)
 from modelserve.prewarm.timers import Action, Timers
 
 BIN_SECONDS = 60.0
@@ -125,7 +135,7 @@ class HybridHistogramPolicy(Policy):
             self._timers.set(model, Action.LOAD, now + windows.prewarm)
             self._timers.set(model, Action.UNLOAD, now + windows.prewarm + windows.keep_alive)
             if view.is_ready(model):
-                return Decision(evict=(model,), wake_at=self._timers.next_at())
+                return Decision(evict=(model,), wake_at=self._timers.next_at(), why={model: self._why_unload(model)})
             self._unload_when_ready.add(model)
         else:
             self._unload_when_ready.discard(model)
@@ -135,16 +145,18 @@ class HybridHistogramPolicy(Policy):
     def on_loaded(self, model: str, now: float, view: CacheView) -> Decision:
         if model in self._unload_when_ready:
             self._unload_when_ready.discard(model)
-            return Decision(evict=(model,), wake_at=self._timers.next_at())
+            return Decision(evict=(model,), wake_at=self._timers.next_at(), why={model: self._why_unload(model)})
         return NOTHING
 
     def tick(self, now: float, view: CacheView) -> Decision:
         load: list[str] = []
         evict: list[str] = []
+        why: dict[str, str] = {}
         for model, action in self._timers.due(now):
             if action is Action.UNLOAD:
                 if view.is_ready(model):
                     evict.append(model)
+                    why[model] = self._why(model, Action.UNLOAD)
             elif not view.is_ready(model) and not view.is_loading(model):
                 need = view.info(model).size_mb + sum(view.info(m).size_mb for m in load)
                 freed = sum(view.info(m).size_mb for m in evict)
@@ -152,8 +164,39 @@ class HybridHistogramPolicy(Policy):
                 victims = victims_for(view, need, order, freed)
                 if victims is not None:
                     evict.extend(victims)
+                    why.update(
+                        (victim, f"least recently used, displaced by the pre-load of {model}") for victim in victims
+                    )
                     load.append(model)
-        return Decision(tuple(load), tuple(evict), self._timers.next_at())
+                    why[model] = self._why(model, Action.LOAD)
+        return Decision(tuple(load), tuple(evict), self._timers.next_at(), why)
+
+    def planned(self, now: float, view: CacheView) -> list[Step]:
+        return [
+            Step("load" if action is Action.LOAD else "evict", model, at, self._why(model, action))
+            for at, model, action in self._timers.pending()
+        ]
+
+    def forecast(self, model: str, now: float) -> Forecast:
+        """The next request at the earliest at the histogram's head after the last one; the pattern stays
+        ``none``: an idle-time histogram is not one of the patterns ``predictive`` reads."""
+        last, windows = self._last.get(model), self.windows(model)
+        at = None if last is None or windows is FIXED else last + windows.prewarm / (1 - MARGIN)
+        return Forecast(model, Pattern.NONE, at)
+
+    def _why(self, model: str, action: Action) -> str:
+        windows = self.windows(model)
+        if action is Action.LOAD:
+            return (
+                f"pre-warm window: {windows.prewarm:.0f} s since the last request (idle times' 5th percentile - 10 %)"
+            )
+        if windows is FIXED:
+            return f"fixed keep-alive of {windows.keep_alive:.0f} s ran out (too few or too spread idle times)"
+        keep = windows.prewarm + windows.keep_alive
+        return f"keep-alive window ran out (idle times' 99th percentile + 10 %: {keep:.0f} s)"
+
+    def _why_unload(self, model: str) -> str:
+        return f"unloaded until its pre-warm window, {self.windows(model).prewarm:.0f} s after the request"
 
     def eviction_order(self, now: float, view: CacheView, candidates: Sequence[str]) -> list[str]:
         allowed = set(candidates)

@@ -10,6 +10,11 @@ The view the policy reads is the manager's own: what a loaded model holds as mea
 unloaded one's next load will reserve, and for a model never loaded yet the mean of those known (a
 policy needs some size to plan with; the first load corrects it). Load times are the last measured,
 warmup included.
+
+It also keeps what operators ask of it (``GET /v2/prewarm``, ``prewarm.report``): the last decisions
+carried out, with their reasons and what became of them; per model, the cold starts the server had, the
+cold starts an lru cache of the same budget would have had on the same requests (``shadow.LRUShadow``),
+and the pre-loads no request used before the model went again.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Protocol
 
 from modelserve.errors import ModelserveError
 from modelserve.history.query import TrafficHistory
@@ -27,8 +35,9 @@ from modelserve.models.memory import MIB
 from modelserve.models.records import ModelState
 from modelserve.prewarm.histogram import HybridHistogramPolicy
 from modelserve.prewarm.lru import LRUPolicy
-from modelserve.prewarm.policy import Decision, ModelInfo, Policy
+from modelserve.prewarm.policy import Decision, ModelInfo, Policy, Step
 from modelserve.prewarm.predictive import PredictivePolicy
+from modelserve.prewarm.shadow import LRUShadow
 
 log = logging.getLogger("modelserve.prewarm")
 
@@ -39,6 +48,26 @@ ARRIVAL_RESOLUTION_S = 0.01  # requests of one model closer together than this r
 HISTORY_DAYS = 7.0  # how far back a starting server's policy learns from: a week has every weekly pattern
 ARRIVALS_PER_BUCKET = 4  # a bucket's requests replayed as this many arrivals at most
 DAY_S = 86_400
+EARLY_ARRIVALS = 100_000  # requests kept for the policy while it learns from the history; later ones are counted only
+REMEMBERED_STEPS = 100  # decisions carried out that GET /v2/prewarm shows, the latest last
+
+
+class PrewarmObserver(Protocol):
+    """Where the pre-warmer's counts go: the server's metrics."""
+
+    def observe_prewarm(self, model: str) -> None: ...
+
+    def observe_unused_prewarm(self, model: str) -> None: ...
+
+    def observe_counterfactual(self, model: str, lru_cold: bool, avoided: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A step of a decision as carried out: done, or skipped and why."""
+
+    step: Step
+    outcome: str  # "done", or why not ("busy", "does not fit: ...", the load's error)
 
 
 class LivePrewarmer:
@@ -49,18 +78,34 @@ class LivePrewarmer:
         policy: Policy,
         manager: ModelManager,
         budget: MemoryBudget,
-        on_prewarm: Callable[[str], None] | None = None,
+        observer: PrewarmObserver | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.policy, self._manager, self._budget = policy, manager, budget
-        self._on_prewarm = on_prewarm
+        self._observer = observer
         self._clock = clock  # wall-clock seconds: policies read the time of day from it
+        self.steps: deque[Done] = deque(maxlen=REMEMBERED_STEPS)
+        self.shadow = LRUShadow(lambda: self.budget_mb, self.info)
+        self.cold_starts: Counter[str] = Counter()  # requests that found their model not READY, since start
+        self.unused_loads: Counter[str] = Counter()  # pre-loads evicted before any request used them
+        self._unused: set[str] = set()  # pre-loaded models no request has used yet
+        self._ordered: set[str] = set()  # models loading on the policy's order or for a request, not by an operator
         self._wake_at: float | None = None
         self._woken = asyncio.Event()
         self._work: set[asyncio.Task[None]] = set()
         self._sizes: dict[str, float] = {}  # MiB, as last known: held now, or reserved for the next load
         self._load_s: dict[str, float] = {}
         self._told: dict[str, float] = {}  # when each model's last arrival was passed on
+        # Until ``run`` starts, the policy may be learning from the history in a thread: requests are counted
+        # and kept here, told to it once it runs, and loads on demand evict least recently used first.
+        self._early: list[tuple[str, float]] | None = []
+        manager.advisor = self
+
+    @property
+    def learning(self) -> bool:
+        """True until ``run`` starts: the policy may be learning from the history in a thread, and is not
+        read meanwhile."""
+        return self._early is not None
 
     # -- what the manager tells it -------------------------------------------------------------------
 
@@ -71,25 +116,51 @@ class LivePrewarmer:
         Requests within ARRIVAL_RESOLUTION_S of the one last told are folded into it: ``predictive``
         takes some 10 µs per arrival, a tenth of what a small model's request costs the server, and a
         model asked for a hundred times a second is not one a policy would unload anyway."""
+        self._unused.discard(model)
+        if self.shadow.arrived(model, at) and self._observer is not None:
+            self._observer.observe_counterfactual(model, True, self.avoided(model))
         if at - self._told.get(model, -ARRIVAL_RESOLUTION_S) < ARRIVAL_RESOLUTION_S:
             return
         self._told[model] = at
+        if self._early is not None:
+            if len(self._early) < EARLY_ARRIVALS:
+                self._early.append((model, at))
+            return
         self._follow(self.policy.on_arrival(model, at, self))
+
+    def cold_start(self, model: str) -> None:
+        """A request found ``model`` not READY and waits for it: the cold start the policy did not avoid."""
+        self.cold_starts[model] += 1
+        self._ordered.add(model)
+        if self._observer is not None:
+            self._observer.observe_counterfactual(model, False, self.avoided(model))
+
+    def avoided(self, model: str) -> int:
+        """Cold starts of ``model`` lru would have had beyond the server's own (negative: more than lru)."""
+        return self.shadow.cold_starts[model] - self.cold_starts[model]
 
     def loaded(self, model: str) -> None:
         """``model`` turned READY, on demand or pre-loaded."""
         records = [r for r in self._manager.records(model) if r.state is ModelState.READY]
         if records:
             self._load_s[model] = max(r.load_seconds for r in records)
-        self._follow(self.policy.on_loaded(model, self._clock(), self))
+        if model in self._ordered:
+            self._ordered.discard(model)
+        else:  # loaded at start or by an operator: lru would hold it too
+            self.shadow.loaded(model, self._clock())
+        if self._early is None:
+            self._follow(self.policy.on_loaded(model, self._clock(), self))
 
     def evicted(self, model: str) -> None:
         """``model`` was evicted to make room for a load on demand."""
-        self._follow(self.policy.on_unloaded(model, self._clock(), self))
+        self._gone(model)
+        if self._early is None:
+            self._follow(self.policy.on_unloaded(model, self._clock(), self))
 
     def eviction_order(self, candidates: list[str]) -> list[str]:
-        """Idle models, first to evict first, as the policy ranks them."""
-        return self.policy.eviction_order(self._clock(), self, candidates)
+        """Idle models, first to evict first, as the policy ranks them (none before it runs: the manager then
+        evicts least recently used first)."""
+        return [] if self._early is not None else self.policy.eviction_order(self._clock(), self, candidates)
 
     # -- the view the policy reads -------------------------------------------------------------------
 
@@ -151,7 +222,9 @@ class LivePrewarmer:
     async def run(self) -> None:
         """Tell the policy of the manager's events from now on, and tick it until cancelled: every
         TICK_S, or sooner when a decision asks to be woken."""
-        self._manager.advisor = self
+        early, self._early = self._early or [], None
+        for model, at in early:
+            self._follow(self.policy.on_arrival(model, at, self))
         while True:
             delay = TICK_S if self._wake_at is None else min(TICK_S, max(0.0, self._wake_at - self._clock()))
             self._woken.clear()
@@ -177,18 +250,41 @@ class LivePrewarmer:
     async def _carry_out(self, decision: Decision) -> None:
         log.debug("pre-warming decision: load %s, evict %s", decision.load, decision.evict)
         for model in decision.evict:
-            await self._manager.evict(model, "the pre-warming policy expects no request for it soon")
+            step = Step("evict", model, self._clock(), decision.reason(model))
+            evicted = await self._manager.evict(model, "the pre-warming policy expects no request for it soon")
+            self.steps.append(Done(step, "done" if evicted else "skipped: busy, pinned or not loaded"))
+            if evicted:
+                self._gone(model)
         for model in decision.load:
-            if model in self.resident() or self.used_mb + self.info(model).size_mb > self.budget_mb:
-                log.debug("pre-load of %s skipped: %.1f of %.1f MiB in use", model, self.used_mb, self.budget_mb)
+            step = Step("load", model, self._clock(), decision.reason(model))
+            if model in self.resident():
+                self.steps.append(Done(step, "skipped: already loaded"))
                 continue
+            if (need := self.used_mb + self.info(model).size_mb) > self.budget_mb:
+                log.debug("pre-load of %s skipped: %.1f of %.1f MiB in use", model, self.used_mb, self.budget_mb)
+                self.steps.append(Done(step, f"skipped: needs {need:.0f} MiB of {self.budget_mb:.0f}"))
+                continue
+            self._unused.add(model)  # before the load: a request that waits for it uses it
+            self._ordered.add(model)
             try:
                 await self._manager.prewarm(model)
             except ModelserveError as exc:
                 log.info("pre-loading model %s failed: %s", model, exc.message)
+                self.steps.append(Done(step, f"failed: {exc.message}"))
+                self._unused.discard(model)
+                self._ordered.discard(model)
                 continue
-            if self._on_prewarm is not None:
-                self._on_prewarm(model)
+            self.steps.append(Done(step, "done"))
+            if self._observer is not None:
+                self._observer.observe_prewarm(model)
+
+    def _gone(self, model: str) -> None:
+        """``model`` was unloaded: a pre-load of it that no request used was memory spent for nothing."""
+        if model in self._unused:
+            self._unused.discard(model)
+            self.unused_loads[model] += 1
+            if self._observer is not None:
+                self._observer.observe_unused_prewarm(model)
 
 
 class _PastView:

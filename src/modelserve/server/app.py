@@ -35,7 +35,18 @@ from modelserve.observability.logging import configure_logging
 from modelserve.observability.metrics import Metrics, multiprocess_dir
 from modelserve.observability.tracing import Tracing
 from modelserve.prewarm.live import POLICIES, LivePrewarmer
-from modelserve.protocol import console, debug, generate, health, openai, openapi, rest_v1, rest_v2, rollouts
+from modelserve.protocol import (
+    console,
+    debug,
+    generate,
+    health,
+    openai,
+    openapi,
+    rest_v1,
+    rest_v2,
+    rollouts,
+)
+from modelserve.protocol import prewarm as prewarm_api
 from modelserve.protocol.errors import OPENAI_PATHS, error_json, error_response, openai_error
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.regions.cost_watch import CostWatch, watch_costs
@@ -230,6 +241,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     app.include_router(debug.router(state.profiler))
     app.include_router(rollouts.router(rollout))
     app.include_router(console.router(state, prewarmer))
+    app.include_router(prewarm_api.router(manager, prewarmer))
     app.mount(console.ASSETS, console.assets())
     openapi.serve_document(app)
     app.add_exception_handler(ModelserveError, _error)
@@ -265,11 +277,21 @@ async def _error(_: Request, exc: Exception) -> Response:
 def prewarmer_for(settings: Settings, manager: ModelManager, metrics: Metrics) -> LivePrewarmer | None:
     """The PREWARM_POLICY driving ``manager`` within its host memory budget, if one is set."""
     if settings.prewarm_policy is PrewarmPolicy.NONE:
+        if settings.model_control_mode is ModelControlMode.ON_DEMAND:
+            log.info("pre-warming off (PREWARM_POLICY=none): models load when a request needs them")
         return None
     budget = next(b for b in manager.budgets if b.kind == "CPU")  # the settings require it with a policy
     policy = POLICIES[settings.prewarm_policy.value]()
-    log.info("pre-warming with the %s policy within %s", policy.name, budget.setting)
-    return LivePrewarmer(policy, manager, budget, on_prewarm=metrics.observe_prewarm)
+    log.info(
+        "pre-warming with the %s policy within %s (%d MiB); its plan: GET /v2/prewarm, or modelserve prewarm plan "
+        "--url http://%s:%d",
+        policy.name,
+        budget.setting,
+        budget.limit_bytes // MIB,
+        "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host,  # a wildcard bind: reach it locally
+        settings.http_port,
+    )
+    return LivePrewarmer(policy, manager, budget, observer=metrics)
 
 
 def cost_watch(settings: Settings) -> CostWatch | None:

@@ -1,9 +1,9 @@
 """Who may call what: API keys, JWT bearer tokens, and the scope each HTTP path or gRPC method needs.
 
 Two scopes: ``infer`` (inference, metadata, statistics) and ``admin`` (model control, shared memory,
-the profiler), which implies ``infer``. Credentials come as ``Authorization: Bearer <API key or JWT>``
-(gRPC: ``authorization`` metadata), and the protocols ask ``Guard.check`` before routing, so a
-refused request is answered before its body is read.
+the profiler, the pre-warming plan), which implies ``infer``. Credentials come as
+``Authorization: Bearer <API key or JWT>`` (gRPC: ``authorization`` metadata), and the protocols ask
+``Guard.check`` before routing, so a refused request is answered before its body is read.
 
 API keys are kept only as SHA-256 digests, and a presented key is compared with every one of them
 in constant time, so neither memory nor timing tells how close a guess came. A token is verified with
@@ -59,7 +59,7 @@ _OPEN: dict[EndpointGroup, tuple[frozenset[str], tuple[str, ...]]] = {
 }
 _OPEN_RPCS = {EndpointGroup.HEALTH: frozenset({"ServerLive", "ServerReady", "ModelReady"})}
 # Prefixes without a trailing slash: a look-alike path needs admin too, never less.
-_ADMIN_PATHS = ("/v2/repository", "/v2/systemsharedmemory", "/v2/cudasharedmemory", "/debug", "/ui")
+_ADMIN_PATHS = ("/v2/repository", "/v2/systemsharedmemory", "/v2/cudasharedmemory", "/v2/prewarm", "/debug", "/ui")
 # The web console's files (script, styles, its sign-in page): code of the package, no data, and what a browser
 # must fetch before it can send a key. The console's page and figures stay admin, as the control it calls.
 _CONSOLE_FILES = "/ui/static/"

@@ -128,19 +128,61 @@
     byId("memory").replaceChildren(...parts);
   }
 
+  const span = (seconds) => {
+    const size = Math.abs(seconds);
+    if (size < 120) return `${Math.round(seconds)} s`;
+    if (size < 7200) return `${(seconds / 60).toFixed(1)} min`;
+    return `${(seconds / 3600).toFixed(1)} h`;
+  };
+  const SHOWN = 10; // rows of each pre-warming table; GET /v2/prewarm and `modelserve prewarm plan` have them all
+
+  function stepTable(caption, steps, when) {
+    const table = element("table", undefined, "steps");
+    table.append(element("caption", caption));
+    const head = element("tr");
+    for (const title of [when, "Action", "Model", "Reason"]) head.append(element("th", title));
+    table.append(head);
+    for (const step of steps.slice(0, SHOWN)) {
+      const row = element("tr");
+      const reason = step.outcome && step.outcome !== "done" ? `${step.reason} (${step.outcome})` : step.reason;
+      row.append(
+        element("td", span(Math.abs(step.in_seconds)), "num"),
+        element("td", step.action),
+        element("td", step.model, "name"),
+        element("td", reason),
+      );
+      table.append(row);
+    }
+    return table;
+  }
+
   function renderPrewarming(prewarming) {
     const parts = [];
     if (prewarming === null) {
       parts.push(element("p", "Pre-warming off (PREWARM_POLICY=none): models load on demand or when asked.", "muted"));
     } else {
-      parts.push(element("p", `Policy: ${prewarming.policy}.`));
-      if (!prewarming.expected.length) {
-        parts.push(element("p", "No request expected yet: nothing is planned to load ahead.", "muted"));
+      parts.push(
+        element(
+          "p",
+          `Policy: ${prewarming.policy}. Cold starts ${prewarming.cold_starts}, lru's on the same requests ` +
+            `${prewarming.lru_cold_starts} (avoided ${prewarming.cold_starts_avoided}); pre-loads unused ` +
+            `${prewarming.unused_loads}.`,
+        ),
+      );
+      if (!prewarming.planned.length) {
+        parts.push(element("p", "Nothing planned yet: no load or eviction is due ahead of requests.", "muted"));
       } else {
+        parts.push(stepTable("Planned, soonest first", prewarming.planned, "In"));
+      }
+      if (prewarming.decisions.length) parts.push(stepTable("Last decisions", prewarming.decisions, "Ago"));
+      const expected = prewarming.models.filter((model) => model.in_seconds !== null && model.in_seconds >= 0);
+      if (expected.length) {
         const list = element("ol", undefined, "expected");
-        for (const next of prewarming.expected) {
-          const at = new Date(next.at * 1000).toLocaleTimeString();
-          list.append(element("li", `${next.model}: a request expected in ${Math.round(next.in_seconds)} s (${at})`));
+        for (const model of expected.slice(0, SHOWN)) {
+          const at = new Date(model.next_arrival * 1000).toLocaleTimeString();
+          list.append(
+            element("li", `${model.model} (${model.pattern}): a request expected in ${span(model.in_seconds)} (${at})`),
+          );
         }
         parts.push(list);
       }
