@@ -58,9 +58,12 @@ models: install
 	$(BIN)/python examples/build_models.py $(REPOSITORY)
 	$(BIN)/python examples/build_llm.py $(REPOSITORY)
 
+# On-demand loading within a memory budget, with the predictive pre-warming policy, as the Kubernetes base runs:
+# the start log says so and where to see its plan (GET /v2/prewarm, `modelserve prewarm plan`).
+RUN_OPTIONS := --model-control-mode on-demand --load-model '*' --model-memory-budget-mb 2048 --prewarm-policy predictive
 run: models
 	$(BIN)/modelserve serve --model-repository $(REPOSITORY) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
-		--model-control-mode explicit --load-model '*'
+		$(RUN_OPTIONS)
 
 # The optional multi-region demo: the example models in two regions (moto stores, a server each) behind HAProxy
 # on HTTP_PORT, with the failover commands to try printed (docs/REGIONS.md#routing-and-failover).

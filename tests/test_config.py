@@ -12,6 +12,8 @@ import uvicorn.config
 from pydantic import ValidationError
 
 from modelserve.config import UNHONOURED, EndpointGroup, ModelControlMode, Settings, describe_error, unknown_variables
+from modelserve.models.memory import memory_limit_bytes
+from modelserve.server.app import memory_budgets
 from tests.server.credentials import API_KEYS, rsa_key, write_jwks, write_public_key
 
 
@@ -350,7 +352,22 @@ def test_a_prewarm_policy_without_on_demand_loading_and_a_budget_is_refused(
         monkeypatch.setenv(variable, value)
     message = _error()
     assert message.startswith(f"invalid setting PREWARM_POLICY={settings['PREWARM_POLICY']!r}: ")
-    assert "set MODEL_CONTROL_MODE=on-demand and MODEL_MEMORY_BUDGET_MB too" in message
+    assert (
+        "set MODEL_CONTROL_MODE=on-demand and MODEL_MEMORY_BUDGET_MB (or MODEL_MEMORY_BUDGET_FRACTION) too" in message
+    )
+
+
+def test_a_budget_fraction_serves_a_policy_and_takes_a_share_of_the_process_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable, value in {"PREWARM_POLICY": "predictive", "MODEL_CONTROL_MODE": "on-demand"}.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("MODEL_MEMORY_BUDGET_FRACTION", "0.5")
+    [budget] = memory_budgets(Settings())
+    assert (budget.kind, budget.setting) == ("CPU", "MODEL_MEMORY_BUDGET_FRACTION")
+    assert budget.limit_bytes == memory_limit_bytes() // 2
+    monkeypatch.setenv("MODEL_MEMORY_BUDGET_FRACTION", "1")
+    assert "MODEL_MEMORY_BUDGET_FRACTION" in _error()  # the whole limit leaves nothing for the server itself
 
 
 def test_a_prewarm_policy_with_on_demand_loading_and_a_budget_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:

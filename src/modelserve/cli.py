@@ -82,6 +82,9 @@ def serve(
     ] = None,
     prewarm_policy: Annotated[PrewarmPolicy | None, typer.Option(help=_help("prewarm_policy"))] = None,
     model_memory_budget_mb: Annotated[float | None, typer.Option(help=_help("model_memory_budget_mb"))] = None,
+    model_memory_budget_fraction: Annotated[
+        float | None, typer.Option(help=_help("model_memory_budget_fraction"))
+    ] = None,
     gpu_memory_fraction: Annotated[float | None, typer.Option(help=_help("gpu_memory_fraction"))] = None,
     memory_soft_limit_mb: Annotated[float | None, typer.Option(help=_help("memory_soft_limit_mb"))] = None,
     memory_hard_limit_mb: Annotated[float | None, typer.Option(help=_help("memory_hard_limit_mb"))] = None,

@@ -247,6 +247,13 @@ class Settings(BaseSettings):
         description="Host memory (MiB) loaded models may hold together, each measured as it loads; a load "
         "beyond it evicts idle models in on-demand mode, else is refused with 507 (0: no budget).",
     )
+    model_memory_budget_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Where MODEL_MEMORY_BUDGET_MB is 0: the budget as a share of the memory this process may "
+        "hold, its container's limit (cgroup) or else the host's memory, read at start (0: no budget).",
+    )
     gpu_memory_fraction: float = Field(
         0.0,
         ge=0,
@@ -476,11 +483,11 @@ class Settings(BaseSettings):
     def _prewarm_needs_a_budget(cls, value: PrewarmPolicy, info: ValidationInfo) -> PrewarmPolicy:
         if value is not PrewarmPolicy.NONE and (
             info.data.get("model_control_mode") is not ModelControlMode.ON_DEMAND
-            or not info.data.get("model_memory_budget_mb")
+            or not (info.data.get("model_memory_budget_mb") or info.data.get("model_memory_budget_fraction"))
         ):
             raise ValueError(
                 "a pre-warming policy loads and evicts models itself: set MODEL_CONTROL_MODE=on-demand and "
-                "MODEL_MEMORY_BUDGET_MB too"
+                "MODEL_MEMORY_BUDGET_MB (or MODEL_MEMORY_BUDGET_FRACTION) too"
             )
         return value
 

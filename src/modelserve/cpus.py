@@ -33,13 +33,13 @@ def cpu_quota(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) 
     """CPUs' worth of time the process's cgroup may use per period (``200000 100000`` is 2.0), the
     least along its cgroup and the ancestors visible here, since a parent's quota binds its children;
     None where none is set or none can be read."""
-    quotas = [q for folder in _cgroup_folders(cgroup_root, self_cgroup) if (q := _quota_in(folder)) is not None]
+    quotas = [q for folder in cgroup_folders(cgroup_root, self_cgroup) if (q := _quota_in(folder)) is not None]
     return min(quotas, default=None)
 
 
-def _cgroup_folders(root: Path, self_cgroup: Path) -> list[Path]:
-    """Folders that may hold the process's CPU quota: its cgroup's and its ancestors', in the v2
-    hierarchy and in v1's cpu controller.
+def cgroup_folders(root: Path, self_cgroup: Path, controller: str = "cpu") -> list[Path]:
+    """Folders that may hold the process's limits of ``controller`` (cpu, memory): its cgroup's and its
+    ancestors', in the v2 hierarchy and in v1's folder of that controller.
 
     Inside a container the cgroup path (/proc/self/cgroup) may name a folder that is not mounted there
     (the container's own cgroup is mounted at the root instead): folders that do not exist are skipped,
@@ -56,13 +56,15 @@ def _cgroup_folders(root: Path, self_cgroup: Path) -> list[Path]:
         _, controllers, path = fields
         if controllers == "":  # cgroup v2: "0::/path"
             base = root
-        elif "cpu" in controllers.split(","):  # cgroup v1: "4:cpu,cpuacct:/path", mounted as cpu,cpuacct
-            base = next((root / name for name in (controllers, "cpu") if (root / name).is_dir()), root / "cpu")
+        elif controller in controllers.split(","):  # cgroup v1: "4:cpu,cpuacct:/path", mounted as cpu,cpuacct
+            base = next(
+                (root / name for name in (controllers, controller) if (root / name).is_dir()), root / controller
+            )
         else:
             continue
         folder = base / path.strip().lstrip("/")
         folders += [folder, *(p for p in folder.parents if p.is_relative_to(base))]
-    return [folder for folder in dict.fromkeys([*folders, root, root / "cpu"]) if folder.is_dir()]
+    return [folder for folder in dict.fromkeys([*folders, root, root / controller]) if folder.is_dir()]
 
 
 def _quota_in(folder: Path) -> float | None:

@@ -269,12 +269,28 @@ def test_dev_runs_one_small_pod_with_debug_logs() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_history_database_url_comes_from_an_optional_secret(name: str) -> None:
+def test_the_history_database_url_comes_from_a_secret_required_in_prod(name: str) -> None:
+    """The pre-warming policy learns from the history: SQLite on each pod's model cache unless the Secret
+    names a PostgreSQL, which prod requires (shared by the pods, kept across rollouts)."""
     docs = render(name)
     env = {item["name"]: item for item in container(docs)["env"]}
     reference = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
-    assert reference == {"name": "modelserve-database", "key": "url", "optional": True}
+    assert reference == {"name": "modelserve-database", "key": "url", "optional": name != "prod"}
     assert "DATABASE_URL" not in one(docs, "ConfigMap")["data"], "a password never goes in a ConfigMap"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pre_warming_runs_predictive_within_a_share_of_the_container_limit(name: str) -> None:
+    docs = render(name)
+    config = one(docs, "ConfigMap")["data"]
+    ours = {key.lower(): value for key, value in config.items() if key.lower() in Settings.model_fields}
+    settings = Settings(**ours)  # the server would start with them
+    assert (settings.model_control_mode.value, settings.prewarm_policy.value) == ("on-demand", "predictive")
+    assert settings.model_memory_budget_mb == 0, "derived from the limit, not a number to keep in step with it"
+    limit_mib = _mebibytes(container(docs)["resources"]["limits"]["memory"])
+    # The models' budget ends well below the soft limit, where loads are refused instead of making room.
+    assert 0.4 * limit_mib <= settings.model_memory_budget_fraction * limit_mib < 0.9 * settings.memory_soft_limit_mb
+    assert config["MODEL_CACHE_DIR"] in {m["mountPath"] for m in container(docs)["volumeMounts"]}, "the history's"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.server import RunningServer, serve
@@ -122,6 +124,12 @@ def test_readme_tour_runs_verbatim(server: RunningServer) -> None:
         exec(compile(at(server, code), "README.md", "exec"), {})
 
 
+def make_run_options() -> list[str]:
+    """The options `make run` serves with, as the Makefile spells them."""
+    line = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("RUN_OPTIONS :="))
+    return shlex.split(line.split(":=", 1)[1])
+
+
 def test_readme_generative_lines_run_against_what_make_run_serves(
     built_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -135,9 +143,7 @@ def test_readme_generative_lines_run_against_what_make_run_serves(
     code = [m.group(2) for m in FENCE.finditer(text) if m.group(1) == "py"]
     assert shell
     assert code
-    with serve(
-        repository, repository.parent / "server.log", "--model-control-mode", "explicit", "--load-model", "*"
-    ) as server:
+    with serve(repository, repository.parent / "server.log", *make_run_options()) as server:
         for block in shell:
             for command in block.replace("\\\n", " ").splitlines():
                 command = "set -o pipefail; " + at(server, command).replace("curl -s ", "curl -sf ", 1)
@@ -146,3 +152,12 @@ def test_readme_generative_lines_run_against_what_make_run_serves(
                 assert "tiny-llm" in run.stdout, run.stdout
         for block in code:
             exec(compile(at(server, block), "README.md", "exec"), {})
+        # make run's one line on pre-warming, and the plan it points to
+        plan = httpx.get(f"{server.url}/v2/prewarm", timeout=10).json()
+        assert plan["policy"] == "predictive"
+        assert "tiny-llm" in {row["model"] for row in plan["models"]}
+    log = (repository.parent / "server.log").read_text()
+    assert (
+        "pre-warming with the predictive policy within MODEL_MEMORY_BUDGET_MB (2048 MiB); its plan: GET /v2/prewarm"
+        in log
+    )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
-from modelserve.models.memory import rss_bytes
+from modelserve.models.memory import MIB, memory_limit_bytes, rss_bytes
 from modelserve.types import InferenceRequest
 from tests.builders import matmul_onnx
 from tests.models.conftest import Factory
@@ -80,3 +81,35 @@ def test_without_limits_liveness_passes_and_pressure_is_0(built_repository: Path
     with serving(built_repository, load_models=["simple"]) as client:
         assert client.get("/health/live").status_code == 200
         assert metric_value(metrics_of(client), "model_serving_memory_pressure") == 0
+
+
+def _cgroup(tmp_path: Path, self_cgroup: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "sys-fs-cgroup"
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+    root.mkdir(exist_ok=True)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(self_cgroup)
+    return root, proc
+
+
+PHYSICAL = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_the_memory_limit_is_the_containers_cgroup_limit(tmp_path: Path) -> None:
+    """What MODEL_MEMORY_BUDGET_FRACTION takes a share of: a pod's limit of 512 MiB, its container unlimited
+    (v2, no cgroup namespace), or a Docker container's on v1, or the host's memory without any."""
+    pod = "kubepods.slice/kubepods-pod1.slice"
+    v2 = _cgroup(
+        tmp_path / "v2",
+        f"0::/{pod}/cri-containerd-1.scope\n",
+        {f"{pod}/memory.max": f"{512 * MIB}\n", f"{pod}/cri-containerd-1.scope/memory.max": "max\n"},
+    )
+    assert memory_limit_bytes(*v2) == 512 * MIB
+    v1 = _cgroup(tmp_path / "v1", "9:memory:/docker/abc\n", {"memory/memory.limit_in_bytes": f"{256 * MIB}\n"})
+    assert memory_limit_bytes(*v1) == 256 * MIB
+    unlimited = _cgroup(tmp_path / "none", "0::/\n", {"memory.max": "max\n"})
+    assert memory_limit_bytes(*unlimited) == PHYSICAL
+    v1_unlimited = _cgroup(tmp_path / "huge", "9:memory:/\n", {"memory/memory.limit_in_bytes": f"{2**63 - 4096}\n"})
+    assert memory_limit_bytes(*v1_unlimited) == PHYSICAL

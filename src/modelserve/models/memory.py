@@ -15,6 +15,7 @@ from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
 
+from modelserve.cpus import CGROUP_ROOT, SELF_CGROUP, cgroup_folders
 from modelserve.errors import InsufficientMemory
 
 MIB = 1024 * 1024
@@ -28,6 +29,26 @@ def rss_bytes() -> int:
         return int(_STATM.read_bytes().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def memory_limit_bytes(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> int:
+    """The memory this process may hold: its cgroup's limit (a container's, the least along its ancestors),
+    else the host's physical memory. What MODEL_MEMORY_BUDGET_FRACTION is a share of."""
+    limits = [n for folder in cgroup_folders(cgroup_root, self_cgroup, "memory") if (n := _limit_in(folder))]
+    physical = os.sysconf("SC_PHYS_PAGES") * _PAGE
+    return min([*limits, physical])
+
+
+def _limit_in(folder: Path) -> int | None:
+    """A cgroup folder's memory limit: v2's ``memory.max`` ("max" for none), or v1's
+    ``memory.limit_in_bytes`` (a huge number for none, which the host's memory then undercuts)."""
+    for name in ("memory.max", "memory.limit_in_bytes"):
+        try:
+            text = (folder / name).read_text().strip()
+        except OSError:
+            continue
+        return int(text) if text.isdigit() else None
+    return None
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

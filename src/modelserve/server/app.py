@@ -28,7 +28,7 @@ from modelserve.history import from_settings as history_from_settings
 from modelserve.models.budget import MemoryBudget
 from modelserve.models.cache import ResponseCache
 from modelserve.models.manager import ModelManager
-from modelserve.models.memory import MIB, MemoryWatchdog, rss_bytes
+from modelserve.models.memory import MIB, MemoryWatchdog, memory_limit_bytes, rss_bytes
 from modelserve.models.spec import BatchingDefaults
 from modelserve.observability.gpu import device_memory, device_name
 from modelserve.observability.logging import configure_logging
@@ -307,12 +307,17 @@ def cost_watch(settings: Settings) -> CostWatch | None:
 
 
 def memory_budgets(settings: Settings) -> list[MemoryBudget]:
-    """The budgets MODEL_MEMORY_BUDGET_MB and GPU_MEMORY_FRACTION set, on the memory this host has."""
+    """The budgets MODEL_MEMORY_BUDGET_MB (or _FRACTION) and GPU_MEMORY_FRACTION set, on the memory this host
+    has."""
     budgets = []
     if settings.model_memory_budget_mb:
         budgets.append(
             MemoryBudget("CPU", int(settings.model_memory_budget_mb * MIB), "MODEL_MEMORY_BUDGET_MB", rss_bytes)
         )
+    elif settings.model_memory_budget_fraction:
+        limit = int(settings.model_memory_budget_fraction * memory_limit_bytes())
+        log.info("model memory budget: %d MiB (MODEL_MEMORY_BUDGET_FRACTION of this process's limit)", limit // MIB)
+        budgets.append(MemoryBudget("CPU", limit, "MODEL_MEMORY_BUDGET_FRACTION", rss_bytes))
     if settings.gpu_memory_fraction:
         if (reading := device_memory()) is None:
             log.warning("GPU_MEMORY_FRACTION is set but this host has no GPU that NVML can read: no GPU budget")
