@@ -28,7 +28,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("plan")
     for name in MODELS:
         matmul_onnx(root / "repository" / name / "1" / "model.onnx", features=FEATURES)
-    options = ("--model-control-mode", "on-demand", "--model-memory-budget-mb", "10.4", "--prewarm-policy", "predictive")
+    options = (
+        "--model-control-mode",
+        "on-demand",
+        "--model-memory-budget-mb",
+        "10.4",
+        "--prewarm-policy",
+        "predictive",
+    )
     environment = {"API_KEYS": f"{ADMIN_KEY}:admin,{INFER_KEY}:infer"}
     with serve(root / "repository", root / "server.log", *options, env=environment) as running:
         body = {"inputs": [{"name": "x", "shape": [1, FEATURES], "datatype": "FP32", "data": [1.0] * FEATURES}]}
@@ -98,3 +105,32 @@ def test_a_server_without_a_policy_says_pre_warming_is_off(tmp_path: Path) -> No
         result = CliRunner().invoke(app, ["prewarm", "plan", "--url", running.url])
     assert result.exit_code == 0, result.output
     assert "pre-warming is off" in result.output
+
+
+def _cuda() -> str:
+    """What this host lacks to hold a model in GPU memory, or "" when it has it all."""
+    import onnxruntime
+
+    from modelserve.observability.gpu import device_memory
+
+    missing = (
+        [] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else ["onnxruntime's CUDA provider"]
+    )
+    return ", ".join(missing + ([] if device_memory() is not None else ["a GPU NVML can read"]))
+
+
+@pytest.mark.skipif(bool(_cuda()), reason=f"needs a GPU host: this one lacks {_cuda() or 'nothing'}")
+def test_on_a_gpu_host_a_model_on_the_gpu_is_planned_within_gpu_memory_fraction(tmp_path: Path) -> None:
+    matmul_onnx(tmp_path / "repository" / "g" / "1" / "model.onnx", features=4096)  # 64 MiB of weights
+    options = (
+        *("--model-control-mode", "on-demand", "--model-memory-budget-mb", "4096"),
+        *("--gpu-memory-fraction", "0.5", "--prewarm-policy", "predictive"),
+    )
+    with serve(tmp_path / "repository", tmp_path / "server.log", *options) as running:
+        body = {"inputs": [{"name": "x", "shape": [1, 4096], "datatype": "FP32", "data": [1.0] * 4096}]}
+        httpx.post(f"{running.url}/v2/models/g/infer", json=body, timeout=120).raise_for_status()
+        report = httpx.get(f"{running.url}/v2/prewarm", timeout=10).json()
+    [row] = report["models"]
+    assert row["device"] == "gpu"
+    assert row["size_mb"] >= 64
+    assert 0 < report["gpu_used_mb"] <= report["gpu_budget_mb"]

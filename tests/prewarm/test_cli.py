@@ -16,6 +16,8 @@ KEYS = {
     "cold_start_rate",
     "memory_mb_seconds",
     "idle_memory_mb_seconds",
+    "gpu_memory_mb_seconds",
+    "gpu_idle_memory_mb_seconds",
     "loads",
     "evictions",
     "cold_start_delay_p50_s",

@@ -21,7 +21,7 @@ from modelserve.models.memory import MIB, rss_bytes
 from modelserve.observability.metrics import Metrics
 from modelserve.prewarm.live import LivePrewarmer
 from modelserve.prewarm.lru import LRUPolicy
-from modelserve.prewarm.policy import CacheView, Decision
+from modelserve.prewarm.policy import CPU, GPU, CacheView, Decision
 from modelserve.prewarm.predictive import PredictivePolicy
 from modelserve.prewarm.report import report
 from modelserve.types import InferenceRequest
@@ -146,3 +146,21 @@ async def test_it_keeps_its_decisions_with_reasons_unused_pre_loads_and_what_lru
         assert rows["c"]["pattern"] == "none"
     finally:
         running.cancel()
+
+
+async def test_a_model_that_held_gpu_memory_is_planned_on_the_gpu_budget(tmp_path: Path, make_manager: Factory) -> None:
+    """The accounting a GPU host runs, through the budgets' own records: a version measured holding GPU memory
+    is a GPU model of that size; the others are planned by host memory."""
+    for name in ("a", "b"):
+        matmul_onnx(tmp_path / name / "1" / "model.onnx", features=64)
+    host = MemoryBudget("CPU", 64 * MIB, "MODEL_MEMORY_BUDGET_MB", rss_bytes)
+    gpu = MemoryBudget("GPU", 1024 * MIB, "GPU_MEMORY_FRACTION", lambda: 0)
+    manager = make_manager(tmp_path, on_demand=True, budgets=[host])
+    prewarmer = LivePrewarmer(PredictivePolicy(), manager, host, gpu_budget=gpu)
+    gpu.learn("a", 1, 300 * MIB)  # what a's last load on a GPU held
+    host.learn("b", 1, 2 * MIB)
+    assert (prewarmer.info("a").device, prewarmer.info("a").size_mb) == (GPU, 300.0)
+    assert (prewarmer.info("b").device, prewarmer.info("b").size_mb) == (CPU, 2.0)
+    assert (prewarmer.budget_of(GPU), prewarmer.budget_of(CPU)) == (1024.0, 64.0)
+    no_gpu = LivePrewarmer(PredictivePolicy(), manager, host)
+    assert no_gpu.budget_of(GPU) == 0.0

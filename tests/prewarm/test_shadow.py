@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from modelserve.prewarm.lru import LRUPolicy
-from modelserve.prewarm.policy import ModelInfo
+from modelserve.prewarm.policy import CPU, GPU, ModelInfo
 from modelserve.prewarm.shadow import LRUShadow
 from modelserve.prewarm.simulator import simulate
 from modelserve.prewarm.traces import Trace
@@ -15,7 +15,7 @@ MODELS = {name: ModelInfo(name, 10.0, 2.0) for name in ("a", "b", "c")}
 
 
 def shadow_of(budget_mb: float) -> LRUShadow:
-    return LRUShadow(lambda: budget_mb, MODELS.__getitem__)
+    return LRUShadow(lambda device: budget_mb if device == CPU else 0.0, MODELS.__getitem__)
 
 
 def test_a_request_during_the_load_is_cold_and_one_after_it_is_warm() -> None:
@@ -38,7 +38,7 @@ def test_the_least_recently_used_goes_when_the_budget_is_full() -> None:
 
 
 def test_a_model_larger_than_the_budget_is_cold_every_time_and_never_held() -> None:
-    shadow = LRUShadow(lambda: 5.0, MODELS.__getitem__)
+    shadow = shadow_of(5.0)
     assert shadow.arrived("a", 0.0)
     assert shadow.arrived("a", 100.0)
     assert not shadow.holds("a")
@@ -65,3 +65,11 @@ def test_a_model_loaded_at_start_is_held_by_lru_too_while_it_fits() -> None:
     assert not shadow.arrived("a", 1.0)
     assert not shadow.arrived("b", 1.0)
     assert shadow.arrived("c", 1.0)
+
+
+def test_a_model_on_the_gpu_makes_room_only_among_gpu_models() -> None:
+    models = {**MODELS, "g": ModelInfo("g", 10.0, 2.0, GPU), "h": ModelInfo("h", 10.0, 2.0, GPU)}
+    shadow = LRUShadow(lambda device: 20.0 if device == CPU else 10.0, models.__getitem__)
+    for name, at in (("a", 0.0), ("b", 1.0), ("g", 2.0), ("h", 3.0)):  # h evicts g, not the older a
+        shadow.arrived(name, at)
+    assert [shadow.holds(m) for m in ("a", "b", "g", "h")] == [True, True, False, True]

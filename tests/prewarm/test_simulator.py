@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pytest
 
+from modelserve.prewarm.histogram import HybridHistogramPolicy
 from modelserve.prewarm.lru import LRUPolicy
-from modelserve.prewarm.policy import CacheView, Decision, ModelInfo
+from modelserve.prewarm.policy import CPU, GPU, CacheView, Decision, ModelInfo, Policy
+from modelserve.prewarm.predictive import PredictivePolicy
 from modelserve.prewarm.simulator import simulate
 from modelserve.prewarm.traces import Trace
 
@@ -108,3 +111,63 @@ def test_a_wake_up_asked_for_a_time_past_comes_at_once_and_a_tick_asking_again_w
     policy = LateWaker()
     simulate(Trace.from_arrivals([(100.0, "a"), (400.0, "a")]), {"a": ModelInfo("a", 10.0, 1.0)}, 100.0, policy)
     assert policy.ticks[:3] == [100.0, 101.0, 161.0]
+
+
+class Watched(Policy):
+    """Any policy, with the host and GPU memory in use written down every time it is told something."""
+
+    def __init__(self, inner: Policy) -> None:
+        self.inner, self.name = inner, inner.name  # type: ignore[misc]
+        self.used: list[tuple[float, float]] = []
+
+    def _seen(self, view: CacheView) -> None:
+        self.used.append((view.used_of(CPU), view.used_of(GPU)))
+
+    def on_arrival(self, model: str, now: float, view: CacheView) -> Decision:
+        self._seen(view)
+        return self.inner.on_arrival(model, now, view)
+
+    def on_loaded(self, model: str, now: float, view: CacheView) -> Decision:
+        self._seen(view)
+        return self.inner.on_loaded(model, now, view)
+
+    def on_unloaded(self, model: str, now: float, view: CacheView) -> Decision:
+        return self.inner.on_unloaded(model, now, view)
+
+    def tick(self, now: float, view: CacheView) -> Decision:
+        self._seen(view)
+        return self.inner.tick(now, view)
+
+    def eviction_order(self, now: float, view: CacheView, candidates: Sequence[str]) -> list[str]:
+        return self.inner.eviction_order(now, view, candidates)
+
+
+GPU_MODELS = {
+    "a": ModelInfo("a", 100.0, 1.0),
+    "b": ModelInfo("b", 100.0, 1.0),
+    **{g: ModelInfo(g, 60.0, 2.0, GPU) for g in ("g0", "g1", "g2")},
+}
+GPU_TRACE = [(t * 30.0, ("a", "g0", "b", "g1", "g2")[t % 5]) for t in range(100)]
+
+
+@pytest.mark.parametrize("policy", [LRUPolicy, HybridHistogramPolicy, PredictivePolicy])
+def test_gpu_models_are_planned_within_the_gpu_budget_and_make_room_among_themselves(policy: type[Policy]) -> None:
+    """Two host models that fit the host budget together, three GPU models of which the GPU budget holds one."""
+    watched = Watched(policy())
+    result = simulate(Trace.from_arrivals(GPU_TRACE), GPU_MODELS, 200.0, watched, gpu_budget_mb=100.0)
+    assert max(cpu for cpu, _ in watched.used) <= 200.0
+    assert max(gpu for _, gpu in watched.used) <= 100.0
+    assert max(gpu for _, gpu in watched.used) == 60.0
+    assert 0 < result.gpu_memory_mb_seconds <= 100.0 * GPU_TRACE[-1][0]
+    assert result.memory_mb_seconds <= 200.0 * GPU_TRACE[-1][0]
+
+
+def test_under_lru_gpu_loads_never_evict_host_models() -> None:
+    result = simulate(Trace.from_arrivals(GPU_TRACE), GPU_MODELS, 200.0, LRUPolicy(), gpu_budget_mb=100.0)
+    # a and b are cold once each and stay; each GPU request evicts the one GPU model held: 60 of them.
+    assert result.cold_starts == 2 + 60
+
+
+def test_a_gpu_model_larger_than_the_gpu_budget_is_refused() -> None:
+    with pytest.raises(ValueError, match=re.escape("larger than the 50.0 MB GPU budget can never load: g")):
+        simulate(Trace.from_arrivals([(0.0, "g")]), {"g": ModelInfo("g", 60.0, 1.0, GPU)}, 100.0, LRUPolicy(), 50.0)

@@ -69,6 +69,9 @@ def simulate_command(
         list[str] | None, typer.Option(help="lru, hybrid-histogram, predictive or all; repeatable.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object with a result per policy.")] = False,
+    gpu_memory_budget_mb: Annotated[
+        float, typer.Option(min=0, help="GPU memory for the models whose device is gpu in the models file, in MB.")
+    ] = 0.0,
 ) -> None:
     """Replay a trace under each policy with the same memory budget; report cold starts and memory-time."""
     names = _policies(policy or ["all"])
@@ -82,17 +85,20 @@ def simulate_command(
     for name in names:
         started = time.perf_counter()
         try:
-            results.append(simulate(arrivals, catalogue, memory_budget_mb, POLICIES[name]()))
+            results.append(simulate(arrivals, catalogue, memory_budget_mb, POLICIES[name](), gpu_memory_budget_mb))
         except ValueError as exc:
             raise _fail(str(exc)) from None
         elapsed[name] = time.perf_counter() - started
     if as_json:
-        print(json.dumps({"memory_budget_mb": memory_budget_mb, "results": [r.as_dict() for r in results]}))
+        budgets = {"memory_budget_mb": memory_budget_mb, "gpu_memory_budget_mb": gpu_memory_budget_mb}
+        print(json.dumps({**budgets, "results": [r.as_dict() for r in results]}))
         return
-    _print(results, elapsed, memory_budget_mb)
+    _print(results, elapsed, memory_budget_mb, gpu_memory_budget_mb)
 
 
-def _print(results: list[Result], elapsed: dict[str, float], budget: float) -> None:
+def _print(results: list[Result], elapsed: dict[str, float], budget: float, gpu_budget: float) -> None:
+    gpu = ["GPU GB·h", "GPU idle GB·h"] if gpu_budget else []
+    title = f"memory budget {budget:g} MB" + (f", GPU {gpu_budget:g} MB" if gpu_budget else "")
     table = Table(
         "policy",
         "requests",
@@ -100,14 +106,16 @@ def _print(results: list[Result], elapsed: dict[str, float], budget: float) -> N
         "cold rate",
         "memory GB·h",
         "idle GB·h",
+        *gpu,
         "loads",
         "evictions",
         "delay p50 s",
         "delay p99 s",
         "replay s",
-        title=f"memory budget {budget:g} MB",
+        title=title,
     )
     for r in results:
+        on_gpu = [f"{r.gpu_memory_mb_seconds / 3.6e6:.1f}", f"{r.gpu_idle_memory_mb_seconds / 3.6e6:.1f}"]
         table.add_row(
             r.policy,
             str(r.requests),
@@ -115,6 +123,7 @@ def _print(results: list[Result], elapsed: dict[str, float], budget: float) -> N
             f"{r.cold_start_rate:.4f}",
             f"{r.memory_mb_seconds / 3.6e6:.1f}",
             f"{r.idle_memory_mb_seconds / 3.6e6:.1f}",
+            *(on_gpu if gpu_budget else []),
             str(r.loads),
             str(r.evictions),
             f"{r.cold_start_delay_p50_s:.2f}",
@@ -176,7 +185,9 @@ def plan_command(
         )
         return
     out.print(
-        f"policy {report['policy']}: {report['used_mb']:.0f} of {report['budget_mb']:.0f} MB in use; "
+        f"policy {report['policy']}: {report['used_mb']:.0f} of {report['budget_mb']:.0f} MB in use"
+        + (f", GPU {report['gpu_used_mb']:.0f} of {report['gpu_budget_mb']:.0f} MB" if report["gpu_budget_mb"] else "")
+        + "; "
         f"cold starts {report['cold_starts']}, lru's on the same requests {report['lru_cold_starts']} "
         f"(avoided {report['cold_starts_avoided']}); pre-loads unused {report['unused_loads']}",
         markup=False,
@@ -191,12 +202,22 @@ def plan_command(
     for step in report["decisions"]:
         taken.add_row(_seconds(-step["in_seconds"]), step["action"], step["model"], step["outcome"], step["reason"])
     models = Table(
-        "model", "loaded", "pattern", "next request in", "cold", "lru cold", "avoided", "unused loads", title="models"
+        "model",
+        "loaded",
+        "MB",
+        "pattern",
+        "next request in",
+        "cold",
+        "lru cold",
+        "avoided",
+        "unused loads",
+        title="models",
     )
     for model in report["models"]:
         models.add_row(
             model["model"],
             "yes" if model["loaded"] else "no",
+            f"{model['size_mb']:.0f}" + (" (GPU)" if model["device"] == "gpu" else ""),
             model["pattern"],
             "-" if model["in_seconds"] is None else _seconds(model["in_seconds"]),
             str(model["cold_starts"]),

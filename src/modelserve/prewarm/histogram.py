@@ -29,6 +29,7 @@ from modelserve.prewarm.policy import (
     Policy,
     Step,
     evictable,
+    mb_on,
     victims_for,
 )
 from modelserve.prewarm.timers import Action, Timers
@@ -158,10 +159,11 @@ class HybridHistogramPolicy(Policy):
                     evict.append(model)
                     why[model] = self._why(model, Action.UNLOAD)
             elif not view.is_ready(model) and not view.is_loading(model):
-                need = view.info(model).size_mb + sum(view.info(m).size_mb for m in load)
-                freed = sum(view.info(m).size_mb for m in evict)
+                info = view.info(model)
+                need = info.size_mb + mb_on(view, load, info.device)
+                freed = mb_on(view, evict, info.device)
                 order = [m for m in self.eviction_order(now, view, evictable(view)) if m not in evict]
-                victims = victims_for(view, need, order, freed)
+                victims = victims_for(view, need, order, freed, info.device)
                 if victims is not None:
                     evict.extend(victims)
                     why.update(

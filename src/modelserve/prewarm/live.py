@@ -35,7 +35,7 @@ from modelserve.models.memory import MIB
 from modelserve.models.records import ModelState
 from modelserve.prewarm.histogram import HybridHistogramPolicy
 from modelserve.prewarm.lru import LRUPolicy
-from modelserve.prewarm.policy import Decision, ModelInfo, Policy, Step
+from modelserve.prewarm.policy import CPU, GPU, Decision, ModelInfo, Policy, Step
 from modelserve.prewarm.predictive import PredictivePolicy
 from modelserve.prewarm.shadow import LRUShadow
 
@@ -80,12 +80,13 @@ class LivePrewarmer:
         budget: MemoryBudget,
         observer: PrewarmObserver | None = None,
         clock: Callable[[], float] = time.time,
+        gpu_budget: MemoryBudget | None = None,
     ) -> None:
-        self.policy, self._manager, self._budget = policy, manager, budget
+        self.policy, self._manager, self._budget, self._gpu_budget = policy, manager, budget, gpu_budget
         self._observer = observer
         self._clock = clock  # wall-clock seconds: policies read the time of day from it
         self.steps: deque[Done] = deque(maxlen=REMEMBERED_STEPS)
-        self.shadow = LRUShadow(lambda: self.budget_mb, self.info)
+        self.shadow = LRUShadow(self.budget_of, self.info)
         self.cold_starts: Counter[str] = Counter()  # requests that found their model not READY, since start
         self.unused_loads: Counter[str] = Counter()  # pre-loads evicted before any request used them
         self._unused: set[str] = set()  # pre-loaded models no request has used yet
@@ -94,6 +95,7 @@ class LivePrewarmer:
         self._woken = asyncio.Event()
         self._work: set[asyncio.Task[None]] = set()
         self._sizes: dict[str, float] = {}  # MiB, as last known: held now, or reserved for the next load
+        self._gpu_sizes: dict[str, float] = {}  # likewise, of the GPU memory of models on a GPU
         self._load_s: dict[str, float] = {}
         self._told: dict[str, float] = {}  # when each model's last arrival was passed on
         # Until ``run`` starts, the policy may be learning from the history in a thread: requests are counted
@@ -170,10 +172,26 @@ class LivePrewarmer:
 
     @property
     def used_mb(self) -> float:
-        return sum(self.info(model).size_mb for model in self.resident())
+        return self.used_of(CPU)
+
+    def budget_of(self, device: str) -> float:
+        if device == GPU:
+            return 0.0 if self._gpu_budget is None else self._gpu_budget.limit_bytes / MIB
+        return self.budget_mb
+
+    def used_of(self, device: str) -> float:
+        return sum(info.size_mb for model in self.resident() if (info := self.info(model)).device == device)
 
     def info(self, model: str) -> ModelInfo:
-        held = sum(r.memory_bytes for r in self._manager.records(model) if r.runtime is not None)
+        """A model on a GPU is one that held GPU memory when last loaded under GPU_MEMORY_FRACTION: it is
+        planned by that memory. Any other is planned by its host memory."""
+        records = [r for r in self._manager.records(model) if r.runtime is not None]
+        gpu = self._gpu_budget
+        on_gpu = sum(r.memory.get("GPU", 0) for r in records) or (gpu.learned(model) if gpu is not None else None)
+        if on_gpu:
+            self._gpu_sizes[model] = on_gpu / MIB
+            return ModelInfo(model, max(on_gpu / MIB, 1e-3), self._load_s.get(model, UNKNOWN_LOAD_S), GPU)
+        held = sum(r.memory.get("CPU", 0) for r in records)
         size = held or self._budget.learned(model)
         if size:
             self._sizes[model] = size / MIB
@@ -260,9 +278,12 @@ class LivePrewarmer:
             if model in self.resident():
                 self.steps.append(Done(step, "skipped: already loaded"))
                 continue
-            if (need := self.used_mb + self.info(model).size_mb) > self.budget_mb:
-                log.debug("pre-load of %s skipped: %.1f of %.1f MiB in use", model, self.used_mb, self.budget_mb)
-                self.steps.append(Done(step, f"skipped: needs {need:.0f} MiB of {self.budget_mb:.0f}"))
+            info = self.info(model)
+            if (need := self.used_of(info.device) + info.size_mb) > (budget := self.budget_of(info.device)):
+                log.debug("pre-load of %s skipped: needs %.1f of %.1f MiB (%s)", model, need, budget, info.device)
+                self.steps.append(
+                    Done(step, f"skipped: needs {need:.0f} MiB of the {info.device} budget's {budget:.0f}")
+                )
                 continue
             self._unused.add(model)  # before the load: a request that waits for it uses it
             self._ordered.add(model)
@@ -292,6 +313,12 @@ class _PastView:
 
     def __init__(self, budget_mb: float) -> None:
         self.budget_mb, self.used_mb = budget_mb, 0.0
+
+    def budget_of(self, device: str) -> float:
+        return self.budget_mb if device == CPU else 0.0
+
+    def used_of(self, device: str) -> float:
+        return 0.0
 
     def info(self, model: str) -> ModelInfo:
         return ModelInfo(model, 1.0, UNKNOWN_LOAD_S)

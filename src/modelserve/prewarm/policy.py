@@ -30,18 +30,26 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Literal, Protocol
 
+CPU, GPU = "cpu", "gpu"
+DEVICES = (CPU, GPU)  # the memories a budget limits: the host's (MODEL_MEMORY_BUDGET_MB) and GPU 0's
+
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What a policy knows of a model before it is used: what it costs to hold and to bring back."""
+    """What a policy knows of a model before it is used: what it costs to hold and to bring back, and
+    where: a model on a GPU holds ``size_mb`` of GPU memory, which the GPU budget limits (its host memory
+    is small beside it, and the host budget still checks it at load)."""
 
     name: str
     size_mb: float
     load_seconds: float
+    device: str = CPU
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("a model needs a name")
+        if self.device not in DEVICES:
+            raise ValueError(f"model {self.name}: device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.size_mb <= 0:
             raise ValueError(f"model {self.name}: size_mb must be > 0, got {self.size_mb}")
         if self.load_seconds < 0:
@@ -53,12 +61,20 @@ class CacheView(Protocol):
 
     @property
     def budget_mb(self) -> float:
-        """The memory budget; loaded and loading models together never exceed it."""
+        """The host memory budget; loaded and loading models on the host together never exceed it."""
         ...
 
     @property
     def used_mb(self) -> float:
-        """Memory held by READY and loading models."""
+        """Host memory held by READY and loading models."""
+        ...
+
+    def budget_of(self, device: str) -> float:
+        """The budget of ``device``'s memory (0 where there is none: no model of it can load)."""
+        ...
+
+    def used_of(self, device: str) -> float:
+        """``device``'s memory held by READY and loading models."""
         ...
 
     def info(self, model: str) -> ModelInfo:
@@ -136,18 +152,30 @@ def evictable(view: CacheView) -> list[str]:
     return [m for m in view.resident() if view.is_ready(m) and not view.is_busy(m)]
 
 
-def victims_for(view: CacheView, need_mb: float, order: Iterable[str], freed_mb: float = 0.0) -> list[str] | None:
-    """The first models of ``order`` whose eviction frees room for ``need_mb`` more, or None if they cannot.
+def victims_for(
+    view: CacheView, need_mb: float, order: Iterable[str], freed_mb: float = 0.0, device: str = CPU
+) -> list[str] | None:
+    """The first models of ``order`` on ``device`` whose eviction frees room there for ``need_mb`` more, or
+    None if they cannot: a model on the other device frees nothing where it is needed.
 
-    ``freed_mb`` is memory a decision in the making already frees (models it evicts that ``order`` omits)."""
-    free = view.budget_mb - view.used_mb + freed_mb
+    ``freed_mb`` is memory a decision in the making already frees there (models it evicts that ``order``
+    omits)."""
+    free = view.budget_of(device) - view.used_of(device) + freed_mb
     chosen: list[str] = []
     for model in order:
         if free >= need_mb:
             break
-        free += view.info(model).size_mb
-        chosen.append(model)
+        info = view.info(model)
+        if info.device == device:
+            free += info.size_mb
+            chosen.append(model)
     return chosen if free >= need_mb else None
+
+
+def mb_on(view: CacheView, models: Iterable[str], device: str) -> float:
+    """The memory ``models`` hold (or will) on ``device``: what a decision's loads need, or its evictions
+    free, where a model needs room."""
+    return sum(info.size_mb for m in models if (info := view.info(m)).device == device)
 
 
 class Policy(ABC):

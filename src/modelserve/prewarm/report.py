@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing_extensions import TypedDict
 
 from modelserve.prewarm.live import LivePrewarmer
-from modelserve.prewarm.policy import Forecast, Pattern, Step
+from modelserve.prewarm.policy import GPU, Forecast, Pattern, Step
 
 PLANNED_SHOWN = 50  # planned steps in a report, soonest first: enough for the next hours of most plans
 
@@ -40,7 +40,8 @@ class ModelOutlook(TypedDict):
 
     model: str
     loaded: bool  # READY or loading now
-    size_mb: float  # what the policy plans with: the footprint measured at its last load (a guess before any)
+    device: str  # cpu, or gpu for a model whose last load held GPU memory (GPU_MEMORY_FRACTION)
+    size_mb: float  # what the policy plans with: the footprint on its device at its last load (a guess before any)
     load_seconds: float  # likewise, its last load's time, warmup included
     pattern: str  # schedule, burst, daily window, follower, none
     next_arrival: float | None  # Unix time of the next request expected at the earliest; None: nothing says
@@ -59,6 +60,8 @@ class PrewarmReport(TypedDict):
     now: float  # Unix time the report was made
     budget_mb: float
     used_mb: float
+    gpu_budget_mb: float  # 0 without GPU_MEMORY_FRACTION on a GPU host
+    gpu_used_mb: float
     cold_starts: int
     lru_cold_starts: int
     cold_starts_avoided: int
@@ -78,6 +81,8 @@ def report(prewarmer: LivePrewarmer | None, models: Iterable[str], now: float) -
             now=now,
             budget_mb=0.0,
             used_mb=0.0,
+            gpu_budget_mb=0.0,
+            gpu_used_mb=0.0,
             cold_starts=0,
             lru_cold_starts=0,
             cold_starts_avoided=0,
@@ -98,6 +103,7 @@ def report(prewarmer: LivePrewarmer | None, models: Iterable[str], now: float) -
             ModelOutlook(
                 model=name,
                 loaded=name in resident,
+                device=info.device,
                 size_mb=info.size_mb,
                 load_seconds=info.load_seconds,
                 pattern=forecast.pattern.value,
@@ -119,6 +125,8 @@ def report(prewarmer: LivePrewarmer | None, models: Iterable[str], now: float) -
         now=now,
         budget_mb=prewarmer.budget_mb,
         used_mb=prewarmer.used_mb,
+        gpu_budget_mb=prewarmer.budget_of(GPU),
+        gpu_used_mb=prewarmer.used_of(GPU),
         cold_starts=cold,
         lru_cold_starts=lru_cold,
         cold_starts_avoided=lru_cold - cold,

@@ -9,19 +9,20 @@ The replay is a dictionary update per request, cheap beside the request itself.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 
 from modelserve.prewarm.policy import ModelInfo
 
 
 class LRUShadow:
-    """An lru cache of ``budget_mb`` driven by arrivals alone; ``info`` gives a model's size and load time."""
+    """An lru cache driven by arrivals alone: ``budget_of`` gives a device's budget, ``info`` a model's size,
+    load time and device; a model makes room only among models of its own device, as the server's budgets do."""
 
-    def __init__(self, budget_mb: Callable[[], float], info: Callable[[str], ModelInfo]) -> None:
-        self._budget_mb, self._info = budget_mb, info
-        self._held: OrderedDict[str, tuple[float, float]] = OrderedDict()  # model -> (MB, READY at), oldest first
-        self._used_mb = 0.0
+    def __init__(self, budget_of: Callable[[str], float], info: Callable[[str], ModelInfo]) -> None:
+        self._budget_of, self._info = budget_of, info
+        self._held: OrderedDict[str, tuple[str, float, float]] = OrderedDict()  # model -> (device, MB, READY at)
+        self._used: defaultdict[str, float] = defaultdict(float)  # MB held per device
         self.cold_starts: Counter[str] = Counter()
 
     def arrived(self, model: str, at: float) -> bool:
@@ -29,29 +30,32 @@ class LRUShadow:
         held = self._held.get(model)
         if held is not None:
             self._held.move_to_end(model)
-            if held[1] <= at:
+            if held[2] <= at:
                 return False
             self.cold_starts[model] += 1  # it arrived while lru was still loading the model
             return True
         self.cold_starts[model] += 1
         info = self._info(model)
-        budget = self._budget_mb()
-        while self._held and self._used_mb + info.size_mb > budget:
-            _, (size_mb, _) = self._held.popitem(last=False)
-            self._used_mb -= size_mb
-        if self._used_mb + info.size_mb <= budget:
-            self._held[model] = (info.size_mb, at + info.load_seconds)
-            self._used_mb += info.size_mb
+        budget = self._budget_of(info.device)
+        if self._used[info.device] + info.size_mb > budget:
+            for other in [m for m, (device, _, _) in self._held.items() if device == info.device]:
+                self._used[info.device] -= self._held.pop(other)[1]
+                if self._used[info.device] + info.size_mb <= budget:
+                    break
+        self._hold(model, info, at + info.load_seconds)
         return True
 
     def loaded(self, model: str, at: float) -> None:
         """``model`` was loaded for both: at start or by an operator, not by a request or a policy. lru holds
         it as the server does, if it fits without evicting anything."""
-        info = self._info(model)
-        if model not in self._held and self._used_mb + info.size_mb <= self._budget_mb():
-            self._held[model] = (info.size_mb, at)
-            self._used_mb += info.size_mb
+        if model not in self._held:
+            self._hold(model, self._info(model), at)
 
     def holds(self, model: str) -> bool:
         """Whether lru would hold ``model`` now, loaded or loading."""
         return model in self._held
+
+    def _hold(self, model: str, info: ModelInfo, ready_at: float) -> None:
+        if self._used[info.device] + info.size_mb <= self._budget_of(info.device):
+            self._held[model] = (info.device, info.size_mb, ready_at)
+            self._used[info.device] += info.size_mb

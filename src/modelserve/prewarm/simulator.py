@@ -6,9 +6,12 @@ Definitions (issue #7):
   its **added delay** is the time from its arrival until its model is READY;
 - **loading** takes the model's ``load_seconds`` and holds its memory from the start;
 - the **budget** is never exceeded: a load on demand evicts READY, idle models in the policy's eviction
-  order, and waits for a load in progress to finish when nothing else can make room;
+  order, and waits for a load in progress to finish when nothing else can make room; a model on a GPU
+  (``ModelInfo.device``) holds GPU memory, which a budget of its own limits, and makes room only by evicting
+  other GPU models;
 - a model counts as **idle memory** while loaded and READY (requests take no time in a trace);
-- **memory figures** cover the window from the trace's first arrival to its last.
+- **memory figures** cover the window from the trace's first arrival to its last; host and GPU memory are
+  counted apart.
 
 Nothing is loaded at the first arrival. The replay jumps from event to event (arrivals, finished loads, the
 policy's wake-ups on a heap), never stepping through seconds, so a week of traffic takes seconds.
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from modelserve.prewarm.policy import Decision, ModelInfo, Policy, evictable
+from modelserve.prewarm.policy import CPU, DEVICES, GPU, Decision, ModelInfo, Policy, evictable
 from modelserve.prewarm.traces import Trace
 
 _LOADED, _WAKE = 0, 1  # at equal times a load finishes before a wake-up, and both before an arrival
@@ -39,12 +42,14 @@ class Result:
     requests: int
     cold_starts: int
     cold_start_rate: float
-    memory_mb_seconds: float
+    memory_mb_seconds: float  # host memory
     idle_memory_mb_seconds: float
     loads: int
     evictions: int
     cold_start_delay_p50_s: float
     cold_start_delay_p99_s: float
+    gpu_memory_mb_seconds: float = 0.0  # GPU memory, READY and loading models on a GPU
+    gpu_idle_memory_mb_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The figures as plain JSON values."""
@@ -54,22 +59,28 @@ class Result:
 class _Cache:
     """The simulated holder of memory; the :class:`~modelserve.prewarm.policy.CacheView` policies read."""
 
-    def __init__(self, catalogue: Mapping[str, ModelInfo], budget_mb: float) -> None:
+    def __init__(self, catalogue: Mapping[str, ModelInfo], budgets: Mapping[str, float]) -> None:
         self.catalogue = catalogue
-        self._budget_mb = budget_mb
+        self.budgets = budgets
         self.ready: set[str] = set()
         self.loading: set[str] = set()
         self.waiting: dict[str, list[float]] = {}  # model -> arrival times of requests waiting for it
-        self._used_mb = 0.0
-        self.ready_mb = 0.0
+        self.used = dict.fromkeys(DEVICES, 0.0)
+        self.ready_on = dict.fromkeys(DEVICES, 0.0)
 
     @property
     def budget_mb(self) -> float:
-        return self._budget_mb
+        return self.budgets[CPU]
 
     @property
     def used_mb(self) -> float:
-        return self._used_mb
+        return self.used[CPU]
+
+    def budget_of(self, device: str) -> float:
+        return self.budgets.get(device, 0.0)
+
+    def used_of(self, device: str) -> float:
+        return self.used[device]
 
     def info(self, model: str) -> ModelInfo:
         return self.catalogue[model]
@@ -87,34 +98,43 @@ class _Cache:
         return model in self.waiting
 
     def fits(self, model: str) -> bool:
-        return self._used_mb + self.catalogue[model].size_mb <= self._budget_mb + 1e-9
+        info = self.catalogue[model]
+        return self.used[info.device] + info.size_mb <= self.budget_of(info.device) + 1e-9
 
     def start_load(self, model: str) -> None:
         self.loading.add(model)
-        self._used_mb += self.catalogue[model].size_mb
+        info = self.catalogue[model]
+        self.used[info.device] += info.size_mb
 
     def finish_load(self, model: str) -> None:
         self.loading.discard(model)
         self.ready.add(model)
-        self.ready_mb += self.catalogue[model].size_mb
+        info = self.catalogue[model]
+        self.ready_on[info.device] += info.size_mb
 
     def unload(self, model: str) -> None:
         self.ready.discard(model)
-        size = self.catalogue[model].size_mb
-        self._used_mb -= size
-        self.ready_mb -= size
+        info = self.catalogue[model]
+        self.used[info.device] -= info.size_mb
+        self.ready_on[info.device] -= info.size_mb
 
 
 class Simulator:
     """One replay: a trace, a catalogue of models, a budget and a policy."""
 
-    def __init__(self, catalogue: Mapping[str, ModelInfo], budget_mb: float, policy: Policy) -> None:
+    def __init__(
+        self, catalogue: Mapping[str, ModelInfo], budget_mb: float, policy: Policy, gpu_budget_mb: float = 0.0
+    ) -> None:
         if budget_mb <= 0:
             raise ValueError(f"the memory budget must be > 0 MB, got {budget_mb}")
-        too_big = [m.name for m in catalogue.values() if m.size_mb > budget_mb]
-        if too_big:
-            raise ValueError(f"models larger than the {budget_mb} MB budget can never load: {', '.join(too_big)}")
-        self.cache = _Cache(catalogue, budget_mb)
+        budgets = {CPU: budget_mb, GPU: gpu_budget_mb}
+        for device, which in ((CPU, ""), (GPU, "GPU ")):
+            too_big = [m.name for m in catalogue.values() if m.device == device and m.size_mb > budgets[device]]
+            if too_big:
+                raise ValueError(
+                    f"models larger than the {budgets[device]} MB {which}budget can never load: {', '.join(too_big)}"
+                )
+        self.cache = _Cache(catalogue, budgets)
         self.policy = policy
         self._events: list[tuple[float, int, int, str]] = []
         self._seq = 0
@@ -122,8 +142,8 @@ class Simulator:
         self._pending: deque[str] = deque()  # loads on demand waiting for room
         self._clock = 0.0
         self._end = 0.0
-        self._memory = 0.0
-        self._idle = 0.0
+        self._memory = dict.fromkeys(DEVICES, 0.0)
+        self._idle = dict.fromkeys(DEVICES, 0.0)
         self._loads = 0
         self._evictions = 0
         self._delays: list[float] = []
@@ -154,12 +174,14 @@ class Simulator:
             requests=requests,
             cold_starts=cold,
             cold_start_rate=cold / requests,
-            memory_mb_seconds=self._memory,
-            idle_memory_mb_seconds=self._idle,
+            memory_mb_seconds=self._memory[CPU],
+            idle_memory_mb_seconds=self._idle[CPU],
             loads=self._loads,
             evictions=self._evictions,
             cold_start_delay_p50_s=float(np.percentile(delays, 50)),
             cold_start_delay_p99_s=float(np.percentile(delays, 99)),
+            gpu_memory_mb_seconds=self._memory[GPU],
+            gpu_idle_memory_mb_seconds=self._idle[GPU],
         )
 
     def _advance(self, now: float) -> None:
@@ -187,8 +209,9 @@ class Simulator:
         until = min(at, self._end)
         if until > self._clock:
             span = until - self._clock
-            self._memory += self.cache.used_mb * span
-            self._idle += self.cache.ready_mb * span
+            for device in DEVICES:
+                self._memory[device] += self.cache.used[device] * span
+                self._idle[device] += self.cache.ready_on[device] * span
             self._clock = until
 
     def _demand(self, model: str, now: float) -> None:
@@ -207,7 +230,8 @@ class Simulator:
                 self._pending.popleft()
                 continue
             if not self.cache.fits(model):
-                candidates = evictable(self.cache)
+                device = self.cache.catalogue[model].device  # only a model on the same device makes room
+                candidates = [m for m in evictable(self.cache) if self.cache.catalogue[m].device == device]
                 for victim in self.policy.eviction_order(now, self.cache, candidates):
                     if self.cache.fits(model):
                         break
@@ -257,6 +281,9 @@ class Simulator:
             self._push(wake, _WAKE, "")
 
 
-def simulate(trace: Trace, catalogue: Mapping[str, ModelInfo], budget_mb: float, policy: Policy) -> Result:
-    """Replay ``trace`` under ``policy`` with ``budget_mb`` of memory; see the module's Definitions."""
-    return Simulator(catalogue, budget_mb, policy).run(trace)
+def simulate(
+    trace: Trace, catalogue: Mapping[str, ModelInfo], budget_mb: float, policy: Policy, gpu_budget_mb: float = 0.0
+) -> Result:
+    """Replay ``trace`` under ``policy`` with ``budget_mb`` of host memory (and ``gpu_budget_mb`` of GPU memory
+    for models on a GPU); see the module's Definitions."""
+    return Simulator(catalogue, budget_mb, policy, gpu_budget_mb).run(trace)

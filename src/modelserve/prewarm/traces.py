@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelserve.prewarm.policy import ModelInfo
+from modelserve.prewarm.policy import CPU, ModelInfo
 
 AZURE_MINUTES = 1440
 _AZURE_KEYS = ("HashOwner", "HashApp", "HashFunction", "Trigger")
@@ -80,17 +80,18 @@ def write_trace(trace: Trace, path: Path) -> None:
 
 
 def read_models(path: Path) -> dict[str, ModelInfo]:
-    """Read a ``model,size_mb,load_seconds`` CSV."""
+    """Read a ``model,size_mb,load_seconds[,device]`` CSV; ``device`` is ``cpu`` (the default) or ``gpu``."""
     models: dict[str, ModelInfo] = {}
     for line, row in _rows(path, ("model", "size_mb", "load_seconds")):
         if len(row) < 3:
-            raise TraceFormatError(f"{path} line {line}: expected model,size_mb,load_seconds, got {row}")
+            raise TraceFormatError(f"{path} line {line}: expected model,size_mb,load_seconds[,device], got {row}")
         name = row[0].strip()
         if name in models:
             raise TraceFormatError(f"{path} line {line}: model {name} appears twice")
+        device = row[3].strip() if len(row) > 3 and row[3].strip() else CPU
         try:
             models[name] = ModelInfo(
-                name, _number(path, line, "size_mb", row[1]), _number(path, line, "load_seconds", row[2])
+                name, _number(path, line, "size_mb", row[1]), _number(path, line, "load_seconds", row[2]), device
             )
         except ValueError as exc:
             raise TraceFormatError(f"{path} line {line}: {exc}") from None
@@ -100,11 +101,15 @@ def read_models(path: Path) -> dict[str, ModelInfo]:
 
 
 def write_models(models: Mapping[str, ModelInfo], path: Path) -> None:
-    """Write ``models`` as the CSV :func:`read_models` reads."""
+    """Write ``models`` as the CSV :func:`read_models` reads (a device column only where a model is on a GPU)."""
+    with_device = any(m.device != CPU for m in models.values())
     with path.open("w", newline="") as handle:
         out = csv.writer(handle)
-        out.writerow(("model", "size_mb", "load_seconds"))
-        out.writerows((m.name, f"{m.size_mb:g}", f"{m.load_seconds:g}") for m in models.values())
+        out.writerow(("model", "size_mb", "load_seconds", *(("device",) if with_device else ())))
+        out.writerows(
+            (m.name, f"{m.size_mb:g}", f"{m.load_seconds:g}", *((m.device,) if with_device else ()))
+            for m in models.values()
+        )
 
 
 def read_azure(paths: Sequence[Path], *, by: str = "function", top: int | None = None) -> Trace:

@@ -281,6 +281,7 @@ def prewarmer_for(settings: Settings, manager: ModelManager, metrics: Metrics) -
             log.info("pre-warming off (PREWARM_POLICY=none): models load when a request needs them")
         return None
     budget = next(b for b in manager.budgets if b.kind == "CPU")  # the settings require it with a policy
+    gpu = next((b for b in manager.budgets if b.kind == "GPU"), None)  # GPU_MEMORY_FRACTION on a GPU host
     policy = POLICIES[settings.prewarm_policy.value]()
     log.info(
         "pre-warming with the %s policy within %s (%d MiB); its plan: GET /v2/prewarm, or modelserve prewarm plan "
@@ -291,7 +292,7 @@ def prewarmer_for(settings: Settings, manager: ModelManager, metrics: Metrics) -
         "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host,  # a wildcard bind: reach it locally
         settings.http_port,
     )
-    return LivePrewarmer(policy, manager, budget, observer=metrics)
+    return LivePrewarmer(policy, manager, budget, observer=metrics, gpu_budget=gpu)
 
 
 def cost_watch(settings: Settings) -> CostWatch | None:
