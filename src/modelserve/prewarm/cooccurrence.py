@@ -3,6 +3,7 @@ start, often enough to pre-load B the moment A starts (pipelines, feature then r
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ WINDOW = 120.0  # B counts as following A when requested this soon after A's bur
 MIN_SUPPORT = 3
 MIN_CONFIDENCE = 0.5
 MIN_LIFT = 2.0
+ANNOUNCED = 0.75  # a follower whose leaders announce this share of its bursts needs no keep-alive of its own
+ANNOUNCED_EVERY = 600.0  # seconds for which whether a model's leaders announce it is taken as known
 
 
 @dataclass(slots=True)
@@ -38,6 +41,8 @@ class FollowerTable:
         self._pairs: dict[str, dict[str, _Pair]] = {}
         self._leaders: dict[str, list[str]] = {}  # for each model, the models it followed MIN_SUPPORT times
         self._recent: deque[tuple[float, str, set[str]]] = deque()  # open windows: (start, leader, seen)
+        self._announced: dict[str, bool] = {}  # answers of :meth:`announced`, until _announced_until
+        self._announced_until = -math.inf
 
     def observe(self, model: str, now: float, *, activation: bool) -> None:
         """Record a request; ``activation`` when it starts a burst of ``model``."""
@@ -87,3 +92,20 @@ class FollowerTable:
             if count > best and count >= self._starts.get(leader, 0) * share:
                 best = count
         return best / starts
+
+    def announced(self, model: str, chance: Callable[[str], float]) -> bool:
+        """True when ``model``'s leaders announce at least ``ANNOUNCED`` of its bursts (:meth:`announced_share`).
+
+        Remembered until :meth:`refresh` forgets it: the share moves slowly, and reading it is a pass over every
+        model seen to precede this one often enough, which on busy traces is most of them."""
+        known = self._announced.get(model)
+        if known is None:
+            known = self._announced[model] = self.announced_share(model, chance) >= ANNOUNCED
+        return known
+
+    def refresh(self, now: float) -> None:
+        """Forget the answers of :meth:`announced` once ``ANNOUNCED_EVERY`` has passed since they were last
+        forgotten."""
+        if now >= self._announced_until:
+            self._announced.clear()
+            self._announced_until = now + ANNOUNCED_EVERY

@@ -20,6 +20,7 @@ DAY = 86400.0
 WEEK = 7 * DAY
 TIME_OF_DAY_REACH = 2  # slots either side that count towards the time of day's rate of bursts
 SPAN_FLOOR = 3600.0  # a model seen for less than this is rated as if seen for this long
+CLUMPED = 4.0  # requests per burst from which a model's requests count as bursts, not single arrivals
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,9 @@ last one.
 Under a budget, loads on demand evict the lowest ``P(request within HORIZON) * load_seconds / size_mb``
 first (FaaSCache's Greedy-Dual value with the reuse chance in place of frequency), and a pre-load evicts
 only models worth less than itself.
+
+Every timer carries the reason of whatever set it (``reasons``), so each load and eviction says why, and
+``planned`` lists what the timers and the next quarter hour intend.
 """
 
 from __future__ import annotations
@@ -32,31 +35,38 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from modelserve.prewarm import residency
+from modelserve.prewarm import reasons, residency
 from modelserve.prewarm.cooccurrence import WINDOW, FollowerTable
-from modelserve.prewarm.patterns import ACTIVATION_GAP, SLOT_SECONDS, ArrivalHistory
-from modelserve.prewarm.policy import NOTHING, CacheView, Decision, Policy, evictable, victims_for
+from modelserve.prewarm.patterns import ACTIVATION_GAP, CLUMPED, SLOT_SECONDS, ArrivalHistory
+from modelserve.prewarm.policy import (
+    NOTHING,
+    CacheView,
+    Decision,
+    Forecast,
+    Pattern,
+    Policy,
+    Step,
+    evictable,
+    victims_for,
+)
+from modelserve.prewarm.reasons import Draft, Why, text
+from modelserve.prewarm.timeofday import next_slot, slot_why
 from modelserve.prewarm.timers import Action, Timers
+from modelserve.prewarm.worth import ADMIT_HORIZON, HORIZON, Worth
 
 SAFETY = 1.0  # seconds a pre-load finishes ahead of the earliest expected request
 MIN_GAP = 2.0  # unloading between two scheduled requests must free at least this long
 MAX_SKIPPED = 2  # ticks of a schedule that may pass without a request before it is no longer expected
-HORIZON = 600.0  # "soon", for the reuse chance that ranks evictions for a load on demand
-ADMIT_HORIZON = 120.0  # a pre-load is due within about this: it displaces models less likely to be used by then
 KEEP_QUANTILE = 0.9
 DEFAULT_KEEP_ALIVE = 600.0  # before a model has four inter-arrival times
 MAX_KEEP_ALIVE = 4 * 3600.0
 ROOMY = 0.9  # below this share of the budget in use, keep-alives stretch to the 99th percentile
-CLUMPED = 4.0  # requests per burst from which a model's requests count as bursts, not single arrivals
 GAP_QUANTILE = 0.75  # a clumped model is kept through gaps between bursts up to this quantile of them
-ANNOUNCED = 0.75  # a follower whose leaders announce this share of its bursts is unloaded after each burst
-ACTIVE_SLOT = 1.0  # requests expected in a quarter hour for the time of day to pre-load a model
 SLOT_LEAD = 120.0  # time-of-day pre-loads start this long before their quarter hour
 RESIDENT_EVERY = 120.0  # seconds between two choices of the resident set
 RESIDENT_SHARE = 0.8  # share of the budget the resident set may fill; the rest is for loads on demand
 BURST_PEAK = 2.0  # the resident set leaves this many times the memory bursts hold on average
-ANNOUNCED_EVERY = 600.0  # seconds for which whether a model's leaders announce it is taken as known
-SPARSE_DAILY = 2.0  # requests a day up to which a model's time of day is read across neighbouring slots
+UNSAID: Why = (reasons.keep_alive, (DEFAULT_KEEP_ALIVE,))  # for a timer set before reasons were noted
 
 
 class PredictivePolicy(Policy):
@@ -68,16 +78,15 @@ class PredictivePolicy(Policy):
         self._history: dict[str, ArrivalHistory] = {}
         self._followers = FollowerTable()
         self._timers = Timers()
+        self._load_why: dict[str, Why] = {}  # the reason of each model's pending load timer
+        self._unload_why: dict[str, Why] = {}  # ... and of its pending unload timer
         # The window in which a schedule or a leader announces the next request: (earliest, latest).
         self._expected: dict[str, tuple[float, float]] = {}
-        self._unload_when_ready: set[str] = set()
+        self._unload_when_ready: dict[str, Why] = {}  # unloads ordered while the model loads
         self._next_slot: float | None = None  # the next quarter hour the time of day prepares for
-        self._values: dict[str, float] = {}  # _value of each model at _values_at: one event ranks many times
-        self._values_at = -math.inf
+        self._worth = Worth(self._history, self._expected)
         self._resident: dict[str, float] = {}  # the resident set, with each model's density
         self._resident_at: float | None = None  # when the resident set is chosen next
-        self._announced_cache: dict[str, bool] = {}  # _announced, until _announced_until
-        self._announced_until = -math.inf
         self._origin = math.inf  # the first request seen: sparse rates count from there
         self._sparse: set[str] = set()  # models rated sparse at the last choice of the resident set
 
@@ -100,50 +109,58 @@ class PredictivePolicy(Policy):
             activation = history.add(now)
         self._followers.observe(model, now, activation=activation)
         self._expected.pop(model, None)
-        self._values.pop(model, None)
-        load: list[str] = []
-        evict: list[str] = []
-        if self._plan(model, history, now, view):
+        self._worth.forget(model)
+        draft = Draft()
+        unload = self._plan(model, history, now, view)
+        if unload is not None:
             if view.is_ready(model):
-                evict.append(model)
+                draft.drop(model, text(unload, now))
             else:
-                self._unload_when_ready.add(model)
+                self._unload_when_ready[model] = unload
         if activation:
-            self._prepare_followers(model, now, view, load, evict)
+            self._prepare_followers(model, now, view, draft)
         if self._next_slot is None:
             self._next_slot = (math.floor(now / SLOT_SECONDS) + 1) * SLOT_SECONDS
             self._resident_at = now + RESIDENT_EVERY
-        return Decision(tuple(load), tuple(evict), self._wake_at())
+        return draft.decision(self._wake_at())
 
-    def _plan(self, model: str, history: ArrivalHistory, now: float, view: CacheView) -> bool:
-        """Set ``model``'s timers after a request; True when it should be unloaded now."""
+    def _set(self, model: str, action: Action, at: float, why: Why) -> None:
+        self._timers.set(model, action, at)
+        (self._load_why if action is Action.LOAD else self._unload_why)[model] = why
+
+    def _plan(self, model: str, history: ArrivalHistory, now: float, view: CacheView) -> Why | None:
+        """Set ``model``'s timers after a request; the reason to unload it now, if it should be."""
         lead = view.info(model).load_seconds + SAFETY
         timers = self._timers
-        self._unload_when_ready.discard(model)
+        self._unload_when_ready.pop(model, None)
         schedule = history.schedule
         if schedule is not None:
-            due = now + schedule.period
-            self._expected[model] = (due - schedule.jitter, due + schedule.jitter + SAFETY)
-            timers.set(model, Action.UNLOAD, due + schedule.jitter + SAFETY)
-            preload = due - schedule.jitter - lead
+            period, jitter = schedule.period, schedule.jitter
+            due = now + period
+            end = due + jitter + SAFETY
+            self._expected[model] = (due - jitter, end)
+            self._set(model, Action.UNLOAD, end, (reasons.schedule_window, (end, period, jitter)))
+            preload = due - jitter - lead
             if preload - now > MIN_GAP:
-                timers.set(model, Action.LOAD, preload)
-                return True
+                self._set(model, Action.LOAD, preload, (reasons.schedule_due, (due, period, jitter)))
+                return (reasons.schedule_between, (due, period, jitter, preload))
             timers.cancel(model, Action.LOAD)
-            return False
+            return None
         timers.cancel(model, Action.LOAD)
         bursts = history.burst_schedule
         if bursts is not None:
-            due = history.last_activation + bursts.period
-            self._expected[model] = (due - bursts.jitter, due + bursts.jitter + SAFETY)
+            period, jitter = bursts.period, bursts.jitter
+            due = history.last_activation + period
+            end = due + jitter + SAFETY
+            self._expected[model] = (due - jitter, end)
             burst_end = now + min(1.5 * history.burst_keep_alive() + SAFETY, ACTIVATION_GAP)
-            preload = due - bursts.jitter - lead
+            preload = due - jitter - lead
             if preload - burst_end > MIN_GAP:
-                timers.set(model, Action.UNLOAD, burst_end)
-                timers.set(model, Action.LOAD, preload)
+                self._set(model, Action.UNLOAD, burst_end, (reasons.burst_over, (due, period, jitter)))
+                self._set(model, Action.LOAD, preload, (reasons.bursts_due, (due, period, jitter)))
             else:
-                timers.set(model, Action.UNLOAD, due + bursts.jitter + SAFETY)
-            return False
+                self._set(model, Action.UNLOAD, end, (reasons.bursts_window, (end, period, jitter)))
+            return None
         keep = history.interval_quantile(KEEP_QUANTILE)
         keep = DEFAULT_KEEP_ALIVE if keep is None else keep
         keep = max(keep, 1.5 * history.burst_keep_alive())  # never unload in the middle of a burst
@@ -151,40 +168,48 @@ class PredictivePolicy(Policy):
             # Its inter-arrival times are mostly the gaps inside bursts: what decides a cold start is
             # whether the model outlives the gap before the next burst.
             keep = max(keep, history.activation_gap_quantile(GAP_QUANTILE) or 0.0)
-        if (model in self._sparse and model not in self._resident) or self._announced(model):
-            # Its keep-alive's memory went to the densest sparse models (``residency.members``), or its
-            # leader's next burst will load it in time: either way, holding it until then is idle memory.
+        keep = min(keep, MAX_KEEP_ALIVE)
+        why: Why = (reasons.keep_alive, (keep,))
+        # Its keep-alive's memory went to the densest sparse models (``residency.members``), or its leader's
+        # next burst will load it in time: either way, holding it until then is idle memory.
+        if model in self._sparse and model not in self._resident:
             keep = 1.5 * history.burst_keep_alive()
-        timers.set(model, Action.UNLOAD, now + min(keep, MAX_KEEP_ALIVE) + SAFETY)
-        return False
+            why = (reasons.sparse, ((now - self._origin) / history.activation_count,))
+        elif self._followers.announced(model, self._background_chance):
+            keep = 1.5 * history.burst_keep_alive()
+            why = (reasons.announced, ())
+        self._set(model, Action.UNLOAD, now + keep + SAFETY, why)
+        return None
 
-    def _prepare_followers(self, leader: str, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
+    def _prepare_followers(self, leader: str, now: float, view: CacheView, draft: Draft) -> None:
         for follower in self._followers.followers(leader, self._background_chance):
             model = follower.model
-            if view.is_ready(model) or view.is_loading(model) or model in load:
+            if view.is_ready(model) or view.is_loading(model) or model in draft.load:
                 continue
             due = now + follower.lag_min
-            self._expected[model] = (due, now + follower.lag_max + SAFETY)
-            self._keep_until(model, now + follower.lag_max + SAFETY)
+            end = now + follower.lag_max + SAFETY
+            self._expected[model] = (due, end)
+            self._keep_until(model, end, (reasons.followed, (leader, follower.lag_max)))
             start = due - view.info(model).load_seconds - SAFETY
+            why: Why = (reasons.follows, (leader, follower.lag_min, follower.lag_max))
             if start > now:
-                self._timers.set(model, Action.LOAD, start)
+                self._set(model, Action.LOAD, start, why)
             else:
-                self._admit(model, now, view, load, evict)
+                self._worth.admit(model, now, view, draft, why)
 
     def _background_chance(self, model: str) -> float:
         history = self._history.get(model)
         return 0.0 if history is None else 1.0 - math.exp(-history.rate() * WINDOW)
 
-    def _keep_until(self, model: str, until: float) -> None:
+    def _keep_until(self, model: str, until: float, why: Why) -> None:
         planned = self._timers.at(model, Action.UNLOAD)
         if planned is None or planned < until:
-            self._timers.set(model, Action.UNLOAD, until)
+            self._set(model, Action.UNLOAD, until, why)
 
     def on_loaded(self, model: str, now: float, view: CacheView) -> Decision:
-        if model in self._unload_when_ready:
-            self._unload_when_ready.discard(model)
-            return Decision(evict=(model,), wake_at=self._wake_at())
+        why = self._unload_when_ready.pop(model, None)
+        if why is not None:
+            return Decision(evict=(model,), wake_at=self._wake_at(), why={model: reasons.after_load(now, why)})
         return NOTHING
 
     def on_unloaded(self, model: str, now: float, view: CacheView) -> Decision:
@@ -192,41 +217,40 @@ class PredictivePolicy(Policy):
         return NOTHING
 
     def tick(self, now: float, view: CacheView) -> Decision:
-        load: list[str] = []
-        evict: list[str] = []
+        draft = Draft()
         for model, action in self._timers.due(now):  # each sets timers only after ``now``
             if action is Action.UNLOAD:
                 if model in self._resident:
-                    self._timers.set(model, Action.UNLOAD, now + RESIDENT_EVERY)
+                    self._set(model, Action.UNLOAD, now + RESIDENT_EVERY, (reasons.left_resident, ()))
                     continue
-                keep = self._after_silence(model, now, view)
-                if keep is not None:
-                    if not keep and view.is_ready(model) and model not in evict:
-                        evict.append(model)
-                elif view.is_loading(model):
-                    self._unload_when_ready.add(model)  # a short keep-alive ran out before the load did
-                elif view.is_ready(model) and model not in evict:
+                missed = self._after_silence(model, now, view)
+                if missed is not None:
+                    if missed[0] and view.is_ready(model) and model not in draft.evict:
+                        draft.drop(model, text(missed[1], now))
+                    continue
+                why = self._unload_why.get(model, UNSAID)
+                if view.is_loading(model):
+                    self._unload_when_ready[model] = why  # a short keep-alive ran out before the load did
+                elif view.is_ready(model) and model not in draft.evict:
                     later = self._stretch(model, now, view)
                     if later is not None:
-                        self._timers.set(model, Action.UNLOAD, later)
+                        self._set(model, Action.UNLOAD, later, (reasons.stretched, (later - now,)))
                         continue
-                    evict.append(model)
+                    draft.drop(model, text(why, now))
                     self._expected.pop(model, None)
             elif not view.is_ready(model) and not view.is_loading(model):
-                self._admit(model, now, view, load, evict)
+                self._worth.admit(model, now, view, draft, self._load_why.get(model, UNSAID))
         if self._next_slot is not None and now >= self._next_slot - SLOT_LEAD:
-            self._prepare_slot(self._next_slot, now, view, load, evict)
+            self._prepare_slot(self._next_slot, now, view, draft)
             self._next_slot += SLOT_SECONDS
         if self._resident_at is not None and now >= self._resident_at:
-            self._refresh_resident(now, view, load, evict)
+            self._refresh_resident(now, view, draft)
             self._resident_at = now + RESIDENT_EVERY
-        return Decision(tuple(load), tuple(evict), self._wake_at())
+        return draft.decision(self._wake_at())
 
-    def _refresh_resident(self, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
+    def _refresh_resident(self, now: float, view: CacheView, draft: Draft) -> None:
         """Choose the resident set again and load its members that are not loaded, densest first."""
-        if now >= self._announced_until:
-            self._announced_cache.clear()
-            self._announced_until = now + ANNOUNCED_EVERY
+        self._followers.refresh(now)
         unplanned = [(m, h) for m, h in self._history.items() if self._unplanned(m, h)]
         capacity = (
             RESIDENT_SHARE * view.budget_mb
@@ -235,38 +259,29 @@ class PredictivePolicy(Policy):
         )
         self._resident, self._sparse = residency.members(unplanned, view.info, now, now - self._origin, capacity)
         order: list[str] | None = None  # what members may displace, cheapest first; ranked once, if needed
-        for model in sorted(self._resident, key=self._resident.__getitem__, reverse=True):
-            if view.is_ready(model) or view.is_loading(model) or model in load:
+        members = sorted(self._resident, key=self._resident.__getitem__, reverse=True)
+        for rank, model in enumerate(members, 1):
+            if view.is_ready(model) or view.is_loading(model) or model in draft.load:
                 continue
             if order is None:
                 order = sorted(
                     (m for m in evictable(view) if self._displaceable(m, now)),
-                    key=lambda m: self._value(m, now, view, HORIZON),
+                    key=lambda m: self._worth.value(m, now, view, HORIZON),
                 )
-            need = view.info(model).size_mb + sum(view.info(m).size_mb for m in load)
-            freed = sum(view.info(m).size_mb for m in evict)
-            victims = victims_for(view, need, (m for m in order if m not in evict), freed)
+            need = view.info(model).size_mb + sum(view.info(m).size_mb for m in draft.load)
+            freed = sum(view.info(m).size_mb for m in draft.evict)
+            victims = victims_for(view, need, (m for m in order if m not in draft.evict), freed)
             if victims is not None:
-                evict.extend(victims)
-                load.append(model)
-                self._keep_until(model, now + RESIDENT_EVERY)
+                for victim in victims:
+                    draft.drop(victim, reasons.displaced_by_member(now, model))
+                draft.add(model, reasons.resident(now, rank, len(members)))
+                self._keep_until(model, now + RESIDENT_EVERY, (reasons.left_resident, ()))
 
     def _unplanned(self, model: str, history: ArrivalHistory) -> bool:
         """True when nothing loads ``model`` ahead of its requests: no schedule, no leader that announces it."""
         if history.schedule is not None or history.burst_schedule is not None:
             return False
-        return not self._announced(model)
-
-    def _announced(self, model: str) -> bool:
-        """True when ``model``'s leaders announce at least ``ANNOUNCED`` of its bursts.
-
-        Remembered for up to ``ANNOUNCED_EVERY``: the share moves slowly, and reading it is a pass over every
-        model seen to precede this one often enough, which on busy traces is most of them."""
-        known = self._announced_cache.get(model)
-        if known is None:
-            share = self._followers.announced_share(model, self._background_chance)
-            known = self._announced_cache[model] = share >= ANNOUNCED
-        return known
+        return not self._followers.announced(model, self._background_chance)
 
     def _displaceable(self, model: str, now: float) -> bool:
         """True when the resident set may evict ``model``: not a member, not mid-burst, nothing announced."""
@@ -278,9 +293,9 @@ class PredictivePolicy(Policy):
         window = self._expected.get(model)
         return window is None or not (window[0] - ADMIT_HORIZON <= now <= window[1])
 
-    def _after_silence(self, model: str, now: float, view: CacheView) -> bool | None:
+    def _after_silence(self, model: str, now: float, view: CacheView) -> tuple[bool, Why] | None:
         """Plan a scheduled model's next request one period on when the one due did not come; None when
-        no schedule applies, else whether to keep the model loaded until then.
+        no schedule applies, else whether to unload the model until then, and why.
 
         A schedule skips a tick now and then (a job that did not run); unloading for good at the first
         silence would make the next tick cold. Up to ``MAX_SKIPPED`` ticks in a row are waited out."""
@@ -288,16 +303,20 @@ class PredictivePolicy(Policy):
         window = self._expected.get(model)
         if history is None or window is None or (schedule := history.schedule) is None:
             return None
-        due = window[0] + schedule.jitter + schedule.period
-        if due - history.last > (MAX_SKIPPED + 1) * schedule.period + schedule.jitter or due + schedule.jitter < now:
-            return None  # silent too long, or the window is one a later keep-alive outlived
-        self._expected[model] = (due - schedule.jitter, due + schedule.jitter + SAFETY)
-        self._timers.set(model, Action.UNLOAD, due + schedule.jitter + SAFETY)
-        preload = due - schedule.jitter - view.info(model).load_seconds - SAFETY
+        period, jitter = schedule.period, schedule.jitter
+        due = window[0] + jitter + period
+        if due - history.last > (MAX_SKIPPED + 1) * period + jitter or due + jitter < now:
+            # Silent too long, or the window is one a later keep-alive outlived.
+            self._unload_why[model] = (reasons.schedule_over, (history.last, period))
+            return None
+        end = due + jitter + SAFETY
+        self._expected[model] = (due - jitter, end)
+        self._set(model, Action.UNLOAD, end, (reasons.schedule_window, (end, period, jitter)))
+        preload = due - jitter - view.info(model).load_seconds - SAFETY
         if preload - now > MIN_GAP:
-            self._timers.set(model, Action.LOAD, preload)
-            return False
-        return True
+            self._set(model, Action.LOAD, preload, (reasons.schedule_due, (due, period, jitter)))
+            return True, (reasons.schedule_missed, (due, period, jitter))
+        return False, (reasons.schedule_window, (end, period, jitter))
 
     def _stretch(self, model: str, now: float, view: CacheView) -> float | None:
         """A later unload time for a model whose keep-alive ran out while memory is roomy, or None.
@@ -313,79 +332,74 @@ class PredictivePolicy(Policy):
         until = history.last + min(tail, MAX_KEEP_ALIVE) + SAFETY
         return until if until > now else None
 
-    def _prepare_slot(self, start: float, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
+    def _prepare_slot(self, start: float, now: float, view: CacheView, draft: Draft) -> None:
         """Pre-load models the time of day and week expects requests for in the quarter hour at ``start``, and
         keep those already loaded through it."""
         for model, history in self._history.items():
-            if model in load or history.schedule is not None:
-                continue  # a schedule already plans this model's loads
-            if history.expected_in(start, SLOT_SECONDS) < ACTIVE_SLOT and not history.daily_near(start, SPARSE_DAILY):
+            if model in draft.load or (why := slot_why(history, start)) is None:
                 continue
             loaded = view.is_ready(model) or view.is_loading(model)
             if loaded and self._timers.at(model, Action.UNLOAD) is None:
                 continue  # nothing unloads it: a resident member, or an unload pending its load
-            self._keep_until(model, start + SLOT_SECONDS)
+            self._keep_until(model, start + SLOT_SECONDS, (reasons.slot_over, (start,)))
             if not loaded:
-                self._admit(model, now, view, load, evict)
+                self._worth.admit(model, now, view, draft, why)
 
-    def _admit(self, model: str, now: float, view: CacheView, load: list[str], evict: list[str]) -> None:
-        """Add a pre-load of ``model`` to the decision if the models it displaces are worth less together.
+    def planned(self, now: float, view: CacheView) -> list[Step]:
+        """The pending timers that would act (a load of a model not held, an unload of one held or loaded
+        before it), unloads waiting for a load to end, and the next quarter hour's pre-loads, soonest first.
 
-        Victims go cheapest per MB first, and their worth is summed (requests expected within
-        ``ADMIT_HORIZON`` times load time): twenty small models likely to be used soon are not traded for
-        one large one."""
-        need = view.info(model).size_mb + sum(view.info(m).size_mb for m in load)
-        freed = sum(view.info(m).size_mb for m in evict)
-        if view.used_mb - freed + need <= view.budget_mb:
-            load.append(model)
-            return
-        per_mb = {m: self._value(m, now, view, ADMIT_HORIZON) for m in evictable(view) if m not in evict}
-        victims = victims_for(view, need, sorted(per_mb, key=per_mb.__getitem__), freed)
-        if victims is None:
-            return
-        worth = self._value(model, now, view, ADMIT_HORIZON, certain=True) * view.info(model).size_mb
-        if sum(per_mb[m] * view.info(m).size_mb for m in victims) < worth:
-            evict.extend(victims)
-            load.append(model)
+        Resident members are left out of the unloads: their unload is put off while they stay members."""
+        steps: list[Step] = []
+        timers = self._timers
+        for at, model, action in timers.pending():
+            held = view.is_ready(model) or view.is_loading(model)
+            if action is Action.LOAD:
+                if not held:
+                    steps.append(Step("load", model, at, text(self._load_why.get(model, UNSAID), now)))
+            elif model not in self._resident and (held or (timers.at(model, Action.LOAD) or math.inf) <= at):
+                steps.append(Step("evict", model, at, text(self._unload_why.get(model, UNSAID), now)))
+        for model, why in self._unload_when_ready.items():
+            if view.is_loading(model):
+                steps.append(Step("evict", model, now, reasons.after_load(now, why)))
+        if self._next_slot is not None:
+            at = max(self._next_slot - SLOT_LEAD, now)
+            for model, history in self._history.items():
+                held = view.is_ready(model) or view.is_loading(model)
+                if held or timers.at(model, Action.LOAD) is not None:
+                    continue
+                if (slot := slot_why(history, self._next_slot)) is not None:
+                    steps.append(Step("load", model, at, text(slot, now)))
+        steps.sort(key=lambda step: step.at)
+        return steps
 
-    def eviction_order(self, now: float, view: CacheView, candidates: Sequence[str]) -> list[str]:
-        if now != self._values_at:
-            self._values.clear()
-            self._values_at = now
-        values = self._values
-        for model in candidates:
-            if model not in values:
-                values[model] = self._value(model, now, view, HORIZON)
-        resident = self._resident
-        return sorted(candidates, key=lambda m: (m in resident, values[m]))
-
-    def _value(self, model: str, now: float, view: CacheView, horizon: float, *, certain: bool = False) -> float:
-        """What keeping ``model`` is worth: the requests expected soon * what a load costs per MB.
-
-        Requests expected soon: the chance of any within ``horizon`` times how many come once they do (the
-        recent rate), or what the time of day expects, or one when a schedule or a leader announces it. For a
-        model whose requests come in bursts, a burst in progress counts its requests, a burst to come one."""
-        info = view.info(model)
-        cost = (info.load_seconds + 0.1) / info.size_mb
-        if certain:
-            return cost
-        window = self._expected.get(model)
+    def forecast(self, model: str, now: float) -> Forecast:
+        """The first pattern that plans ``model``'s loads, in the order ``_plan`` reads them, and when its next
+        request is expected: a schedule's or a leader's window, or the next quarter hour the time of day
+        expects it in; bursts that start at random say nothing of when."""
         history = self._history.get(model)
         if history is None:
-            demand = 0.5
-        else:
-            demand = history.chance_within(now, horizon)
-            if history.burst_size() < CLUMPED:
-                demand = max(demand * max(1.0, history.recent_rate() * horizon), history.expected_in(now, horizon))
-            else:
-                # Only a burst's first request can be cold: count bursts, not requests, and the time of
-                # day's chance of any request in this quarter hour, not its mean count.
-                if now - history.last < ACTIVATION_GAP:
-                    demand *= max(1.0, history.recent_rate() * horizon)
-                demand = max(demand, history.busy_chance(now))
-        if window is not None and window[0] - horizon <= now <= window[1]:
-            demand = max(demand, 1.0)
-        return (demand + 0.01) * cost
+            return Forecast(model, Pattern.NONE, None)
+        window = self._expected.get(model)
+        announced = window[0] if window is not None and window[1] >= now else None
+        schedule = history.schedule or history.burst_schedule
+        if schedule is not None:
+            if announced is None:
+                last = history.last if history.schedule is not None else history.last_activation
+                periods = max(math.ceil((now - last - schedule.jitter) / schedule.period), 1)
+                announced = last + periods * schedule.period - schedule.jitter
+            return Forecast(model, Pattern.SCHEDULE, announced)
+        if self._followers.announced(model, self._background_chance):
+            return Forecast(model, Pattern.FOLLOWER, announced)
+        if history.burst_size() >= CLUMPED:
+            return Forecast(model, Pattern.BURST, announced)
+        slot = next_slot(history, now)
+        if slot is not None:
+            return Forecast(model, Pattern.DAILY_WINDOW, slot)
+        return Forecast(model, Pattern.NONE, announced)
+
+    def eviction_order(self, now: float, view: CacheView, candidates: Sequence[str]) -> list[str]:
+        return self._worth.eviction_order(now, view, candidates, self._resident)
 
     def _wake_at(self) -> float | None:
         timer = self._timers.next_at()
