@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -21,6 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelserve.observability.logging import ACCESS_LOGGER, FLUSH_INTERVAL_S
 
 MODELSERVE = [sys.executable, "-m", "modelserve"]
+MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
+
+
+def make_run_options() -> list[str]:
+    """The options `make run` serves with, as the Makefile spells them."""
+    line = next(line for line in MAKEFILE.read_text().splitlines() if line.startswith("RUN_OPTIONS :="))
+    return shlex.split(line.split(":=", 1)[1])
 
 
 def free_port() -> int:

@@ -27,7 +27,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.deploy.tools import ROOT, browser
-from tests.e2e.server import RunningServer, serve
+from tests.e2e.server import RunningServer, make_run_options, serve
 from tests.server.credentials import ADMIN_KEY, INFER_KEY, bearer
 
 pytestmark = pytest.mark.e2e
@@ -39,12 +39,12 @@ SCREENSHOT = ROOT / "docs" / "images" / "console.png"
 
 @pytest.fixture(scope="module")
 def server(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """Every example model loaded in explicit mode, under a memory budget, so the console shows one."""
+    """Every example model, served as `make run` serves them: on demand within a memory budget, with the
+    predictive pre-warming policy, so the console shows both."""
     root = tmp_path_factory.mktemp("console")
     repository = root / "model_repository"
     shutil.copytree(built_repository, repository)
-    arguments = ("--model-control-mode", "explicit", "--load-model", "*")
-    with serve(repository, root / "server.log", *arguments, env={"MODEL_MEMORY_BUDGET_MB": "2048"}) as running:
+    with serve(repository, root / "server.log", *make_run_options()) as running:
         yield running
 
 
@@ -145,7 +145,11 @@ def test_the_console_shows_the_models_and_an_unload_clicked(
     assert cell(driver, "simple", 6).endswith(" ms")  # p50
     assert cell(driver, "simple", 8) == "1.0"  # one request per batch: they were sent one after another
     assert "MODEL_MEMORY_BUDGET_MB" in driver.find_element(By.ID, "memory").text
-    assert "Pre-warming off" in driver.find_element(By.ID, "prewarming").text
+    prewarming = driver.find_element(By.ID, "prewarming").text
+    assert "Policy: predictive. Cold starts 0, lru's on the same requests 0" in prewarming
+    # The models asked for are unloaded some time after their requests: the policy's plan lists when and why.
+    WebDriverWait(driver, WAIT_S).until(lambda d: "Planned, soonest first" in d.find_element(By.ID, "prewarming").text)
+    assert "evict simple" in driver.find_element(By.ID, "prewarming").text
 
     click(driver, "mlp", "unload")
 
@@ -205,6 +209,7 @@ def test_the_sign_in_page_opens_the_console_and_its_calls_send_the_key(
     # Polls send the key: the figures update, and no update fails.
     WebDriverWait(driver, WAIT_S).until(lambda d: cell(d, "simple", 5) not in ("—", "0.0"))
     assert driver.find_element(By.ID, "poll-error").is_displayed() is False
+    assert "Pre-warming off" in driver.find_element(By.ID, "prewarming").text
     click(driver, "iris", "unload")
     WebDriverWait(driver, WAIT_S).until(lambda d: states(d).get("iris") == "UNAVAILABLE")
     assert served(guarded, bearer(ADMIN_KEY))["iris"] == "UNAVAILABLE"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import RunningServer, serve
+from tests.e2e.server import RunningServer, make_run_options, serve
 from tests.generative.builders import build_example_llm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,12 +121,6 @@ def test_readme_tour_runs_verbatim(server: RunningServer) -> None:
         assert run.stdout.strip() or "unload" in line or "load?" in line, f"README line printed nothing: {line}"
     for code in python_examples(ROOT / "README.md"):
         exec(compile(at(server, code), "README.md", "exec"), {})
-
-
-def make_run_options() -> list[str]:
-    """The options `make run` serves with, as the Makefile spells them."""
-    line = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("RUN_OPTIONS :="))
-    return shlex.split(line.split(":=", 1)[1])
 
 
 def test_readme_generative_lines_run_against_what_make_run_serves(
