@@ -108,7 +108,7 @@ async def test_it_keeps_its_decisions_with_reasons_unused_pre_loads_and_what_lru
     budget = MemoryBudget("CPU", 64 * MIB, "MODEL_MEMORY_BUDGET_MB", rss_bytes)
     manager = make_manager(tmp_path, on_demand=True, budgets=[budget])
     metrics = Metrics(CollectorRegistry())
-    prewarmer = LivePrewarmer(Scripted(), manager, budget, observer=metrics)
+    prewarmer = LivePrewarmer(Scripted(), manager, budget, observer=metrics.prewarming)
     running = asyncio.create_task(prewarmer.run())
     try:
         await until(lambda: len(prewarmer.steps) == 2)

@@ -89,7 +89,7 @@ def test_regions_models_and_budgets_gone_from_the_figures_leave_the_metrics() ->
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     budget = Budget(region="eu-west-1", daily=2)
-    metrics.observe_costs(
+    metrics.costs.observe_costs(
         CostFigures(
             {("eu-west-1", "a"): 1.0, ("eu-west-1", "b"): 2.0}, {("eu-west-1", "a"): 4.0}, [Spending(budget, 3)]
         )
@@ -99,7 +99,7 @@ def test_regions_models_and_budgets_gone_from_the_figures_leave_the_metrics() ->
     assert registry.get_sample_value("model_serving_daily_cost", b) == 2.0
     assert registry.get_sample_value("model_serving_cost_budget_spent", day) == 3.0
 
-    metrics.observe_costs(CostFigures({("eu-west-1", "a"): 1.5}, {}, []))
+    metrics.costs.observe_costs(CostFigures({("eu-west-1", "a"): 1.5}, {}, []))
 
     assert registry.get_sample_value("model_serving_daily_cost", a) == 1.5
     assert registry.get_sample_value("model_serving_daily_cost", b) is None

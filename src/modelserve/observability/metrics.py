@@ -29,13 +29,15 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from modelserve.errors import classify
 from modelserve.observability import pools
+from modelserve.observability.cost_metrics import CostMetrics
 from modelserve.observability.generation_metrics import GenerationMetrics
 from modelserve.observability.gpu import GpuCollector
 from modelserve.observability.pools import PoolWatch
+from modelserve.observability.prewarm_metrics import PrewarmMetrics
+from modelserve.observability.rollout_metrics import RolloutMetrics
 
 if TYPE_CHECKING:
     from modelserve.models.records import ModelVersion
-    from modelserve.regions.cost import CostFigures
 
 # 0.5 ms to 10 s: fast CPU models and slow GPU batches land in distinct buckets.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -148,35 +150,6 @@ class Metrics:
             ["model", "reason"],
             registry=registry,
         )
-        self.prewarms = Counter(
-            "model_serving_prewarm_loads",
-            "Models loaded ahead of their requests by the pre-warming policy (PREWARM_POLICY).",
-            ["model"],
-            registry=registry,
-        )
-        self.prewarms_unused = Counter(
-            "model_serving_prewarm_unused_loads",
-            "Pre-loads the pre-warming policy made that no request used before the model was unloaded again: "
-            "memory and load time spent for nothing.",
-            ["model"],
-            registry=registry,
-        )
-        self.lru_cold_starts = Counter(
-            "model_serving_prewarm_lru_cold_starts",
-            "Cold starts an lru cache of the same budget would have had on the same requests, replayed in-process "
-            "beside the pre-warming policy: its counterfactual.",
-            ["model"],
-            registry=registry,
-        )
-        self.cold_starts_avoided = Gauge(
-            "model_serving_prewarm_cold_starts_avoided",
-            "Cold starts the pre-warming policy avoided against lru on the same requests since the server started "
-            "(model_serving_prewarm_lru_cold_starts_total less model_serving_cold_starts_total); "
-            "negative: it had more.",
-            ["model"],
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
         self.cold_starts = Counter(
             "model_serving_cold_starts",
             "Inference and metadata requests that arrived while their model was not READY (on-demand mode).",
@@ -273,63 +246,14 @@ class Metrics:
             ["pool"],
             registry=registry,
         )
-        # Cost (PRICES_FILE): the usage database priced by regions/cost_watch.py, every worker alike.
-        cost_labels = ["region", "model"]
-        self.daily_cost = Gauge(
-            "model_serving_daily_cost",
-            "Cost of a model in a region over the last 24 hours, in the price table's currency.",
-            cost_labels,
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.cost_anomaly = Gauge(
-            "model_serving_cost_anomaly_zscore",
-            "Robust z-score (median/MAD) of a model's last 24 hours of cost in a region against its trailing days.",
-            cost_labels,
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.cost_budget = Gauge(
-            "model_serving_cost_budget",
-            "A budget of the price table for a region and model ('*': all) per UTC day or month.",
-            [*cost_labels, "period"],
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.cost_budget_spent = Gauge(
-            "model_serving_cost_budget_spent",
-            "What a budget's region and model have cost in its current UTC day or month so far.",
-            [*cost_labels, "period"],
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        # Rollouts (rollout/): each model's newest one, and what its analysis decided.
-        self.rollout_weight = Gauge(
-            "model_serving_rollout_weight",
-            "Percentage of a model's requests naming no version that its rollout's new version takes.",
-            ["model", "version", "state"],
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.rollout_checks = Counter(
-            "model_serving_rollout_checks",
-            "A rollout's analyses, by outcome (pass, hold, breach, wait).",
-            ["model", "outcome"],
-            registry=registry,
-        )
-        self.rollbacks = Counter(
-            "model_serving_rollout_rollbacks",
-            "Rollouts rolled back, by cause (error_rate, latency, not_serving, load_failed, aborted).",
-            ["model", "cause"],
-            registry=registry,
-        )
-        self._rollout_series: dict[str, tuple[str, str]] = {}
-        self._cost_series: dict[Gauge, set[tuple[str, ...]]] = {}
         self._pool_counts: weakref.WeakKeyDictionary[PoolWatch, tuple[int, float]] = weakref.WeakKeyDictionary()
         self._pool_names: set[str] = set()
 
         self._shown: set[tuple[str, str]] = set()
         self.generation = GenerationMetrics(registry)
+        self.prewarming = PrewarmMetrics(registry)
+        self.rollouts = RolloutMetrics(registry)
+        self.costs = CostMetrics(registry)
         # Labelled children, looked up once per label set: prometheus-client's labels() costs about a
         # microsecond, five times a request, as much as a small model's share of the batch.
         self._request_children: dict[tuple[str, str, str, int | str], tuple[Counter, Histogram]] = {}
@@ -397,20 +321,6 @@ class Metrics:
         """Count a model unloaded to make room."""
         self.evictions.labels(model, reason).inc()
 
-    def observe_prewarm(self, model: str) -> None:
-        """Count a model the pre-warming policy loaded ahead of its requests."""
-        self.prewarms.labels(model).inc()
-
-    def observe_unused_prewarm(self, model: str) -> None:
-        """Count a pre-load that no request used before the model was unloaded."""
-        self.prewarms_unused.labels(model).inc()
-
-    def observe_counterfactual(self, model: str, lru_cold: bool, avoided: int) -> None:
-        """Count a request lru would have found cold, and set the cold starts avoided against lru so far."""
-        if lru_cold:
-            self.lru_cold_starts.labels(model).inc()
-        self.cold_starts_avoided.labels(model).set(avoided)
-
     def observe_cold_start(self, model: str) -> None:
         """Count a request that found its model not READY and waited for it to load."""
         self.cold_starts.labels(model).inc()
@@ -477,37 +387,6 @@ class Metrics:
     def observe_access_log_dropped(self, lines: int) -> None:
         """Count access log lines dropped unwritten."""
         self.access_log_dropped.inc(lines)
-
-    def observe_costs(self, figures: CostFigures) -> None:
-        """Export fresh cost figures; series of regions, models and budgets no longer in them go."""
-        budgets = {(b.budget.region, b.budget.model, b.budget.period): b for b in figures.budgets}
-        values: dict[Gauge, dict[tuple[str, ...], float]] = {
-            self.daily_cost: {tuple(key): cost for key, cost in figures.daily.items()},
-            self.cost_anomaly: {tuple(key): z for key, z in figures.zscores.items()},
-            self.cost_budget: {key: each.budget.amount for key, each in budgets.items()},
-            self.cost_budget_spent: {key: each.spent for key, each in budgets.items()},
-        }
-        for gauge, series in values.items():
-            for gone in self._cost_series.get(gauge, set()) - series.keys():
-                gauge.remove(*gone)
-            for labels, value in series.items():
-                gauge.labels(*labels).set(value)
-            self._cost_series[gauge] = set(series)
-
-    def observe_rollout(self, model: str, version: int, state: str, weight: int) -> None:
-        """Show a model's newest rollout: its new version's share, labelled with its state."""
-        if (shown := self._rollout_series.get(model)) is not None and shown != (str(version), state):
-            self.rollout_weight.remove(model, *shown)
-        self._rollout_series[model] = (str(version), state)
-        self.rollout_weight.labels(model, str(version), state).set(weight)
-
-    def observe_rollout_check(self, model: str, outcome: str) -> None:
-        """Count one analysis of a rollout."""
-        self.rollout_checks.labels(model, outcome).inc()
-
-    def observe_rollback(self, model: str, cause: str) -> None:
-        """Count a rollout rolled back."""
-        self.rollbacks.labels(model, cause).inc()
 
     def exposition(self) -> bytes:
         """The text a scrape receives: this process's registry, or every worker's values combined."""

@@ -105,7 +105,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     startup = ["*"] if mode in (ModelControlMode.NONE, ModelControlMode.POLL) else settings.load_models
     required = tuple(name for name in startup if name != "*")
     prewarmer = prewarmer_for(settings, manager, metrics)
-    rollout = rollouts_from_settings(settings, manager, metrics)
+    rollout = rollouts_from_settings(settings, manager, metrics.rollouts)
     usage = UsageRecorder()  # what each model version used, written with the traffic history
     history = history_from_settings(settings, on_dropped=metrics.observe_history_dropped, companions=[usage])
     sampler = (
@@ -194,7 +194,9 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
         prewarming = asyncio.create_task(prewarm(prewarmer)) if prewarmer is not None else None
         sampling = asyncio.create_task(sample_usage(sampler)) if sampler is not None else None
         costing = (
-            asyncio.create_task(watch_costs(costs, metrics.observe_costs, settings.cost_refresh_sec)) if costs else None
+            asyncio.create_task(watch_costs(costs, metrics.costs.observe_costs, settings.cost_refresh_sec))
+            if costs
+            else None
         )
         probing = asyncio.create_task(prober.run(settings.probe_interval_sec)) if prober is not None else None
         polling = asyncio.create_task(poll_repository(loading)) if mode is ModelControlMode.POLL else None
@@ -292,7 +294,7 @@ def prewarmer_for(settings: Settings, manager: ModelManager, metrics: Metrics) -
         "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host,  # a wildcard bind: reach it locally
         settings.http_port,
     )
-    return LivePrewarmer(policy, manager, budget, observer=metrics, gpu_budget=gpu)
+    return LivePrewarmer(policy, manager, budget, observer=metrics.prewarming, gpu_budget=gpu)
 
 
 def cost_watch(settings: Settings) -> CostWatch | None:
