@@ -8,8 +8,8 @@ evictions first (a model busy, pinned or not READY is skipped), then pre-loads t
 
 The view the policy reads is the manager's own: what a loaded model holds as measured at load, what an
 unloaded one's next load will reserve, and for a model never loaded yet the mean of those known (a
-policy needs some size to plan with; the first load corrects it). Load times are the last measured,
-warmup included.
+policy needs some size to plan with; the first load corrects it). Load times are the median of the last
+few measured, warmup included.
 
 It also keeps what operators ask of it (``GET /v2/prewarm``, ``prewarm.report``): the last decisions
 carried out, with their reasons and what became of them; per model, the cold starts the server had, the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection
@@ -49,6 +50,9 @@ HISTORY_DAYS = 7.0  # how far back a starting server's policy learns from: a wee
 ARRIVALS_PER_BUCKET = 4  # a bucket's requests replayed as this many arrivals at most
 DAY_S = 86_400
 EARLY_ARRIVALS = 100_000  # requests kept for the policy while it learns from the history; later ones are counted only
+# Load times a model's is the median of: one slow load on a busy host (50 % off the usual) would otherwise
+# reorder what the policy evicts first, which ranks by load time per MB.
+LOAD_TIMES = 5
 REMEMBERED_STEPS = 100  # decisions carried out that GET /v2/prewarm shows, the latest last
 
 
@@ -96,7 +100,8 @@ class LivePrewarmer:
         self._work: set[asyncio.Task[None]] = set()
         self._sizes: dict[str, float] = {}  # MiB, as last known: held now, or reserved for the next load
         self._gpu_sizes: dict[str, float] = {}  # likewise, of the GPU memory of models on a GPU
-        self._load_s: dict[str, float] = {}
+        self._load_s: dict[str, float] = {}  # the median of each model's last LOAD_TIMES loads
+        self._load_times: dict[str, deque[float]] = {}
         self._told: dict[str, float] = {}  # when each model's last arrival was passed on
         # Until ``run`` starts, the policy may be learning from the history in a thread: requests are counted
         # and kept here, told to it once it runs, and loads on demand evict least recently used first.
@@ -145,7 +150,9 @@ class LivePrewarmer:
         """``model`` turned READY, on demand or pre-loaded."""
         records = [r for r in self._manager.records(model) if r.state is ModelState.READY]
         if records:
-            self._load_s[model] = max(r.load_seconds for r in records)
+            times = self._load_times.setdefault(model, deque(maxlen=LOAD_TIMES))
+            times.append(max(r.load_seconds for r in records))
+            self._load_s[model] = statistics.median(times)
         if model in self._ordered:
             self._ordered.discard(model)
         else:  # loaded at start or by an operator: lru would hold it too
