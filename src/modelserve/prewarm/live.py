@@ -187,7 +187,7 @@ class LivePrewarmer:
         return self.budget_mb
 
     def used_of(self, device: str) -> float:
-        return sum(info.size_mb for model in self.resident() if (info := self.info(model)).device == device)
+        return sum((info.size_mb for model in self.resident() if (info := self.info(model)).device == device), 0.0)
 
     def info(self, model: str) -> ModelInfo:
         """A model on a GPU is one that held GPU memory when last loaded under GPU_MEMORY_FRACTION: it is
