@@ -48,11 +48,11 @@ def test_the_bound_falls_with_the_budget_and_rises_with_a_tighter_idle_cap() -> 
     assert 0.0 < roomy.cold_starts < starved.cold_starts
 
 
-@pytest.mark.parametrize("family", ["bursty", "rare"])
-def test_no_policy_goes_below_the_bound(family: str) -> None:
+@pytest.mark.parametrize(("family", "share"), [("bursty", 0.25), ("rare", 0.25), ("office", 0.3)])
+def test_no_policy_goes_below_the_bound(family: str, share: float) -> None:
     shape = held_out(Shape())
     trace, catalogue = generate(family, seed=5, models=40, days=3, shape=shape)
-    budget = 0.25 * sum(m.size_mb for m in catalogue.values())
+    budget = share * sum(m.size_mb for m in catalogue.values())
     results = [
         simulate(trace, catalogue, budget, p) for p in (LRUPolicy(), HybridHistogramPolicy(), PredictivePolicy())
     ]

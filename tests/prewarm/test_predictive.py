@@ -117,9 +117,9 @@ def test_the_resident_set_leaves_room_for_bursts() -> None:
         for t in start + np.cumsum(rng.exponential(3.0, 20)):
             history.add(float(t))
     info = ModelInfo("b", 1000.0, 4.0)
-    held = bursting_mb([("b", history)], lambda _: info, 2 * 86400.0, clumped=4.0)
+    held = bursting_mb([("b", history)], lambda _: info, 2 * 86400.0, clumped=4.0, windowed={})
     assert 60.0 < held < 200.0
-    assert bursting_mb([("b", history)], lambda _: info, 2 * 86400.0, clumped=50.0) == 0.0
+    assert bursting_mb([("b", history)], lambda _: info, 2 * 86400.0, clumped=50.0, windowed={}) == 0.0
 
 
 def test_the_resident_set_fills_its_capacity_densest_first() -> None:

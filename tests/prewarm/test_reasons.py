@@ -117,28 +117,34 @@ def test_bursts_at_random_say_nothing_of_when_and_the_time_of_day_says_which_qua
         for start in np.cumsum(rng.exponential(3000.0, 60))
         for t in np.cumsum(rng.exponential(5.0, 10))
     ]
-    # About eight requests at random between 09:00 and 10:00 UTC each day, none at other hours.
-    mornings = [(float(d * day + 9 * 3600.0 + t), "morning") for d in range(3) for t in rng.uniform(0, 3600.0, 8)]
-    models = {"burst": ModelInfo("burst", 100.0, 2.0), "morning": ModelInfo("morning", 100.0, 2.0)}
+    # Four requests at random in each of three hours, eight hours apart, each day: no daily window (the day has
+    # no quiet stretch of 8 hours), but the time of day knows the hours.
+    hours = [
+        (float(d * day + h * 3600.0 + t), "thrice")
+        for d in range(3)
+        for h in (2, 10, 18)
+        for t in rng.uniform(0, 3600, 4)
+    ]
+    models = {"burst": ModelInfo("burst", 100.0, 2.0), "thrice": ModelInfo("thrice", 100.0, 2.0)}
     # Told of the requests and ticked every 5 minutes, its decisions left undone: nothing is loaded when it plans.
     policy = PredictivePolicy()
     empty = Simulator(models, 1000.0, policy).cache
-    now = 2 * day + 10.5 * 3600.0
+    now = 2 * day + 19.5 * 3600.0
     ticks = [(float(at), "") for at in np.arange(0.0, now, 300.0)]
-    for at, model in sorted(bursts + mornings + ticks):
+    for at, model in sorted(bursts + hours + ticks):
         if model:
             policy.on_arrival(model, at, empty)
         else:
             policy.tick(at, empty)
     assert policy.forecast("burst", now) == Forecast("burst", Pattern.BURST, None)
-    morning = policy.forecast("morning", now)
-    assert morning.pattern is Pattern.DAILY_WINDOW
-    assert morning.next_arrival is not None
-    assert 3 * day + 9 * 3600.0 <= morning.next_arrival < 3 * day + 10 * 3600.0
+    thrice = policy.forecast("thrice", now)
+    assert thrice.pattern is Pattern.DAILY_WINDOW
+    assert thrice.next_arrival is not None
+    assert 3 * day + 2 * 3600.0 <= thrice.next_arrival < 3 * day + 3 * 3600.0
     assert policy.forecast("never-asked", now) == Forecast("never-asked", Pattern.NONE, None)
-    # The next morning, it plans the pre-load for the first quarter hour it expects the model in, SLOT_LEAD ahead.
-    for at in np.arange(now, morning.next_arrival - 300.0, 600.0):
+    # At night, it plans the pre-load for the first quarter hour it expects the model in, SLOT_LEAD ahead.
+    for at in np.arange(now, thrice.next_arrival - 300.0, 600.0):
         policy.tick(float(at), empty)
-    steps = [s for s in policy.planned(morning.next_arrival - 300.0, empty) if s.model == "morning"]
-    assert [(s.action, s.at) for s in steps] == [("load", morning.next_arrival - SLOT_LEAD)]
-    assert re.match(r"time of day: \d\.\d requests expected in the quarter hour from 09:\d\d UTC$", steps[0].reason)
+    steps = [s for s in policy.planned(thrice.next_arrival - 300.0, empty) if s.model == "thrice"]
+    assert [(s.action, s.at) for s in steps] == [("load", thrice.next_arrival - SLOT_LEAD)]
+    assert re.match(r"time of day: \d\.\d requests expected in the quarter hour from 02:\d\d UTC$", steps[0].reason)

@@ -11,10 +11,10 @@ from modelserve.prewarm.simulator import Result, simulate
 Results = tuple[Result, Result, Result]
 
 
-def replay(family: str, models: int, days: int) -> Results:
-    """lru, hybrid-histogram and predictive on a held-out ``family`` trace (seed 5), budget a quarter of it."""
+def replay(family: str, models: int, days: int, share: float = 0.25) -> Results:
+    """lru, hybrid-histogram and predictive on a held-out ``family`` trace (seed 5), budget ``share`` of it."""
     trace, catalogue = generate(family, seed=5, models=models, days=days, shape=held_out(Shape()))
-    budget = 0.25 * sum(m.size_mb for m in catalogue.values())
+    budget = share * sum(m.size_mb for m in catalogue.values())
     policies = (LRUPolicy(), HybridHistogramPolicy(), PredictivePolicy())
     lru, hybrid, ours = (simulate(trace, catalogue, budget, policy) for policy in policies)
     return lru, hybrid, ours
@@ -43,3 +43,13 @@ def test_predictive_holds_daily_models_around_their_hour_on_a_held_out_rare_fami
     assert ours.cold_start_rate <= 0.65 * lru.cold_start_rate
     assert ours.cold_start_rate < hybrid.cold_start_rate
     assert ours.idle_memory_mb_seconds <= hybrid.idle_memory_mb_seconds
+
+
+def test_predictive_holds_office_models_through_their_windows_on_a_held_out_office_family() -> None:
+    # Bursts within each model's working hours on weekdays, at 30 % of the models' size as the benchmark's
+    # budget: the densest are loaded before their window opens and unloaded after it closes. The idle-memory
+    # target is not met on this family (docs/PREWARM.md, Results): this checks what is, with a margin.
+    lru, hybrid, ours = replay("office", models=40, days=7, share=0.3)
+    assert ours.cold_start_rate <= 0.9 * lru.cold_start_rate
+    assert ours.cold_start_rate < 0.85 * hybrid.cold_start_rate
+    assert ours.idle_memory_mb_seconds <= 1.25 * hybrid.idle_memory_mb_seconds

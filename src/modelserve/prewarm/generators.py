@@ -9,7 +9,12 @@ size) and arrivals for each model over ``days``:
   weekends;
 - ``chained``: pipelines: a head model requested at random, its followers a few tens of seconds later;
 - ``rare``: a request or two a day, half of them at a fixed time of day, half at random;
-- ``mixed``: a fifth of the models of each of the above.
+- ``mixed``: a fifth of the models of each of the above;
+- ``office``: office hours: most models get bursts at random within a daily window of their own (opening
+  between 7 and 10 local time, in one of a few time zones, for 6 to 10 hours) on weekdays, and nothing at
+  night or at weekends; the rest get a few bursts a day at any hour. Not part of ``mixed``.
+
+Day 0 of a trace is a Monday: days 5 and 6 of each week are the weekend.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ class Shape:
     chain_lag: tuple[float, float] = (10.0, 60.0)  # chained: seconds between a model and its follower
     follow: float = 0.9  # chained: chance a follower is requested
     peak_to_trough: float = 8.0  # diurnal: rate at the peak hour over the quietest
+    window_jitter: float = 900.0  # office: standard deviation of a day's opening and closing, in seconds
+    absent: float = 0.05  # office: chance a model gets no request on a weekday (a holiday, a day off)
+    session: float = 5.0  # office: mean requests per burst (a user's session), of any model of the family
 
 
 Rate = Callable[[np.ndarray], np.ndarray]
@@ -150,6 +158,48 @@ def _rare(rng: np.random.Generator, count: int, seconds: float, shape: Shape) ->
     return out, truths
 
 
+OFFICE_SHARE = 0.85  # office: share of the models that keep office hours; the others burst at any hour
+OFFICE_ZONES = (0.0, 0.0, 0.0, 1.0, 2.0, -5.0, 8.0)  # office: hours east of UTC, drawn with equal chance
+OFFICE_GAP = (900.0, 3 * 3600.0)  # office: mean seconds between bursts within a window, log-uniform in this
+BACKGROUND_GAP = (2 * 3600.0, 12 * 3600.0)  # office: ... and between the others' bursts, at any hour
+WEEKDAYS = 5  # days 0-4 of each week; 5 and 6 are the weekend
+
+
+def _windowed(windows: np.ndarray, rate: float, t: np.ndarray) -> np.ndarray:
+    """``rate`` within any of ``windows`` (sorted, disjoint ``(open, close)`` rows), 0 outside them."""
+    index = np.searchsorted(windows[:, 0], t, side="right") - 1
+    inside = (index >= 0) & (t < windows[np.maximum(index, 0), 1])
+    return np.where(inside, rate, 0.0)
+
+
+def _office(rng: np.random.Generator, count: int, seconds: float, shape: Shape) -> tuple[Arrivals, Truths]:
+    out: Arrivals = []
+    truths: Truths = []
+    days = int(np.ceil(seconds / DAY))
+    for index in range(count):
+        if index >= round(OFFICE_SHARE * count):
+            gap = float(np.exp(rng.uniform(*np.log(BACKGROUND_GAP))))
+            starts = np.cumsum(rng.exponential(gap, int(seconds / gap * 2) + 10))
+            out.append(_bursts(rng, starts[starts < seconds], shape.session))
+            truths.append(Unforeseeable(partial(_constant, 1 / gap), shape.session, BURST_SPACING))
+            continue
+        opens = (rng.uniform(7.0, 10.0) - rng.choice(OFFICE_ZONES)) * 3600.0
+        length = rng.uniform(6.0, 10.0) * 3600.0
+        gap = float(np.exp(rng.uniform(*np.log(OFFICE_GAP))))
+        rows = []
+        for day in range(days):
+            jitter = rng.normal(0.0, shape.window_jitter, 2)
+            if day % 7 < WEEKDAYS and rng.random() >= shape.absent:
+                start = day * DAY + opens + jitter[0]
+                rows.append((start, start + length + jitter[1] - jitter[0]))
+        windows = np.array(rows).reshape(-1, 2)
+        drawn = [o + np.cumsum(rng.exponential(gap, int((c - o) / gap * 2) + 10)) for o, c in windows]
+        starts = np.concatenate([d[d < c] for d, (_, c) in zip(drawn, windows, strict=True)] or [np.zeros(0)])
+        out.append(_bursts(rng, starts, shape.session))
+        truths.append(Unforeseeable(partial(_windowed, windows, 1 / gap), shape.session, BURST_SPACING))
+    return out, truths
+
+
 KINDS: dict[str, Kind] = {
     "periodic": _periodic,
     "bursty": _bursty,
@@ -157,7 +207,8 @@ KINDS: dict[str, Kind] = {
     "chained": _chained,
     "rare": _rare,
 }
-FAMILIES = (*KINDS, "mixed")
+FAMILIES = (*KINDS, "mixed", "office")
+_DRAW: dict[str, Kind] = {**KINDS, "office": _office}  # ``mixed`` draws from KINDS only
 
 
 def catalogue(rng: np.random.Generator, count: int, prefix: str = "m") -> dict[str, ModelInfo]:
@@ -200,7 +251,7 @@ def _draw(
     truths: Truths = []
     for index, kind in enumerate(kinds):
         share = models // len(kinds) + (1 if index < models % len(kinds) else 0)
-        drawn, truth = KINDS[kind](rng, share, seconds, shape)
+        drawn, truth = _DRAW[kind](rng, share, seconds, shape)
         arrivals.extend(drawn)
         truths.extend(truth)
     infos = catalogue(rng, models)
@@ -215,7 +266,17 @@ def _draw(
 
 
 def held_out(shape: Shape) -> Shape:
-    """The held-out variant of ``shape``: more jitter, bigger bursts, longer lags, a flatter day."""
+    """The held-out variant of ``shape``: more jitter, bigger bursts, longer lags, a flatter day, office hours
+    that move more from day to day and more days off."""
     return replace(
-        shape, jitter=0.04, skip=0.05, burst_size=30.0, chain_lag=(20.0, 90.0), follow=0.8, peak_to_trough=5.0
+        shape,
+        jitter=0.04,
+        skip=0.05,
+        burst_size=30.0,
+        chain_lag=(20.0, 90.0),
+        follow=0.8,
+        peak_to_trough=5.0,
+        window_jitter=1800.0,
+        absent=0.1,
+        session=8.0,
     )

@@ -1,5 +1,6 @@
 """What one model's past arrivals say about its next: fixed-rate schedules, bursts on a schedule, the time
-of day and week, and the chance of a request soon. Pure bookkeeping on times passed in; no policy here."""
+of day and week, its daily window, and the chance of a request soon. Pure bookkeeping on times passed in; no
+policy here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 from bisect import bisect_right, insort
 from collections import deque
 from dataclasses import dataclass
+
+from modelserve.prewarm.daily import DAY, DailyWindow
 
 HISTORY = 32  # inter-arrival times kept per model
 ACTIVATION_HISTORY = 12
@@ -16,7 +19,6 @@ REGULAR_TOLERANCE = 0.10  # ... near: within this fraction of the median (and at
 SLOT_SECONDS = 900.0
 DAY_SLOTS = 96
 WEEK_SLOTS = 7 * DAY_SLOTS
-DAY = 86400.0
 WEEK = 7 * DAY
 TIME_OF_DAY_REACH = 2  # slots either side that count towards the time of day's rate of bursts
 SPAN_FLOOR = 3600.0  # a model seen for less than this is rated as if seen for this long
@@ -87,6 +89,8 @@ class ArrivalHistory:
         self._count_slot(first)
         self._schedule: Schedule | None = None
         self._burst_schedule: Schedule | None = None
+        self.daily = DailyWindow()
+        self.daily.add(first)
 
     def add(self, now: float) -> bool:
         """Record an arrival at ``now``; True when it starts a burst (an activation)."""
@@ -107,6 +111,7 @@ class ArrivalHistory:
         self.activations.append(now - self.last_activation)
         self.last_activation = now
         self._burst_schedule = regular(self.activations, 3)
+        self.daily.add(now)
         return True
 
     def _count_slot(self, now: float) -> None:
@@ -128,6 +133,16 @@ class ArrivalHistory:
     def burst_schedule(self) -> Schedule | None:
         """The fixed rate at which bursts start, when there is one."""
         return self._burst_schedule
+
+    def next_due(self, now: float) -> float | None:
+        """The earliest time the next request (or burst) is due on the schedule found, a period on for each
+        one that did not come by ``now``; None without a schedule."""
+        schedule = self._schedule or self._burst_schedule
+        if schedule is None:
+            return None
+        last = self.last if self._schedule is not None else self.last_activation
+        periods = max(math.ceil((now - last - schedule.jitter) / schedule.period), 1)
+        return last + periods * schedule.period - schedule.jitter
 
     def burst_keep_alive(self) -> float:
         """How long a burst's requests stay apart at most (the longest recent gap within bursts)."""

@@ -1,33 +1,18 @@
 """``predictive``: load a model before its traffic arrives, unload it while it is not needed, and under
 memory pressure evict what is least worth keeping. docs/PREWARM.md explains the design and its sources.
 
-After each request the policy plans the model's next need from the first signal that applies:
-
-1. **fixed rate** (a schedule, SPES's "regular" class): the next request is due one period later, give or
-   take the jitter seen; unload now and load again ``load_seconds + jitter + SAFETY`` before it is due
-   (Shahrad et al.'s pre-warm window, but sized by the load time), or keep it if the gap is too short;
-2. **bursts on a schedule**: keep the model through the burst, then unload, and pre-load before the next
-   burst is due;
-3. otherwise a **keep-alive** from the model's own inter-arrival times (their 90th percentile, and never
-   shorter than the gaps within its bursts), as hybrid-histogram does with its tail, a little shorter: memory
-   the policy does not hold idle is memory its pre-loads can use. While memory is roomy (under ``ROOMY`` of
-   the budget) the keep-alive stretches to the 99th percentile.
-
-Two more signals pre-load models that have no request yet: **co-occurrence** (when a model's burst starts,
-its followers are loaded in time for their usual lag, IceBreaker/SPES's "correlated" functions) and the
-**time of day and week** (before each quarter hour, models that usually get requests in it are loaded).
-Models whose requests no signal foresees are kept by their rate instead: every ``RESIDENT_EVERY`` seconds
-the **resident set** (``residency``) is chosen, the models with the most bursts per MB at this time of day,
-and loaded; loads on demand evict its members last. Models whose bursts come hours or days apart are
-**sparse**: instead of a keep-alive each, the memory those keep-alives would hold goes to the densest of
-them (``residency.members``), and a model of a request or two a day is pre-loaded around the hour of its
-last one.
+After each request the policy plans the model's next need from the first signal that applies: a **fixed
+rate** (unload now, load again ``load_seconds + jitter + SAFETY`` before the next request is due), **bursts
+on a schedule** (keep through the burst, pre-load before the next), or else a **keep-alive** from the model's
+own gaps, cut short at the end of its **daily window** and stretched while memory is roomy (under ``ROOMY``).
+**Co-occurrence** loads a leader's followers in time for their lag, and the **time of day and week** loads
+models expected in the next quarter hour. Models no signal foresees are kept by their rate: every
+``RESIDENT_EVERY`` seconds the **resident set** (``residency``) is chosen, the most bursts per MB at this
+hour (for a model keeping office hours, its window's rate within it, none outside), and loads on demand
+evict its members last; sparse models and those not worth their memory get no keep-alive past a burst.
 Under a budget, loads on demand evict the lowest ``P(request within HORIZON) * load_seconds / size_mb``
-first (FaaSCache's Greedy-Dual value with the reuse chance in place of frequency), and a pre-load evicts
-only models worth less than itself.
-
-Every timer carries the reason of whatever set it (``reasons``), so each load and eviction says why, and
-``planned`` lists what the timers and the next quarter hour intend.
+first (``worth``: FaaSCache's Greedy-Dual value), and a pre-load evicts only models worth less than itself.
+Every timer carries the reason of whatever set it (``reasons``), so each load and eviction says why.
 """
 
 from __future__ import annotations
@@ -37,6 +22,7 @@ from collections.abc import Sequence
 
 from modelserve.prewarm import reasons, residency
 from modelserve.prewarm.cooccurrence import WINDOW, FollowerTable
+from modelserve.prewarm.daily import DailyWindow
 from modelserve.prewarm.patterns import ACTIVATION_GAP, CLUMPED, SLOT_SECONDS, ArrivalHistory
 from modelserve.prewarm.policy import (
     NOTHING,
@@ -49,9 +35,9 @@ from modelserve.prewarm.policy import (
     evictable,
     victims_for,
 )
-from modelserve.prewarm.reasons import Draft, Why, text
+from modelserve.prewarm.reasons import Draft, Plans, Why, text
 from modelserve.prewarm.timeofday import next_slot, slot_why
-from modelserve.prewarm.timers import Action, Timers
+from modelserve.prewarm.timers import Action
 from modelserve.prewarm.worth import ADMIT_HORIZON, HORIZON, Worth
 
 SAFETY = 1.0  # seconds a pre-load finishes ahead of the earliest expected request
@@ -66,7 +52,6 @@ SLOT_LEAD = 120.0  # time-of-day pre-loads start this long before their quarter 
 RESIDENT_EVERY = 120.0  # seconds between two choices of the resident set
 RESIDENT_SHARE = 0.8  # share of the budget the resident set may fill; the rest is for loads on demand
 BURST_PEAK = 2.0  # the resident set leaves this many times the memory bursts hold on average
-UNSAID: Why = (reasons.keep_alive, (DEFAULT_KEEP_ALIVE,))  # for a timer set before reasons were noted
 
 
 class PredictivePolicy(Policy):
@@ -77,9 +62,7 @@ class PredictivePolicy(Policy):
     def __init__(self) -> None:
         self._history: dict[str, ArrivalHistory] = {}
         self._followers = FollowerTable()
-        self._timers = Timers()
-        self._load_why: dict[str, Why] = {}  # the reason of each model's pending load timer
-        self._unload_why: dict[str, Why] = {}  # ... and of its pending unload timer
+        self._timers = Plans()
         # The window in which a schedule or a leader announces the next request: (earliest, latest).
         self._expected: dict[str, tuple[float, float]] = {}
         self._unload_when_ready: dict[str, Why] = {}  # unloads ordered while the model loads
@@ -89,6 +72,7 @@ class PredictivePolicy(Policy):
         self._resident_at: float | None = None  # when the resident set is chosen next
         self._origin = math.inf  # the first request seen: sparse rates count from there
         self._sparse: set[str] = set()  # models rated sparse at the last choice of the resident set
+        self._thin: set[str] = set()  # models not worth their memory at the last choice (``residency.THIN``)
 
     def expected(self, model: str) -> float | None:
         """When the next request of ``model`` is expected at the earliest, if a schedule or a leader says so."""
@@ -124,10 +108,6 @@ class PredictivePolicy(Policy):
             self._resident_at = now + RESIDENT_EVERY
         return draft.decision(self._wake_at())
 
-    def _set(self, model: str, action: Action, at: float, why: Why) -> None:
-        self._timers.set(model, action, at)
-        (self._load_why if action is Action.LOAD else self._unload_why)[model] = why
-
     def _plan(self, model: str, history: ArrivalHistory, now: float, view: CacheView) -> Why | None:
         """Set ``model``'s timers after a request; the reason to unload it now, if it should be."""
         lead = view.info(model).load_seconds + SAFETY
@@ -139,10 +119,10 @@ class PredictivePolicy(Policy):
             due = now + period
             end = due + jitter + SAFETY
             self._expected[model] = (due - jitter, end)
-            self._set(model, Action.UNLOAD, end, (reasons.schedule_window, (end, period, jitter)))
+            self._timers.plan(model, Action.UNLOAD, end, (reasons.schedule_window, (end, period, jitter)))
             preload = due - jitter - lead
             if preload - now > MIN_GAP:
-                self._set(model, Action.LOAD, preload, (reasons.schedule_due, (due, period, jitter)))
+                self._timers.plan(model, Action.LOAD, preload, (reasons.schedule_due, (due, period, jitter)))
                 return (reasons.schedule_between, (due, period, jitter, preload))
             timers.cancel(model, Action.LOAD)
             return None
@@ -156,10 +136,10 @@ class PredictivePolicy(Policy):
             burst_end = now + min(1.5 * history.burst_keep_alive() + SAFETY, ACTIVATION_GAP)
             preload = due - jitter - lead
             if preload - burst_end > MIN_GAP:
-                self._set(model, Action.UNLOAD, burst_end, (reasons.burst_over, (due, period, jitter)))
-                self._set(model, Action.LOAD, preload, (reasons.bursts_due, (due, period, jitter)))
+                self._timers.plan(model, Action.UNLOAD, burst_end, (reasons.burst_over, (due, period, jitter)))
+                self._timers.plan(model, Action.LOAD, preload, (reasons.bursts_due, (due, period, jitter)))
             else:
-                self._set(model, Action.UNLOAD, end, (reasons.bursts_window, (end, period, jitter)))
+                self._timers.plan(model, Action.UNLOAD, end, (reasons.bursts_window, (end, period, jitter)))
             return None
         keep = history.interval_quantile(KEEP_QUANTILE)
         keep = DEFAULT_KEEP_ALIVE if keep is None else keep
@@ -170,15 +150,21 @@ class PredictivePolicy(Policy):
             keep = max(keep, history.activation_gap_quantile(GAP_QUANTILE) or 0.0)
         keep = min(keep, MAX_KEEP_ALIVE)
         why: Why = (reasons.keep_alive, (keep,))
-        # Its keep-alive's memory went to the densest sparse models (``residency.members``), or its leader's
-        # next burst will load it in time: either way, holding it until then is idle memory.
+        close = self._closes(model, now)
+        if close is not None and now + keep > close:  # its daily window's end ends its keep-alive too
+            keep, why = max(close - now, 1.5 * history.burst_keep_alive()), (reasons.window_closes, (close,))
+        # Its keep-alive's memory went to the densest sparse models (``residency.members``), or is worth less
+        # than theirs, or its leader's next burst will load it in time: holding it until then is idle memory.
         if model in self._sparse and model not in self._resident:
             keep = 1.5 * history.burst_keep_alive()
             why = (reasons.sparse, ((now - self._origin) / history.activation_count,))
+        elif model in self._thin and model not in self._resident:
+            keep = 1.5 * history.burst_keep_alive()
+            why = (reasons.thin, ())
         elif self._followers.announced(model, self._background_chance):
             keep = 1.5 * history.burst_keep_alive()
             why = (reasons.announced, ())
-        self._set(model, Action.UNLOAD, now + keep + SAFETY, why)
+        self._timers.plan(model, Action.UNLOAD, now + keep + SAFETY, why)
         return None
 
     def _prepare_followers(self, leader: str, now: float, view: CacheView, draft: Draft) -> None:
@@ -189,22 +175,17 @@ class PredictivePolicy(Policy):
             due = now + follower.lag_min
             end = now + follower.lag_max + SAFETY
             self._expected[model] = (due, end)
-            self._keep_until(model, end, (reasons.followed, (leader, follower.lag_max)))
+            self._timers.keep_until(model, end, (reasons.followed, (leader, follower.lag_max)))
             start = due - view.info(model).load_seconds - SAFETY
             why: Why = (reasons.follows, (leader, follower.lag_min, follower.lag_max))
             if start > now:
-                self._set(model, Action.LOAD, start, why)
+                self._timers.plan(model, Action.LOAD, start, why)
             else:
                 self._worth.admit(model, now, view, draft, why)
 
     def _background_chance(self, model: str) -> float:
         history = self._history.get(model)
         return 0.0 if history is None else 1.0 - math.exp(-history.rate() * WINDOW)
-
-    def _keep_until(self, model: str, until: float, why: Why) -> None:
-        planned = self._timers.at(model, Action.UNLOAD)
-        if planned is None or planned < until:
-            self._set(model, Action.UNLOAD, until, why)
 
     def on_loaded(self, model: str, now: float, view: CacheView) -> Decision:
         why = self._unload_when_ready.pop(model, None)
@@ -221,25 +202,28 @@ class PredictivePolicy(Policy):
         for model, action in self._timers.due(now):  # each sets timers only after ``now``
             if action is Action.UNLOAD:
                 if model in self._resident:
-                    self._set(model, Action.UNLOAD, now + RESIDENT_EVERY, (reasons.left_resident, ()))
+                    daily = self._daily(model, now)
+                    span = None if daily is None else daily.span(now)
+                    kept: Why = (reasons.left_resident, ()) if span is None else (reasons.window_over, span)
+                    self._timers.plan(model, Action.UNLOAD, now + RESIDENT_EVERY, kept)
                     continue
                 missed = self._after_silence(model, now, view)
                 if missed is not None:
                     if missed[0] and view.is_ready(model) and model not in draft.evict:
                         draft.drop(model, text(missed[1], now))
                     continue
-                why = self._unload_why.get(model, UNSAID)
+                why = self._timers.why(model, Action.UNLOAD)
                 if view.is_loading(model):
                     self._unload_when_ready[model] = why  # a short keep-alive ran out before the load did
                 elif view.is_ready(model) and model not in draft.evict:
                     later = self._stretch(model, now, view)
                     if later is not None:
-                        self._set(model, Action.UNLOAD, later, (reasons.stretched, (later - now,)))
+                        self._timers.plan(model, Action.UNLOAD, later, (reasons.stretched, (later - now,)))
                         continue
                     draft.drop(model, text(why, now))
                     self._expected.pop(model, None)
             elif not view.is_ready(model) and not view.is_loading(model):
-                self._worth.admit(model, now, view, draft, self._load_why.get(model, UNSAID))
+                self._worth.admit(model, now, view, draft, self._timers.why(model, Action.LOAD))
         if self._next_slot is not None and now >= self._next_slot - SLOT_LEAD:
             self._prepare_slot(self._next_slot, now, view, draft)
             self._next_slot += SLOT_SECONDS
@@ -252,12 +236,15 @@ class PredictivePolicy(Policy):
         """Choose the resident set again and load its members that are not loaded, densest first."""
         self._followers.refresh(now)
         unplanned = [(m, h) for m, h in self._history.items() if self._unplanned(m, h)]
+        dailies = {m: d for m, _ in unplanned if (d := self._daily(m, now)) is not None}
+        windowed = {m: d.rate(now, self._origin) for m, d in dailies.items()}
         capacity = (
             RESIDENT_SHARE * view.budget_mb
-            - BURST_PEAK * residency.bursting_mb(unplanned, view.info, now, CLUMPED)
+            - BURST_PEAK * residency.bursting_mb(unplanned, view.info, now, CLUMPED, windowed)
             - residency.scheduled_mb(self._history.items(), view.info, SAFETY)
         )
-        self._resident, self._sparse = residency.members(unplanned, view.info, now, now - self._origin, capacity)
+        chosen = residency.members(unplanned, view.info, now, now - self._origin, capacity, windowed)
+        self._resident, self._sparse, self._thin = chosen.members, chosen.sparse, chosen.thin
         order: list[str] | None = None  # what members may displace, cheapest first; ranked once, if needed
         members = sorted(self._resident, key=self._resident.__getitem__, reverse=True)
         for rank, model in enumerate(members, 1):
@@ -274,8 +261,15 @@ class PredictivePolicy(Policy):
             if victims is not None:
                 for victim in victims:
                     draft.drop(victim, reasons.displaced_by_member(now, model))
-                draft.add(model, reasons.resident(now, rank, len(members)))
-                self._keep_until(model, now + RESIDENT_EVERY, (reasons.left_resident, ()))
+                span = None if model not in dailies else dailies[model].span(now)
+                ends: Why
+                if span is None:
+                    why, ends = reasons.resident(now, rank, len(members)), (reasons.left_resident, ())
+                else:
+                    why = reasons.window_member(now, *span, windowed[model], rank, len(members))
+                    ends = (reasons.window_over, span)
+                draft.add(model, why)
+                self._timers.keep_until(model, now + RESIDENT_EVERY, ends)
 
     def _unplanned(self, model: str, history: ArrivalHistory) -> bool:
         """True when nothing loads ``model`` ahead of its requests: no schedule, no leader that announces it."""
@@ -307,14 +301,14 @@ class PredictivePolicy(Policy):
         due = window[0] + jitter + period
         if due - history.last > (MAX_SKIPPED + 1) * period + jitter or due + jitter < now:
             # Silent too long, or the window is one a later keep-alive outlived.
-            self._unload_why[model] = (reasons.schedule_over, (history.last, period))
+            self._timers.note(model, Action.UNLOAD, (reasons.schedule_over, (history.last, period)))
             return None
         end = due + jitter + SAFETY
         self._expected[model] = (due - jitter, end)
-        self._set(model, Action.UNLOAD, end, (reasons.schedule_window, (end, period, jitter)))
+        self._timers.plan(model, Action.UNLOAD, end, (reasons.schedule_window, (end, period, jitter)))
         preload = due - jitter - view.info(model).load_seconds - SAFETY
         if preload - now > MIN_GAP:
-            self._set(model, Action.LOAD, preload, (reasons.schedule_due, (due, period, jitter)))
+            self._timers.plan(model, Action.LOAD, preload, (reasons.schedule_due, (due, period, jitter)))
             return True, (reasons.schedule_missed, (due, period, jitter))
         return False, (reasons.schedule_window, (end, period, jitter))
 
@@ -326,22 +320,38 @@ class PredictivePolicy(Policy):
         history = self._history.get(model)
         if history is None or history.schedule is not None or view.used_mb > ROOMY * view.budget_mb:
             return None
+        if model in self._thin and model not in self._resident:
+            return None  # memory nobody needs is still memory-time, more than this model is worth
         tail = history.interval_quantile(0.99)
         if tail is None:
             return None
         until = history.last + min(tail, MAX_KEEP_ALIVE) + SAFETY
-        return until if until > now else None
+        close = self._closes(model, history.last)
+        return until if until > now and (close is None or until <= close) else None
+
+    def _daily(self, model: str, now: float) -> DailyWindow | None:
+        """``model``'s daily window, when it keeps one and no schedule plans it."""
+        history = self._history[model]
+        daily = history.daily
+        if daily.read(now) is None or not daily.ready(now, self._origin) or history.schedule or history.burst_schedule:
+            return None
+        return daily
+
+    def _closes(self, model: str, now: float) -> float | None:
+        """When the daily window ``model`` is in at ``now`` closes, or None."""
+        daily = self._daily(model, now)
+        return None if daily is None else daily.closes(now)
 
     def _prepare_slot(self, start: float, now: float, view: CacheView, draft: Draft) -> None:
         """Pre-load models the time of day and week expects requests for in the quarter hour at ``start``, and
         keep those already loaded through it."""
         for model, history in self._history.items():
-            if model in draft.load or (why := slot_why(history, start)) is None:
-                continue
+            if model in draft.load or (why := slot_why(history, start)) is None or self._daily(model, now) is not None:
+                continue  # a daily window's model is held by its window's rate (``_refresh_resident``)
             loaded = view.is_ready(model) or view.is_loading(model)
             if loaded and self._timers.at(model, Action.UNLOAD) is None:
                 continue  # nothing unloads it: a resident member, or an unload pending its load
-            self._keep_until(model, start + SLOT_SECONDS, (reasons.slot_over, (start,)))
+            self._timers.keep_until(model, start + SLOT_SECONDS, (reasons.slot_over, (start,)))
             if not loaded:
                 self._worth.admit(model, now, view, draft, why)
 
@@ -354,11 +364,10 @@ class PredictivePolicy(Policy):
         timers = self._timers
         for at, model, action in timers.pending():
             held = view.is_ready(model) or view.is_loading(model)
-            if action is Action.LOAD:
-                if not held:
-                    steps.append(Step("load", model, at, text(self._load_why.get(model, UNSAID), now)))
-            elif model not in self._resident and (held or (timers.at(model, Action.LOAD) or math.inf) <= at):
-                steps.append(Step("evict", model, at, text(self._unload_why.get(model, UNSAID), now)))
+            if action is Action.LOAD and not held:
+                steps.append(Step("load", model, at, text(timers.why(model, action), now)))
+            elif action is Action.UNLOAD and model not in self._resident and (held or at >= timers.loads_at(model)):
+                steps.append(Step("evict", model, at, text(timers.why(model, action), now)))
         for model, why in self._unload_when_ready.items():
             if view.is_loading(model):
                 steps.append(Step("evict", model, now, reasons.after_load(now, why)))
@@ -366,7 +375,7 @@ class PredictivePolicy(Policy):
             at = max(self._next_slot - SLOT_LEAD, now)
             for model, history in self._history.items():
                 held = view.is_ready(model) or view.is_loading(model)
-                if held or timers.at(model, Action.LOAD) is not None:
+                if held or timers.at(model, Action.LOAD) is not None or self._daily(model, now) is not None:
                     continue
                 if (slot := slot_why(history, self._next_slot)) is not None:
                     steps.append(Step("load", model, at, text(slot, now)))
@@ -382,15 +391,14 @@ class PredictivePolicy(Policy):
             return Forecast(model, Pattern.NONE, None)
         window = self._expected.get(model)
         announced = window[0] if window is not None and window[1] >= now else None
-        schedule = history.schedule or history.burst_schedule
-        if schedule is not None:
-            if announced is None:
-                last = history.last if history.schedule is not None else history.last_activation
-                periods = max(math.ceil((now - last - schedule.jitter) / schedule.period), 1)
-                announced = last + periods * schedule.period - schedule.jitter
-            return Forecast(model, Pattern.SCHEDULE, announced)
+        if history.schedule is not None or history.burst_schedule is not None:
+            return Forecast(model, Pattern.SCHEDULE, announced or history.next_due(now))
         if self._followers.announced(model, self._background_chance):
             return Forecast(model, Pattern.FOLLOWER, announced)
+        daily = self._daily(model, now)
+        if daily is not None:
+            opens = daily.upcoming(now, self._origin)
+            return Forecast(model, Pattern.DAILY_WINDOW, None if opens is None else max(opens, now))
         if history.burst_size() >= CLUMPED:
             return Forecast(model, Pattern.BURST, announced)
         slot = next_slot(history, now)

@@ -9,11 +9,14 @@ written relative to the moment the reason is read.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from modelserve.prewarm.policy import Decision
+from modelserve.prewarm.residency import THIN
+from modelserve.prewarm.timers import Action, Timers
 
 Why = tuple[Callable[..., str], tuple[Any, ...]]  # a formatter taking (now, *numbers), and the numbers
 
@@ -99,6 +102,14 @@ def announced(now: float) -> str:
     return "follower: burst over; its leader's next burst loads it again in time"
 
 
+def thin(now: float) -> str:
+    """An unload right after a burst of a model not worth its memory at this hour."""
+    return (
+        f"burst over; held on, it would save fewer than {THIN * 3600 * 1024:.2f} cold starts per GB·h at this "
+        "hour: not worth its memory"
+    )
+
+
 def sparse(now: float, gap: float) -> str:
     """An unload right after a burst of a sparse model left out of the resident set."""
     return (
@@ -135,6 +146,25 @@ def slot_over(now: float, start: float) -> str:
 def resident(now: float, rank: int, members: int) -> str:
     """A load (or keep) of a resident set member."""
     return f"resident set: {_ordinal(rank)} of {members} by bursts per MB at this time of day"
+
+
+def window_member(now: float, start: float, length: float, rate: float, rank: int, members: int) -> str:
+    """A load (or keep) of a resident set member for its daily window."""
+    when = f"opens in {(start - now) / 60:.0f} min" if start > now else "open"
+    return (
+        f"daily window {clock(start)}-{clock(start + length)} {when}: {rate * 3600:.1f} bursts an hour expected; "
+        f"{_ordinal(rank)} of {members} by bursts per MB"
+    )
+
+
+def window_over(now: float, start: float, length: float) -> str:
+    """An unload of a model whose daily window is over, or did not open today."""
+    return f"daily window {clock(start)}-{clock(start + length)}: not expected now (closed, or silent since it opened)"
+
+
+def window_closes(now: float, close: float) -> str:
+    """An unload of a model whose keep-alive would outlast its daily window."""
+    return f"daily window over at {clock(close)}: its keep-alive ended with it"
 
 
 def left_resident(now: float) -> str:
@@ -185,3 +215,38 @@ class Draft:
     def decision(self, wake_at: float | None) -> Decision:
         """The decision as the holder of memory reads it."""
         return Decision(tuple(self.load), tuple(self.evict), wake_at, self.why)
+
+
+class Plans(Timers):
+    """Per-model load and unload timers, each with the reason of what set it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._why: dict[Action, dict[str, Why]] = {Action.LOAD: {}, Action.UNLOAD: {}}
+
+    def plan(self, model: str, action: Action, at: float, why: Why) -> None:
+        """Fire ``action`` for ``model`` at ``at``, for ``why``, replacing any earlier plan for the pair."""
+        self.set(model, action, at)
+        self._why[action][model] = why
+
+    def note(self, model: str, action: Action, why: Why) -> None:
+        """Give the ``action`` of ``model`` that just fired another reason, before it is carried out."""
+        self._why[action][model] = why
+
+    def keep_until(self, model: str, until: float, why: Why) -> None:
+        """Put off ``model``'s unload to ``until`` (for ``why``) unless it is planned later already."""
+        planned = self.at(model, Action.UNLOAD)
+        if planned is None or planned < until:
+            self.plan(model, Action.UNLOAD, until, why)
+
+    def loads_at(self, model: str) -> float:
+        """When ``model`` is planned to load; infinity when it is not."""
+        planned = self.at(model, Action.LOAD)
+        return math.inf if planned is None else planned
+
+    def why(self, model: str, action: Action) -> Why:
+        """Why ``action`` was planned for ``model`` (as last planned, pending or just fired)."""
+        return self._why[action].get(model, UNSAID)
+
+
+UNSAID: Why = (keep_alive, (600.0,))  # a timer planned without a reason: none is, but a lookup needs one

@@ -33,7 +33,8 @@ class Worth:
         self._values.pop(model, None)
 
     def eviction_order(self, now: float, view: CacheView, candidates: Sequence[str], kept: Container[str]) -> list[str]:
-        """``candidates`` least worth keeping first, models of ``kept`` (the resident set) last."""
+        """``candidates`` least worth keeping first, models of ``kept`` (the resident set) last but for those
+        in the middle of a burst."""
         if now != self._values_at:
             self._values.clear()
             self._values_at = now
@@ -41,7 +42,17 @@ class Worth:
         for model in candidates:
             if model not in values:
                 values[model] = self.value(model, now, view, HORIZON)
-        return sorted(candidates, key=lambda m: (m in kept, values[m]))
+        # A model between two requests of a burst is evicted last, after the resident set: its next request
+        # is seconds away, while a member is loaded again by the next choice of the set, minutes from now.
+        history = self._history
+        return sorted(
+            candidates,
+            key=lambda m: (
+                (h := history.get(m)) is not None and now - h.last < ACTIVATION_GAP and h.burst_size() >= CLUMPED,
+                m in kept,
+                values[m],
+            ),
+        )
 
     def value(self, model: str, now: float, view: CacheView, horizon: float, *, certain: bool = False) -> float:
         """What keeping ``model`` is worth: the requests expected soon * what a load costs per MB.
