@@ -99,6 +99,13 @@ def test_interrupting_the_engine_process_does_not_stop_it(engine: EngineProcess)
     assert collector.outputs[-1].finish_reason in {"stop", "length"}
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="scheduling policies are Linux's")
+def test_the_engine_process_never_preempts_the_server_that_wakes_it(engine: EngineProcess) -> None:
+    """A batch task: a submit must not hand the server's core to the engine before the server is done."""
+    assert os.sched_getscheduler(engine._process.pid) == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the server's own policy is left alone
+
+
 def test_a_full_queue_is_refused_before_anything_is_sent(tiny_llama_folder: Path) -> None:
     engine = EngineProcess(tiny_llama_folder, LLMConfig(max_num_seqs=1, max_waiting=1))
     try:
