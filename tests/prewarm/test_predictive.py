@@ -11,7 +11,7 @@ import pytest
 from modelserve.prewarm.histogram import HybridHistogramPolicy
 from modelserve.prewarm.lru import LRUPolicy
 from modelserve.prewarm.patterns import DAY, ArrivalHistory, Schedule, daily
-from modelserve.prewarm.policy import ModelInfo
+from modelserve.prewarm.policy import ModelInfo, Pattern
 from modelserve.prewarm.predictive import PredictivePolicy
 from modelserve.prewarm.residency import bursting_mb, choose, keep_alive_mb
 from modelserve.prewarm.simulator import simulate
@@ -70,6 +70,19 @@ def test_a_bursty_model_is_kept_through_the_usual_gap_between_its_bursts() -> No
     # The first bursts are cold until three gaps are seen; after that only those beyond the 75th percentile.
     assert ours.cold_starts <= 20
     assert ours.idle_memory_mb_seconds < kept.idle_memory_mb_seconds
+
+
+@pytest.mark.parametrize("spacing", [0.01, 0.5, 5.0])
+def test_a_first_burst_keeps_its_model_for_the_default_keep_alive(spacing: float) -> None:
+    # An operator's first requests, however close together: one burst says nothing of when the next comes,
+    # so the model stays DEFAULT_KEEP_ALIVE (600 s) after the last; a second burst 500 s later is warm.
+    first = [(i * spacing, "m") for i in range(6)]
+    arrivals = Trace.from_arrivals([*first, (first[-1][0] + 500.0, "m")])
+    models = {"m": ModelInfo("m", 100.0, 2.0)}
+    predictive = PredictivePolicy()
+    ours = simulate(arrivals, models, 1000, predictive)
+    assert ours.cold_starts == sum(t < 2.0 for t, _ in first)  # those that came while it loaded; not the last
+    assert predictive.forecast("m", first[-1][0]).pattern is not Pattern.SCHEDULE
 
 
 def test_a_follower_its_leader_announces_is_unloaded_after_its_request() -> None:

@@ -34,7 +34,10 @@ class Schedule:
 
 
 def regular(intervals: deque[float], minimum: int) -> Schedule | None:
-    """The schedule ``intervals`` follow, if most recent ones sit near their median.
+    """The schedule ``intervals`` follow, if most recent ones sit near their median and it is at least
+    ``ACTIVATION_GAP``: requests closer than that are one burst, which no schedule unloads between (a client's
+    requests a few milliseconds apart once read as a schedule whose next tick never came, and the model was
+    unloaded a second after them).
 
     The jitter is three standard deviations of the near ones (and at least the largest seen), so a pre-load
     planned from it is early for all but a fraction of a percent of requests."""
@@ -44,7 +47,7 @@ def regular(intervals: deque[float], minimum: int) -> Schedule | None:
     median = ordered[len(ordered) // 2]
     tolerance = max(REGULAR_TOLERANCE * median, 1.0)
     near = [i - median for i in ordered if abs(i - median) <= tolerance]
-    if median <= 0 or len(near) < REGULAR_SHARE * len(ordered):
+    if median < ACTIVATION_GAP or len(near) < REGULAR_SHARE * len(ordered):
         return None
     spread = math.sqrt(sum(d * d for d in near) / len(near))
     return Schedule(median, max(3.0 * spread, max(abs(d) for d in near)))

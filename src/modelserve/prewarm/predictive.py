@@ -44,7 +44,7 @@ SAFETY = 1.0  # seconds a pre-load finishes ahead of the earliest expected reque
 MIN_GAP = 2.0  # unloading between two scheduled requests must free at least this long
 MAX_SKIPPED = 2  # ticks of a schedule that may pass without a request before it is no longer expected
 KEEP_QUANTILE = 0.9
-DEFAULT_KEEP_ALIVE = 600.0  # before a model has four inter-arrival times
+DEFAULT_KEEP_ALIVE = 600.0  # before a model has four inter-arrival times, or a second burst
 MAX_KEEP_ALIVE = 4 * 3600.0
 ROOMY = 0.9  # below this share of the budget in use, keep-alives stretch to the 99th percentile
 GAP_QUANTILE = 0.75  # a clumped model is kept through gaps between bursts up to this quantile of them
@@ -142,7 +142,8 @@ class PredictivePolicy(Policy):
                 self._timers.plan(model, Action.UNLOAD, end, (reasons.bursts_window, (end, period, jitter)))
             return None
         keep = history.interval_quantile(KEEP_QUANTILE)
-        keep = DEFAULT_KEEP_ALIVE if keep is None else keep
+        # Before a second burst its gaps are the first burst's alone, which say nothing of the next burst.
+        keep = DEFAULT_KEEP_ALIVE if keep is None or history.activation_count < 2 else keep
         keep = max(keep, 1.5 * history.burst_keep_alive())  # never unload in the middle of a burst
         if history.burst_size() >= CLUMPED:
             # Its inter-arrival times are mostly the gaps inside bursts: what decides a cold start is
