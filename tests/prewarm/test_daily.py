@@ -40,10 +40,20 @@ def test_a_window_is_read_from_bursts_in_the_same_hours_and_not_from_bursts_at_a
     window = daily.window
     assert window is not None
     assert 9 * HOUR <= window.opens < 10 * HOUR
-    assert 6 * HOUR < window.length <= 8 * HOUR
+    assert 6 * HOUR < window.length <= 8.5 * HOUR  # 9 to 17 o'clock, read a little wide (below)
     assert daily.ready(2 * DAY, watched=0.0)
     random_hours = window_of(sorted(float(t) for t in rng.uniform(0.0, 2 * DAY, 30)))
     assert random_hours.window is None
+
+
+def test_a_window_read_from_few_bursts_reaches_past_them_as_far_as_they_are_apart() -> None:
+    # Five starts, 10:00 to 14:00 over two days: the true hours reach past both ends by about a gap between
+    # starts (the range of n random points falls short of their interval by 2/(n+1) of it).
+    daily = window_of([DAY * d + HOUR * h for d, h in ((0, 10.0), (0, 12.0), (1, 11.0), (1, 13.0), (1, 14.0))])
+    assert daily.window is not None
+    assert daily.window.opens == pytest.approx(9.0 * HOUR)
+    assert daily.window.length == pytest.approx(6.0 * HOUR)
+    assert daily.current(2 * DAY + 14.5 * HOUR) is not None  # after the latest start seen, within the window
 
 
 def test_one_days_window_is_read_once_the_quiet_either_side_was_watched() -> None:
@@ -84,8 +94,9 @@ def test_the_window_is_rated_by_the_days_before_today() -> None:
     assert window.length == pytest.approx(8 * HOUR - 60.0 + 0.0, abs=1800.0)
     rate = daily.rate(2 * DAY + 10 * HOUR, watched=0.0)
     assert rate == pytest.approx(24 / (window.length * 2))
-    assert daily.rate(2 * DAY + 9 * HOUR - WINDOW_LEAD - 60.0, watched=0.0) == 0.0  # before it opens
-    assert daily.rate(2 * DAY + 17 * HOUR + WINDOW_LAG + 60.0, watched=0.0) == 0.0  # after it closes
+    opens = 2 * DAY + window.opens
+    assert daily.rate(opens - WINDOW_LEAD - 60.0, watched=0.0) == 0.0  # before it opens
+    assert daily.rate(opens + window.length + WINDOW_LAG + 60.0, watched=0.0) == 0.0  # after it closes
 
 
 class RecordingPolicy(PredictivePolicy):

@@ -86,9 +86,14 @@ class DailyWindow:
         quiet = gaps[widest]
         if DAY - quiet > MAX_WINDOW or count * (1.0 - quiet / DAY) ** (count - 1) >= WINDOW_ALPHA:
             return None
-        opens = times[(widest + 1) % count]
+        # The earliest and latest of n starts at random within the hours fall short of them by about a gap
+        # between starts at each end (the range of n uniform points spans (n - 1)/(n + 1) of their interval):
+        # read from a few days' bursts, the hours reach that far past the starts seen.
+        length = DAY - quiet
+        margin = min(length / (count - 1), (MAX_WINDOW - length) / 2)
+        opens = times[(widest + 1) % count] - margin
         self._by_day = Counter(int((start - opens + 1.0) // DAY) for start in starts)
-        return Window(opens, DAY - quiet)
+        return Window(opens, length + 2 * margin)
 
     def _quiet_hours(self) -> bool:
         """True when some ``DAY - MAX_WINDOW`` hours in a row (less one, for the hours a quiet stretch only
