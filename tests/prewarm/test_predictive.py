@@ -11,7 +11,7 @@ import pytest
 from modelserve.prewarm.histogram import HybridHistogramPolicy
 from modelserve.prewarm.lru import LRUPolicy
 from modelserve.prewarm.patterns import DAY, ArrivalHistory, Schedule, daily
-from modelserve.prewarm.policy import ModelInfo, Pattern
+from modelserve.prewarm.policy import GPU, ModelInfo, Pattern, Policy
 from modelserve.prewarm.predictive import PredictivePolicy
 from modelserve.prewarm.residency import bursting_mb, choose, keep_alive_mb
 from modelserve.prewarm.simulator import simulate
@@ -83,6 +83,35 @@ def test_a_first_burst_keeps_its_model_for_the_default_keep_alive(spacing: float
     ours = simulate(arrivals, models, 1000, predictive)
     assert ours.cold_starts == sum(t < 2.0 for t, _ in first)  # those that came while it loaded; not the last
     assert predictive.forecast("m", first[-1][0]).pattern is not Pattern.SCHEDULE
+
+
+def test_host_and_gpu_memory_are_planned_apart() -> None:
+    # Two host models that fill the host budget, and on a GPU a small busy model and a large rare one that
+    # the GPU budget cannot hold together. Each memory gets its own resident set and makes room among its
+    # own models: the GPU models change nothing for the host ones, and the busy one stays on the GPU.
+    rng = np.random.default_rng(3)
+    day = 86400.0
+
+    def arrivals(model: str, gap: float) -> list[tuple[float, str]]:
+        return [(float(t), model) for t in np.cumsum(rng.exponential(gap, int(day / gap * 2))) if t < day]
+
+    host = arrivals("a", 900.0) + arrivals("b", 900.0)
+    gpu = arrivals("busy", 300.0) + arrivals("rare", 3 * 3600.0)
+    models = {
+        "a": ModelInfo("a", 100.0, 5.0),
+        "b": ModelInfo("b", 100.0, 5.0),
+        "busy": ModelInfo("busy", 40.0, 5.0, GPU),
+        "rare": ModelInfo("rare", 90.0, 5.0, GPU),
+    }
+
+    def cold(trace: list[tuple[float, str]], policy: Policy | None = None) -> int:
+        replay = Trace.from_arrivals(trace)
+        return simulate(replay, models, 200.0, policy or PredictivePolicy(), gpu_budget_mb=100.0).cold_starts
+
+    assert cold(host + gpu) == cold(host) + cold(gpu)
+    # The rare one's loads evict the busy one, which lru leaves out until its next request (cold); the GPU's
+    # resident set brings it back once the rare one's burst is over.
+    assert cold(gpu) < cold(gpu, LRUPolicy()) - 3
 
 
 def test_a_follower_its_leader_announces_is_unloaded_after_its_request() -> None:

@@ -25,6 +25,7 @@ from modelserve.prewarm.cooccurrence import WINDOW, FollowerTable
 from modelserve.prewarm.daily import DailyWindow
 from modelserve.prewarm.patterns import ACTIVATION_GAP, CLUMPED, SLOT_SECONDS, ArrivalHistory
 from modelserve.prewarm.policy import (
+    DEVICES,
     NOTHING,
     CacheView,
     Decision,
@@ -33,6 +34,7 @@ from modelserve.prewarm.policy import (
     Policy,
     Step,
     evictable,
+    mb_on,
     victims_for,
 )
 from modelserve.prewarm.reasons import Draft, Plans, Why, text
@@ -239,13 +241,21 @@ class PredictivePolicy(Policy):
         unplanned = [(m, h) for m, h in self._history.items() if self._unplanned(m, h)]
         dailies = {m: d for m, _ in unplanned if (d := self._daily(m, now)) is not None}
         windowed = {m: d.rate(now, self._origin) for m, d in dailies.items()}
-        capacity = (
-            RESIDENT_SHARE * view.budget_mb
-            - BURST_PEAK * residency.bursting_mb(unplanned, view.info, now, CLUMPED, windowed)
-            - residency.scheduled_mb(self._history.items(), view.info, SAFETY)
-        )
-        chosen = residency.members(unplanned, view.info, now, now - self._origin, capacity, windowed)
-        self._resident, self._sparse, self._thin = chosen.members, chosen.sparse, chosen.thin
+        self._resident, self._sparse, self._thin = {}, set(), set()
+        for device in DEVICES:  # each memory holds a resident set of its own models
+            if view.budget_of(device) <= 0.0:
+                continue
+            here = [(m, h) for m, h in unplanned if view.info(m).device == device]
+            scheduled = ((m, h) for m, h in self._history.items() if view.info(m).device == device)
+            capacity = (
+                RESIDENT_SHARE * view.budget_of(device)
+                - BURST_PEAK * residency.bursting_mb(here, view.info, now, CLUMPED, windowed)
+                - residency.scheduled_mb(scheduled, view.info, SAFETY)
+            )
+            chosen = residency.members(here, view.info, now, now - self._origin, capacity, windowed)
+            self._resident |= chosen.members
+            self._sparse |= chosen.sparse
+            self._thin |= chosen.thin
         order: list[str] | None = None  # what members may displace, cheapest first; ranked once, if needed
         members = sorted(self._resident, key=self._resident.__getitem__, reverse=True)
         for rank, model in enumerate(members, 1):
@@ -256,9 +266,10 @@ class PredictivePolicy(Policy):
                     (m for m in evictable(view) if self._displaceable(m, now)),
                     key=lambda m: self._worth.value(m, now, view, HORIZON),
                 )
-            need = view.info(model).size_mb + sum(view.info(m).size_mb for m in draft.load)
-            freed = sum(view.info(m).size_mb for m in draft.evict)
-            victims = victims_for(view, need, (m for m in order if m not in draft.evict), freed)
+            device = view.info(model).device
+            need = view.info(model).size_mb + mb_on(view, draft.load, device)
+            freed = mb_on(view, draft.evict, device)
+            victims = victims_for(view, need, (m for m in order if m not in draft.evict), freed, device)
             if victims is not None:
                 for victim in victims:
                     draft.drop(victim, reasons.displaced_by_member(now, model))
@@ -319,7 +330,8 @@ class PredictivePolicy(Policy):
         Memory nobody needs costs no cold start, so while it is less than ``ROOMY`` full a model without a
         schedule stays to the 99th percentile of its inter-arrival times, as hybrid-histogram keeps it."""
         history = self._history.get(model)
-        if history is None or history.schedule is not None or view.used_mb > ROOMY * view.budget_mb:
+        device = view.info(model).device
+        if history is None or history.schedule is not None or view.used_of(device) > ROOMY * view.budget_of(device):
             return None
         if model in self._thin and model not in self._resident:
             return None  # memory nobody needs is still memory-time, more than this model is worth

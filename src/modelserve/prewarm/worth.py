@@ -12,7 +12,7 @@ import math
 from collections.abc import Container, Mapping, Sequence
 
 from modelserve.prewarm.patterns import ACTIVATION_GAP, CLUMPED, ArrivalHistory
-from modelserve.prewarm.policy import CacheView, evictable, victims_for
+from modelserve.prewarm.policy import CacheView, evictable, mb_on, victims_for
 from modelserve.prewarm.reasons import Draft, Why, displaced, text
 
 HORIZON = 600.0  # "soon", for the reuse chance that ranks evictions for a load on demand
@@ -88,13 +88,19 @@ class Worth:
         Victims go cheapest per MB first, and their worth is summed (requests expected within
         ``ADMIT_HORIZON`` times load time): twenty small models likely to be used soon are not traded for
         one large one."""
-        need = view.info(model).size_mb + sum(view.info(m).size_mb for m in draft.load)
-        freed = sum(view.info(m).size_mb for m in draft.evict)
-        if view.used_mb - freed + need <= view.budget_mb:
+        info = view.info(model)
+        device = info.device  # room is made on the model's own device, by models of that device
+        need = info.size_mb + mb_on(view, draft.load, device)
+        freed = mb_on(view, draft.evict, device)
+        if view.used_of(device) - freed + need <= view.budget_of(device):
             draft.add(model, text(why, now))
             return
-        per_mb = {m: self.value(m, now, view, ADMIT_HORIZON) for m in evictable(view) if m not in draft.evict}
-        victims = victims_for(view, need, sorted(per_mb, key=per_mb.__getitem__), freed)
+        per_mb = {
+            m: self.value(m, now, view, ADMIT_HORIZON)
+            for m in evictable(view)
+            if m not in draft.evict and view.info(m).device == device
+        }
+        victims = victims_for(view, need, sorted(per_mb, key=per_mb.__getitem__), freed, device)
         if victims is None:
             return
         worth = self.value(model, now, view, ADMIT_HORIZON, certain=True) * view.info(model).size_mb
