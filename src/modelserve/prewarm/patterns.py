@@ -15,6 +15,7 @@ HISTORY = 32  # inter-arrival times kept per model
 ACTIVATION_HISTORY = 12
 ACTIVATION_GAP = 60.0  # an arrival after this much silence starts a burst ("activation")
 REGULAR_SHARE = 0.75  # share of recent intervals that must sit near the median to call a schedule regular
+MIN_PERIOD = 3.0  # seconds: under this a schedule could not free its model between two requests (load aside)
 REGULAR_TOLERANCE = 0.10  # ... near: within this fraction of the median (and at least a second)
 SLOT_SECONDS = 900.0
 DAY_SLOTS = 96
@@ -35,9 +36,9 @@ class Schedule:
 
 def regular(intervals: deque[float], minimum: int) -> Schedule | None:
     """The schedule ``intervals`` follow, if most recent ones sit near their median and it is at least
-    ``ACTIVATION_GAP``: requests closer than that are one burst, which no schedule unloads between (a client's
-    requests a few milliseconds apart once read as a schedule whose next tick never came, and the model was
-    unloaded a second after them).
+    ``MIN_PERIOD``: requests closer than that leave no time to unload between them, so no schedule helps (a
+    client's requests a few milliseconds apart once read as a schedule whose next tick never came, and the
+    model was unloaded a second after them).
 
     The jitter is three standard deviations of the near ones (and at least the largest seen), so a pre-load
     planned from it is early for all but a fraction of a percent of requests."""
@@ -47,7 +48,7 @@ def regular(intervals: deque[float], minimum: int) -> Schedule | None:
     median = ordered[len(ordered) // 2]
     tolerance = max(REGULAR_TOLERANCE * median, 1.0)
     near = [i - median for i in ordered if abs(i - median) <= tolerance]
-    if median < ACTIVATION_GAP or len(near) < REGULAR_SHARE * len(ordered):
+    if median < MIN_PERIOD or len(near) < REGULAR_SHARE * len(ordered):
         return None
     spread = math.sqrt(sum(d * d for d in near) / len(near))
     return Schedule(median, max(3.0 * spread, max(abs(d) for d in near)))
