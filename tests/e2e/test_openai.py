@@ -131,6 +131,16 @@ def test_malformed_json_is_a_400(server: RunningServer) -> None:
     assert answer.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_an_oversized_body_is_a_413_naming_the_limit(server: RunningServer) -> None:
+    too_large = b" " * (64 * 2**20 + 1)  # MAX_INPUT_SIZE_MB's default, and a byte
+    answer = httpx.post(
+        f"{server.url}/v1/chat/completions", content=too_large, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 413
+    assert "MAX_INPUT_SIZE_MB" in answer.json()["error"]["message"]
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+
+
 def scrape(server: RunningServer, series: str) -> float:
     """One series' value on /metrics (0 when absent)."""
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():

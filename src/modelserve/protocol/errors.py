@@ -4,6 +4,7 @@ each naming the request's trace id, which its log lines carry."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
 import grpc
@@ -60,6 +61,14 @@ def error_json(
 # exception classes by status (BadRequestError, NotFoundError, RateLimitError...) and expose these.
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
+
+
+def validation_problems(errors: Iterable[Mapping[str, Any]]) -> str:
+    """pydantic's errors as one line naming each field: ``messages.0.role: Input should be ...``. Whether
+    FastAPI validated the body (its locations start with ``body``) or a route did, the message is the same."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'] if p not in ('path', 'query', 'body'))}: {e['msg']}" for e in errors
+    )
 
 
 def openai_error(message: str, status: int, code: str | None = None) -> dict[str, Any]:

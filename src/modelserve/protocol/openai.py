@@ -13,19 +13,21 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from fastapi import APIRouter
+from pydantic import ValidationError
+from starlette.requests import Request
 from starlette.responses import Response
 
-from modelserve.errors import ClientDisconnected, DeadlineExceeded, ModelserveError
+from modelserve.errors import ClientDisconnected, DeadlineExceeded, InvalidInput, ModelserveError
 from modelserve.generative.stream import Generation
 from modelserve.models.records import ModelVersion
 from modelserve.protocol import openapi
-from modelserve.protocol.errors import error_response, http_status, openai_error
+from modelserve.protocol.errors import error_response, http_status, openai_error, validation_problems
 from modelserve.protocol.generation import GONE, GenerationStream, account, admit, failure, generative_runtime
-from modelserve.protocol.http import json_response
+from modelserve.protocol.http import Endpoint, json_response, read_body
 from modelserve.protocol.openai_schema import ChatCompletionRequest, CompletionRequest
 from modelserve.repository.config import Platform
 from modelserve.server.state import ServerState
@@ -62,7 +64,16 @@ class _Call:
         return ("chatcmpl-" if self.kind == "chat.completion" else "cmpl-") + self.id
 
 
-def router(state: ServerState) -> APIRouter:
+class Routes(NamedTuple):
+    """The /v1 OpenAI routes: registered with FastAPI (documentation, the model list), and the two
+    completion routes as the front door calls them, past FastAPI's routing and middleware: a streamed
+    answer's every event went through five of its layers, and the first token waited for them too."""
+
+    api: APIRouter
+    hot: dict[str, Endpoint]  # path -> handler that reads and validates its body itself
+
+
+def routes(state: ServerState) -> Routes:
     """The /v1 OpenAI routes, bound to one server's state."""
     manager = state.manager
     api = APIRouter(tags=["OpenAI-compatible API (/v1)"])
@@ -204,6 +215,23 @@ def router(state: ServerState) -> APIRouter:
     async def completions(body: CompletionRequest) -> Response:
         return await answer(_Call("text_completion", body.model), body)
 
+    def direct(kind: str, schema: type[ChatCompletionRequest | CompletionRequest]) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            try:
+                body = schema.model_validate_json(await read_body(request, state.settings.max_input_bytes))
+            except ValidationError as exc:
+                return error_response(InvalidInput(validation_problems(exc.errors())), openai=True)
+            except ModelserveError as exc:  # too large, or the caller hung up
+                return error_response(exc, openai=True)
+            return await answer(_Call(kind, body.model), body)
+
+        return endpoint
+
+    hot = {
+        "/v1/chat/completions": direct("chat.completion", ChatCompletionRequest),
+        "/v1/completions": direct("text_completion", CompletionRequest),
+    }
+
     @api.get("/v1/models", summary="The generative models served (OpenAI's model list)")
     async def models() -> Response:
         started = int(time.time() - (time.monotonic() - state.started_at))
@@ -215,7 +243,7 @@ def router(state: ServerState) -> APIRouter:
         unique = list({entry["id"]: entry for entry in listed}.values())
         return json_response({"object": "list", "data": unique})
 
-    return api
+    return Routes(api, hot)
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:

@@ -1,5 +1,5 @@
-"""The OpenAI-compatible request bodies, as the official SDK sends them; validated by FastAPI, so a
-malformed one is a 400 naming the field (server/app.py)."""
+"""The OpenAI-compatible request bodies, as the official SDK sends them; a malformed one is a 400 naming
+the field (``errors.validation_problems``)."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ from modelserve.protocol import (
     rollouts,
 )
 from modelserve.protocol import prewarm as prewarm_api
-from modelserve.protocol.errors import OPENAI_PATHS, error_json, error_response, openai_error
+from modelserve.protocol.errors import OPENAI_PATHS, error_json, error_response, openai_error, validation_problems
 from modelserve.protocol.shared_memory import SharedMemory
 from modelserve.regions.cost_watch import CostWatch, watch_costs
 from modelserve.regions.prices import load_prices
@@ -237,7 +237,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     )
     app.include_router(rest_v2.router(state, shared_memory))
     app.include_router(rest_v1.router(state))
-    app.include_router(openai.router(state))
+    openai_routes = openai.routes(state)
+    app.include_router(openai_routes.api)
     app.include_router(generate.router(state))
     app.include_router(health.router(state))
     app.include_router(debug.router(state.profiler))
@@ -251,7 +252,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _error)
     infer = rest_v2.infer_endpoint(state, shared_memory)
-    door = FrontDoor(app, infer, rest_v1.predict_endpoint(state), state, guard)
+    door = FrontDoor(app, infer, rest_v1.predict_endpoint(state), state, guard, openai_routes.hot)
     return door
 
 
@@ -337,10 +338,7 @@ def _gpu_memory_used() -> int:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'] if p not in ('path', 'query', 'body'))}: {e['msg']}" for e in exc.errors()
-    )
-    return _refusal(request, problems, 400)
+    return _refusal(request, validation_problems(exc.errors()), 400)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
