@@ -228,9 +228,9 @@ def _serve(folder: Path, config: LLMConfig, connection: Connection, logs: tuple[
     the server is gone. It logs as the server does (``logs``: its level and format)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # A batch task keeps its share of the CPU but does not preempt the task that woke it: a submit
-    # woken engine would otherwise take the server's core mid-request (on an idle 2-core host the
-    # request's answer then waited out the whole prefill: TTFT 1.12x raw generate()'s, 0.95x as batch).
+    # A batch task keeps its share of the CPU but does not preempt the task that woke it: an engine woken
+    # by a submit would otherwise take the server's core mid-request, and on an idle 2-core host the rest
+    # of the request waited out the whole prefill (one-stream TTFT 1.12x raw generate()'s; 0.95x as batch).
     if hasattr(os, "sched_setscheduler"):  # Linux
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     if logs is not None:
