@@ -120,6 +120,21 @@ def test_a_full_queue_is_refused_before_anything_is_sent(tiny_llama_folder: Path
     assert waiting.outputs[-1].finish_reason == "abort"
 
 
+def test_generations_cancelled_from_a_full_queue_make_room_at_once(tiny_llama_folder: Path) -> None:
+    """Callers that hang up free their places before the engine confirms: the next caller is not refused."""
+    engine = EngineProcess(tiny_llama_folder, LLMConfig(max_num_seqs=1, max_waiting=1))
+    try:
+        gone = [engine.submit(name, engine.encode("Paris"), LONG, Collector()) for name in ("a", "b")]
+        for sequence in gone:
+            engine.cancel(sequence)
+        after = Collector()
+        engine.submit("c", engine.encode("Paris"), SamplingParams(temperature=0, max_tokens=3), after)
+        assert after.done.wait(10)
+        assert after.outputs[-1].finish_reason == "length"
+    finally:
+        engine.close()
+
+
 def test_an_engine_process_that_dies_ends_its_generations_with_an_error(tiny_llama_folder: Path) -> None:
     engine = EngineProcess(tiny_llama_folder, LLMConfig())
     try:

@@ -70,3 +70,15 @@ def test_the_waiting_queue_is_bounded() -> None:
     scheduler.add(sequence("b"))
     with pytest.raises(Overloaded, match="retry later"):
         scheduler.add(sequence("c"))
+
+
+def test_cancelled_sequences_hold_no_place_in_the_queue() -> None:
+    scheduler = Scheduler(max_num_seqs=1, max_waiting=1, prefill_token_budget=100)
+    first, second = sequence("a"), sequence("b")
+    scheduler.add(first)
+    scheduler.add(second)
+    first.cancelled = second.cancelled = True  # both callers hung up before the next step
+    scheduler.add(sequence("c"))
+    scheduler.add(sequence("d"))
+    with pytest.raises(Overloaded, match="retry later"):
+        scheduler.add(sequence("e"))

@@ -90,13 +90,16 @@ class EngineProcess(Prompts):
 
     def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, listener: Listener) -> Sequence:
         """Send a generation to the engine process; refuse it now if it cannot fit the context or the
-        waiting queue is full (counted here: the engine process may only have fewer)."""
+        waiting queue is full (counted here: the engine process may only have fewer). Cancelled sequences
+        count for nothing, as in the engine's own queue: the engine drops them before its next step, and
+        until it says so their callers, gone, would keep the next ones out."""
         sequence = Sequence(request_id, list(prompt_ids), params, self.room(prompt_ids, params))
         with self._lock:
             if self._gone is not None:
                 raise ModelNotReady(self._gone)
-            running = min(self._counts[0], len(self._mirrors))
-            check_room(len(self._mirrors) - running, running, self.config.max_num_seqs, self.config.max_waiting)
+            live = sum(not mirror.cancelled for mirror, _ in self._mirrors.values())
+            running = min(self._counts[0], live)
+            check_room(live - running, running, self.config.max_num_seqs, self.config.max_waiting)
             key = next(self._keys)
             self._mirrors[key] = (sequence, listener)
             self._key_of[sequence] = key

@@ -85,8 +85,11 @@ class Scheduler:
         self.running: list[Sequence] = []
 
     def add(self, sequence: Sequence) -> None:
-        """Queue a sequence, or refuse it when the waiting queue is full."""
-        check_room(len(self.waiting), len(self.running), self.max_num_seqs, self.max_waiting)
+        """Queue a sequence, or refuse it when the waiting queue is full. Cancelled sequences hold no place:
+        the next step drops them, and a caller who hung up must not turn the next one away."""
+        waiting = sum(not s.cancelled for s in self.waiting)
+        running = sum(not s.cancelled for s in self.running)
+        check_room(waiting, running, self.max_num_seqs, self.max_waiting)
         self.waiting.append(sequence)
 
     def schedule(self) -> tuple[Step, list[Sequence]]:
