@@ -166,7 +166,8 @@ def test_a_failed_load_shows_the_servers_message(server: RunningServer, driver: 
     model = server.log.parent / "model_repository" / "mlp" / "1" / "model.onnx"
     model.write_bytes(b"not an ONNX model")
     driver.get(f"{server.url}/ui")
-    assert states(driver)["mlp"] == "UNAVAILABLE"
+    # Waited for, not read once: one full run on a loaded host found no mlp row at the first read.
+    WebDriverWait(driver, WAIT_S).until(lambda d: states(d).get("mlp") == "UNAVAILABLE")
 
     click(driver, "mlp", "load")
 
