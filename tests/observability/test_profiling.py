@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from modelserve.observability.profiling import Busy, Profile, ProfileFormat, Profiler
-from tests.protocol.serving import TestClient, serving
+from tests.protocol.serving import TestClient, serving, wait_until
 
 MLP = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [0.5] * 16}]}
 
@@ -109,27 +109,47 @@ def test_folded_and_svg_renderings() -> None:
     assert "serve (server.py:10) (40 samples, 40.0 %)" in titles  # its own 10 and its callee's 30
 
 
-def _load(client: TestClient, stop: threading.Event) -> None:
-    while not stop.is_set():
-        assert client.post("/v2/models/mlp/infer", json=MLP).status_code == 200
+class _Load:
+    """MLP requests in a loop on a thread of its own; statuses are kept, not asserted there, so a
+    failing request fails the test instead of silently ending the load."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.statuses = Counter[int]()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="load")
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.statuses[self.client.post("/v2/models/mlp/infer", json=MLP).status_code] += 1
+
+    @property
+    def sent(self) -> int:
+        return sum(self.statuses.values())
 
 
 def test_the_endpoint_profiles_a_server_under_load(built_repository: Path) -> None:
     with serving(built_repository) as client:
-        stop = threading.Event()
-        load = threading.Thread(target=_load, args=(client, stop))
-        load.start()
+        load = _Load(client)
+        load.thread.start()
         try:
+            wait_until(lambda: load.sent > 0, "the load's first answer")
+            before = load.sent
             response = client.get("/debug/profile", params={"seconds": 1, "format": "folded"})
+            during = load.sent - before
         finally:
-            stop.set()
-            load.join()
+            load.stop.set()
+            load.thread.join()
+        assert set(load.statuses) == {200}, load.statuses
+        assert during >= 10, f"only {during} requests answered while the profile recorded"
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
         assert 'filename="modelserve-profile.folded.txt"' in response.headers["content-disposition"]
         # The server's own inference path was on the CPU: on the event loop when batches run inline, in
         # the inference threads when they take longer (a busy machine can tip the MLP either way).
         assert "Batcher._execute" in response.text or "Batcher._run_live" in response.text
+        # The event loop waiting in epoll is idle, left out like the other waits.
+        assert "Selector.select" not in response.text
 
         svg = client.get("/debug/profile", params={"seconds": 0.2})
         assert svg.status_code == 200

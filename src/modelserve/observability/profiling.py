@@ -35,7 +35,8 @@ MAX_HZ = 1000
 Stack = tuple[str, ...]  # thread name first, then callers before callees
 
 # Functions that, when they are the innermost Python frame, mean the thread waits in C code: an idle
-# executor thread, the event loop in epoll (uvloop's loop is C, under asyncio's Runner.run), a lock.
+# executor thread, the event loop in epoll (asyncio's ``EpollSelector.select``; uvloop's loop is C,
+# under asyncio's Runner.run), a lock.
 WAITING = (
     "_worker (futures/thread.py",
     "Runner.run (asyncio/runners.py",
@@ -45,7 +46,7 @@ WAITING = (
     "_wait_for_tstate_lock (",
     "Queue.get (",
     "SimpleQueue.get (",
-    "BaseSelector",
+    "Selector.select (",
 )
 
 
@@ -184,13 +185,19 @@ def _sample(seconds: float, hz: int, idle: bool) -> Profile:
             if ident == me:
                 continue
             stack = (names.get(ident, f"thread-{ident}"), *_stack(frame))
-            if not idle and stack[-1].startswith(WAITING):
+            if not idle and _waits(stack[-1]):
                 profile.idle += 1
             else:
                 profile.samples[stack] += 1
         next_tick += period
         time.sleep(max(0.0, next_tick - time.monotonic()))
     return profile
+
+
+def _waits(innermost: str) -> bool:
+    """Whether a thread whose innermost Python frame is ``innermost`` waits in C code. A substring
+    test: the selector's class is named (``EpollSelector.select``, ``KqueueSelector.select``)."""
+    return any(marker in innermost for marker in WAITING)
 
 
 def _stack(frame: FrameType | None) -> Iterator[str]:
