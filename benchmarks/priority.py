@@ -1,6 +1,7 @@
 """A high-priority client's latency while a crowd of low-priority clients floods the same model.
 
     .venv/bin/python -m benchmarks.priority [--model deep|mlp|resnet18] [--flood 32] [--runs 3] [--duration 5]
+                                            [--flood-nice 19]
 
 One server holds the model with two priority levels (dynamic_batching.priority_levels: 2). The default
 model, ``deep``, is 32 ReLU layers of 384 x 384 on 384 floats: its requests are 1.5 KB but each sample
@@ -8,8 +9,11 @@ costs some 5 MFLOP, so a flood of them queues at the model, where priorities act
 HTTP layer, which serves requests in arrival order (ResNet-18's 600 KB bodies saturate it first). Each run
 measures one closed-loop client sending priority 1 alone (idle), then the same client beside
 ``--flood`` clients sending priority 2, and then, for comparison, the same flood with every client at
-the same level. The flood runs in a process of its own. Prints the medians of p50 and p99 for the
-high-priority client, and the ratio to its idle latency (the target: within 2x).
+the same level. The flood runs in a process of its own; with ``--flood-nice 19`` that process runs at the
+lowest CPU priority, standing in for clients on other machines (on 2 cores its 32 HTTP clients
+otherwise take a core from the server they measure). Prints the medians of p50 and p99 for the
+high-priority client, the ratio to its idle latency (the target: within 2x), and the flood's requests
+per second (what the levels below the top give up for it).
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import statistics
 import tempfile
+from dataclasses import dataclass
+from multiprocessing import Queue
 from pathlib import Path
 from typing import Any
 
@@ -72,22 +79,34 @@ def target(url: str, model: str, metadata: dict[str, Any], priority: int) -> Htt
     return HttpTarget(url, f"/v2/models/{model}/infer", body, headers)
 
 
-def flooding(low: HttpTarget, flood: int, duration: float) -> None:
-    """Run in a process of its own, so that the flood's clients do not delay the measured one's."""
-    asyncio.run(run_load(low, flood, duration, warmup_s=0.0))
+def flooding(low: HttpTarget, flood: int, duration: float, nice: int, answered: Queue[float]) -> None:
+    """Run in a process of its own, so that the flood's clients do not delay the measured one's; puts
+    the flood's requests per second in ``answered``."""
+    os.nice(nice)
+    answered.put(asyncio.run(run_load(low, flood, duration, warmup_s=0.0)).requests_per_second)
 
 
-def measured(high: HttpTarget, low: HttpTarget | None, flood: int, duration: float) -> LoadResult:
-    """The high-priority client's result, with ``flood`` clients of ``low`` beside it (None: alone)."""
-    crowd = None
-    if low is not None:
-        crowd = multiprocessing.get_context("spawn").Process(target=flooding, args=(low, flood, duration + 2))
-        crowd.start()
+@dataclass
+class Measured:
+    """The measured client's result, and the flood's requests per second beside it (0: no flood)."""
+
+    client: LoadResult
+    flood_rps: float = 0.0
+
+
+def measured(high: HttpTarget, low: HttpTarget | None, flood: int, duration: float, nice: int = 0) -> Measured:
+    """The high-priority client's result, with ``flood`` clients of ``low`` at ``nice`` beside it (None: alone)."""
+    if low is None:
+        return Measured(asyncio.run(run_load(high, 1, duration, warmup_s=1.5)))
+    context = multiprocessing.get_context("spawn")
+    answered: Queue[float] = context.Queue()
+    crowd = context.Process(target=flooding, args=(low, flood, duration + 2, nice, answered))
+    crowd.start()
     try:
-        return asyncio.run(run_load(high, 1, duration, warmup_s=1.5))
+        client = asyncio.run(run_load(high, 1, duration, warmup_s=1.5))
+        return Measured(client, answered.get(timeout=60))
     finally:
-        if crowd is not None:
-            crowd.join(60)
+        crowd.join(60)
 
 
 def main() -> None:
@@ -96,6 +115,7 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--flood-nice", type=int, default=0, help="the flood process's nice value (0-19)")
     args = parser.parse_args()
     build_examples()
     with tempfile.TemporaryDirectory(prefix="priority-bench-") as folder:
@@ -112,22 +132,26 @@ def main() -> None:
             metadata = httpx.get(f"{url}/v2/models/{args.model}").raise_for_status().json()
             high, low = target(url, args.model, metadata, 1), target(url, args.model, metadata, 2)
             same = target(url, args.model, metadata, 1)
-            rows: dict[str, list[LoadResult]] = {"idle": [], "flooded, high priority": [], "flooded, same level": []}
+            rows: dict[str, list[Measured]] = {"idle": [], "flooded, high priority": [], "flooded, same level": []}
             measured(high, same, args.flood, args.duration)  # unmeasured: the model meets every batch size once
             for _ in range(args.runs):
                 rows["idle"].append(measured(high, None, 0, args.duration))
-                rows["flooded, high priority"].append(measured(high, low, args.flood, args.duration))
-                rows["flooded, same level"].append(measured(high, same, args.flood, args.duration))
+                rows["flooded, high priority"].append(measured(high, low, args.flood, args.duration, args.flood_nice))
+                rows["flooded, same level"].append(measured(high, same, args.flood, args.duration, args.flood_nice))
         finally:
             process.terminate()
             process.wait(timeout=30)
-    idle = statistics.median(r.percentile_ms(50) for r in rows["idle"])
-    print(f"\n{args.model}: one client at priority 1, {args.flood} flooding clients, medians of {args.runs} runs")
-    print("| the client | p50 ms | p99 ms | p50 / idle p50 |\n|---|---|---|---|")
+    idle = statistics.median(r.client.percentile_ms(50) for r in rows["idle"])
+    print(
+        f"\n{args.model}: one client at priority 1, {args.flood} flooding clients at nice {args.flood_nice}, "
+        f"medians of {args.runs} runs"
+    )
+    print("| the client | p50 ms | p99 ms | p50 / idle p50 | the flood's req/s |\n|---|---|---|---|---|")
     for label, results in rows.items():
-        p50 = statistics.median(r.percentile_ms(50) for r in results)
-        p99 = statistics.median(r.percentile_ms(99) for r in results)
-        print(f"| {label} | {p50:.3f} | {p99:.3f} | {p50 / idle:.2f} |")
+        p50 = statistics.median(r.client.percentile_ms(50) for r in results)
+        p99 = statistics.median(r.client.percentile_ms(99) for r in results)
+        flood_rps = statistics.median(r.flood_rps for r in results)
+        print(f"| {label} | {p50:.3f} | {p99:.3f} | {p50 / idle:.2f} | {flood_rps:.0f} |")
 
 
 if __name__ == "__main__":

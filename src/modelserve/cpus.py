@@ -1,4 +1,5 @@
-"""How many CPUs this process may use: its CPU affinity, capped by its cgroup's CPU quota.
+"""How many CPUs this process may use (its CPU affinity, capped by its cgroup's CPU quota), and threads
+that yield them to the others.
 
 ``os.cpu_count()`` counts the host's CPUs, and ONNX Runtime's default thread count its physical cores:
 a container limited to 2 CPUs on a 64-core node sees 64. Threads beyond the quota only queue for it,
@@ -13,8 +14,12 @@ intra-op threads) are in docs/CONFIGURATION.md, with the measurements behind the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -80,3 +85,23 @@ def _quota_in(folder: Path) -> float | None:
     except (OSError, ValueError, ZeroDivisionError):
         return None  # unreadable or malformed: no limit known, as if none were set
     return None
+
+
+# The nice value of background threads: the lowest CPU priority, the kernel's weight 15 against the
+# 1024 of a normal thread, so a normal thread that wants a core takes nearly all of it.
+BACKGROUND_NICE = 19
+
+
+def background_threads(count: int, prefix: str) -> ThreadPoolExecutor:
+    """A thread pool whose threads the kernel runs only after the process's other threads: work that
+    should yield the CPU (lower priority levels' batches) without waiting for it to be idle. Each
+    thread lowers its own priority as it starts; Linux schedules threads one by one, so the rest of
+    the process keeps its own."""
+    return ThreadPoolExecutor(count, thread_name_prefix=prefix, initializer=_lower_own_priority)
+
+
+def _lower_own_priority() -> None:
+    if sys.platform != "linux":  # elsewhere the call would lower the whole process
+        return
+    with contextlib.suppress(OSError):  # raising one's own nice value is always allowed; a sandbox may say no
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)

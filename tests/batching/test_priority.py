@@ -4,13 +4,17 @@ bound refuses only that level, and a DELAY policy moves a request that waited to
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 
 import pytest
 
 from modelserve.batching.priority import QueuePolicy
-from modelserve.errors import Overloaded
+from modelserve.cpus import BACKGROUND_NICE, background_threads
+from modelserve.errors import InferenceFailed, Overloaded
 from tests.batching.fake_time import FakeTime
-from tests.batching.runs import Factory, GatedRun, assert_doubled, rows
+from tests.batching.runs import Arrays, Factory, GatedRun, assert_doubled, rows
 from tests.waiting import until
 
 
@@ -93,3 +97,89 @@ async def test_a_request_within_its_delay_timeout_keeps_its_level(make_batcher: 
 )
 def test_a_requests_queue_timeout_follows_triton(policy: QueuePolicy, requested: int | None, expected: int) -> None:
     assert policy.timeout_us(requested) == expected
+
+
+class ThreadNamed(GatedRun):
+    """A GatedRun that also records the name of the thread each call ran on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def __call__(self, inputs: Arrays) -> Arrays:
+        self.threads.append(threading.current_thread().name)
+        return super().__call__(inputs)
+
+
+async def test_lower_levels_run_in_the_background_and_leave_the_top_level_an_instance(make_batcher: Factory) -> None:
+    model = ThreadNamed()
+    background = background_threads(2, "test-background")
+    try:
+        batcher = make_batcher(model, max_batch_size=1, priority_levels=2, instance_count=1, background=background)
+        low = [batcher.enqueue(rows(1, i), 1, level=2) for i in (0, 1)]
+        await model.started()
+        # The one instance holds a lower-level batch; the top level starts beside it all the same.
+        high = batcher.enqueue(rows(1, 5), 1, level=1)
+        await model.started()
+        assert [int(call["x"][0, 0]) // 1000 for call in model.calls] == [0, 5]
+        assert model.threads[0].startswith("test-background")
+        assert model.threads[1].startswith("test-inference")
+        # The second lower-level request waits for the lower levels' instance, not the top level's.
+        await asyncio.sleep(0.05)
+        assert len(model.calls) == 2
+
+        model.gate.set()
+        await asyncio.gather(*low, high)
+        assert model.threads[2].startswith("test-background")
+        assert_doubled(high.result(), rows(1, 5))
+    finally:
+        background.shutdown(wait=True)
+
+
+async def test_without_a_background_the_top_level_waits_for_an_instance(make_batcher: Factory) -> None:
+    model = GatedRun()
+    batcher = make_batcher(model, max_batch_size=1, priority_levels=2, instance_count=1)
+    low = batcher.enqueue(rows(1, 0), 1, level=2)
+    await model.started()
+    high = batcher.enqueue(rows(1, 5), 1, level=1)
+    await asyncio.sleep(0.05)
+    assert len(model.calls) == 1
+    model.gate.set()
+    await asyncio.gather(low, high)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="threads have nice values of their own on Linux only")
+def test_background_threads_run_at_the_lowest_cpu_priority() -> None:
+    pool = background_threads(1, "test-background")
+    try:
+        nice = pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result(10)
+    finally:
+        pool.shutdown(wait=True)
+    assert nice == BACKGROUND_NICE
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != BACKGROUND_NICE  # the caller keeps its own
+
+
+async def test_the_lane_runs_the_top_levels_queue_in_turn_and_fails_only_its_own(make_batcher: Factory) -> None:
+    model = GatedRun(error=ValueError("negative input"))
+    background = background_threads(1, "test-background")
+    try:
+        batcher = make_batcher(model, max_batch_size=4, priority_levels=2, instance_count=1, background=background)
+        low = batcher.enqueue(rows(1, 0), 1, level=2)
+        await model.started()
+        first = batcher.enqueue(rows(1, 1), 1, level=1)
+        await model.started()  # on the lane, beside the lower level's batch
+        queued = [batcher.enqueue(rows(1, i), 1, level=1) for i in (2, 3)]
+        await asyncio.sleep(0.05)
+        assert len(model.calls) == 2  # the instance and the lane are both busy
+
+        model.gate.set()
+        await asyncio.gather(low, first, *queued)
+        assert model.sizes == [1, 1, 2]  # the queued two, in one batch, once either was free
+        for request, marker in zip(queued, (2, 3), strict=True):
+            assert_doubled(request.result(), rows(1, marker))
+
+        with pytest.raises(InferenceFailed, match="negative input"):
+            await batcher.enqueue(rows(1, -1), 1, level=1)
+        assert_doubled(await batcher.enqueue(rows(1, 4), 1, level=1), rows(1, 4))
+    finally:
+        background.shutdown(wait=True)

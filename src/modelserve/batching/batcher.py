@@ -95,6 +95,7 @@ class Batcher:
         max_queue_size: int = 0,
         instance_count: int = 1,
         priority_levels: int = 0,
+        background: Executor | None = None,
         observe_batch: Callable[[int, float, list[float]], None] | None = None,
         observe_abandoned: Callable[[str], None] | None = None,
         inline_below_us: float = 0.0,
@@ -117,6 +118,10 @@ class Batcher:
         self._target = max(preferred_batch_sizes, default=self._max_samples)
         self._max_queue = max_queue_size
         self._levels = priority_levels
+        # Where the batches below the top level run (batching/priority.py), when the model has more than one;
+        # the top level then also has an instance of its own beyond instance_count, its lane.
+        self._background = background if priority_levels > 1 else None
+        self._lane_busy = False
         self._delaying = False  # whether a request with a DELAY queue policy's timeout has been queued
         self._instances = instance_count
         self._observe_batch = observe_batch
@@ -135,7 +140,7 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._free: asyncio.Semaphore | None = None
         self._task: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Future[Any]] = set()
         self._closing = False
 
     @property
@@ -213,6 +218,8 @@ class Batcher:
             self._queue.append(pending)
         if self._holds:
             self._traffic.arrived(now, len(self._queue) + self._in_batches)
+        if level == 1 and self._background is not None:
+            self._start_lane()
         self._wakeup.set()
         return future
 
@@ -239,9 +246,9 @@ class Batcher:
             if self._inline:
                 # On the loop, a batch runs before anything else does: a second one taken from the queue
                 # now would only split it in two smaller batches, whatever instance_count allows.
-                await self._execute(batch)
+                await self._execute(batch, None)
                 continue
-            task = asyncio.create_task(self._execute(batch))
+            task = asyncio.create_task(self._execute(batch, self._background if batch[0].level > 1 else None))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -286,14 +293,48 @@ class Batcher:
             finally:
                 timer.cancel()
 
-    def _take(self) -> list[_Pending]:
-        """The oldest live request of the highest level plus later compatible ones, up to the batch
-        limit, in the queue's order."""
+    def _start_lane(self) -> None:
+        """Run the top level's next batch on its lane, if the lane is free and one is queued: here and
+        now, as the request arrives or the lane's last batch ends, without waiting for the dispatcher's
+        turn on the event loop, which a crowd of lower-level requests keeps busy."""
+        if self._lane_busy or self._inline or not self._tidy() or self._queue[0].level != 1:
+            return
+        batch = self._take()
+        self._lane_busy, self._in_batches = True, self._in_batches + len(batch)
+        span, start = self._start(batch)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._running.add(done)
+        done.add_done_callback(self._running.discard)
+
+        def ended(ran: _Ran | Exception) -> None:
+            self._settle(batch, span, start, ran)
+            self._lane_busy = False
+            done.set_result(None)
+            self._start_lane()
+
+        def run() -> None:
+            try:
+                ran: _Ran | Exception = self._run_live(batch)
+            except Exception as exc:
+                ran = exc
+            loop.call_soon_threadsafe(ended, ran)
+
+        self._executor.submit(run)
+
+    def _tidy(self) -> bool:
+        """Whether anything is queued, once the requests whose DELAY timeout passed have moved behind
+        the rest and those whose callers left are gone from its head."""
         if self._delaying:
             demote(self._queue, self._clock(), self._levels + 1)
         while self._queue and self._left(self._queue[0]):
             self._queue.popleft()
-        if not self._queue:
+        return bool(self._queue)
+
+    def _take(self) -> list[_Pending]:
+        """The oldest live request of the highest level plus later compatible ones, up to the batch
+        limit, in the queue's order."""
+        if not self._tidy():
             return []
         head = self._queue[0]
         if not self._batching:
@@ -336,7 +377,8 @@ class Batcher:
     def _inline(self) -> bool:
         return self._compute_ns is not None and self._compute_ns < self._inline_below_ns
 
-    async def _execute(self, batch: list[_Pending]) -> None:
+    async def _execute(self, batch: list[_Pending], background: Executor | None) -> None:
+        """Run ``batch`` on the loop, on ``background`` (a batch below the top level) or on the executor."""
         assert self._free is not None
         span, start = self._start(batch)
         ran: _Ran | Exception = InferenceFailed(f"model '{self.name}' stopped before its batch ran")
@@ -344,7 +386,8 @@ class Batcher:
             if self._inline:
                 ran = self._run_live(batch)
             else:
-                ran = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_live, batch)
+                executor = background or self._executor
+                ran = await asyncio.get_running_loop().run_in_executor(executor, self._run_live, batch)
         except Exception as exc:
             ran = exc
         finally:

@@ -11,6 +11,15 @@ others queue on), and a request still queued after ``default_timeout_microsecond
 ``timeout`` parameter, when ``allow_timeout_override`` lets a request shorten it) is either refused
 (``REJECT``, a 504 like any deadline) or ``DELAY``ed: moved behind every request that has not timed
 out, whatever their levels, to run when nothing else waits.
+
+Order alone leaves a top-level request waiting for the lower levels' batches already running (a
+batch of 32 takes several times one of 1) and for their share of the CPU. So where the batches run
+on the shared inference threads, the levels below the top run on background threads instead, which
+the kernel runs only after every other thread of the server (``cpus.background_threads``), and they
+hold the model's ``instance_count`` instances, while the top level also has a lane of its own: a
+top-level request that finds its lane free starts as it is queued, without waiting for the
+dispatcher's turn on an event loop the crowd keeps busy, on a core the lower levels yield. Measured in
+docs/PERFORMANCE.md#priorities.
 """
 
 from __future__ import annotations

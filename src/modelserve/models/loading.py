@@ -61,6 +61,7 @@ class ModelLoader:
         records: ModelRecords,
         eviction: Eviction,
         *,
+        background: Executor | None = None,
         defaults: BatchingDefaults,
         load_timeout_s: float,
         breaker_failures: int = 0,
@@ -76,6 +77,7 @@ class ModelLoader:
         self.llm_defaults = llm_defaults or LLMDefaults()  # MAX_NUM_SEQS, QUANTIZATION, ... for generative models
         self.overrides = overrides  # models a load request's parameters serve instead of the repository's
         self._executor = executor
+        self._background = background  # lower priority levels' batches, where they would run on executor
         self._records = records
         self._eviction = eviction
         self._defaults = defaults
@@ -406,6 +408,7 @@ class ModelLoader:
             max_queue_size=spec.max_queue_size,
             instance_count=spec.instance_count,
             priority_levels=spec.priority_levels,
+            background=self._background if executor is self._executor else None,
             observe_batch=observe,
             observe_abandoned=abandoned,
             inline_below_us=inline_below_us,

@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from modelserve import __version__
 from modelserve.config import ModelControlMode, PrewarmPolicy, Settings
+from modelserve.cpus import background_threads
 from modelserve.errors import ModelserveError, StoreUnavailable
 from modelserve.history import from_settings as history_from_settings
 from modelserve.models.budget import MemoryBudget
@@ -78,11 +79,13 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
     """
     tracing = tracing or Tracing.from_environment(settings.trace_sample_rate)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+    background = background_threads(settings.inference_threads, "inference-background")
     metrics = Metrics(CollectorRegistry())
     mode = settings.model_control_mode
     manager = ModelManager(
         open_repository(settings.model_repository, settings.model_cache_dir),
         executor,
+        background=background,
         defaults=BatchingDefaults(
             settings.max_batch_size, settings.batch_timeout_ms, settings.max_queue_size, settings.inline_inference_us
         ),
@@ -227,6 +230,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False, tracing
                 await prober.close()
             await asyncio.to_thread(state.access_log.close)  # the lines of the requests answered while draining
             executor.shutdown(wait=True)
+            background.shutdown(wait=True)
             tracing.shutdown()
 
     app = FastAPI(
