@@ -70,8 +70,9 @@ run: models
 run-regions: models tools
 	$(BIN)/python scripts/regions_demo.py --port $(HTTP_PORT)
 
+# Two workers: most of the suite's time is servers starting and clients waiting, which overlap.
 test: install tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 lint: install
 	$(BIN)/ruff check src tests examples benchmarks scripts
