@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,11 +13,6 @@ import pytest
 from tests.postgres import PostgresServer, running_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# The CLI modules' error consoles read the terminal's width once, when they are imported, which is at
-# collection here: without a wide one, rich folds a message at 80 columns wherever a temporary path
-# happens to push it, and a test reading the message finds it cut in two.
-os.environ["COLUMNS"] = "250"
 
 
 def _load_builder():  # type: ignore[no-untyped-def]

@@ -28,6 +28,7 @@ from modelserve.prewarm.cli import app as prewarm_app
 from modelserve.regions.cli import app as regions_app
 from modelserve.remote import URL, Token, auth, call
 from modelserve.rollout.cli import app as rollout_app
+from modelserve.terminal import err
 
 app = typer.Typer(help="modelserve: a fast Open Inference Protocol (KServe V2) model server.", no_args_is_help=True)
 models_app = typer.Typer(help="List, load and unload the models of a running server.", no_args_is_help=True)
@@ -37,7 +38,6 @@ app.command()(tune)
 app.add_typer(prewarm_app, name="prewarm")
 app.add_typer(regions_app, name="regions")
 app.add_typer(rollout_app, name="rollout")
-err = Console(stderr=True)
 
 
 def _help(field: str) -> str:

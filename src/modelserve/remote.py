@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 
 from modelserve.bench.warmup import error_of
+from modelserve.terminal import err
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL = Annotated[str, typer.Option(envvar="MODELSERVE_URL", help="Base URL of the running server.")]
@@ -21,7 +21,6 @@ AdminToken = Annotated[
     str | None,
     typer.Option(envvar="MODELSERVE_TOKEN", help="API key or JWT with the admin scope, when the server needs one."),
 ]
-err = Console(stderr=True)
 
 
 def auth(token: str | None) -> dict[str, str]:

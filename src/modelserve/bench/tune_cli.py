@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-err = Console(stderr=True)
+from modelserve.terminal import err
 
 
 def _numbers(text: str, kind: type[int] | type[float]) -> list[Any]:

@@ -17,8 +17,7 @@ from rich.table import Table
 
 from modelserve.convert.precision import Precision
 from modelserve.repository.config import Platform
-
-err = Console(stderr=True)
+from modelserve.terminal import err
 
 
 def convert(

@@ -26,9 +26,9 @@ from modelserve.prewarm.traces import (
     write_trace,
 )
 from modelserve.remote import DEFAULT_URL, URL, AdminToken, call
+from modelserve.terminal import err
 
 app = typer.Typer(help="Replay traffic traces against pre-warming policies (docs/PREWARM.md).", no_args_is_help=True)
-err = Console(stderr=True)
 
 
 def _fail(message: str) -> typer.Exit:

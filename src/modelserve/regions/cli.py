@@ -32,6 +32,7 @@ from modelserve.rollout.cli import (
     parse_duration,
     request_body,
 )
+from modelserve.terminal import err
 
 if TYPE_CHECKING:
     from modelserve.regions.service import Context
@@ -43,7 +44,6 @@ app = typer.Typer(
 app.command()(cost)
 app.command("router-config")(router_config)
 app.command()(failover)
-err = Console(stderr=True)
 
 
 def out() -> Console:

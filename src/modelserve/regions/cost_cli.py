@@ -12,12 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelserve.terminal import err
+
 if TYPE_CHECKING:  # the database's libraries are imported by the command, not by `modelserve --help`
     from sqlalchemy import Engine
 
     from modelserve.regions.cost import Line, Spending
 
-err = Console(stderr=True)
 
 PricesPath = Annotated[
     Path | None,

@@ -18,8 +18,8 @@ from rich.table import Table
 
 from modelserve.regions.config import RegionsFile, RegionsFileError, load_regions
 from modelserve.regions.router import DEFAULT_SOCKET, RouterSettings, render
+from modelserve.terminal import err
 
-err = Console(stderr=True)
 DEFAULTS = RouterSettings()  # the options' defaults are the settings', so the two never drift apart
 
 RegionsPath = Annotated[

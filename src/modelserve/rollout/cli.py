@@ -23,7 +23,6 @@ app = typer.Typer(
     "(docs/ROLLOUT.md).",
     no_args_is_help=True,
 )
-err = Console(stderr=True)
 
 AsJson = Annotated[bool, typer.Option("--json", help="The API's JSON instead of a summary.")]
 FINISHED = ("promoted", "failed", "aborted")
