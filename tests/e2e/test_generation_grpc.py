@@ -190,7 +190,9 @@ def test_several_generations_on_one_stream_interleave(client: grpcclient.Inferen
     """Decoupled as Triton's vLLM backend is: a short generation sent after a long one ends first."""
     stream = Stream(client)
     try:
-        long, short = ({"max_tokens": n, "ignore_eos": True} for n in (60, 2))
+        # Long enough that it still runs when the short one arrives, on a host busy with other work too
+        # (60 tokens once finished first under a second test worker).
+        long, short = ({"max_tokens": n, "ignore_eos": True} for n in (400, 2))
         client.async_stream_infer(MODEL, prompt("Hello", long, stream=True), request_id="long")
         client.async_stream_infer(MODEL, prompt("Hello", short, stream=True), request_id="short")
         finals: list[str] = []
