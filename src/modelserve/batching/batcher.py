@@ -299,7 +299,7 @@ class Batcher:
         turn on the event loop, which a crowd of lower-level requests keeps busy."""
         if self._lane_busy or self._inline or not self._tidy() or self._queue[0].level != 1:
             return
-        batch = self._take()
+        batch = self._form()
         self._lane_busy, self._in_batches = True, self._in_batches + len(batch)
         span, start = self._start(batch)
         loop = asyncio.get_running_loop()
@@ -334,8 +334,10 @@ class Batcher:
     def _take(self) -> list[_Pending]:
         """The oldest live request of the highest level plus later compatible ones, up to the batch
         limit, in the queue's order."""
-        if not self._tidy():
-            return []
+        return self._form() if self._tidy() else []
+
+    def _form(self) -> list[_Pending]:
+        """``_take``'s batch from a queue already tidied, whose head is live."""
         head = self._queue[0]
         if not self._batching:
             return [self._queue.popleft()]
